@@ -1,0 +1,124 @@
+//! Group commit: makes directory entries durable and commits index records for instances of
+//! all associations together, so concurrent associations share one fsync of each directory
+//! and one index commit.
+//!
+//! One OS thread owns the write side of the index. It takes every request waiting, fsyncs each
+//! distinct directory once, commits the batch in one transaction, and only then answers each
+//! waiter. A waiter whose answer is `Ok` may acknowledge its instance.
+//!
+//! If a commit fails, every instance of the batch is answered with the error (its file is
+//! removed: it was never acknowledged, so the peer will resend).
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use tokio::sync::{mpsc, oneshot};
+
+use crate::index::{CommitOutcome, NewInstance, Store};
+use crate::quarantine::{sync_dir, DurableFile, Quarantine};
+
+/// Largest batch committed at once.
+pub const MAX_BATCH: usize = 256;
+
+type Reply = oneshot::Sender<Result<CommitOutcome, String>>;
+
+struct Request {
+    instance: NewInstance,
+    dir: PathBuf,
+    reply: Reply,
+}
+
+/// Handle to the committer thread. Cloning shares the thread.
+#[derive(Clone)]
+pub struct Committer {
+    tx: mpsc::UnboundedSender<Request>,
+}
+
+impl std::fmt::Debug for Committer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Committer").finish_non_exhaustive()
+    }
+}
+
+impl Committer {
+    /// Start the committer thread. It ends when every handle is dropped, after answering
+    /// what it has.
+    pub fn start(store: Arc<dyn Store>, quarantine: Quarantine) -> std::io::Result<Committer> {
+        let (tx, mut rx) = mpsc::unbounded_channel::<Request>();
+        std::thread::Builder::new()
+            .name("fiona-committer".into())
+            .spawn(move || {
+                while let Some(first) = rx.blocking_recv() {
+                    let mut batch = vec![first];
+                    while batch.len() < MAX_BATCH {
+                        match rx.try_recv() {
+                            Ok(r) => batch.push(r),
+                            Err(_) => break,
+                        }
+                    }
+                    commit_batch(&*store, &quarantine, batch);
+                }
+            })?;
+        Ok(Committer { tx })
+    }
+
+    /// Index a durable file; resolves once its record is committed (or failed).
+    pub async fn commit(
+        &self,
+        file: &DurableFile,
+        instance: NewInstance,
+    ) -> Result<CommitOutcome, String> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Request {
+                instance,
+                dir: file.dir.clone(),
+                reply,
+            })
+            .map_err(|_| "committer stopped".to_string())?;
+        rx.await.map_err(|_| "committer stopped".to_string())?
+    }
+}
+
+fn commit_batch(store: &dyn Store, quarantine: &Quarantine, batch: Vec<Request>) {
+    let started = std::time::Instant::now();
+    let dirs: BTreeSet<&PathBuf> = batch.iter().map(|r| &r.dir).collect();
+    let mut failure: Option<String> = None;
+    for d in dirs {
+        if let Err(e) = sync_dir(d) {
+            failure = Some(format!("directory fsync failed: {e}"));
+            break;
+        }
+    }
+    let instances: Vec<NewInstance> = batch.iter().map(|r| r.instance.clone()).collect();
+    let result = match failure {
+        Some(f) => Err(f),
+        None => store.commit(&instances).map_err(|e| e.to_string()),
+    };
+    let n = batch.len();
+    match result {
+        Ok(outcomes) => {
+            for (req, outcome) in batch.into_iter().zip(outcomes) {
+                if let CommitOutcome::Duplicate { .. } = &outcome {
+                    // This copy is not indexed; the first copy stays. Removal is best-effort:
+                    // a leftover is an unindexed orphan that start-up recovery deletes.
+                    let _ = std::fs::remove_file(quarantine.object_path(&req.instance.file));
+                }
+                let _ = req.reply.send(Ok(outcome));
+            }
+            tracing::debug!(
+                batch = n,
+                micros = started.elapsed().as_micros() as u64,
+                "index commit"
+            );
+        }
+        Err(e) => {
+            tracing::error!(batch = n, error = %e, "index commit failed");
+            for req in batch {
+                let _ = std::fs::remove_file(quarantine.object_path(&req.instance.file));
+                let _ = req.reply.send(Err(e.clone()));
+            }
+        }
+    }
+}

@@ -1,0 +1,336 @@
+//! Daemon configuration: embedded defaults, an optional TOML file, then command-line overrides.
+//!
+//! `fiona serve` with no file runs on [`Config::default`]: AE title `FIONA`, port 11112 on all
+//! interfaces, data under `./fiona-data` (or `$FIONA_DATA_DIR`). A TOML file (`--config`) may
+//! set any field; unknown fields are an error so a typo never silently falls back to a
+//! default. [`Config::validate`] names the offending field in every message.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// Default DICOM port for unencrypted associations (IANA "dicom").
+pub const DEFAULT_PORT: u16 = 11112;
+/// Default data directory when neither flag, environment nor file names one.
+pub const DEFAULT_DATA_DIR: &str = "./fiona-data";
+
+/// Why a configuration was refused. The message always names the field.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("invalid config: field `{field}`: {reason}")]
+    Invalid { field: &'static str, reason: String },
+}
+
+fn invalid(field: &'static str, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        field,
+        reason: reason.into(),
+    }
+}
+
+/// The whole daemon configuration. Every field has an embedded default.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Our AE title; associations must call it (unless `accept_any_called_ae`).
+    pub ae_title: String,
+    /// Address and port of the DICOM listener.
+    pub listen: SocketAddr,
+    /// Where the quarantine, index, rejected area and control socket live.
+    pub data_dir: PathBuf,
+    /// Largest P-DATA PDU we accept (our max PDU length in the A-ASSOCIATE-AC).
+    pub max_pdu: u32,
+    /// Associations served at once; more are refused with "local limit exceeded".
+    pub max_associations: usize,
+    /// Accept associations whatever called AE title they use.
+    pub accept_any_called_ae: bool,
+    /// Seconds to wait for the A-ASSOCIATE-RQ after TCP accept (ARTIM).
+    pub acse_timeout_secs: u64,
+    /// Seconds a peer may stay silent (no complete PDU) before the association is aborted.
+    pub idle_timeout_secs: u64,
+    /// Upper bound on an association's life, in seconds; 0 means no bound.
+    pub association_timeout_secs: u64,
+    /// Seconds without a new instance after which a study counts as arrived.
+    pub quiet_period_secs: u64,
+    /// Refuse C-STORE with 0xA700 when the data file system has less free space than this.
+    pub min_free_bytes: u64,
+    /// Seconds that SIGTERM waits for in-flight associations before aborting them.
+    pub shutdown_grace_secs: u64,
+    /// Optional allow-list of peers. Empty lists allow everyone.
+    pub allow: AllowList,
+}
+
+/// Who may open associations. Each non-empty list must match.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AllowList {
+    /// Calling AE titles allowed (exact match after trimming spaces).
+    pub calling_ae_titles: Vec<String>,
+    /// Source addresses: single IPs (`10.0.0.5`) or CIDR blocks (`10.1.0.0/16`).
+    pub addresses: Vec<String>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            ae_title: "FIONA".into(),
+            listen: SocketAddr::from(([0, 0, 0, 0], DEFAULT_PORT)),
+            data_dir: std::env::var_os("FIONA_DATA_DIR")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),
+            max_pdu: 131_072,
+            max_associations: 32,
+            accept_any_called_ae: false,
+            acse_timeout_secs: 30,
+            idle_timeout_secs: 120,
+            association_timeout_secs: 4 * 3600,
+            quiet_period_secs: 15,
+            min_free_bytes: 1 << 30,
+            shutdown_grace_secs: 10,
+            allow: AllowList::default(),
+        }
+    }
+}
+
+impl Config {
+    /// Read a TOML file over the embedded defaults and validate it.
+    pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::from_toml(&text).map_err(|e| match e {
+            ConfigError::Parse { message, .. } => ConfigError::Parse {
+                path: path.to_owned(),
+                message,
+            },
+            other => other,
+        })
+    }
+
+    /// Parse TOML text over the embedded defaults and validate it.
+    pub fn from_toml(text: &str) -> Result<Config, ConfigError> {
+        let cfg: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: PathBuf::new(),
+            message: e.to_string(),
+        })?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Check every field; the error names the first bad one.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        validate_ae_title(&self.ae_title).map_err(|r| invalid("ae_title", r))?;
+        if self.data_dir.as_os_str().is_empty() {
+            return Err(invalid("data_dir", "must not be empty"));
+        }
+        // PS3.8 9.3.1: the receiver's maximum must be at least the minimum PDU size.
+        if !(dicom_ul::pdu::MINIMUM_PDU_SIZE..=dicom_ul::pdu::MAXIMUM_PDU_SIZE)
+            .contains(&self.max_pdu)
+        {
+            return Err(invalid(
+                "max_pdu",
+                format!(
+                    "{} is outside {}..={}",
+                    self.max_pdu,
+                    dicom_ul::pdu::MINIMUM_PDU_SIZE,
+                    dicom_ul::pdu::MAXIMUM_PDU_SIZE
+                ),
+            ));
+        }
+        if self.max_associations == 0 || self.max_associations > 4096 {
+            return Err(invalid("max_associations", "must be between 1 and 4096"));
+        }
+        for (field, v) in [
+            ("acse_timeout_secs", self.acse_timeout_secs),
+            ("idle_timeout_secs", self.idle_timeout_secs),
+        ] {
+            if v == 0 {
+                return Err(invalid(field, "must be at least 1 second"));
+            }
+        }
+        for ae in &self.allow.calling_ae_titles {
+            validate_ae_title(ae).map_err(|r| invalid("allow.calling_ae_titles", r))?;
+        }
+        for a in &self.allow.addresses {
+            IpNet::parse(a).map_err(|r| invalid("allow.addresses", r))?;
+        }
+        Ok(())
+    }
+
+    pub fn acse_timeout(&self) -> Duration {
+        Duration::from_secs(self.acse_timeout_secs)
+    }
+    pub fn idle_timeout(&self) -> Duration {
+        Duration::from_secs(self.idle_timeout_secs)
+    }
+    pub fn association_timeout(&self) -> Option<Duration> {
+        (self.association_timeout_secs > 0)
+            .then(|| Duration::from_secs(self.association_timeout_secs))
+    }
+    pub fn quiet_period(&self) -> Duration {
+        Duration::from_secs(self.quiet_period_secs)
+    }
+
+    /// The parsed address allow-list (validated, so parsing cannot fail here).
+    pub fn address_allow_list(&self) -> Vec<IpNet> {
+        self.allow
+            .addresses
+            .iter()
+            .filter_map(|a| IpNet::parse(a).ok())
+            .collect()
+    }
+}
+
+/// An AE title is 1 to 16 characters of the default repertoire, no backslash or control
+/// characters, and not only spaces (PS3.5 6.2, VR AE).
+pub fn validate_ae_title(ae: &str) -> Result<(), String> {
+    let trimmed = ae.trim();
+    if trimmed.is_empty() {
+        return Err("AE title must not be empty".into());
+    }
+    if ae.len() > 16 {
+        return Err(format!("AE title is {} characters, at most 16", ae.len()));
+    }
+    if ae
+        .chars()
+        .any(|c| !c.is_ascii() || c.is_ascii_control() || c == '\\')
+    {
+        return Err("AE title may only hold printable ASCII without backslash".into());
+    }
+    Ok(())
+}
+
+/// An IP address or CIDR block from the allow-list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IpNet {
+    addr: IpAddr,
+    prefix: u8,
+}
+
+impl IpNet {
+    pub fn parse(s: &str) -> Result<IpNet, String> {
+        let (addr_s, prefix_s) = match s.split_once('/') {
+            Some((a, p)) => (a, Some(p)),
+            None => (s, None),
+        };
+        let addr: IpAddr = addr_s
+            .trim()
+            .parse()
+            .map_err(|_| format!("`{s}` is not an IP address or CIDR block"))?;
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let prefix = match prefix_s {
+            Some(p) => p
+                .trim()
+                .parse::<u8>()
+                .ok()
+                .filter(|p| *p <= max)
+                .ok_or_else(|| format!("`{s}`: prefix length must be 0..={max}"))?,
+            None => max,
+        };
+        Ok(IpNet { addr, prefix })
+    }
+
+    /// Whether `ip` lies in this block. IPv4-mapped IPv6 peers match IPv4 blocks.
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
+            v4 => v4,
+        };
+        match (self.addr, ip) {
+            (IpAddr::V4(net), IpAddr::V4(ip)) => {
+                let mask = u32::MAX
+                    .checked_shl(32 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u32::from(net) & mask == u32::from(ip) & mask
+            }
+            (IpAddr::V6(net), IpAddr::V6(ip)) => {
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u128::from(net) & mask == u128::from(ip) & mask
+            }
+            _ => false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_and_as_documented() {
+        let c = Config::default();
+        c.validate().unwrap();
+        assert_eq!(c.ae_title, "FIONA");
+        assert_eq!(c.listen.port(), 11112);
+        assert_eq!(c.quiet_period_secs, 15);
+    }
+
+    #[test]
+    fn file_overrides_defaults() {
+        let c = Config::from_toml(
+            "ae_title = \"GATE\"\nlisten = \"127.0.0.1:4242\"\nquiet_period_secs = 3\n\
+             [allow]\ncalling_ae_titles = [\"CT1\"]\naddresses = [\"10.0.0.0/8\"]\n",
+        )
+        .unwrap();
+        assert_eq!(c.ae_title, "GATE");
+        assert_eq!(c.listen, "127.0.0.1:4242".parse().unwrap());
+        assert_eq!(c.quiet_period_secs, 3);
+        assert_eq!(c.max_pdu, Config::default().max_pdu);
+        assert_eq!(c.allow.calling_ae_titles, vec!["CT1"]);
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let cases = [
+            ("ae_title = \"THIS_IS_FAR_TOO_LONG\"", "ae_title"),
+            ("max_pdu = 10", "max_pdu"),
+            ("max_associations = 0", "max_associations"),
+            ("idle_timeout_secs = 0", "idle_timeout_secs"),
+            ("[allow]\naddresses = [\"nonsense\"]", "allow.addresses"),
+            (
+                "[allow]\ncalling_ae_titles = [\"\"]",
+                "allow.calling_ae_titles",
+            ),
+        ];
+        for (toml, field) in cases {
+            let e = Config::from_toml(toml).unwrap_err().to_string();
+            assert!(e.contains(field), "{toml:?} gave {e:?}");
+        }
+        let e = Config::from_toml("ae_titel = \"X\"")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("ae_titel"), "{e}");
+        let e = Config::from_toml("listen = \"nowhere\"")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("listen"), "{e}");
+    }
+
+    #[test]
+    fn cidr_matching() {
+        let n = IpNet::parse("10.1.0.0/16").unwrap();
+        assert!(n.contains("10.1.200.3".parse().unwrap()));
+        assert!(!n.contains("10.2.0.1".parse().unwrap()));
+        assert!(n.contains("::ffff:10.1.0.9".parse().unwrap()));
+        let one = IpNet::parse("127.0.0.1").unwrap();
+        assert!(one.contains("127.0.0.1".parse().unwrap()));
+        assert!(!one.contains("127.0.0.2".parse().unwrap()));
+        assert!(IpNet::parse("0.0.0.0/0")
+            .unwrap()
+            .contains("8.8.8.8".parse().unwrap()));
+        assert!(IpNet::parse("10.0.0.0/33").is_err());
+    }
+}

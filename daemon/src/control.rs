@@ -1,0 +1,399 @@
+//! The control API: HTTP/1.1 over a Unix socket in the data directory (`run/control.sock`,
+//! mode 0600 in a 0700 directory), so only the daemon's user (and root) reach it. The admin
+//! commands (`fiona studies`, `study`, `status`, `rejected`) are its clients; the web page
+//! will serve the same handlers later.
+//!
+//! | route                 | answer                                   |
+//! |-----------------------|------------------------------------------|
+//! | `GET /v1/status`      | [`StatusView`]                           |
+//! | `GET /v1/studies`     | `[StudyView]`                            |
+//! | `GET /v1/studies/KEY` | [`StudyDetail`] (404 if unknown)         |
+//! | `GET /v1/rejected`    | `[RejectRecord]`                         |
+
+use std::io::{Read, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::extract::{Path as UrlPath, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use tokio_util::sync::CancellationToken;
+
+use crate::index::{RejectRecord, SeriesRecord, StudyRecord, Totals};
+use crate::scp::Node;
+
+/// File name of the control socket inside `run/`.
+pub const SOCKET_NAME: &str = "control.sock";
+
+pub fn socket_path(data_dir: &Path) -> PathBuf {
+    data_dir.join("run").join(SOCKET_NAME)
+}
+
+/// One study as the admin sees it in a listing.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StudyView {
+    pub key: String,
+    pub accession_number: String,
+    pub study_date: String,
+    pub study_time: String,
+    pub study_description: String,
+    pub modalities: Vec<String>,
+    pub series: u64,
+    pub instances: u64,
+    pub bytes: u64,
+    /// `receiving` until the quiet period has passed since the last instance, then `arrived`.
+    pub state: String,
+    /// Seconds since the first instance arrived.
+    pub age_secs: i64,
+    pub first_received_ms: i64,
+    pub last_received_ms: i64,
+    pub calling_ae: String,
+    pub called_ae: String,
+    pub peer: String,
+}
+
+/// One study with its series, for `fiona study KEY`. Holds the patient identity the assign
+/// step needs: it is shown to the admin on request, never logged.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StudyDetail {
+    pub study: StudyView,
+    pub study_instance_uid: String,
+    pub patient_id: String,
+    pub patient_name: String,
+    pub series: Vec<SeriesView>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SeriesView {
+    pub series_instance_uid: String,
+    pub series_number: Option<i64>,
+    pub modality: String,
+    pub series_description: String,
+    pub instances: u64,
+    pub bytes: u64,
+    pub last_received_ms: i64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StatusView {
+    pub version: String,
+    pub ae_title: String,
+    pub listen: String,
+    pub data_dir: String,
+    pub uptime_secs: u64,
+    pub totals: Totals,
+    pub studies_receiving: u64,
+    pub studies_arrived: u64,
+    pub free_bytes: u64,
+    pub total_bytes: u64,
+    pub min_free_bytes: u64,
+    pub associations_active: u64,
+    pub associations_total: u64,
+    pub associations_refused: u64,
+    pub instances_stored_since_start: u64,
+    pub instances_duplicate_since_start: u64,
+    pub instances_rejected_since_start: u64,
+    pub instances_out_of_resources_since_start: u64,
+}
+
+struct Ctl {
+    node: Arc<Node>,
+    started: Instant,
+    listen: String,
+}
+
+fn now_ms() -> i64 {
+    (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64
+}
+
+pub fn study_view(s: &StudyRecord, quiet_ms: i64, now: i64) -> StudyView {
+    StudyView {
+        key: s.key.clone(),
+        accession_number: s.accession_number.clone(),
+        study_date: s.study_date.clone(),
+        study_time: s.study_time.clone(),
+        study_description: s.study_description.clone(),
+        modalities: s.modalities.clone(),
+        series: s.series_count,
+        instances: s.instance_count,
+        bytes: s.bytes,
+        state: if now - s.last_received_ms >= quiet_ms {
+            "arrived".into()
+        } else {
+            "receiving".into()
+        },
+        age_secs: (now - s.first_received_ms).max(0) / 1000,
+        first_received_ms: s.first_received_ms,
+        last_received_ms: s.last_received_ms,
+        calling_ae: s.origin.calling_ae.clone(),
+        called_ae: s.origin.called_ae.clone(),
+        peer: s.origin.peer.clone(),
+    }
+}
+
+fn series_view(s: &SeriesRecord) -> SeriesView {
+    SeriesView {
+        series_instance_uid: s.series_instance_uid.clone(),
+        series_number: s.series_number,
+        modality: s.modality.clone(),
+        series_description: s.series_description.clone(),
+        instances: s.instance_count,
+        bytes: s.bytes,
+        last_received_ms: s.last_received_ms,
+    }
+}
+
+struct ApiError(StatusCode, String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.0, Json(serde_json::json!({ "error": self.1 }))).into_response()
+    }
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, String> + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|_| ApiError(StatusCode::INTERNAL_SERVER_ERROR, "task failed".into()))?
+        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e))
+}
+
+async fn status(State(c): State<Arc<Ctl>>) -> Result<Json<StatusView>, ApiError> {
+    let node = c.node.clone();
+    let quiet = node.config.quiet_period().as_millis() as i64;
+    let (totals, receiving, arrived) = blocking(move || {
+        let totals = node.store.totals().map_err(|e| e.to_string())?;
+        let now = now_ms();
+        let studies = node.store.studies().map_err(|e| e.to_string())?;
+        let receiving = studies
+            .iter()
+            .filter(|s| now - s.last_received_ms < quiet)
+            .count() as u64;
+        Ok((totals, receiving, studies.len() as u64 - receiving))
+    })
+    .await?;
+    let n = &c.node;
+    let st = &n.stats;
+    Ok(Json(StatusView {
+        version: env!("CARGO_PKG_VERSION").into(),
+        ae_title: n.config.ae_title.clone(),
+        listen: c.listen.clone(),
+        data_dir: n.quarantine.root().display().to_string(),
+        uptime_secs: c.started.elapsed().as_secs(),
+        totals,
+        studies_receiving: receiving,
+        studies_arrived: arrived,
+        free_bytes: n.quarantine.free_bytes().unwrap_or(0),
+        total_bytes: n.quarantine.total_bytes().unwrap_or(0),
+        min_free_bytes: n.config.min_free_bytes,
+        associations_active: st.associations_active.load(Ordering::Relaxed),
+        associations_total: st.associations_total.load(Ordering::Relaxed),
+        associations_refused: st.associations_refused.load(Ordering::Relaxed),
+        instances_stored_since_start: st.instances_stored.load(Ordering::Relaxed),
+        instances_duplicate_since_start: st.instances_duplicate.load(Ordering::Relaxed),
+        instances_rejected_since_start: st.instances_rejected.load(Ordering::Relaxed),
+        instances_out_of_resources_since_start: st
+            .instances_out_of_resources
+            .load(Ordering::Relaxed),
+    }))
+}
+
+async fn studies(State(c): State<Arc<Ctl>>) -> Result<Json<Vec<StudyView>>, ApiError> {
+    let node = c.node.clone();
+    let quiet = node.config.quiet_period().as_millis() as i64;
+    let mut v = blocking(move || {
+        let now = now_ms();
+        Ok(node
+            .store
+            .studies()
+            .map_err(|e| e.to_string())?
+            .iter()
+            .map(|s| study_view(s, quiet, now))
+            .collect::<Vec<_>>())
+    })
+    .await?;
+    v.sort_by_key(|s| std::cmp::Reverse(s.last_received_ms));
+    Ok(Json(v))
+}
+
+async fn study(
+    State(c): State<Arc<Ctl>>,
+    UrlPath(key): UrlPath<String>,
+) -> Result<Json<StudyDetail>, ApiError> {
+    let node = c.node.clone();
+    let quiet = node.config.quiet_period().as_millis() as i64;
+    let k = key.clone();
+    let found = blocking(move || {
+        let Some(s) = node.store.study(&k).map_err(|e| e.to_string())? else {
+            return Ok(None);
+        };
+        let mut series: Vec<SeriesView> = node
+            .store
+            .series_of(&k)
+            .map_err(|e| e.to_string())?
+            .iter()
+            .map(series_view)
+            .collect();
+        series.sort_by_key(|s| (s.series_number.unwrap_or(i64::MAX), s.last_received_ms));
+        Ok(Some(StudyDetail {
+            study: study_view(&s, quiet, now_ms()),
+            study_instance_uid: s.study_instance_uid.clone(),
+            patient_id: s.patient_id.clone(),
+            patient_name: s.patient_name.clone(),
+            series,
+        }))
+    })
+    .await?;
+    found
+        .map(Json)
+        .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("no study with key {key}")))
+}
+
+async fn rejected(State(c): State<Arc<Ctl>>) -> Result<Json<Vec<RejectRecord>>, ApiError> {
+    let node = c.node.clone();
+    let mut v = blocking(move || node.store.rejections().map_err(|e| e.to_string())).await?;
+    v.sort_by_key(|r| std::cmp::Reverse(r.received_ms));
+    Ok(Json(v))
+}
+
+/// Serve the control API on the data directory's socket until `shutdown` fires.
+pub async fn serve(
+    node: Arc<Node>,
+    listen: String,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    let run = node.quarantine.run_dir();
+    std::fs::set_permissions(&run, std::fs::Permissions::from_mode(0o700))?;
+    let path = run.join(SOCKET_NAME);
+    match std::fs::remove_file(&path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    let listener = tokio::net::UnixListener::bind(&path)?;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+    let ctl = Arc::new(Ctl {
+        node,
+        started: Instant::now(),
+        listen,
+    });
+    let app = Router::new()
+        .route("/v1/status", get(status))
+        .route("/v1/studies", get(studies))
+        .route("/v1/studies/{key}", get(study))
+        .route("/v1/rejected", get(rejected))
+        .with_state(ctl);
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move { shutdown.cancelled().await })
+        .await
+}
+
+/// Errors of the control client, phrased for the admin at the console.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("cannot reach the fiona daemon at {path}: {source} (is `fiona serve` running with this data directory?)")]
+    Connect {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("control socket I/O error: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("daemon answered {status}: {body}")]
+    Status { status: u16, body: String },
+    #[error("malformed answer from daemon: {0}")]
+    Malformed(String),
+}
+
+/// `GET path` on the control socket; returns the body of a 2xx answer.
+pub fn request(data_dir: &Path, path: &str) -> Result<Vec<u8>, ClientError> {
+    let sock = socket_path(data_dir);
+    let mut s =
+        std::os::unix::net::UnixStream::connect(&sock).map_err(|source| ClientError::Connect {
+            path: sock.clone(),
+            source,
+        })?;
+    s.set_read_timeout(Some(std::time::Duration::from_secs(60)))?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: fiona\r\nConnection: close\r\nAccept: application/json\r\n\r\n"
+    )?;
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw)?;
+    parse_response(&raw)
+}
+
+fn parse_response(raw: &[u8]) -> Result<Vec<u8>, ClientError> {
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or_else(|| ClientError::Malformed("no header end".into()))?;
+    let head = String::from_utf8_lossy(&raw[..split]).to_string();
+    let mut body = raw[split + 4..].to_vec();
+    let status: u16 = head
+        .lines()
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| ClientError::Malformed("no status line".into()))?;
+    let chunked = head.lines().any(|l| {
+        let l = l.to_ascii_lowercase();
+        l.starts_with("transfer-encoding:") && l.contains("chunked")
+    });
+    if chunked {
+        body = dechunk(&body)?;
+    }
+    if !(200..300).contains(&status) {
+        let msg = serde_json::from_slice::<serde_json::Value>(&body)
+            .ok()
+            .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(String::from))
+            .unwrap_or_else(|| String::from_utf8_lossy(&body).into_owned());
+        return Err(ClientError::Status { status, body: msg });
+    }
+    Ok(body)
+}
+
+fn dechunk(mut b: &[u8]) -> Result<Vec<u8>, ClientError> {
+    let mut out = Vec::new();
+    loop {
+        let line_end = b
+            .windows(2)
+            .position(|w| w == b"\r\n")
+            .ok_or_else(|| ClientError::Malformed("bad chunk".into()))?;
+        let size_s = String::from_utf8_lossy(&b[..line_end]);
+        let size = usize::from_str_radix(size_s.split(';').next().unwrap_or("").trim(), 16)
+            .map_err(|_| ClientError::Malformed("bad chunk size".into()))?;
+        b = &b[line_end + 2..];
+        if size == 0 {
+            return Ok(out);
+        }
+        if b.len() < size + 2 {
+            return Err(ClientError::Malformed("short chunk".into()));
+        }
+        out.extend_from_slice(&b[..size]);
+        b = &b[size + 2..];
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_plain_and_chunked() {
+        let r = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n[]";
+        assert_eq!(parse_response(r).unwrap(), b"[]");
+        let r = b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n";
+        assert_eq!(parse_response(r).unwrap(), b"abcde");
+        let r = b"HTTP/1.1 404 Not Found\r\n\r\n{\"error\":\"no study with key X\"}";
+        let e = parse_response(r).unwrap_err().to_string();
+        assert!(e.contains("404") && e.contains("no study"), "{e}");
+    }
+}

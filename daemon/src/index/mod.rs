@@ -1,0 +1,200 @@
+//! The quarantine index: what is stored, grouped into studies and series.
+//!
+//! The storage engine is used only in [`redb_store`], behind the [`Store`] trait, so it can be
+//! replaced. Records are JSON values (`serde`), so adding a field with a default is a
+//! compatible change.
+//!
+//! # Invariants
+//!
+//! * One instance per SOP Instance UID: a re-sent instance is reported as
+//!   [`CommitOutcome::Duplicate`] and counted once.
+//! * Study and series counts and bytes are updated in the same transaction as the instance.
+//! * Records hold patient data (this is the quarantine): their `Debug` prints keys only.
+
+pub mod redb_store;
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::header::HeaderFields;
+
+/// Errors from the index. The message names the operation, never a record's values.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    #[error("index storage error during {op}: {source}")]
+    Engine {
+        op: &'static str,
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    #[error("index record {0} is corrupt: {1}")]
+    Corrupt(String, String),
+}
+
+/// Where an instance came from on the network.
+#[derive(Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Origin {
+    pub calling_ae: String,
+    pub called_ae: String,
+    pub peer: String,
+}
+
+impl fmt::Debug for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Origin")
+            .field("calling_ae", &self.calling_ae)
+            .field("called_ae", &self.called_ae)
+            .finish_non_exhaustive()
+    }
+}
+
+/// An instance made durable on disk, to be indexed.
+#[derive(Clone)]
+pub struct NewInstance {
+    pub key: String,
+    /// File path relative to the data directory.
+    pub file: String,
+    pub bytes: u64,
+    pub transfer_syntax: String,
+    pub received_ms: i64,
+    pub origin: Origin,
+    pub header: HeaderFields,
+}
+
+impl fmt::Debug for NewInstance {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("NewInstance")
+            .field("key", &self.key)
+            .field("bytes", &self.bytes)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What the index did with a new instance.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CommitOutcome {
+    /// Indexed under its key, in the study with this key.
+    Stored { study_key: String },
+    /// Its SOP Instance UID was already stored under `existing`; this copy is not indexed.
+    Duplicate { existing: String },
+}
+
+#[derive(Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct InstanceRecord {
+    pub key: String,
+    pub study_key: String,
+    pub file: String,
+    pub bytes: u64,
+    pub transfer_syntax: String,
+    pub received_ms: i64,
+    pub origin: Origin,
+    pub sop_class_uid: String,
+    pub sop_instance_uid: String,
+    pub study_instance_uid: String,
+    pub series_instance_uid: String,
+}
+
+impl fmt::Debug for InstanceRecord {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("InstanceRecord")
+            .field("key", &self.key)
+            .field("study_key", &self.study_key)
+            .field("bytes", &self.bytes)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct StudyRecord {
+    pub key: String,
+    pub study_instance_uid: String,
+    pub accession_number: String,
+    pub study_date: String,
+    pub study_time: String,
+    pub study_description: String,
+    pub modalities: Vec<String>,
+    pub patient_id: String,
+    pub patient_name: String,
+    pub origin: Origin,
+    pub first_received_ms: i64,
+    pub last_received_ms: i64,
+    pub series_count: u64,
+    pub instance_count: u64,
+    pub bytes: u64,
+}
+
+impl fmt::Debug for StudyRecord {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StudyRecord")
+            .field("key", &self.key)
+            .field("instance_count", &self.instance_count)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct SeriesRecord {
+    pub study_key: String,
+    pub series_instance_uid: String,
+    pub series_number: Option<i64>,
+    pub modality: String,
+    pub series_description: String,
+    pub first_received_ms: i64,
+    pub last_received_ms: i64,
+    pub instance_count: u64,
+    pub bytes: u64,
+}
+
+impl fmt::Debug for SeriesRecord {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SeriesRecord")
+            .field("study_key", &self.study_key)
+            .field("instance_count", &self.instance_count)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A refused instance kept in the rejected area.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct RejectRecord {
+    pub key: String,
+    pub file: String,
+    pub bytes: u64,
+    pub received_ms: i64,
+    /// DIMSE status sent to the peer (0 when unknown, e.g. recovered after a crash).
+    pub status: u16,
+    /// Why it was refused: structural, never a value from the data set.
+    pub reason: String,
+    pub origin: Origin,
+}
+
+/// Counts over the whole index.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Totals {
+    pub studies: u64,
+    pub series: u64,
+    pub instances: u64,
+    pub bytes: u64,
+    pub rejected: u64,
+    pub rejected_bytes: u64,
+}
+
+/// The index operations fiona needs. One implementation per storage engine.
+pub trait Store: Send + Sync + 'static {
+    /// Index a batch of durable instances in one atomic, durable commit.
+    fn commit(&self, batch: &[NewInstance]) -> Result<Vec<CommitOutcome>, StoreError>;
+    /// Whether a SOP Instance UID is already stored (fast path for re-sends).
+    fn has_sop_instance(&self, sop_instance_uid: &str) -> Result<bool, StoreError>;
+    /// Whether an object key is indexed (for start-up recovery).
+    fn has_instance_key(&self, key: &str) -> Result<bool, StoreError>;
+    /// Record a rejected instance durably.
+    fn record_rejection(&self, r: &RejectRecord) -> Result<(), StoreError>;
+    fn has_rejection(&self, key: &str) -> Result<bool, StoreError>;
+    fn rejections(&self) -> Result<Vec<RejectRecord>, StoreError>;
+    fn studies(&self) -> Result<Vec<StudyRecord>, StoreError>;
+    fn study(&self, key: &str) -> Result<Option<StudyRecord>, StoreError>;
+    fn series_of(&self, study_key: &str) -> Result<Vec<SeriesRecord>, StoreError>;
+    fn instances_of(&self, study_key: &str) -> Result<Vec<InstanceRecord>, StoreError>;
+    fn totals(&self) -> Result<Totals, StoreError>;
+}

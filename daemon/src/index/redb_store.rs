@@ -1,0 +1,520 @@
+//! [`Store`] on redb. The only module that names the storage engine.
+//!
+//! # Tables
+//!
+//! | table            | key                          | value                         |
+//! |------------------|------------------------------|-------------------------------|
+//! | `instances`      | instance key (ULID)          | [`InstanceRecord`] JSON       |
+//! | `sop_index`      | SOP Instance UID             | instance key                  |
+//! | `studies`        | study key (ULID)             | [`StudyRecord`] JSON          |
+//! | `study_uid_index`| Study Instance UID           | study key                     |
+//! | `series`         | `study key/series UID`       | [`SeriesRecord`] JSON         |
+//! | `study_instances`| study key (multimap)         | instance keys                 |
+//! | `rejected`       | reject key (ULID)            | [`RejectRecord`] JSON         |
+//! | `totals`         | counter name                 | u64                           |
+//!
+//! Every write transaction commits with `Durability::Immediate` (redb fsyncs before
+//! `commit` returns).
+
+use std::path::Path;
+
+use redb::{
+    Database, MultimapTableDefinition, ReadableDatabase, ReadableTable, TableDefinition,
+    WriteTransaction,
+};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use super::*;
+
+const INSTANCES: TableDefinition<&str, &[u8]> = TableDefinition::new("instances");
+const SOP_INDEX: TableDefinition<&str, &str> = TableDefinition::new("sop_index");
+const STUDIES: TableDefinition<&str, &[u8]> = TableDefinition::new("studies");
+const STUDY_UID_INDEX: TableDefinition<&str, &str> = TableDefinition::new("study_uid_index");
+const SERIES: TableDefinition<&str, &[u8]> = TableDefinition::new("series");
+const STUDY_INSTANCES: MultimapTableDefinition<&str, &str> =
+    MultimapTableDefinition::new("study_instances");
+const REJECTED: TableDefinition<&str, &[u8]> = TableDefinition::new("rejected");
+const TOTALS: TableDefinition<&str, u64> = TableDefinition::new("totals");
+
+/// The redb-backed index.
+pub struct RedbStore {
+    db: Database,
+}
+
+impl std::fmt::Debug for RedbStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedbStore").finish_non_exhaustive()
+    }
+}
+
+fn engine<E: std::error::Error + Send + Sync + 'static>(
+    op: &'static str,
+) -> impl Fn(E) -> StoreError {
+    move |e| StoreError::Engine {
+        op,
+        source: Box::new(e),
+    }
+}
+
+fn encode<T: Serialize>(v: &T) -> Vec<u8> {
+    // Serializing plain structs of strings and integers to JSON cannot fail.
+    serde_json::to_vec(v).unwrap_or_default()
+}
+
+fn decode<T: DeserializeOwned>(key: &str, bytes: &[u8]) -> Result<T, StoreError> {
+    serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt(key.to_string(), e.to_string()))
+}
+
+fn series_key(study_key: &str, series_uid: &str) -> String {
+    format!("{study_key}/{series_uid}")
+}
+
+fn add_total(txn: &WriteTransaction, name: &str, delta: u64) -> Result<(), StoreError> {
+    let mut t = txn.open_table(TOTALS).map_err(engine("open totals"))?;
+    let cur = t
+        .get(name)
+        .map_err(engine("read totals"))?
+        .map(|g| g.value())
+        .unwrap_or(0);
+    t.insert(name, cur + delta)
+        .map_err(engine("write totals"))?;
+    Ok(())
+}
+
+impl RedbStore {
+    /// Open or create the index file and make sure every table exists.
+    pub fn open(path: &Path) -> Result<RedbStore, StoreError> {
+        let db = Database::create(path).map_err(engine("open index"))?;
+        let txn = db.begin_write().map_err(engine("begin"))?;
+        {
+            txn.open_table(INSTANCES).map_err(engine("create tables"))?;
+            txn.open_table(SOP_INDEX).map_err(engine("create tables"))?;
+            txn.open_table(STUDIES).map_err(engine("create tables"))?;
+            txn.open_table(STUDY_UID_INDEX)
+                .map_err(engine("create tables"))?;
+            txn.open_table(SERIES).map_err(engine("create tables"))?;
+            txn.open_multimap_table(STUDY_INSTANCES)
+                .map_err(engine("create tables"))?;
+            txn.open_table(REJECTED).map_err(engine("create tables"))?;
+            txn.open_table(TOTALS).map_err(engine("create tables"))?;
+        }
+        txn.commit().map_err(engine("commit"))?;
+        Ok(RedbStore { db })
+    }
+
+    fn index_one(
+        &self,
+        txn: &WriteTransaction,
+        n: &NewInstance,
+    ) -> Result<CommitOutcome, StoreError> {
+        let h = &n.header;
+        let mut sop = txn
+            .open_table(SOP_INDEX)
+            .map_err(engine("open sop_index"))?;
+        if let Some(existing) = sop
+            .get(h.sop_instance_uid.as_str())
+            .map_err(engine("read sop_index"))?
+        {
+            return Ok(CommitOutcome::Duplicate {
+                existing: existing.value().to_string(),
+            });
+        }
+        sop.insert(h.sop_instance_uid.as_str(), n.key.as_str())
+            .map_err(engine("write sop_index"))?;
+        drop(sop);
+
+        // Study: find or create.
+        let mut uid_index = txn
+            .open_table(STUDY_UID_INDEX)
+            .map_err(engine("open study_uid_index"))?;
+        let existing_study = uid_index
+            .get(h.study_instance_uid.as_str())
+            .map_err(engine("read study_uid_index"))?
+            .map(|g| g.value().to_string());
+        let mut studies = txn.open_table(STUDIES).map_err(engine("open studies"))?;
+        let mut study = match &existing_study {
+            Some(k) => {
+                let g = studies.get(k.as_str()).map_err(engine("read studies"))?;
+                match g {
+                    Some(g) => decode::<StudyRecord>(k, g.value())?,
+                    None => return Err(StoreError::Corrupt(k.clone(), "study missing".into())),
+                }
+            }
+            None => {
+                let key = ulid::Ulid::generate().to_string();
+                uid_index
+                    .insert(h.study_instance_uid.as_str(), key.as_str())
+                    .map_err(engine("write study_uid_index"))?;
+                add_total(txn, "studies", 1)?;
+                StudyRecord {
+                    key,
+                    study_instance_uid: h.study_instance_uid.clone(),
+                    accession_number: h.accession_number.clone(),
+                    study_date: h.study_date.clone(),
+                    study_time: h.study_time.clone(),
+                    study_description: h.study_description.clone(),
+                    modalities: Vec::new(),
+                    patient_id: h.patient_id.clone(),
+                    patient_name: h.patient_name.clone(),
+                    origin: n.origin.clone(),
+                    first_received_ms: n.received_ms,
+                    last_received_ms: n.received_ms,
+                    series_count: 0,
+                    instance_count: 0,
+                    bytes: 0,
+                }
+            }
+        };
+        drop(uid_index);
+
+        // Series: find or create.
+        let skey = series_key(&study.key, &h.series_instance_uid);
+        let mut series_t = txn.open_table(SERIES).map_err(engine("open series"))?;
+        let existing_series = series_t
+            .get(skey.as_str())
+            .map_err(engine("read series"))?
+            .map(|g| decode::<SeriesRecord>(&skey, g.value()))
+            .transpose()?;
+        let mut series = match existing_series {
+            Some(s) => s,
+            None => {
+                study.series_count += 1;
+                add_total(txn, "series", 1)?;
+                SeriesRecord {
+                    study_key: study.key.clone(),
+                    series_instance_uid: h.series_instance_uid.clone(),
+                    series_number: h.series_number,
+                    modality: h.modality.clone(),
+                    series_description: h.series_description.clone(),
+                    first_received_ms: n.received_ms,
+                    last_received_ms: n.received_ms,
+                    instance_count: 0,
+                    bytes: 0,
+                }
+            }
+        };
+        series.instance_count += 1;
+        series.bytes += n.bytes;
+        series.first_received_ms = series.first_received_ms.min(n.received_ms);
+        series.last_received_ms = series.last_received_ms.max(n.received_ms);
+        series_t
+            .insert(skey.as_str(), encode(&series).as_slice())
+            .map_err(engine("write series"))?;
+        drop(series_t);
+
+        study.instance_count += 1;
+        study.bytes += n.bytes;
+        study.first_received_ms = study.first_received_ms.min(n.received_ms);
+        study.last_received_ms = study.last_received_ms.max(n.received_ms);
+        if !h.modality.is_empty() && !study.modalities.contains(&h.modality) {
+            study.modalities.push(h.modality.clone());
+            study.modalities.sort();
+        }
+        // Fill in study-level fields a first instance lacked.
+        for (dst, src) in [
+            (&mut study.accession_number, &h.accession_number),
+            (&mut study.study_date, &h.study_date),
+            (&mut study.study_time, &h.study_time),
+            (&mut study.study_description, &h.study_description),
+            (&mut study.patient_id, &h.patient_id),
+            (&mut study.patient_name, &h.patient_name),
+        ] {
+            if dst.is_empty() && !src.is_empty() {
+                dst.clone_from(src);
+            }
+        }
+        studies
+            .insert(study.key.as_str(), encode(&study).as_slice())
+            .map_err(engine("write studies"))?;
+        drop(studies);
+
+        let rec = InstanceRecord {
+            key: n.key.clone(),
+            study_key: study.key.clone(),
+            file: n.file.clone(),
+            bytes: n.bytes,
+            transfer_syntax: n.transfer_syntax.clone(),
+            received_ms: n.received_ms,
+            origin: n.origin.clone(),
+            sop_class_uid: h.sop_class_uid.clone(),
+            sop_instance_uid: h.sop_instance_uid.clone(),
+            study_instance_uid: h.study_instance_uid.clone(),
+            series_instance_uid: h.series_instance_uid.clone(),
+        };
+        txn.open_table(INSTANCES)
+            .map_err(engine("open instances"))?
+            .insert(n.key.as_str(), encode(&rec).as_slice())
+            .map_err(engine("write instances"))?;
+        txn.open_multimap_table(STUDY_INSTANCES)
+            .map_err(engine("open study_instances"))?
+            .insert(study.key.as_str(), n.key.as_str())
+            .map_err(engine("write study_instances"))?;
+        add_total(txn, "instances", 1)?;
+        add_total(txn, "bytes", n.bytes)?;
+        Ok(CommitOutcome::Stored {
+            study_key: study.key,
+        })
+    }
+
+    fn read_all<T: DeserializeOwned>(
+        &self,
+        def: TableDefinition<&str, &[u8]>,
+    ) -> Result<Vec<T>, StoreError> {
+        let txn = self.db.begin_read().map_err(engine("begin read"))?;
+        let t = txn.open_table(def).map_err(engine("open table"))?;
+        let mut out = Vec::new();
+        for row in t.iter().map_err(engine("iterate"))? {
+            let (k, v) = row.map_err(engine("iterate"))?;
+            out.push(decode(k.value(), v.value())?);
+        }
+        Ok(out)
+    }
+
+    fn contains(&self, def: TableDefinition<&str, &[u8]>, key: &str) -> Result<bool, StoreError> {
+        let txn = self.db.begin_read().map_err(engine("begin read"))?;
+        let t = txn.open_table(def).map_err(engine("open table"))?;
+        Ok(t.get(key).map_err(engine("read"))?.is_some())
+    }
+}
+
+impl Store for RedbStore {
+    fn commit(&self, batch: &[NewInstance]) -> Result<Vec<CommitOutcome>, StoreError> {
+        let txn = self.db.begin_write().map_err(engine("begin write"))?;
+        let mut out = Vec::with_capacity(batch.len());
+        for n in batch {
+            out.push(self.index_one(&txn, n)?);
+        }
+        txn.commit().map_err(engine("commit"))?;
+        Ok(out)
+    }
+
+    fn has_sop_instance(&self, sop_instance_uid: &str) -> Result<bool, StoreError> {
+        let txn = self.db.begin_read().map_err(engine("begin read"))?;
+        let t = txn
+            .open_table(SOP_INDEX)
+            .map_err(engine("open sop_index"))?;
+        Ok(t.get(sop_instance_uid)
+            .map_err(engine("read sop_index"))?
+            .is_some())
+    }
+
+    fn has_instance_key(&self, key: &str) -> Result<bool, StoreError> {
+        self.contains(INSTANCES, key)
+    }
+
+    fn record_rejection(&self, r: &RejectRecord) -> Result<(), StoreError> {
+        let txn = self.db.begin_write().map_err(engine("begin write"))?;
+        txn.open_table(REJECTED)
+            .map_err(engine("open rejected"))?
+            .insert(r.key.as_str(), encode(r).as_slice())
+            .map_err(engine("write rejected"))?;
+        add_total(&txn, "rejected", 1)?;
+        add_total(&txn, "rejected_bytes", r.bytes)?;
+        txn.commit().map_err(engine("commit"))?;
+        Ok(())
+    }
+
+    fn has_rejection(&self, key: &str) -> Result<bool, StoreError> {
+        self.contains(REJECTED, key)
+    }
+
+    fn rejections(&self) -> Result<Vec<RejectRecord>, StoreError> {
+        self.read_all(REJECTED)
+    }
+
+    fn studies(&self) -> Result<Vec<StudyRecord>, StoreError> {
+        self.read_all(STUDIES)
+    }
+
+    fn study(&self, key: &str) -> Result<Option<StudyRecord>, StoreError> {
+        let txn = self.db.begin_read().map_err(engine("begin read"))?;
+        let t = txn.open_table(STUDIES).map_err(engine("open studies"))?;
+        let Some(g) = t.get(key).map_err(engine("read studies"))? else {
+            return Ok(None);
+        };
+        Ok(Some(decode(key, g.value())?))
+    }
+
+    fn series_of(&self, study_key: &str) -> Result<Vec<SeriesRecord>, StoreError> {
+        let txn = self.db.begin_read().map_err(engine("begin read"))?;
+        let t = txn.open_table(SERIES).map_err(engine("open series"))?;
+        let lo = format!("{study_key}/");
+        // '0' is the character after '/', so this range holds exactly this study's series.
+        let hi = format!("{study_key}0");
+        let mut out = Vec::new();
+        for row in t
+            .range(lo.as_str()..hi.as_str())
+            .map_err(engine("range series"))?
+        {
+            let (k, v) = row.map_err(engine("range series"))?;
+            out.push(decode(k.value(), v.value())?);
+        }
+        Ok(out)
+    }
+
+    fn instances_of(&self, study_key: &str) -> Result<Vec<InstanceRecord>, StoreError> {
+        let txn = self.db.begin_read().map_err(engine("begin read"))?;
+        let m = txn
+            .open_multimap_table(STUDY_INSTANCES)
+            .map_err(engine("open study_instances"))?;
+        let t = txn
+            .open_table(INSTANCES)
+            .map_err(engine("open instances"))?;
+        let mut out = Vec::new();
+        for k in m.get(study_key).map_err(engine("read study_instances"))? {
+            let k = k.map_err(engine("read study_instances"))?;
+            let key = k.value();
+            match t.get(key).map_err(engine("read instances"))? {
+                Some(v) => out.push(decode(key, v.value())?),
+                None => {
+                    return Err(StoreError::Corrupt(
+                        key.to_string(),
+                        "instance missing".into(),
+                    ))
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    fn totals(&self) -> Result<Totals, StoreError> {
+        let txn = self.db.begin_read().map_err(engine("begin read"))?;
+        let t = txn.open_table(TOTALS).map_err(engine("open totals"))?;
+        let get = |name: &str| -> Result<u64, StoreError> {
+            Ok(t.get(name)
+                .map_err(engine("read totals"))?
+                .map(|g| g.value())
+                .unwrap_or(0))
+        };
+        Ok(Totals {
+            studies: get("studies")?,
+            series: get("series")?,
+            instances: get("instances")?,
+            bytes: get("bytes")?,
+            rejected: get("rejected")?,
+            rejected_bytes: get("rejected_bytes")?,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn inst(key: &str, study: &str, series: &str, sop: &str, bytes: u64) -> NewInstance {
+        NewInstance {
+            key: key.into(),
+            file: format!("objects/x/{key}.dcm"),
+            bytes,
+            transfer_syntax: "1.2.840.10008.1.2.1".into(),
+            received_ms: 1000,
+            origin: Origin::default(),
+            header: HeaderFields {
+                sop_instance_uid: sop.into(),
+                study_instance_uid: study.into(),
+                series_instance_uid: series.into(),
+                modality: "CT".into(),
+                ..HeaderFields::default()
+            },
+        }
+    }
+
+    #[test]
+    fn counts_and_duplicates() {
+        let d = tempfile::tempdir().unwrap();
+        let s = RedbStore::open(&d.path().join("i.redb")).unwrap();
+        let out = s
+            .commit(&[
+                inst("A", "1.1", "1.1.1", "1.1.1.1", 10),
+                inst("B", "1.1", "1.1.1", "1.1.1.2", 20),
+                inst("C", "1.1", "1.1.2", "1.1.2.1", 30),
+                inst("D", "1.1", "1.1.2", "1.1.2.1", 30),
+            ])
+            .unwrap();
+        assert!(matches!(out[3], CommitOutcome::Duplicate { ref existing } if existing == "C"));
+        let studies = s.studies().unwrap();
+        assert_eq!(studies.len(), 1);
+        assert_eq!(studies[0].instance_count, 3);
+        assert_eq!(studies[0].series_count, 2);
+        assert_eq!(studies[0].bytes, 60);
+        let series = s.series_of(&studies[0].key).unwrap();
+        assert_eq!(series.len(), 2);
+        assert_eq!(s.instances_of(&studies[0].key).unwrap().len(), 3);
+        let t = s.totals().unwrap();
+        assert_eq!((t.studies, t.series, t.instances, t.bytes), (1, 2, 3, 60));
+        assert!(s.has_sop_instance("1.1.2.1").unwrap());
+        assert!(s.has_instance_key("A").unwrap());
+        assert!(!s.has_instance_key("D").unwrap());
+    }
+
+    #[test]
+    fn survives_reopen() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("i.redb");
+        {
+            let s = RedbStore::open(&p).unwrap();
+            s.commit(&[inst("A", "1.1", "1.1.1", "1.1.1.1", 10)])
+                .unwrap();
+            s.record_rejection(&RejectRecord {
+                key: "R".into(),
+                file: "rejected/R.dcm".into(),
+                bytes: 5,
+                received_ms: 0,
+                status: 0xC000,
+                reason: "truncated".into(),
+                origin: Origin::default(),
+            })
+            .unwrap();
+        }
+        let s = RedbStore::open(&p).unwrap();
+        assert_eq!(s.totals().unwrap().instances, 1);
+        assert_eq!(s.rejections().unwrap().len(), 1);
+        assert!(s.has_rejection("R").unwrap());
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(32))]
+        /// The index agrees with a model (a map SOP UID -> (study, series, bytes)) under any
+        /// sequence of batches with re-sends.
+        #[test]
+        fn index_matches_model(ops in proptest::collection::vec(
+            proptest::collection::vec((0u8..3, 0u8..3, 0u8..12, 1u64..100), 1..6), 1..8)) {
+            let d = tempfile::tempdir().unwrap();
+            let s = RedbStore::open(&d.path().join("i.redb")).unwrap();
+            let mut model: std::collections::BTreeMap<String, (String, String, u64)> = Default::default();
+            let mut n = 0;
+            for batch in ops {
+                let b: Vec<NewInstance> = batch.iter().map(|(st, se, i, bytes)| {
+                    n += 1;
+                    let study = format!("1.{st}");
+                    let series = format!("1.{st}.{se}");
+                    let sop = format!("1.{st}.{se}.{i}");
+                    inst(&format!("K{n:05}"), &study, &series, &sop, *bytes)
+                }).collect();
+                let out = s.commit(&b).unwrap();
+                for (x, o) in b.iter().zip(out) {
+                    let dup = model.contains_key(&x.header.sop_instance_uid);
+                    prop_assert_eq!(dup, matches!(o, CommitOutcome::Duplicate{..}));
+                    model.entry(x.header.sop_instance_uid.clone()).or_insert((
+                        x.header.study_instance_uid.clone(), x.header.series_instance_uid.clone(), x.bytes));
+                }
+            }
+            let t = s.totals().unwrap();
+            prop_assert_eq!(t.instances, model.len() as u64);
+            prop_assert_eq!(t.bytes, model.values().map(|v| v.2).sum::<u64>());
+            let studies = s.studies().unwrap();
+            let model_studies: std::collections::BTreeSet<_> = model.values().map(|v| v.0.clone()).collect();
+            prop_assert_eq!(studies.len(), model_studies.len());
+            for st in studies {
+                let cnt = model.values().filter(|v| v.0 == st.study_instance_uid).count() as u64;
+                prop_assert_eq!(st.instance_count, cnt);
+                let series: std::collections::BTreeSet<_> = model.values()
+                    .filter(|v| v.0 == st.study_instance_uid).map(|v| v.1.clone()).collect();
+                prop_assert_eq!(st.series_count, series.len() as u64);
+                prop_assert_eq!(s.instances_of(&st.key).unwrap().len() as u64, cnt);
+            }
+        }
+    }
+}

@@ -1,0 +1,14 @@
+//! fiona: a research-imaging gateway. See `docs/ARCHITECTURE.md` for the map.
+#![forbid(unsafe_code)]
+
+pub mod committer;
+pub mod config;
+pub mod control;
+pub mod dimse;
+pub mod header;
+pub mod index;
+pub mod logging;
+pub mod quarantine;
+pub mod scp;
+pub mod serve;
+pub mod storage_classes;

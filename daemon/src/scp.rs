@@ -1,0 +1,932 @@
+//! The receive stage: a DICOM C-ECHO and C-STORE SCP on tokio.
+//!
+//! [`run`] takes a bound listener and a shutdown token (mini-redis style), so the binary and
+//! the tests drive it the same way. Each accepted connection becomes one task:
+//!
+//! 1. Admission: a bounded number of associations (more are refused with A-ASSOCIATE-RJ
+//!    "local limit exceeded"); the address allow-list, calling AE allow-list and called AE
+//!    title are checked during negotiation (A-ASSOCIATE-RJ on mismatch).
+//! 2. Negotiation accepts Verification and every storage SOP class of the standard
+//!    dictionary, with the first proposed transfer syntax that dicom-rs registers (no
+//!    transcoding on ingest).
+//! 3. P-DATA is handled PDV by PDV: the data set of a C-STORE is written to the quarantine as
+//!    it arrives and scanned by [`header::Scanner`] at the same time, so memory does not grow
+//!    with instance size.
+//! 4. At the last fragment the instance is checked, made durable and committed (see
+//!    `quarantine` and `committer`); only then is the C-STORE-RSP sent.
+//!
+//! Bad input never ends the daemon: a data set that does not parse goes to the rejected area
+//! with its reason and gets 0xC000 (or 0xA900 when it contradicts its command); the
+//! association stays usable. A full disk, or free space below the floor, gets 0xA700 and
+//! leaves nothing behind.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use dicom_ul::association::server::{AccessControl, AsyncServerAssociation};
+use dicom_ul::association::Association;
+use dicom_ul::pdu::{
+    AbortRQSource, AssociationRJ, AssociationRJResult,
+    AssociationRJServiceProviderPresentationReason, AssociationRJServiceUserReason,
+    AssociationRJSource, PDataValue, PDataValueType, PresentationContextResultReason, UserIdentity,
+};
+use dicom_ul::{Pdu, ServerAssociationOptions};
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::committer::Committer;
+use crate::config::{Config, IpNet};
+use crate::dimse::{self, field, status, Command};
+use crate::header::{Checker, HeaderError, HeaderFields};
+#[cfg(test)]
+use crate::header::{Encoding, Scanner};
+use crate::index::{CommitOutcome, NewInstance, Origin, RejectRecord, Store};
+use crate::quarantine::{is_disk_full, Incoming, Quarantine};
+use crate::storage_classes::STORAGE_SOP_CLASSES;
+
+/// Verification SOP Class.
+pub const VERIFICATION: &str = "1.2.840.10008.1.1";
+/// Our implementation class UID (a 2.25 UUID-derived root) and version name for file meta.
+pub const IMPLEMENTATION_CLASS_UID: &str = "2.25.160289716355129447434187452427153405527";
+pub const IMPLEMENTATION_VERSION_NAME: &str = concat!("FIONA_", env!("CARGO_PKG_VERSION"));
+
+/// Counters of the receive stage, for `fiona status` and metrics.
+#[derive(Debug, Default)]
+pub struct Stats {
+    pub associations_active: AtomicU64,
+    pub associations_total: AtomicU64,
+    pub associations_refused: AtomicU64,
+    pub instances_stored: AtomicU64,
+    pub instances_duplicate: AtomicU64,
+    pub instances_rejected: AtomicU64,
+    pub instances_out_of_resources: AtomicU64,
+    pub bytes_stored: AtomicU64,
+}
+
+/// Everything an association task needs. Shared by all of them.
+pub struct Node {
+    /// Validated configuration.
+    pub config: Arc<Config>,
+    /// The index (the authority on what is stored).
+    pub store: Arc<dyn Store>,
+    /// Where instance bytes go.
+    pub quarantine: Quarantine,
+    /// Group commit of index records.
+    pub committer: Committer,
+    /// Counters for status and logs.
+    pub stats: Arc<Stats>,
+    /// Bounds concurrent associations.
+    limit: Arc<Semaphore>,
+    /// Parsed address allow-list (empty: everyone).
+    allow_addrs: Vec<IpNet>,
+}
+
+impl std::fmt::Debug for Node {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Node").finish_non_exhaustive()
+    }
+}
+
+impl Node {
+    pub fn new(
+        config: Arc<Config>,
+        store: Arc<dyn Store>,
+        quarantine: Quarantine,
+        committer: Committer,
+    ) -> Node {
+        Node {
+            limit: Arc::new(Semaphore::new(config.max_associations)),
+            allow_addrs: config.address_allow_list(),
+            config,
+            store,
+            quarantine,
+            committer,
+            stats: Arc::new(Stats::default()),
+        }
+    }
+}
+
+/// Accept associations until `shutdown` fires, then give in-flight associations the
+/// configured grace period and abort the rest.
+pub async fn run(listener: TcpListener, node: Arc<Node>, shutdown: CancellationToken) {
+    let tracker = TaskTracker::new();
+    let hard_stop = CancellationToken::new();
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            r = listener.accept() => match r {
+                Ok((sock, peer)) => {
+                    let node = node.clone();
+                    let shutdown = shutdown.clone();
+                    let hard_stop = hard_stop.clone();
+                    tracker.spawn(async move {
+                        handle_connection(sock, peer, node, shutdown, hard_stop).await;
+                    });
+                }
+                Err(e) => {
+                    // e.g. EMFILE: back off instead of spinning
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+    }
+    drop(listener);
+    tracker.close();
+    let grace = Duration::from_secs(node.config.shutdown_grace_secs);
+    if tokio::time::timeout(grace, tracker.wait()).await.is_err() {
+        tracing::warn!(
+            associations = tracker.len(),
+            "grace period over, aborting associations"
+        );
+        hard_stop.cancel();
+        tracker.wait().await;
+    }
+}
+
+/// Access control decided per connection: the peer address is known before negotiation.
+struct Access {
+    peer_allowed: bool,
+    allowed_callers: Vec<String>,
+    accept_any_called: bool,
+}
+
+impl AccessControl for Access {
+    fn check_access(
+        &self,
+        this_ae_title: &str,
+        calling_ae_title: &str,
+        called_ae_title: &str,
+        _user_identity: Option<&UserIdentity>,
+    ) -> Result<(), AssociationRJServiceUserReason> {
+        if !self.peer_allowed {
+            return Err(AssociationRJServiceUserReason::NoReasonGiven);
+        }
+        if !self.accept_any_called && called_ae_title.trim() != this_ae_title.trim() {
+            return Err(AssociationRJServiceUserReason::CalledAETitleNotRecognized);
+        }
+        if !self.allowed_callers.is_empty()
+            && !self
+                .allowed_callers
+                .iter()
+                .any(|a| a.trim() == calling_ae_title.trim())
+        {
+            return Err(AssociationRJServiceUserReason::CallingAETitleNotRecognized);
+        }
+        Ok(())
+    }
+}
+
+async fn refuse_busy(mut sock: TcpStream) {
+    let pdu = Pdu::AssociationRJ(AssociationRJ {
+        result: AssociationRJResult::Transient,
+        source: AssociationRJSource::ServiceProviderPresentation(
+            AssociationRJServiceProviderPresentationReason::LocalLimitExceeded,
+        ),
+    });
+    let mut buf = Vec::new();
+    if dicom_ul::write_pdu(&mut buf, &pdu).is_ok() {
+        let _ = tokio::time::timeout(Duration::from_secs(5), sock.write_all(&buf)).await;
+    }
+    let _ = sock.shutdown().await;
+}
+
+async fn handle_connection(
+    sock: TcpStream,
+    peer: SocketAddr,
+    node: Arc<Node>,
+    shutdown: CancellationToken,
+    hard_stop: CancellationToken,
+) {
+    let _ = sock.set_nodelay(true);
+    let cfg = &node.config;
+    let Ok(_permit) = node.limit.clone().try_acquire_owned() else {
+        node.stats
+            .associations_refused
+            .fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(peer = %peer, "association refused: limit of concurrent associations reached");
+        refuse_busy(sock).await;
+        return;
+    };
+    let access = Access {
+        peer_allowed: node.allow_addrs.is_empty()
+            || node.allow_addrs.iter().any(|n| n.contains(peer.ip())),
+        allowed_callers: cfg.allow.calling_ae_titles.clone(),
+        accept_any_called: cfg.accept_any_called_ae,
+    };
+    let mut options = ServerAssociationOptions::new()
+        .ae_access_control(access)
+        .ae_title(cfg.ae_title.as_str())
+        .max_pdu_length(cfg.max_pdu)
+        .strict(true)
+        .read_timeout(cfg.idle_timeout())
+        .write_timeout(cfg.idle_timeout())
+        .with_abstract_syntax(VERIFICATION);
+    for (uid, _) in STORAGE_SOP_CLASSES {
+        options = options.with_abstract_syntax(*uid);
+    }
+    let assoc = match tokio::time::timeout(cfg.acse_timeout(), options.establish_async(sock)).await
+    {
+        Ok(Ok(a)) => a,
+        Ok(Err(e)) => {
+            node.stats
+                .associations_refused
+                .fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(peer = %peer, error = %e, "association not established");
+            return;
+        }
+        Err(_) => {
+            node.stats
+                .associations_refused
+                .fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(peer = %peer, "association request timed out");
+            return;
+        }
+    };
+    node.stats
+        .associations_active
+        .fetch_add(1, Ordering::Relaxed);
+    node.stats
+        .associations_total
+        .fetch_add(1, Ordering::Relaxed);
+    let origin = Origin {
+        calling_ae: assoc.peer_ae_title().trim().to_string(),
+        called_ae: assoc.called_ae_title().trim().to_string(),
+        peer: peer.ip().to_string(),
+    };
+    let started = Instant::now();
+    let mut a = AssocTask {
+        node: node.clone(),
+        assoc,
+        origin,
+        cmd_buf: Vec::new(),
+        pending: None,
+        stored: 0,
+        failed: 0,
+        bytes: 0,
+    };
+    let end = a.serve(shutdown, hard_stop).await;
+    tracing::info!(
+        peer_ae = %a.origin.calling_ae,
+        peer = %a.origin.peer,
+        stored = a.stored,
+        failed = a.failed,
+        bytes = a.bytes,
+        millis = started.elapsed().as_millis() as u64,
+        end = end,
+        "association ended"
+    );
+    node.stats
+        .associations_active
+        .fetch_sub(1, Ordering::Relaxed);
+}
+
+/// A C-STORE whose data set is arriving.
+struct Pending {
+    cmd: Command,
+    pc_id: u8,
+    transfer_syntax: String,
+    job: Job,
+}
+
+enum Job {
+    /// Receive into the quarantine.
+    Store(Box<StoreJob>),
+    /// Read and drop the data set, then answer with this status.
+    Discard { status: u16 },
+}
+
+struct StoreJob {
+    incoming: Incoming,
+    checker: Option<Checker>,
+    check_error: Option<HeaderError>,
+    write_error: Option<std::io::Error>,
+    started: Instant,
+}
+
+/// Run blocking file I/O from async code without stalling the runtime's other tasks.
+fn blocking<T>(f: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(f),
+        _ => f(),
+    }
+}
+
+fn now_ms() -> i64 {
+    (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64
+}
+
+/// Why the association loop ended, for the log.
+type End = &'static str;
+
+struct AssocTask {
+    node: Arc<Node>,
+    assoc: AsyncServerAssociation<TcpStream>,
+    origin: Origin,
+    /// Command fragments collected so far.
+    cmd_buf: Vec<u8>,
+    /// The C-STORE whose data set is arriving, if any.
+    pending: Option<Pending>,
+    stored: u64,
+    failed: u64,
+    bytes: u64,
+}
+
+impl AssocTask {
+    async fn serve(&mut self, shutdown: CancellationToken, hard_stop: CancellationToken) -> End {
+        let deadline = self
+            .node
+            .config
+            .association_timeout()
+            .map(|d| tokio::time::Instant::now() + d);
+        loop {
+            let idle = self.pending.is_none() && self.cmd_buf.is_empty();
+            let pdu = tokio::select! {
+                biased;
+                _ = hard_stop.cancelled() => {
+                    self.abort().await;
+                    return "aborted at shutdown";
+                }
+                _ = shutdown.cancelled(), if idle => {
+                    self.abort().await;
+                    return "closed at shutdown";
+                }
+                _ = sleep_until_opt(deadline) => {
+                    self.abort().await;
+                    return "association timeout";
+                }
+                r = self.assoc.receive() => r,
+            };
+            match pdu {
+                Ok(Pdu::PData { data }) => {
+                    for pdv in data {
+                        if let Err(why) = self.on_pdv(pdv).await {
+                            self.abort().await;
+                            return why;
+                        }
+                    }
+                }
+                Ok(Pdu::ReleaseRQ) => {
+                    let _ = self.assoc.send(&Pdu::ReleaseRP).await;
+                    return "released";
+                }
+                Ok(Pdu::AbortRQ { source }) => {
+                    return match source {
+                        AbortRQSource::ServiceUser => "aborted by peer",
+                        _ => "aborted by peer's provider",
+                    };
+                }
+                Ok(_) => {
+                    self.abort().await;
+                    return "unexpected PDU";
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, "receive ended");
+                    return if matches!(e, dicom_ul::association::Error::Timeout { .. }) {
+                        "idle timeout"
+                    } else {
+                        "connection lost"
+                    };
+                }
+            }
+        }
+    }
+
+    async fn abort(&mut self) {
+        // Dropping a pending job removes its temp file.
+        self.pending = None;
+        let _ = self
+            .assoc
+            .send(&Pdu::AbortRQ {
+                source: AbortRQSource::ServiceUser,
+            })
+            .await;
+    }
+
+    async fn on_pdv(&mut self, pdv: PDataValue) -> Result<(), End> {
+        match pdv.value_type {
+            PDataValueType::Command => {
+                if self.pending.is_some() {
+                    return Err("command fragment while a data set was expected");
+                }
+                if self.cmd_buf.len() + pdv.data.len() > dimse::MAX_COMMAND_LEN {
+                    return Err("command set too long");
+                }
+                self.cmd_buf.extend_from_slice(&pdv.data);
+                if pdv.is_last {
+                    let bytes = std::mem::take(&mut self.cmd_buf);
+                    let cmd = Command::parse(&bytes).map_err(|e| {
+                        tracing::warn!(error = %e, "unparsable command set");
+                        "unparsable command set"
+                    })?;
+                    self.on_command(cmd, pdv.presentation_context_id).await?;
+                }
+                Ok(())
+            }
+            PDataValueType::Data => {
+                let Some(p) = self.pending.as_mut() else {
+                    return Err("data fragment without a command");
+                };
+                if p.pc_id != pdv.presentation_context_id {
+                    return Err("data set on a different presentation context");
+                }
+                if let Job::Store(job) = &mut p.job {
+                    if job.write_error.is_none() {
+                        let inc = &mut job.incoming;
+                        if let Err(e) = blocking(|| inc.write(&pdv.data)) {
+                            job.write_error = Some(e);
+                        }
+                    }
+                    if job.check_error.is_none() {
+                        if let Some(c) = job.checker.as_mut() {
+                            if let Err(e) = c.feed(&pdv.data) {
+                                job.check_error = Some(e);
+                            }
+                        }
+                    }
+                }
+                if pdv.is_last {
+                    if let Some(p) = self.pending.take() {
+                        self.finish_store(p).await?;
+                    }
+                }
+                Ok(())
+            }
+        }
+    }
+
+    fn context(&self, pc_id: u8) -> Option<(String, String)> {
+        self.assoc
+            .presentation_contexts()
+            .iter()
+            .find(|pc| pc.id == pc_id && pc.reason == PresentationContextResultReason::Acceptance)
+            .map(|pc| (pc.abstract_syntax.clone(), pc.transfer_syntax.clone()))
+    }
+
+    async fn respond(
+        &mut self,
+        pc_id: u8,
+        cmd: &Command,
+        rsp_field: u16,
+        st: u16,
+    ) -> Result<(), End> {
+        let instance =
+            (rsp_field == field::C_STORE_RSP).then_some(cmd.affected_sop_instance_uid.as_str());
+        let data = dimse::encode_response(
+            rsp_field,
+            cmd.message_id,
+            &cmd.affected_sop_class_uid,
+            instance,
+            st,
+        );
+        self.assoc
+            .send(&Pdu::PData {
+                data: vec![PDataValue {
+                    presentation_context_id: pc_id,
+                    value_type: PDataValueType::Command,
+                    is_last: true,
+                    data,
+                }],
+            })
+            .await
+            .map_err(|_| "could not send response")
+    }
+
+    async fn on_command(&mut self, cmd: Command, pc_id: u8) -> Result<(), End> {
+        let Some((abstract_syntax, ts)) = self.context(pc_id) else {
+            return Err("command on a presentation context that was not accepted");
+        };
+        match cmd.command_field {
+            field::C_ECHO_RQ => {
+                if cmd.has_data_set() {
+                    self.pending = Some(Pending {
+                        cmd,
+                        pc_id,
+                        transfer_syntax: ts,
+                        job: Job::Discard {
+                            status: status::SUCCESS,
+                        },
+                    });
+                    return Ok(());
+                }
+                self.respond(pc_id, &cmd, field::C_ECHO_RSP, status::SUCCESS)
+                    .await
+            }
+            field::C_STORE_RQ => {
+                if !cmd.has_data_set() {
+                    return self
+                        .respond(pc_id, &cmd, field::C_STORE_RSP, status::DATA_SET_MISMATCH)
+                        .await;
+                }
+                let job = self.admit_store(&cmd, &abstract_syntax, &ts);
+                self.pending = Some(Pending {
+                    cmd,
+                    pc_id,
+                    transfer_syntax: ts,
+                    job,
+                });
+                Ok(())
+            }
+            field::C_CANCEL_RQ => Ok(()),
+            other => {
+                tracing::info!(
+                    command = format_args!("{other:#06x}"),
+                    "unsupported DIMSE command"
+                );
+                if cmd.has_data_set() {
+                    self.pending = Some(Pending {
+                        cmd,
+                        pc_id,
+                        transfer_syntax: ts,
+                        job: Job::Discard {
+                            status: status::UNRECOGNIZED_OPERATION,
+                        },
+                    });
+                    Ok(())
+                } else {
+                    self.respond(pc_id, &cmd, other | 0x8000, status::UNRECOGNIZED_OPERATION)
+                        .await
+                }
+            }
+        }
+    }
+
+    /// Decide how to receive a C-STORE's data set.
+    fn admit_store(&self, cmd: &Command, abstract_syntax: &str, ts: &str) -> Job {
+        let is_storage = STORAGE_SOP_CLASSES
+            .iter()
+            .any(|(u, _)| *u == abstract_syntax);
+        if !is_storage {
+            return Job::Discard {
+                status: status::SOP_CLASS_NOT_SUPPORTED,
+            };
+        }
+        if cmd.affected_sop_class_uid != abstract_syntax || cmd.affected_sop_instance_uid.is_empty()
+        {
+            return Job::Discard {
+                status: status::DATA_SET_MISMATCH,
+            };
+        }
+        let q = &self.node.quarantine;
+        match q.free_bytes() {
+            Ok(free) if free < self.node.config.min_free_bytes => {
+                tracing::warn!(
+                    free_bytes = free,
+                    floor = self.node.config.min_free_bytes,
+                    "free space below floor, refusing instance"
+                );
+                return Job::Discard {
+                    status: status::OUT_OF_RESOURCES,
+                };
+            }
+            _ => {}
+        }
+        let begin = blocking(|| -> std::io::Result<Incoming> {
+            let mut inc = q.begin(time::OffsetDateTime::now_utc())?;
+            inc.write(&file_meta(
+                &cmd.affected_sop_class_uid,
+                &cmd.affected_sop_instance_uid,
+                ts,
+                &self.origin.calling_ae,
+            ))?;
+            Ok(inc)
+        });
+        match begin {
+            Ok(incoming) => Job::Store(Box::new(StoreJob {
+                incoming,
+                checker: Checker::new(ts),
+                check_error: None,
+                write_error: None,
+                started: Instant::now(),
+            })),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot create quarantine file");
+                Job::Discard {
+                    status: if is_disk_full(&e) {
+                        status::OUT_OF_RESOURCES
+                    } else {
+                        status::PROCESSING_FAILURE
+                    },
+                }
+            }
+        }
+    }
+
+    async fn finish_store(&mut self, p: Pending) -> Result<(), End> {
+        let Pending {
+            cmd,
+            pc_id,
+            transfer_syntax,
+            job,
+        } = p;
+        let rsp_field = if cmd.command_field == field::C_ECHO_RQ {
+            field::C_ECHO_RSP
+        } else {
+            cmd.command_field | 0x8000
+        };
+        let st = match job {
+            Job::Discard { status } => {
+                if status != status::SUCCESS {
+                    self.failed += 1;
+                    if status == status::OUT_OF_RESOURCES {
+                        self.node
+                            .stats
+                            .instances_out_of_resources
+                            .fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                status
+            }
+            Job::Store(job) => self.store(*job, &cmd, &transfer_syntax).await,
+        };
+        self.respond(pc_id, &cmd, rsp_field, st).await
+    }
+
+    /// Check, make durable, index. Returns the status to send.
+    async fn store(&mut self, job: StoreJob, cmd: &Command, ts: &str) -> u16 {
+        let node = self.node.clone();
+        let StoreJob {
+            incoming,
+            checker,
+            check_error,
+            write_error,
+            started,
+        } = job;
+        let key = incoming.key().to_string();
+        let written = incoming.written();
+        if let Some(e) = write_error {
+            drop(incoming); // removes the temp file: nothing half-written stays
+            self.failed += 1;
+            if is_disk_full(&e) {
+                node.stats
+                    .instances_out_of_resources
+                    .fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(instance = %key, "disk full while receiving");
+                return status::OUT_OF_RESOURCES;
+            }
+            tracing::error!(instance = %key, error = %e, "write failed while receiving");
+            return status::PROCESSING_FAILURE;
+        }
+        let checked: Result<HeaderFields, (u16, String)> = match (check_error, checker) {
+            (Some(e), _) => Err((status::CANNOT_UNDERSTAND, e.to_string())),
+            (None, None) => Err((
+                status::CANNOT_UNDERSTAND,
+                "transfer syntax has no readable data set encoding".to_string(),
+            )),
+            (None, Some(c)) => c
+                .finish()
+                .and_then(|f| f.check_required().map(|_| f))
+                .map_err(|e| (status::CANNOT_UNDERSTAND, e.to_string()))
+                .and_then(|f| {
+                    if f.sop_instance_uid != cmd.affected_sop_instance_uid {
+                        Err((
+                            status::DATA_SET_MISMATCH,
+                            "SOP Instance UID in data set differs from the command".into(),
+                        ))
+                    } else if !f.sop_class_uid.is_empty()
+                        && f.sop_class_uid != cmd.affected_sop_class_uid
+                    {
+                        Err((
+                            status::DATA_SET_MISMATCH,
+                            "SOP Class UID in data set differs from the command".into(),
+                        ))
+                    } else {
+                        Ok(f)
+                    }
+                }),
+        };
+        let header = match checked {
+            Ok(h) => h,
+            Err((st, reason)) => {
+                self.failed += 1;
+                node.stats
+                    .instances_rejected
+                    .fetch_add(1, Ordering::Relaxed);
+                let origin = self.origin.clone();
+                let n2 = node.clone();
+                let key_for_log = key.clone();
+                let r = tokio::task::spawn_blocking(move || -> Result<(), String> {
+                    let file = n2.quarantine.reject(incoming).map_err(|e| e.to_string())?;
+                    n2.store
+                        .record_rejection(&RejectRecord {
+                            key: key.clone(),
+                            file,
+                            bytes: written,
+                            received_ms: now_ms(),
+                            status: st,
+                            reason: reason.clone(),
+                            origin,
+                        })
+                        .map_err(|e| e.to_string())
+                })
+                .await;
+                match r {
+                    Ok(Ok(())) => tracing::warn!(
+                        status = format_args!("{st:#06x}"),
+                        bytes = written,
+                        "instance rejected"
+                    ),
+                    Ok(Err(e)) => {
+                        tracing::error!(instance = %key_for_log, error = %e, "could not keep rejected instance")
+                    }
+                    Err(_) => {
+                        tracing::error!(instance = %key_for_log, "rejected-instance task failed")
+                    }
+                }
+                return st;
+            }
+        };
+        // Re-sent instance: already durable and indexed.
+        if let Ok(true) = node.store.has_sop_instance(&header.sop_instance_uid) {
+            drop(incoming);
+            node.stats
+                .instances_duplicate
+                .fetch_add(1, Ordering::Relaxed);
+            self.stored += 1;
+            tracing::debug!(instance = %key, "duplicate instance, already stored");
+            return status::SUCCESS;
+        }
+        let durable = match tokio::task::spawn_blocking(move || incoming.make_durable()).await {
+            Ok(Ok(d)) => d,
+            Ok(Err(e)) => {
+                self.failed += 1;
+                tracing::error!(instance = %key, error = %e, "fsync/rename failed");
+                return if is_disk_full(&e) {
+                    status::OUT_OF_RESOURCES
+                } else {
+                    status::PROCESSING_FAILURE
+                };
+            }
+            Err(_) => {
+                self.failed += 1;
+                return status::PROCESSING_FAILURE;
+            }
+        };
+        let new = NewInstance {
+            key: key.clone(),
+            file: durable.relative.clone(),
+            bytes: durable.bytes,
+            transfer_syntax: ts.trim_end_matches('\0').to_string(),
+            received_ms: now_ms(),
+            origin: self.origin.clone(),
+            header,
+        };
+        match node.committer.commit(&durable, new).await {
+            Ok(outcome) => {
+                self.stored += 1;
+                self.bytes += durable.bytes;
+                match outcome {
+                    CommitOutcome::Stored { study_key } => {
+                        node.stats.instances_stored.fetch_add(1, Ordering::Relaxed);
+                        node.stats
+                            .bytes_stored
+                            .fetch_add(durable.bytes, Ordering::Relaxed);
+                        tracing::debug!(
+                            instance = %key,
+                            study = %study_key,
+                            bytes = durable.bytes,
+                            micros = started.elapsed().as_micros() as u64,
+                            "stored"
+                        );
+                    }
+                    CommitOutcome::Duplicate { .. } => {
+                        node.stats
+                            .instances_duplicate
+                            .fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                status::SUCCESS
+            }
+            Err(e) => {
+                self.failed += 1;
+                tracing::error!(instance = %key, error = %e, "index commit failed");
+                status::PROCESSING_FAILURE
+            }
+        }
+    }
+}
+
+async fn sleep_until_opt(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The Part-10 preamble and file meta group for a received instance (PS3.10 7.1), built from
+/// the command's SOP class/instance and the presentation context's transfer syntax.
+pub fn file_meta(
+    sop_class: &str,
+    sop_instance: &str,
+    transfer_syntax: &str,
+    source_ae: &str,
+) -> Vec<u8> {
+    fn elem(out: &mut Vec<u8>, e: u16, vr: &[u8; 2], value: &[u8], pad: u8) {
+        let mut v = value.to_vec();
+        if v.len() % 2 == 1 {
+            v.push(pad);
+        }
+        out.extend_from_slice(&0x0002u16.to_le_bytes());
+        out.extend_from_slice(&e.to_le_bytes());
+        out.extend_from_slice(vr);
+        if vr == b"OB" {
+            out.extend_from_slice(&[0, 0]);
+            out.extend_from_slice(&(v.len() as u32).to_le_bytes());
+        } else {
+            out.extend_from_slice(&(v.len() as u16).to_le_bytes());
+        }
+        out.extend_from_slice(&v);
+    }
+    let clean = |s: &str| s.trim_end_matches(['\0', ' ']).to_string();
+    let mut body = Vec::with_capacity(256);
+    elem(&mut body, 0x0001, b"OB", &[0, 1], 0);
+    elem(&mut body, 0x0002, b"UI", clean(sop_class).as_bytes(), 0);
+    elem(&mut body, 0x0003, b"UI", clean(sop_instance).as_bytes(), 0);
+    elem(
+        &mut body,
+        0x0010,
+        b"UI",
+        clean(transfer_syntax).as_bytes(),
+        0,
+    );
+    elem(
+        &mut body,
+        0x0012,
+        b"UI",
+        IMPLEMENTATION_CLASS_UID.as_bytes(),
+        0,
+    );
+    elem(
+        &mut body,
+        0x0013,
+        b"SH",
+        IMPLEMENTATION_VERSION_NAME.as_bytes(),
+        b' ',
+    );
+    if !source_ae.trim().is_empty() {
+        elem(&mut body, 0x0016, b"AE", source_ae.trim().as_bytes(), b' ');
+    }
+    let mut out = vec![0u8; 128];
+    out.extend_from_slice(b"DICM");
+    elem(
+        &mut out,
+        0x0000,
+        b"UL",
+        &(body.len() as u32).to_le_bytes(),
+        0,
+    );
+    out.extend_from_slice(&body);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn meta_group_is_well_formed() {
+        let m = file_meta(
+            "1.2.840.10008.5.1.4.1.1.2",
+            "1.2.3",
+            "1.2.840.10008.1.2.1",
+            "CT1",
+        );
+        assert_eq!(&m[128..132], b"DICM");
+        let group_len = u32::from_le_bytes([m[140], m[141], m[142], m[143]]) as usize;
+        assert_eq!(m.len(), 144 + group_len);
+        assert_eq!(m.len() % 2, 0);
+        // the scanner accepts the meta group as explicit VR LE elements
+        let mut s = Scanner::new(Encoding::ExplicitLittle);
+        s.feed(&m[132..]).unwrap();
+        s.finish().unwrap();
+    }
+
+    #[test]
+    fn access_control() {
+        let a = Access {
+            peer_allowed: true,
+            allowed_callers: vec!["CT1".into()],
+            accept_any_called: false,
+        };
+        assert!(a.check_access("FIONA", "CT1", "FIONA", None).is_ok());
+        assert_eq!(
+            a.check_access("FIONA", "CT2", "FIONA", None),
+            Err(AssociationRJServiceUserReason::CallingAETitleNotRecognized)
+        );
+        assert_eq!(
+            a.check_access("FIONA", "CT1", "OTHER", None),
+            Err(AssociationRJServiceUserReason::CalledAETitleNotRecognized)
+        );
+        let b = Access {
+            peer_allowed: false,
+            allowed_callers: vec![],
+            accept_any_called: true,
+        };
+        assert!(b.check_access("FIONA", "X", "Y", None).is_err());
+    }
+}

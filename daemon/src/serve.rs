@@ -1,0 +1,153 @@
+//! `fiona serve`: open the quarantine and index, recover, and run the DICOM listener and the
+//! control API until SIGTERM or SIGINT.
+
+use std::io::Write;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::committer::Committer;
+use crate::config::Config;
+use crate::index::redb_store::RedbStore;
+use crate::index::{Origin, RejectRecord, Store};
+use crate::quarantine::Quarantine;
+use crate::scp::{self, Node};
+
+/// Why the daemon could not start or had to stop.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServeError {
+    #[error("data directory {path}: {source}")]
+    DataDir {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("index: {0}")]
+    Index(#[from] crate::index::StoreError),
+    #[error("start-up recovery failed: {0}")]
+    Recovery(std::io::Error),
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: String,
+        source: std::io::Error,
+    },
+    #[error("control socket: {0}")]
+    Control(std::io::Error),
+    #[error("{0}")]
+    Other(String),
+}
+
+/// Everything `serve` opened, before the listener runs. Tests use [`Daemon::open`] and
+/// [`Daemon::run`] directly.
+pub struct Daemon {
+    pub node: Arc<Node>,
+}
+
+impl Daemon {
+    /// Open (or create) the data directory, the index, run recovery, start the committer.
+    pub fn open(config: Config) -> Result<Daemon, ServeError> {
+        let data_dir = config.data_dir.clone();
+        let dd = |source| ServeError::DataDir {
+            path: data_dir.display().to_string(),
+            source,
+        };
+        std::fs::create_dir_all(&data_dir).map_err(dd)?;
+        let quarantine = Quarantine::open(&data_dir).map_err(dd)?;
+        let store: Arc<dyn Store> = Arc::new(RedbStore::open(&quarantine.index_path())?);
+        let s2 = store.clone();
+        let s3 = store.clone();
+        let s4 = store.clone();
+        let recovery = quarantine
+            .recover(
+                &|k| s2.has_instance_key(k).unwrap_or(true),
+                &|k| s3.has_rejection(k).unwrap_or(true),
+                &mut |key, file, bytes| {
+                    s4.record_rejection(&RejectRecord {
+                        key: key.to_string(),
+                        file: file.to_string(),
+                        bytes,
+                        received_ms: 0,
+                        status: 0,
+                        reason: "kept after a crash; the reason was lost".into(),
+                        origin: Origin::default(),
+                    })
+                    .map_err(|e| std::io::Error::other(e.to_string()))
+                },
+            )
+            .map_err(ServeError::Recovery)?;
+        tracing::info!(
+            temp_files_removed = recovery.temp_files_removed,
+            orphans_removed = recovery.orphans_removed,
+            rejected_reindexed = recovery.rejected_reindexed,
+            "quarantine recovered"
+        );
+        let committer = Committer::start(store.clone(), quarantine.clone()).map_err(dd)?;
+        let node = Arc::new(Node::new(Arc::new(config), store, quarantine, committer));
+        Ok(Daemon { node })
+    }
+
+    /// Bind, publish the bound address in `run/dicom.addr`, serve until `shutdown`.
+    pub async fn run(self, shutdown: CancellationToken) -> Result<(), ServeError> {
+        let cfg = self.node.config.clone();
+        let listener =
+            TcpListener::bind(cfg.listen)
+                .await
+                .map_err(|source| ServeError::Listen {
+                    addr: cfg.listen.to_string(),
+                    source,
+                })?;
+        let local = listener.local_addr().map_err(|source| ServeError::Listen {
+            addr: cfg.listen.to_string(),
+            source,
+        })?;
+        publish_addr(&self.node.quarantine, &local.to_string()).map_err(ServeError::Control)?;
+        let control_stop = CancellationToken::new();
+        let control = tokio::spawn(crate::control::serve(
+            self.node.clone(),
+            local.to_string(),
+            control_stop.clone(),
+        ));
+        tracing::info!(
+            ae_title = %cfg.ae_title,
+            listen = %local,
+            max_associations = cfg.max_associations,
+            "fiona listening"
+        );
+        scp::run(listener, self.node.clone(), shutdown).await;
+        control_stop.cancel();
+        match control.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(ServeError::Control(e)),
+            Err(e) => return Err(ServeError::Other(format!("control task: {e}"))),
+        }
+        let _ = std::fs::remove_file(self.node.quarantine.run_dir().join("dicom.addr"));
+        tracing::info!("fiona stopped");
+        Ok(())
+    }
+}
+
+fn publish_addr(q: &Quarantine, addr: &str) -> std::io::Result<()> {
+    let run = q.run_dir();
+    let tmp = run.join("dicom.addr.tmp");
+    let mut f = std::fs::File::create(&tmp)?;
+    writeln!(f, "{addr}")?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, run.join("dicom.addr"))
+}
+
+/// Resolve on the first SIGTERM or SIGINT.
+pub async fn termination_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let term = signal(SignalKind::terminate());
+    let int = signal(SignalKind::interrupt());
+    match (term, int) {
+        (Ok(mut t), Ok(mut i)) => {
+            tokio::select! {
+                _ = t.recv() => tracing::info!("SIGTERM received, shutting down"),
+                _ = i.recv() => tracing::info!("SIGINT received, shutting down"),
+            }
+        }
+        _ => std::future::pending().await,
+    }
+}

@@ -1,0 +1,264 @@
+//! Run the real `fiona` binary in a temp data directory on 127.0.0.1 and drive it with DCMTK.
+//!
+//! The daemon binds `127.0.0.1:0` and publishes the bound address in `run/dicom.addr`; the
+//! harness waits for that file and for the control socket before a test talks to it.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// Fail with a clear message when a peer tool is missing (CI installs DCMTK).
+pub fn require_tool(name: &str) {
+    let found = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).any(|d| d.join(name).is_file()))
+        .unwrap_or(false);
+    assert!(
+        found,
+        "`{name}` is not installed: run the README's test command (it installs dcmtk and dicom3tools)"
+    );
+}
+
+/// A running daemon.
+pub struct Daemon {
+    bin: PathBuf,
+    pub data_dir: PathBuf,
+    pub config_path: PathBuf,
+    child: Option<Child>,
+    pub addr: SocketAddr,
+    pub log_path: PathBuf,
+}
+
+/// Settings a test usually changes; anything else goes in `extra_toml`.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub ae_title: String,
+    pub quiet_period_secs: u64,
+    pub min_free_bytes: u64,
+    pub extra_toml: String,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            ae_title: "FIONA".into(),
+            quiet_period_secs: 2,
+            min_free_bytes: 0,
+            extra_toml: String::new(),
+        }
+    }
+}
+
+impl Daemon {
+    /// Write a config for `data_dir` and start the daemon.
+    pub fn start(bin: &Path, data_dir: &Path, opts: &Options) -> Daemon {
+        std::fs::create_dir_all(data_dir).expect("create data dir");
+        let config_path = data_dir.parent().unwrap_or(data_dir).join(format!(
+            "{}.toml",
+            data_dir
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or("fiona")
+        ));
+        let toml = format!(
+            "ae_title = \"{}\"\nlisten = \"127.0.0.1:0\"\ndata_dir = \"{}\"\nquiet_period_secs = {}\nmin_free_bytes = {}\n{}\n",
+            opts.ae_title,
+            data_dir.display(),
+            opts.quiet_period_secs,
+            opts.min_free_bytes,
+            opts.extra_toml
+        );
+        std::fs::write(&config_path, toml).expect("write config");
+        let mut d = Daemon {
+            bin: bin.to_owned(),
+            data_dir: data_dir.to_owned(),
+            config_path,
+            child: None,
+            addr: "127.0.0.1:0".parse().expect("addr"),
+            log_path: data_dir.with_extension("log"),
+        };
+        d.spawn();
+        d
+    }
+
+    fn spawn(&mut self) {
+        let addr_file = self.data_dir.join("run").join("dicom.addr");
+        let _ = std::fs::remove_file(&addr_file);
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log_path)
+            .expect("open log");
+        let child = Command::new(&self.bin)
+            .args(["serve", "--config"])
+            .arg(&self.config_path)
+            .env("FIONA_LOG", "info")
+            .env_remove("JOURNAL_STREAM")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn fiona");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(s) = std::fs::read_to_string(&addr_file) {
+                if let Ok(a) = s.trim().parse() {
+                    self.addr = a;
+                    if self.data_dir.join("run/control.sock").exists() {
+                        break;
+                    }
+                }
+            }
+            if let Some(st) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                panic!("fiona exited early ({st}); log:\n{}", self.log());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "fiona did not start; log:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        // The control socket file appears at bind; wait until it answers.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self.cli(&["status", "--json"]).status.code() != Some(0) {
+            assert!(Instant::now() < deadline, "control socket never answered");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The daemon's stderr so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    pub fn port(&self) -> u16 {
+        self.addr.port()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(|c| c.id()).unwrap_or(0)
+    }
+
+    /// Run `fiona ARGS --data-dir DIR`.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        Command::new(&self.bin)
+            .args(args)
+            .arg("--data-dir")
+            .arg(&self.data_dir)
+            .output()
+            .expect("run fiona cli")
+    }
+
+    /// `fiona SUBCOMMAND --json`, parsed.
+    pub fn json(&self, args: &[&str]) -> serde_json::Value {
+        let mut a = args.to_vec();
+        a.push("--json");
+        let out = self.cli(&a);
+        assert!(
+            out.status.success(),
+            "fiona {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).expect("json output")
+    }
+
+    /// kill -9, as a crash would.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM and wait; returns the exit status.
+    pub fn stop(&mut self) -> Option<std::process::ExitStatus> {
+        let mut c = self.child.take()?;
+        let _ = Command::new("kill")
+            .args(["-TERM", &c.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(Some(st)) = c.try_wait() {
+                return Some(st);
+            }
+            if Instant::now() > deadline {
+                let _ = c.kill();
+                return c.wait().ok();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Start again on the same data directory and config.
+    pub fn restart(&mut self) {
+        self.kill9();
+        self.spawn();
+    }
+
+    /// Peak resident set size of the daemon so far, in KiB (from /proc).
+    pub fn peak_rss_kib(&self) -> Option<u64> {
+        let s = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).ok()?;
+        s.lines()
+            .find(|l| l.starts_with("VmHWM:"))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// `storescu` to the daemon with `TCP_NODELAY=1` (Nagle dominates on loopback otherwise).
+pub fn storescu(addr: SocketAddr, called_ae: &str, args: &[&str], files: &[PathBuf]) -> Output {
+    require_tool("storescu");
+    Command::new("storescu")
+        .env("TCP_NODELAY", "1")
+        .args(["-aet", "TESTSCU", "-aec", called_ae])
+        .args(args)
+        .arg(addr.ip().to_string())
+        .arg(addr.port().to_string())
+        .args(files)
+        .output()
+        .expect("run storescu")
+}
+
+/// `echoscu` to the daemon.
+pub fn echoscu(addr: SocketAddr, calling_ae: &str, called_ae: &str) -> Output {
+    require_tool("echoscu");
+    Command::new("echoscu")
+        .env("TCP_NODELAY", "1")
+        .args(["-aet", calling_ae, "-aec", called_ae])
+        .arg(addr.ip().to_string())
+        .arg(addr.port().to_string())
+        .output()
+        .expect("run echoscu")
+}
+
+/// A file's data set bytes as stored by the daemon, by SOP Instance UID, found through
+/// `fiona study --json` listings is not possible (no paths there), so tests walk `objects/`.
+pub fn stored_files(data_dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let Ok(days) = std::fs::read_dir(data_dir.join("objects")) else {
+        return out;
+    };
+    for d in days.flatten() {
+        if let Ok(files) = std::fs::read_dir(d.path()) {
+            for f in files.flatten() {
+                let p = f.path();
+                if p.extension().and_then(|e| e.to_str()) == Some("dcm") {
+                    out.push(p);
+                }
+            }
+        }
+    }
+    out.sort();
+    out
+}

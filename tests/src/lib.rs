@@ -1,0 +1,5 @@
+//! Shared helpers for fiona's integration tests: a synthetic DICOM corpus
+//! (synthetic patients only) and a harness that runs the real `fiona` binary.
+
+pub mod corpus;
+pub mod harness;
