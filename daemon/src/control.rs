@@ -8,6 +8,7 @@
 //! | `GET /v1/status`      | [`StatusView`]                           |
 //! | `GET /v1/studies`     | `[StudyView]`                            |
 //! | `GET /v1/studies/KEY` | [`StudyDetail`] (404 if unknown)         |
+//! | `GET /v1/studies/KEY/instances` | `[InstanceRecord]` (404 if unknown) |
 //! | `GET /v1/rejected`    | `[RejectRecord]`                         |
 
 use std::io::{Read, Write};
@@ -25,7 +26,7 @@ use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
-use crate::index::{RejectRecord, SeriesRecord, StudyRecord, Totals};
+use crate::index::{InstanceRecord, RejectRecord, SeriesRecord, StudyRecord, Totals};
 use crate::scp::Node;
 
 /// File name of the control socket inside `run/`.
@@ -257,6 +258,30 @@ async fn study(
         .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("no study with key {key}")))
 }
 
+async fn instances(
+    State(c): State<Arc<Ctl>>,
+    UrlPath(key): UrlPath<String>,
+) -> Result<Json<Vec<InstanceRecord>>, ApiError> {
+    let node = c.node.clone();
+    let k = key.clone();
+    let found = blocking(move || {
+        if node.store.study(&k).map_err(|e| e.to_string())?.is_none() {
+            return Ok(None);
+        }
+        let mut v = node.store.instances_of(&k).map_err(|e| e.to_string())?;
+        v.sort_by(|a, b| {
+            a.series_instance_uid
+                .cmp(&b.series_instance_uid)
+                .then(a.key.cmp(&b.key))
+        });
+        Ok(Some(v))
+    })
+    .await?;
+    found
+        .map(Json)
+        .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("no study with key {key}")))
+}
+
 async fn rejected(State(c): State<Arc<Ctl>>) -> Result<Json<Vec<RejectRecord>>, ApiError> {
     let node = c.node.clone();
     let mut v = blocking(move || node.store.rejections().map_err(|e| e.to_string())).await?;
@@ -289,6 +314,7 @@ pub async fn serve(
         .route("/v1/status", get(status))
         .route("/v1/studies", get(studies))
         .route("/v1/studies/{key}", get(study))
+        .route("/v1/studies/{key}/instances", get(instances))
         .route("/v1/rejected", get(rejected))
         .with_state(ctl);
     axum::serve(listener, app)

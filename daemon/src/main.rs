@@ -64,6 +64,9 @@ enum Cmd {
         loc: Location,
         #[arg(long)]
         json: bool,
+        /// List the study's instances (key, SOP Instance UID, bytes, file) instead.
+        #[arg(long)]
+        instances: bool,
     },
     /// Counts, bytes, free disk and associations of the running daemon.
     Status {
@@ -137,12 +140,35 @@ fn run(cli: Cli) -> Result<(), String> {
             print_studies(&v);
             Ok(())
         }
-        Cmd::Study { key, loc, json } => {
+        Cmd::Study {
+            key,
+            loc,
+            json,
+            instances,
+        } => {
             let dir = load_config(&loc)?.data_dir;
             if key.is_empty() || !key.chars().all(|c| c.is_ascii_alphanumeric()) {
                 return Err(format!(
                     "`{key}` is not a study key (as printed by `fiona studies`)"
                 ));
+            }
+            if instances {
+                let body = fetch(&dir, &format!("/v1/studies/{key}/instances"))?;
+                if json {
+                    return print_raw(&body);
+                }
+                let v: Vec<fiona::index::InstanceRecord> = parse(&body)?;
+                println!(
+                    "{:<26} {:>10}  {:<40} FILE",
+                    "KEY", "BYTES", "SOP INSTANCE UID"
+                );
+                for i in v {
+                    println!(
+                        "{:<26} {:>10}  {:<40} {}",
+                        i.key, i.bytes, i.sop_instance_uid, i.file
+                    );
+                }
+                return Ok(());
             }
             let body = fetch(&dir, &format!("/v1/studies/{key}"))?;
             if json {

@@ -1,0 +1,127 @@
+//! Scenarios: who may open an association, how many at once, and how long a silent peer may
+//! hold one.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use fiona_tests::harness::{echoscu, Daemon, Options};
+use fiona_tests::scu::{RawScu, CT_IMAGE_STORAGE, EXPLICIT_VR_LE};
+
+fn bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_fiona"))
+}
+
+fn start(tmp: &std::path::Path, name: &str, extra: &str) -> Daemon {
+    Daemon::start(
+        &bin(),
+        &tmp.join(name),
+        &Options {
+            extra_toml: extra.into(),
+            ..Options::default()
+        },
+    )
+}
+
+fn ok(o: &std::process::Output) -> bool {
+    o.status.success()
+}
+
+#[test]
+fn called_ae_title_must_match() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = start(tmp.path(), "d", "");
+    assert!(ok(&echoscu(d.addr, "ANY", "FIONA")));
+    let wrong = echoscu(d.addr, "ANY", "NOTFIONA");
+    assert!(!ok(&wrong));
+    let err = String::from_utf8_lossy(&wrong.stderr);
+    assert!(err.contains("Called AE Title Not Recognized"), "{err}");
+}
+
+#[test]
+fn calling_ae_allow_list() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = start(
+        tmp.path(),
+        "d",
+        "[allow]\ncalling_ae_titles = [\"GOODSCU\"]\n",
+    );
+    assert!(ok(&echoscu(d.addr, "GOODSCU", "FIONA")));
+    let bad = echoscu(d.addr, "BADSCU", "FIONA");
+    assert!(!ok(&bad));
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(err.contains("Calling AE Title Not Recognized"), "{err}");
+    let status = d.json(&["status"]);
+    assert_eq!(status["associations_refused"], 1);
+}
+
+#[test]
+fn address_allow_list() {
+    let tmp = tempfile::tempdir().unwrap();
+    let refused = start(tmp.path(), "a", "[allow]\naddresses = [\"10.0.0.0/8\"]\n");
+    let out = echoscu(refused.addr, "ANY", "FIONA");
+    assert!(!ok(&out), "127.0.0.1 is outside 10.0.0.0/8");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("Association Rejected"));
+    let allowed = start(
+        tmp.path(),
+        "b",
+        "[allow]\naddresses = [\"10.0.0.0/8\", \"127.0.0.0/8\"]\n",
+    );
+    assert!(ok(&echoscu(allowed.addr, "ANY", "FIONA")));
+}
+
+#[test]
+fn association_limit_refuses_with_local_limit_exceeded() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = start(tmp.path(), "d", "max_associations = 1\n");
+    let held =
+        RawScu::connect(d.addr, "HOLDER", "FIONA", CT_IMAGE_STORAGE, EXPLICIT_VR_LE).unwrap();
+    let refused = echoscu(d.addr, "SECOND", "FIONA");
+    assert!(!ok(&refused));
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        err.contains("Local Limit Exceeded") || err.contains("Association Rejected"),
+        "{err}"
+    );
+    held.release().unwrap();
+    // The slot is free again (the daemon notices the release asynchronously).
+    let mut freed = false;
+    for _ in 0..50 {
+        if ok(&echoscu(d.addr, "THIRD", "FIONA")) {
+            freed = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(freed, "slot released after the first association ended");
+}
+
+#[test]
+fn silent_peer_is_dropped_after_idle_timeout() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = start(
+        tmp.path(),
+        "d",
+        "idle_timeout_secs = 1\nmax_associations = 1\n",
+    );
+    let mut scu =
+        RawScu::connect(d.addr, "SILENT", "FIONA", CT_IMAGE_STORAGE, EXPLICIT_VR_LE).unwrap();
+    assert_eq!(scu.echo().unwrap(), 0, "alive before going silent");
+    std::thread::sleep(Duration::from_millis(2500));
+    // The daemon closed the association: the slot is free for someone else.
+    assert!(ok(&echoscu(d.addr, "NEXT", "FIONA")), "{}", d.log());
+    assert!(scu.echo().is_err(), "the silent association was closed");
+    assert!(d.log().contains("idle timeout"), "{}", d.log());
+}
+
+#[test]
+fn peer_that_never_associates_is_dropped_after_acse_timeout() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = start(
+        tmp.path(),
+        "d",
+        "acse_timeout_secs = 1\nmax_associations = 1\n",
+    );
+    let _silent = std::net::TcpStream::connect(d.addr).unwrap();
+    std::thread::sleep(Duration::from_millis(1800));
+    assert!(ok(&echoscu(d.addr, "NEXT", "FIONA")), "{}", d.log());
+}
