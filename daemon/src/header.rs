@@ -914,7 +914,10 @@ mod tests {
             s.feed(&d[..cut]).unwrap();
             let r = s.finish();
             if boundaries.contains(&cut) {
-                assert!(r.is_ok(), "cut at element boundary {cut} is a shorter valid data set");
+                assert!(
+                    r.is_ok(),
+                    "cut at element boundary {cut} is a shorter valid data set"
+                );
             } else {
                 assert!(r.is_err(), "cut at {cut} must be refused");
             }

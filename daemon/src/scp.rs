@@ -710,6 +710,7 @@ impl AssocTask {
                 let origin = self.origin.clone();
                 let n2 = node.clone();
                 let key_for_log = key.clone();
+                let reason_for_log = reason.clone();
                 let r = tokio::task::spawn_blocking(move || -> Result<(), String> {
                     let file = n2.quarantine.reject(incoming).map_err(|e| e.to_string())?;
                     n2.store
@@ -727,8 +728,11 @@ impl AssocTask {
                 .await;
                 match r {
                     Ok(Ok(())) => tracing::warn!(
+                        instance = %key_for_log,
+                        peer_ae = %self.origin.calling_ae,
                         status = format_args!("{st:#06x}"),
                         bytes = written,
+                        reason = %reason_for_log,
                         "instance rejected"
                     ),
                     Ok(Err(e)) => {
@@ -789,6 +793,8 @@ impl AssocTask {
                         tracing::debug!(
                             instance = %key,
                             study = %study_key,
+                            peer_ae = %self.origin.calling_ae,
+                            status = "0x0000",
                             bytes = durable.bytes,
                             micros = started.elapsed().as_micros() as u64,
                             "stored"
