@@ -44,7 +44,7 @@ use std::path::{Path, PathBuf};
 use ulid::Ulid;
 
 /// How many written bytes between hints to start writeback.
-pub const KICK_WRITEBACK: u64 = 1 << 20;
+pub const KICK_WRITEBACK: u64 = 128 << 10;
 
 /// The quarantine directory tree.
 #[derive(Debug, Clone)]

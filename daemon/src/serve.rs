@@ -55,12 +55,12 @@ impl Daemon {
         std::fs::create_dir_all(&data_dir).map_err(dd)?;
         let quarantine = Quarantine::open(&data_dir).map_err(dd)?;
         let store: Arc<dyn Store> = Arc::new(RedbStore::open(&quarantine.index_path())?);
-        let s2 = store.clone();
+        let indexed = store.instance_keys()?;
         let s3 = store.clone();
         let s4 = store.clone();
         let recovery = quarantine
             .recover(
-                &|k| s2.has_instance_key(k).unwrap_or(true),
+                &|k| indexed.contains(k),
                 &|k| s3.has_rejection(k).unwrap_or(true),
                 &mut |key, file, bytes| {
                     s4.record_rejection(&RejectRecord {

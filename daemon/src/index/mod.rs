@@ -186,8 +186,8 @@ pub trait Store: Send + Sync + 'static {
     fn commit(&self, batch: &[NewInstance]) -> Result<Vec<CommitOutcome>, StoreError>;
     /// Whether a SOP Instance UID is already stored (fast path for re-sends).
     fn has_sop_instance(&self, sop_instance_uid: &str) -> Result<bool, StoreError>;
-    /// Whether an object key is indexed (for start-up recovery).
-    fn has_instance_key(&self, key: &str) -> Result<bool, StoreError>;
+    /// Every indexed object key (for start-up recovery).
+    fn instance_keys(&self) -> Result<std::collections::HashSet<String>, StoreError>;
     /// Record a rejected instance durably.
     fn record_rejection(&self, r: &RejectRecord) -> Result<(), StoreError>;
     fn has_rejection(&self, key: &str) -> Result<bool, StoreError>;

@@ -4,22 +4,22 @@
 //!
 //! | table            | key                          | value                         |
 //! |------------------|------------------------------|-------------------------------|
-//! | `instances`      | instance key (ULID)          | [`InstanceRecord`] JSON       |
+//! | `instances`      | `study key/instance key`     | [`InstanceRecord`] JSON       |
 //! | `sop_index`      | SOP Instance UID             | instance key                  |
 //! | `studies`        | study key (ULID)             | [`StudyRecord`] JSON          |
 //! | `study_uid_index`| Study Instance UID           | study key                     |
 //! | `series`         | `study key/series UID`       | [`SeriesRecord`] JSON         |
-//! | `study_instances`| study key (multimap)         | instance keys                 |
 //! | `rejected`       | reject key (ULID)            | [`RejectRecord`] JSON         |
-//! | `totals`         | counter name                 | u64                           |
 //!
 //! Every write transaction commits with `Durability::Immediate` (redb fsyncs before
-//! `commit` returns).
+//! `commit` returns). An instance touches four tables (`sop_index`, `studies`, `series`,
+//! `instances`); totals are summed from `studies` and `rejected` when asked, so the hot path
+//! writes as few pages as possible.
 
 use std::path::Path;
 
 use redb::{
-    Database, MultimapTableDefinition, ReadableDatabase, ReadableTable, TableDefinition,
+    Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition,
     WriteTransaction,
 };
 use serde::de::DeserializeOwned;
@@ -32,10 +32,7 @@ const SOP_INDEX: TableDefinition<&str, &str> = TableDefinition::new("sop_index")
 const STUDIES: TableDefinition<&str, &[u8]> = TableDefinition::new("studies");
 const STUDY_UID_INDEX: TableDefinition<&str, &str> = TableDefinition::new("study_uid_index");
 const SERIES: TableDefinition<&str, &[u8]> = TableDefinition::new("series");
-const STUDY_INSTANCES: MultimapTableDefinition<&str, &str> =
-    MultimapTableDefinition::new("study_instances");
 const REJECTED: TableDefinition<&str, &[u8]> = TableDefinition::new("rejected");
-const TOTALS: TableDefinition<&str, u64> = TableDefinition::new("totals");
 
 /// The redb-backed index.
 pub struct RedbStore {
@@ -70,16 +67,13 @@ fn series_key(study_key: &str, series_uid: &str) -> String {
     format!("{study_key}/{series_uid}")
 }
 
-fn add_total(txn: &WriteTransaction, name: &str, delta: u64) -> Result<(), StoreError> {
-    let mut t = txn.open_table(TOTALS).map_err(engine("open totals"))?;
-    let cur = t
-        .get(name)
-        .map_err(engine("read totals"))?
-        .map(|g| g.value())
-        .unwrap_or(0);
-    t.insert(name, cur + delta)
-        .map_err(engine("write totals"))?;
-    Ok(())
+fn instance_key(study_key: &str, key: &str) -> String {
+    format!("{study_key}/{key}")
+}
+
+/// Keys of one study in a `study key/...` table: '0' follows '/', and keys are base32 ULIDs.
+fn study_range(study_key: &str) -> (String, String) {
+    (format!("{study_key}/"), format!("{study_key}0"))
 }
 
 impl RedbStore {
@@ -94,10 +88,7 @@ impl RedbStore {
             txn.open_table(STUDY_UID_INDEX)
                 .map_err(engine("create tables"))?;
             txn.open_table(SERIES).map_err(engine("create tables"))?;
-            txn.open_multimap_table(STUDY_INSTANCES)
-                .map_err(engine("create tables"))?;
             txn.open_table(REJECTED).map_err(engine("create tables"))?;
-            txn.open_table(TOTALS).map_err(engine("create tables"))?;
         }
         txn.commit().map_err(engine("commit"))?;
         Ok(RedbStore { db })
@@ -146,7 +137,6 @@ impl RedbStore {
                 uid_index
                     .insert(h.study_instance_uid.as_str(), key.as_str())
                     .map_err(engine("write study_uid_index"))?;
-                add_total(txn, "studies", 1)?;
                 StudyRecord {
                     key,
                     study_instance_uid: h.study_instance_uid.clone(),
@@ -180,7 +170,6 @@ impl RedbStore {
             Some(s) => s,
             None => {
                 study.series_count += 1;
-                add_total(txn, "series", 1)?;
                 SeriesRecord {
                     study_key: study.key.clone(),
                     series_instance_uid: h.series_instance_uid.clone(),
@@ -242,16 +231,11 @@ impl RedbStore {
             study_instance_uid: h.study_instance_uid.clone(),
             series_instance_uid: h.series_instance_uid.clone(),
         };
+        let ikey = instance_key(&study.key, &n.key);
         txn.open_table(INSTANCES)
             .map_err(engine("open instances"))?
-            .insert(n.key.as_str(), encode(&rec).as_slice())
+            .insert(ikey.as_str(), encode(&rec).as_slice())
             .map_err(engine("write instances"))?;
-        txn.open_multimap_table(STUDY_INSTANCES)
-            .map_err(engine("open study_instances"))?
-            .insert(study.key.as_str(), n.key.as_str())
-            .map_err(engine("write study_instances"))?;
-        add_total(txn, "instances", 1)?;
-        add_total(txn, "bytes", n.bytes)?;
         Ok(CommitOutcome::Stored {
             study_key: study.key,
         })
@@ -299,8 +283,19 @@ impl Store for RedbStore {
             .is_some())
     }
 
-    fn has_instance_key(&self, key: &str) -> Result<bool, StoreError> {
-        self.contains(INSTANCES, key)
+    fn instance_keys(&self) -> Result<std::collections::HashSet<String>, StoreError> {
+        let txn = self.db.begin_read().map_err(engine("begin read"))?;
+        let t = txn
+            .open_table(INSTANCES)
+            .map_err(engine("open instances"))?;
+        let mut out = std::collections::HashSet::new();
+        for row in t.iter().map_err(engine("iterate"))? {
+            let (k, _) = row.map_err(engine("iterate"))?;
+            if let Some((_, key)) = k.value().split_once('/') {
+                out.insert(key.to_string());
+            }
+        }
+        Ok(out)
     }
 
     fn record_rejection(&self, r: &RejectRecord) -> Result<(), StoreError> {
@@ -309,8 +304,6 @@ impl Store for RedbStore {
             .map_err(engine("open rejected"))?
             .insert(r.key.as_str(), encode(r).as_slice())
             .map_err(engine("write rejected"))?;
-        add_total(&txn, "rejected", 1)?;
-        add_total(&txn, "rejected_bytes", r.bytes)?;
         txn.commit().map_err(engine("commit"))?;
         Ok(())
     }
@@ -339,9 +332,7 @@ impl Store for RedbStore {
     fn series_of(&self, study_key: &str) -> Result<Vec<SeriesRecord>, StoreError> {
         let txn = self.db.begin_read().map_err(engine("begin read"))?;
         let t = txn.open_table(SERIES).map_err(engine("open series"))?;
-        let lo = format!("{study_key}/");
-        // '0' is the character after '/', so this range holds exactly this study's series.
-        let hi = format!("{study_key}0");
+        let (lo, hi) = study_range(study_key);
         let mut out = Vec::new();
         for row in t
             .range(lo.as_str()..hi.as_str())
@@ -355,46 +346,37 @@ impl Store for RedbStore {
 
     fn instances_of(&self, study_key: &str) -> Result<Vec<InstanceRecord>, StoreError> {
         let txn = self.db.begin_read().map_err(engine("begin read"))?;
-        let m = txn
-            .open_multimap_table(STUDY_INSTANCES)
-            .map_err(engine("open study_instances"))?;
         let t = txn
             .open_table(INSTANCES)
             .map_err(engine("open instances"))?;
+        let (lo, hi) = study_range(study_key);
         let mut out = Vec::new();
-        for k in m.get(study_key).map_err(engine("read study_instances"))? {
-            let k = k.map_err(engine("read study_instances"))?;
-            let key = k.value();
-            match t.get(key).map_err(engine("read instances"))? {
-                Some(v) => out.push(decode(key, v.value())?),
-                None => {
-                    return Err(StoreError::Corrupt(
-                        key.to_string(),
-                        "instance missing".into(),
-                    ))
-                }
-            }
+        for row in t
+            .range(lo.as_str()..hi.as_str())
+            .map_err(engine("range instances"))?
+        {
+            let (k, v) = row.map_err(engine("range instances"))?;
+            out.push(decode(k.value(), v.value())?);
         }
         Ok(out)
     }
 
     fn totals(&self) -> Result<Totals, StoreError> {
+        let mut t = Totals::default();
+        for s in self.studies()? {
+            t.studies += 1;
+            t.series += s.series_count;
+            t.instances += s.instance_count;
+            t.bytes += s.bytes;
+        }
         let txn = self.db.begin_read().map_err(engine("begin read"))?;
-        let t = txn.open_table(TOTALS).map_err(engine("open totals"))?;
-        let get = |name: &str| -> Result<u64, StoreError> {
-            Ok(t.get(name)
-                .map_err(engine("read totals"))?
-                .map(|g| g.value())
-                .unwrap_or(0))
-        };
-        Ok(Totals {
-            studies: get("studies")?,
-            series: get("series")?,
-            instances: get("instances")?,
-            bytes: get("bytes")?,
-            rejected: get("rejected")?,
-            rejected_bytes: get("rejected_bytes")?,
-        })
+        let r = txn.open_table(REJECTED).map_err(engine("open rejected"))?;
+        t.rejected = r.len().map_err(engine("count rejected"))?;
+        for row in r.iter().map_err(engine("iterate"))? {
+            let (k, v) = row.map_err(engine("iterate"))?;
+            t.rejected_bytes += decode::<RejectRecord>(k.value(), v.value())?.bytes;
+        }
+        Ok(t)
     }
 }
 
@@ -445,8 +427,9 @@ mod tests {
         let t = s.totals().unwrap();
         assert_eq!((t.studies, t.series, t.instances, t.bytes), (1, 2, 3, 60));
         assert!(s.has_sop_instance("1.1.2.1").unwrap());
-        assert!(s.has_instance_key("A").unwrap());
-        assert!(!s.has_instance_key("D").unwrap());
+        let keys = s.instance_keys().unwrap();
+        assert!(keys.contains("A"));
+        assert!(!keys.contains("D"));
     }
 
     #[test]
