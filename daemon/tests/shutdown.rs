@@ -20,7 +20,7 @@ fn sigterm_mid_transfer_is_clean() {
     std::fs::create_dir_all(&src).unwrap();
     let mut spec = StudySpec::new(5150, Modality::Ct);
     spec.series = 2;
-    spec.instances_per_series = 150;
+    spec.instances_per_series = 400;
     let files = corpus::write_study(&spec, &src).unwrap();
     let mut d = Daemon::start(
         &bin(),
@@ -40,7 +40,19 @@ fn sigterm_mid_transfer_is_clean() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_millis(150));
+    // SIGTERM once the transfer is under way.
+    let t = Instant::now();
+    loop {
+        let n = d.json(&["status"])["totals"]["instances"].as_u64().unwrap();
+        if n >= 10 {
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "transfer never started"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
     let t = Instant::now();
     let st = d.stop().expect("daemon was running");
     let took = t.elapsed();

@@ -1,0 +1,62 @@
+//! Replays the committed seeds on the stable toolchain, without libFuzzer:
+//! `cargo test --manifest-path daemon/fuzz/Cargo.toml`.
+
+use std::fs;
+use std::path::PathBuf;
+
+fn files(dir: &str) -> Vec<(String, Vec<u8>)> {
+    let d = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(dir);
+    let mut out: Vec<_> = fs::read_dir(&d)
+        .unwrap_or_else(|e| panic!("{}: {e}", d.display()))
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.is_file())
+        .map(|p| (p.file_name().unwrap().to_string_lossy().into_owned(), fs::read(&p).unwrap()))
+        .collect();
+    out.sort();
+    out
+}
+
+/// Every header_scan seed is a valid data set with the identifying UIDs, whatever the
+/// chunking (so the fuzzer starts from inputs that reach the end of the parser).
+#[test]
+fn header_scan_seeds_are_valid_in_every_chunking() {
+    let seeds = files("seeds/header_scan");
+    assert!(!seeds.is_empty());
+    for (name, data) in seeds {
+        for chunk in 0..=255u8 {
+            let mut d = data.clone();
+            d[1] = chunk;
+            let r = fiona_fuzz::header_scan(&d).unwrap();
+            let f = r.unwrap_or_else(|e| panic!("{name} (chunk byte {chunk}): {e}"));
+            f.check_required()
+                .unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert!(!f.sop_class_uid.is_empty(), "{name}");
+            assert!(!f.patient_name.is_empty(), "{name}");
+            assert!(f.series_number.is_some(), "{name}");
+        }
+    }
+}
+
+#[test]
+fn dimse_command_seeds_parse() {
+    let seeds = files("seeds/dimse_command");
+    assert!(!seeds.is_empty());
+    for (name, data) in seeds {
+        assert!(fiona_fuzz::dimse_command(&data).is_some(), "{name}");
+    }
+}
+
+/// Every saved reproducer holds the targets' full properties. Ignored while the findings in
+/// docs/FUZZING.md are open: un-ignore once header.rs / dimse.rs are fixed, so they stay fixed.
+#[test]
+#[ignore = "open findings 1 and 2 in docs/FUZZING.md"]
+fn regressions_hold_the_properties() {
+    for (name, data) in files("regressions/header_scan") {
+        eprintln!("header_scan {name}");
+        fiona_fuzz::header_scan(&data);
+    }
+    for (name, data) in files("regressions/dimse_command") {
+        eprintln!("dimse_command {name}");
+        fiona_fuzz::dimse_command(&data);
+    }
+}
