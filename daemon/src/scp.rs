@@ -438,7 +438,7 @@ impl AssocTask {
                 if let Job::Store(job) = &mut p.job {
                     if job.write_error.is_none() {
                         let inc = &mut job.incoming;
-                        if let Err(e) = blocking(|| inc.write(&pdv.data)) {
+                        if let Err(e) = inc.write(&pdv.data) {
                             job.write_error = Some(e);
                         }
                     }
@@ -755,6 +755,8 @@ impl AssocTask {
             tracing::debug!(instance = %key, "duplicate instance, already stored");
             return status::SUCCESS;
         }
+        let received_us = started.elapsed().as_micros() as u64;
+        let t_durable = Instant::now();
         let durable = match tokio::task::spawn_blocking(move || incoming.make_durable()).await {
             Ok(Ok(d)) => d,
             Ok(Err(e)) => {
@@ -780,6 +782,8 @@ impl AssocTask {
             origin: self.origin.clone(),
             header,
         };
+        let durable_us = t_durable.elapsed().as_micros() as u64;
+        let t_commit = Instant::now();
         match node.committer.commit(&durable, new).await {
             Ok(outcome) => {
                 self.stored += 1;
@@ -797,6 +801,9 @@ impl AssocTask {
                             status = "0x0000",
                             bytes = durable.bytes,
                             micros = started.elapsed().as_micros() as u64,
+                            received_us,
+                            durable_us,
+                            commit_us = t_commit.elapsed().as_micros() as u64,
                             "stored"
                         );
                     }

@@ -5,44 +5,16 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use fiona_tests::corpus::{self, Modality, StudySpec};
-use fiona_tests::harness::{require_tool, stored_files, Daemon, Options};
+use fiona_tests::harness::{
+    acknowledged, indexed_instances as indexed, output_text, require_tool, spawn_storescu_verbose,
+    stored_files, Daemon, Options,
+};
 
 fn bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_fiona"))
-}
-
-/// Files that storescu -v reports as acknowledged with status Success.
-fn acknowledged(storescu_log: &str) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let mut current: Option<PathBuf> = None;
-    for line in storescu_log.lines() {
-        if let Some(f) = line.strip_prefix("I: Sending file: ") {
-            current = Some(PathBuf::from(f.trim()));
-        } else if line.contains("Received Store Response (Success)") {
-            if let Some(f) = current.take() {
-                out.push(f);
-            }
-        }
-    }
-    out
-}
-
-/// Every indexed instance, SOP Instance UID -> stored file.
-fn indexed(d: &Daemon) -> BTreeMap<String, PathBuf> {
-    let mut out = BTreeMap::new();
-    for s in d.json(&["studies"]).as_array().unwrap() {
-        let key = s["key"].as_str().unwrap();
-        for i in d.json(&["study", key, "--instances"]).as_array().unwrap() {
-            let uid = i["sop_instance_uid"].as_str().unwrap().to_string();
-            let file = d.data_dir.join(i["file"].as_str().unwrap());
-            assert!(out.insert(uid, file).is_none(), "an instance indexed twice");
-        }
-    }
-    out
 }
 
 fn temp_files(data_dir: &Path) -> usize {
@@ -110,26 +82,12 @@ fn kill9_never_loses_an_acknowledged_instance() {
         if remaining.is_empty() {
             break;
         }
-        let child = Command::new("storescu")
-            .env("TCP_NODELAY", "1")
-            .args(["-v", "-aet", "CRASHSCU", "-aec", "FIONA", "-R", "-xe"])
-            .arg(d.addr.ip().to_string())
-            .arg(d.addr.port().to_string())
-            .args(&remaining)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
+        let child = spawn_storescu_verbose(d.addr, "CRASHSCU", &["-R", "-xe"], &remaining);
         rounds_run += 1;
         let delay = 20 + rng.next() % 250;
         std::thread::sleep(Duration::from_millis(delay));
         d.kill9();
-        let out = child.wait_with_output().unwrap();
-        let log = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let log = output_text(child.wait_with_output().unwrap());
         let this_round = acknowledged(&log);
         if this_round.len() < remaining.len() {
             kills_mid_transfer += 1;

@@ -2,47 +2,17 @@
 //! written; on a really full file system (a small tmpfs) what was acknowledged is intact and
 //! indexed, what was refused left nothing behind, and the daemon keeps answering.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use fiona_tests::corpus::{self, Modality, StudySpec};
-use fiona_tests::harness::{echoscu, stored_files, Daemon, Options};
+use fiona_tests::harness::{
+    echoscu, indexed_instances, stored_files, storescu_responses as responses, storescu_verbose,
+    Daemon, Options,
+};
 
 fn bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_fiona"))
-}
-
-fn storescu_v(d: &Daemon, files: &[PathBuf]) -> String {
-    let out = Command::new("storescu")
-        .env("TCP_NODELAY", "1")
-        .args(["-v", "-nh", "-aet", "FULLSCU", "-aec", "FIONA", "-R", "-xe"])
-        .arg(d.addr.ip().to_string())
-        .arg(d.addr.port().to_string())
-        .args(files)
-        .output()
-        .unwrap();
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
-/// (file, response line) for each file storescu sent.
-fn responses(log: &str) -> Vec<(PathBuf, String)> {
-    let mut out = Vec::new();
-    let mut cur = None;
-    for l in log.lines() {
-        if let Some(f) = l.strip_prefix("I: Sending file: ") {
-            cur = Some(PathBuf::from(f.trim()));
-        } else if l.contains("Received Store Response") {
-            if let Some(f) = cur.take() {
-                out.push((f, l.to_string()));
-            }
-        }
-    }
-    out
 }
 
 fn no_temp_files(data_dir: &Path) -> bool {
@@ -80,7 +50,7 @@ fn below_free_space_floor_refuses_with_a700() {
             ..Options::default()
         },
     );
-    let log = storescu_v(&d, &files);
+    let log = storescu_verbose(d.addr, "FULLSCU", &["-nh", "-R", "-xe"], &files);
     let r = responses(&log);
     assert_eq!(r.len(), files.len(), "{log}");
     for (_, line) in &r {
@@ -129,7 +99,7 @@ fn full_file_system_keeps_acknowledged_and_leaves_nothing_half_written() {
     let _guard = Unmount(mnt.clone());
 
     let mut d = Daemon::start(&bin(), &mnt.join("data"), &Options::default());
-    let log = storescu_v(&d, &files);
+    let log = storescu_verbose(d.addr, "FULLSCU", &["-nh", "-R", "-xe"], &files);
     let r = responses(&log);
     let ok: Vec<&PathBuf> = r
         .iter()
@@ -154,19 +124,7 @@ fn full_file_system_keeps_acknowledged_and_leaves_nothing_half_written() {
 
     // Acknowledged = indexed = on disk, bytes intact; also after a restart.
     for round in 0..2 {
-        let mut idx = BTreeMap::new();
-        for s in d.json(&["studies"]).as_array().unwrap() {
-            for i in d
-                .json(&["study", s["key"].as_str().unwrap(), "--instances"])
-                .as_array()
-                .unwrap()
-            {
-                idx.insert(
-                    i["sop_instance_uid"].as_str().unwrap().to_string(),
-                    d.data_dir.join(i["file"].as_str().unwrap()),
-                );
-            }
-        }
+        let idx = indexed_instances(&d);
         assert_eq!(idx.len(), ok.len(), "round {round}");
         for f in &ok {
             let stored = &idx[&corpus::sop_instance_uid(f).unwrap()];

@@ -3,11 +3,12 @@
 //! file is left.
 
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use fiona_tests::corpus::{self, Modality, StudySpec};
-use fiona_tests::harness::{stored_files, Daemon, Options};
+use fiona_tests::harness::{
+    acknowledged, output_text, spawn_storescu_verbose, stored_files, Daemon, Options,
+};
 
 fn bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_fiona"))
@@ -30,16 +31,7 @@ fn sigterm_mid_transfer_is_clean() {
             ..Options::default()
         },
     );
-    let child = Command::new("storescu")
-        .env("TCP_NODELAY", "1")
-        .args(["-v", "-aet", "TERMSCU", "-aec", "FIONA", "-R", "-xe"])
-        .arg(d.addr.ip().to_string())
-        .arg(d.addr.port().to_string())
-        .args(&files)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = spawn_storescu_verbose(d.addr, "TERMSCU", &["-R", "-xe"], &files);
     // SIGTERM once the transfer is under way.
     let t = Instant::now();
     loop {
@@ -58,18 +50,7 @@ fn sigterm_mid_transfer_is_clean() {
     let took = t.elapsed();
     assert!(st.success(), "exit status {st:?}\n{}", d.log());
     assert!(took < Duration::from_secs(10), "stopped in {took:?}");
-    let out = child.wait_with_output().unwrap();
-    let log =
-        String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout);
-    let mut acked = Vec::new();
-    let mut cur = None;
-    for l in log.lines() {
-        if let Some(f) = l.strip_prefix("I: Sending file: ") {
-            cur = Some(PathBuf::from(f.trim()));
-        } else if l.contains("Received Store Response (Success)") {
-            acked.extend(cur.take());
-        }
-    }
+    let acked = acknowledged(&output_text(child.wait_with_output().unwrap()));
     eprintln!("{} acknowledged before SIGTERM took effect", acked.len());
     assert!(acked.len() < files.len(), "SIGTERM landed mid-transfer");
     assert!(d.log().contains("fiona stopped"));

@@ -262,3 +262,90 @@ pub fn stored_files(data_dir: &Path) -> Vec<PathBuf> {
     out.sort();
     out
 }
+
+/// Start `storescu -v` (verbose: one line per response) in the background.
+pub fn spawn_storescu_verbose(
+    addr: SocketAddr,
+    calling_ae: &str,
+    args: &[&str],
+    files: &[impl AsRef<std::ffi::OsStr>],
+) -> Child {
+    require_tool("storescu");
+    Command::new("storescu")
+        .env("TCP_NODELAY", "1")
+        .args(["-v", "-aet", calling_ae, "-aec", "FIONA"])
+        .args(args)
+        .arg(addr.ip().to_string())
+        .arg(addr.port().to_string())
+        .args(files)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn storescu")
+}
+
+/// Run `storescu -v` to completion; returns its combined output.
+pub fn storescu_verbose(
+    addr: SocketAddr,
+    calling_ae: &str,
+    args: &[&str],
+    files: &[impl AsRef<std::ffi::OsStr>],
+) -> String {
+    output_text(
+        spawn_storescu_verbose(addr, calling_ae, args, files)
+            .wait_with_output()
+            .expect("storescu"),
+    )
+}
+
+/// stdout and stderr of a finished process, as text.
+pub fn output_text(out: Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// (file, response line) for every file `storescu -v` got a response for.
+pub fn storescu_responses(log: &str) -> Vec<(PathBuf, String)> {
+    let mut out = Vec::new();
+    let mut current: Option<PathBuf> = None;
+    for line in log.lines() {
+        if let Some(f) = line.strip_prefix("I: Sending file: ") {
+            current = Some(PathBuf::from(f.trim()));
+        } else if line.contains("Received Store Response") {
+            if let Some(f) = current.take() {
+                out.push((f, line.to_string()));
+            }
+        }
+    }
+    out
+}
+
+/// Files that `storescu -v` saw acknowledged with status Success.
+pub fn acknowledged(log: &str) -> Vec<PathBuf> {
+    storescu_responses(log)
+        .into_iter()
+        .filter(|(_, l)| l.contains("(Success)"))
+        .map(|(f, _)| f)
+        .collect()
+}
+
+/// Every indexed instance of the daemon: SOP Instance UID -> stored file.
+pub fn indexed_instances(d: &Daemon) -> std::collections::BTreeMap<String, PathBuf> {
+    let mut out = std::collections::BTreeMap::new();
+    for s in d.json(&["studies"]).as_array().expect("studies") {
+        let key = s["key"].as_str().expect("key");
+        for i in d
+            .json(&["study", key, "--instances"])
+            .as_array()
+            .expect("instances")
+        {
+            let uid = i["sop_instance_uid"].as_str().expect("uid").to_string();
+            let file = d.data_dir.join(i["file"].as_str().expect("file"));
+            assert!(out.insert(uid, file).is_none(), "an instance indexed twice");
+        }
+    }
+    out
+}
