@@ -581,8 +581,10 @@ impl Scanner {
                         offset: start,
                     });
                 }
+                // Keep the first occurrence only: a data set repeating a wanted tag must not
+                // make the scanner's memory grow with the instance.
                 let keep = if top && !self.past_pixels && len <= MAX_KEPT_VALUE {
-                    Wanted::of(tag)
+                    Wanted::of(tag).filter(|w| !self.kept.iter().any(|(k, _)| k == w))
                 } else {
                     None
                 };
@@ -938,6 +940,19 @@ mod tests {
             s.finish(),
             Err(HeaderError::TruncatedValue { .. })
         ));
+    }
+
+    #[test]
+    fn repeated_wanted_tags_keep_memory_bounded() {
+        let mut d = Vec::new();
+        for i in 0..10_000 {
+            d.extend(el(0x0010_0010, b"PN", format!("Name{i:0>1000}").as_bytes()));
+        }
+        let mut s = Scanner::new(Encoding::ExplicitLittle);
+        s.feed(&d).unwrap();
+        assert!(s.kept.len() <= 1);
+        let f = s.finish().unwrap();
+        assert!(f.patient_name.starts_with("Name") && f.patient_name.ends_with('0'));
     }
 
     #[test]

@@ -438,7 +438,7 @@ impl AssocTask {
                 if let Job::Store(job) = &mut p.job {
                     if job.write_error.is_none() {
                         let inc = &mut job.incoming;
-                        if let Err(e) = inc.write(&pdv.data) {
+                        if let Err(e) = blocking(|| inc.write(&pdv.data)) {
                             job.write_error = Some(e);
                         }
                     }
