@@ -18,3 +18,5 @@ fi
 cargo fmt --all --check
 cargo clippy --workspace --all-targets -- -D warnings
 cargo test --workspace --release
+# The fuzz crate (outside the workspace): seeds and saved reproducers replay on stable.
+cargo test --release --manifest-path daemon/fuzz/Cargo.toml

@@ -149,10 +149,29 @@ fn us_value(v: &[u8]) -> u16 {
     }
 }
 
+/// A UID from a command: kept only if it is a valid UID (1 to 64 digits and dots, PS3.5 9.1);
+/// anything else becomes empty, so an invalid UID is never echoed or written to a file meta.
 fn uid_value(v: &[u8]) -> String {
-    String::from_utf8_lossy(v)
-        .trim_end_matches(['\0', ' '])
-        .to_string()
+    let trimmed = trim_uid(v);
+    if is_valid_uid(trimmed) {
+        // checked above: ASCII digits and dots only
+        String::from_utf8_lossy(trimmed).into_owned()
+    } else {
+        String::new()
+    }
+}
+
+fn trim_uid(v: &[u8]) -> &[u8] {
+    let end = v
+        .iter()
+        .rposition(|b| *b != 0 && *b != b' ')
+        .map_or(0, |p| p + 1);
+    &v[..end]
+}
+
+/// Whether bytes form a valid UID: 1 to 64 characters, digits and dots.
+pub fn is_valid_uid(v: &[u8]) -> bool {
+    !v.is_empty() && v.len() <= 64 && v.iter().all(|b| b.is_ascii_digit() || *b == b'.')
 }
 
 /// Encode a response command set (C-ECHO-RSP, C-STORE-RSP, or a failure response to any
@@ -260,6 +279,24 @@ mod tests {
         assert_eq!(c.command_field, field::C_STORE_RSP);
         assert_eq!(c.affected_sop_instance_uid, "1.2.3");
         assert!(!c.has_data_set());
+    }
+
+    /// Regression (fuzzing): an invalid, very long UID is not kept, so it is never echoed
+    /// into a response (which then could not be parsed again).
+    #[test]
+    fn invalid_uids_are_dropped() {
+        let mut body = Vec::new();
+        put_us(&mut body, 0x0100, field::C_STORE_RQ);
+        put_elem(&mut body, 0x0002, &vec![0xFF; 21_826]);
+        put_uid(&mut body, 0x1000, "1.2.3");
+        let c = Command::parse(&body).unwrap();
+        assert_eq!(c.affected_sop_class_uid, "");
+        assert_eq!(c.affected_sop_instance_uid, "1.2.3");
+        let r = encode_response(field::C_STORE_RSP, 1, &c.affected_sop_class_uid, None, 0);
+        Command::parse(&r).unwrap();
+        assert!(!is_valid_uid(b"1.2.x"));
+        assert!(!is_valid_uid(&[b'1'; 65]));
+        assert!(is_valid_uid(b"1.2.840.10008.1.1"));
     }
 
     #[test]

@@ -94,6 +94,8 @@ pub enum HeaderError {
         vr: String,
         offset: u64,
     },
+    #[error("element ({group:04X},{elem:04X}) at offset {offset} inside encapsulated pixel data, where only items may appear")]
+    NotAnItem { group: u16, elem: u16, offset: u64 },
     #[error("unexpected delimiter ({group:04X},{elem:04X}) at offset {offset}")]
     UnexpectedDelimiter { group: u16, elem: u16, offset: u64 },
     #[error("sequence or item of undefined length opened at offset {0} is never closed")]
@@ -529,6 +531,13 @@ impl Scanner {
                 self.close_defined()
             }
             _ => {
+                if self.in_fragments() {
+                    return Err(HeaderError::NotAnItem {
+                        group,
+                        elem,
+                        offset: start,
+                    });
+                }
                 if self.stack.last().is_some_and(|c| c.kind == Kind::Sequence) {
                     // Only items may appear directly in a sequence.
                     return Err(HeaderError::UnexpectedDelimiter {
@@ -716,13 +725,15 @@ impl Inflater {
                 return Ok(());
             }
             let (in0, out0) = (self.d.total_in(), self.d.total_out());
-            let status = self
+            let result = self
                 .d
-                .decompress(input, &mut self.buf, flate2::FlushDecompress::None)
-                .map_err(|e| HeaderError::Deflate(e.to_string()))?;
+                .decompress(input, &mut self.buf, flate2::FlushDecompress::None);
             let consumed = (self.d.total_in() - in0) as usize;
             let produced = (self.d.total_out() - out0) as usize;
+            // Scan what was inflated before reporting a decompression error, so the error
+            // does not depend on how the sender split its data.
             self.scanner.feed(&self.buf[..produced])?;
+            let status = result.map_err(|e| HeaderError::Deflate(e.to_string()))?;
             input = &input[consumed..];
             if status == flate2::Status::StreamEnd {
                 self.ended = true;
@@ -1024,6 +1035,38 @@ mod tests {
         let mut s = Scanner::new(Encoding::ExplicitLittle);
         s.feed(&e[..full_len]).unwrap();
         assert!(s.finish().is_err(), "missing sequence delimiter");
+    }
+
+    /// Regression (fuzzing): an element that is not an item inside encapsulated pixel data.
+    #[test]
+    fn non_item_inside_fragments_is_refused() {
+        let d = hex("20000d0055490400312e3200e07f10004f420000ffffffff080018000400000061626364feffdde000000000");
+        let mut s = Scanner::new(Encoding::ExplicitLittle);
+        let r = s.feed(&d).and_then(|_| s.finish().map(|_| ()));
+        assert!(matches!(r, Err(HeaderError::NotAnItem { .. })), "{r:?}");
+    }
+
+    /// Regression (fuzzing): a deflate error is reported the same whatever the chunking.
+    #[test]
+    fn deflate_error_independent_of_chunking() {
+        let d = hex("fa07014000fa");
+        let run = |chunk: usize| {
+            let mut c = Checker::new("1.2.840.10008.1.2.1.99").unwrap();
+            for part in d.chunks(chunk) {
+                if let Err(e) = c.feed(part) {
+                    return Err(e);
+                }
+            }
+            c.finish()
+        };
+        assert_eq!(run(1), run(d.len()));
+    }
+
+    fn hex(s: &str) -> Vec<u8> {
+        (0..s.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+            .collect()
     }
 
     #[test]

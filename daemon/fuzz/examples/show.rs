@@ -12,7 +12,9 @@ use fiona_fuzz::{check, chunk_size, show, TRANSFER_SYNTAXES};
 
 fn main() {
     let mut args = std::env::args().skip(1);
-    let target = args.next().expect("usage: show header_scan|dimse_command FILE...");
+    let target = args
+        .next()
+        .expect("usage: show header_scan|dimse_command FILE...");
     for path in args {
         let data = std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
         println!("{path}: {} bytes", data.len());
@@ -24,7 +26,10 @@ fn main() {
                 };
                 let ts = TRANSFER_SYNTAXES[usize::from(*ts % 4)];
                 let chunk = chunk_size(*chunk);
-                println!("  transfer syntax {ts}, chunk {chunk}, data set {} bytes", body.len());
+                println!(
+                    "  transfer syntax {ts}, chunk {chunk}, data set {} bytes",
+                    body.len()
+                );
                 println!("  whole:   {}", show(&check(ts, [body])));
                 println!("  chunked: {}", show(&check(ts, body.chunks(chunk))));
                 fiona_fuzz::header_scan(&data);

@@ -4,7 +4,7 @@
 //! only call them, so a crash found by libFuzzer can be replayed on the stable toolchain with
 //! `cargo test` (see `docs/FUZZING.md`).
 
-use fiona::dimse::{encode_response, Command, CommandError, MAX_COMMAND_LEN, NO_DATA_SET};
+use fiona::dimse::{encode_response, Command, NO_DATA_SET};
 use fiona::header::{Checker, HeaderError, HeaderFields};
 
 /// Transfer syntaxes selected by the first input byte of `header_scan` (`% 4`).
@@ -78,7 +78,7 @@ pub fn header_scan(data: &[u8]) -> Option<Result<HeaderFields, HeaderError>> {
 
     let whole = check(ts, [body]);
     let chunked = check(ts, body.chunks(chunk));
-    if whole != chunked && !known_deflate_error_mismatch(ts, &whole, &chunked) {
+    if whole != chunked {
         panic!(
             "result depends on chunking (ts {ts}, chunk {chunk}, {} bytes):\n  whole:   {}\n  chunked: {}",
             body.len(),
@@ -87,25 +87,6 @@ pub fn header_scan(data: &[u8]) -> Option<Result<HeaderFields, HeaderError>> {
         );
     }
     Some(whole)
-}
-
-/// Known finding 1 (docs/FUZZING.md, `regressions/header_scan/deflate-error-vs-scanner-error`):
-/// when a deflated stream turns corrupt, `Inflater::feed` drops the bytes inflated in the
-/// same call before the error, so fed whole it reports `Deflate(..)` where fed in small
-/// chunks the scanner first sees (and refuses) those bytes. Both refuse the data set; only
-/// the reason differs. With the `tolerate-known` feature this one mismatch is let through so
-/// a campaign can look for others; without it (the default) it fails.
-fn known_deflate_error_mismatch(
-    ts: &str,
-    whole: &Result<HeaderFields, HeaderError>,
-    chunked: &Result<HeaderFields, HeaderError>,
-) -> bool {
-    cfg!(feature = "tolerate-known")
-        && ts == TRANSFER_SYNTAXES[3]
-        && matches!(
-            (whole, chunked),
-            (Err(a), Err(b)) if matches!(a, HeaderError::Deflate(_)) || matches!(b, HeaderError::Deflate(_))
-        )
 }
 
 /// `dimse_command`: `Command::parse` must not panic; when it parses, the response the SCP
@@ -125,19 +106,12 @@ pub fn dimse_command(data: &[u8]) -> Option<Command> {
         status,
     );
     assert!(
-        encoded.len() % 2 == 0,
+        encoded.len().is_multiple_of(2),
         "odd-length response ({} bytes)",
         encoded.len()
     );
     let back = match Command::parse(&encoded) {
         Ok(b) => b,
-        Err(CommandError::TooLong) if cfg!(feature = "tolerate-known") => {
-            // Known finding 2 (docs/FUZZING.md, `regressions/dimse_command/response-too-long`):
-            // UIDs are echoed at any length (and grow when invalid UTF-8 becomes U+FFFD), so
-            // the response to a command near MAX_COMMAND_LEN exceeds MAX_COMMAND_LEN itself.
-            assert!(encoded.len() > MAX_COMMAND_LEN);
-            return Some(cmd);
-        }
         Err(e) => panic!(
             "response built from a parsed command does not parse: {e} \
              (request {} bytes, response {} bytes, class uid {} bytes, instance uid {} bytes)",
@@ -151,6 +125,9 @@ pub fn dimse_command(data: &[u8]) -> Option<Command> {
     assert!(!back.has_data_set());
     assert_eq!(back.data_set_type, NO_DATA_SET);
     assert_eq!(back.affected_sop_class_uid, cmd.affected_sop_class_uid);
-    assert_eq!(back.affected_sop_instance_uid, cmd.affected_sop_instance_uid);
+    assert_eq!(
+        back.affected_sop_instance_uid,
+        cmd.affected_sop_instance_uid
+    );
     Some(cmd)
 }

@@ -1,10 +1,13 @@
 //! The checker's memory must not grow with the data set (header.rs: "The scanner holds at
 //! most one element header and the few short values it keeps, whatever the instance size").
-//! A counting global allocator measures the peak heap use of one check. Its own test binary:
-//! other tests' allocations would blur the figure.
+//! A counting global allocator measures the peak heap use of one check. Its own test binary,
+//! and its tests hold `SERIAL`: other tests' allocations would blur the figure.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use std::sync::Mutex;
+
+static SERIAL: Mutex<()> = Mutex::new(());
 
 struct Counting;
 static NOW: AtomicUsize = AtomicUsize::new(0);
@@ -42,14 +45,14 @@ fn peak_while_checking(ts: &str, body: &[u8]) -> usize {
 /// Explicit VR LE (0008,0060) Modality, CS, length 0: 8 bytes, one `kept` entry each.
 const EMPTY_MODALITY: [u8; 8] = [0x08, 0x00, 0x60, 0x00, b'C', b'S', 0, 0];
 
-/// Known finding 3 (docs/FUZZING.md): every top-level wanted element is pushed to
-/// `Scanner::kept`, however often it repeats, so memory grows with the data set: 32 bytes
-/// kept per 8-byte element, and through deflate about 2,700 bytes kept per byte received.
-/// Reproducer: `regressions/header_scan/memory-repeated-wanted-deflated` (24 KB on the wire,
-/// 16 MiB inflated, a 128 MiB allocation). Un-ignore once `header.rs` bounds `kept`.
+/// Finding 3 (docs/FUZZING.md), fixed in 98f8855: every top-level wanted element used to be
+/// pushed to `Scanner::kept` however often it repeated, so memory grew with the data set
+/// (32 bytes kept per 8-byte element; through deflate about 5,000 bytes allocated per byte
+/// received). Reproducer: `regressions/header_scan/memory-repeated-wanted-deflated` (12 KB
+/// on the wire, 8 MiB inflated, a 64 MiB allocation before the fix).
 #[test]
-#[ignore = "open finding 3 in docs/FUZZING.md: header.rs keeps every repeat of a wanted tag"]
 fn memory_does_not_grow_with_repeated_wanted_elements() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let small = EMPTY_MODALITY.repeat(1_000);
     let large = EMPTY_MODALITY.repeat(1_000_000);
     let ts = "1.2.840.10008.1.2.1";
@@ -66,12 +69,17 @@ fn memory_does_not_grow_with_repeated_wanted_elements() {
     );
     let data = std::fs::read(path).unwrap();
     let p = peak_while_checking("1.2.840.10008.1.2.1.99", &data[2..]);
-    assert!(p < 8 << 20, "peak heap {p} B for a {} B deflated input", data.len());
+    assert!(
+        p < 8 << 20,
+        "peak heap {p} B for a {} B deflated input",
+        data.len()
+    );
 }
 
 /// Passes today: values longer than MAX_KEPT_VALUE and declared lengths are never allocated.
 #[test]
 fn memory_is_not_taken_from_declared_lengths() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     // (0010,0010) UT of 0xFFFFFFF0 bytes declared, a few sent
     let mut d = vec![0x10, 0x00, 0x10, 0x00, b'U', b'T', 0, 0];
     d.extend_from_slice(&0xFFFF_FFF0u32.to_le_bytes());

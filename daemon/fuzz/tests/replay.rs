@@ -10,7 +10,12 @@ fn files(dir: &str) -> Vec<(String, Vec<u8>)> {
         .unwrap_or_else(|e| panic!("{}: {e}", d.display()))
         .map(|e| e.unwrap().path())
         .filter(|p| p.is_file())
-        .map(|p| (p.file_name().unwrap().to_string_lossy().into_owned(), fs::read(&p).unwrap()))
+        .map(|p| {
+            (
+                p.file_name().unwrap().to_string_lossy().into_owned(),
+                fs::read(&p).unwrap(),
+            )
+        })
         .collect();
     out.sort();
     out
@@ -28,8 +33,7 @@ fn header_scan_seeds_are_valid_in_every_chunking() {
             d[1] = chunk;
             let r = fiona_fuzz::header_scan(&d).unwrap();
             let f = r.unwrap_or_else(|e| panic!("{name} (chunk byte {chunk}): {e}"));
-            f.check_required()
-                .unwrap_or_else(|e| panic!("{name}: {e}"));
+            f.check_required().unwrap_or_else(|e| panic!("{name}: {e}"));
             assert!(!f.sop_class_uid.is_empty(), "{name}");
             assert!(!f.patient_name.is_empty(), "{name}");
             assert!(f.series_number.is_some(), "{name}");
@@ -46,10 +50,9 @@ fn dimse_command_seeds_parse() {
     }
 }
 
-/// Every saved reproducer holds the targets' full properties. Ignored while the findings in
-/// docs/FUZZING.md are open: un-ignore once header.rs / dimse.rs are fixed, so they stay fixed.
+/// Every saved reproducer holds the targets' full properties (the findings in
+/// docs/FUZZING.md stay fixed).
 #[test]
-#[ignore = "open findings 1 and 2 in docs/FUZZING.md"]
 fn regressions_hold_the_properties() {
     for (name, data) in files("regressions/header_scan") {
         eprintln!("header_scan {name}");
