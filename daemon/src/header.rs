@@ -1053,9 +1053,7 @@ mod tests {
         let run = |chunk: usize| {
             let mut c = Checker::new("1.2.840.10008.1.2.1.99").unwrap();
             for part in d.chunks(chunk) {
-                if let Err(e) = c.feed(part) {
-                    return Err(e);
-                }
+                c.feed(part)?;
             }
             c.finish()
         };
