@@ -36,10 +36,13 @@
 //!   index record is committed.
 //! * The index never names a file that is not durable.
 
+use std::collections::VecDeque;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
 
 use ulid::Ulid;
 
@@ -50,7 +53,22 @@ pub const KICK_WRITEBACK: u64 = 128 << 10;
 #[derive(Debug, Clone)]
 pub struct Quarantine {
     root: PathBuf,
+    /// Temp files created ahead of need (see [`Quarantine::start_pool`]); shared by clones.
+    pool: Arc<Pool>,
 }
+
+/// Temp files created ahead by a background thread, so that creating a file (which costs
+/// about a millisecond on some file systems) is off the path between a C-STORE's command
+/// and its response. Unused pooled files are removed on drop, or at start after a crash
+/// (they are `*.tmp`).
+#[derive(Debug, Default)]
+struct Pool {
+    ready: Mutex<VecDeque<Incoming>>,
+    taken: Condvar,
+}
+
+/// How many temp files the pool keeps ready.
+pub const POOL_SIZE: usize = 8;
 
 /// What the start-up recovery found and did.
 #[derive(Debug, Default, Clone, PartialEq, Eq, serde::Serialize)]
@@ -68,7 +86,44 @@ impl Quarantine {
         }
         Ok(Quarantine {
             root: root.to_owned(),
+            pool: Arc::new(Pool::default()),
         })
+    }
+
+    /// Keep [`POOL_SIZE`] temp files ready from now on. Call after [`Quarantine::recover`]
+    /// (which deletes temp files). The thread ends when every clone of this quarantine is
+    /// dropped.
+    pub fn start_pool(&self) -> io::Result<()> {
+        let weak = Arc::downgrade(&self.pool);
+        let root = self.root.clone();
+        std::thread::Builder::new()
+            .name("fiona-tmp-pool".into())
+            .spawn(move || loop {
+                let Some(pool) = weak.upgrade() else { return };
+                let have = pool.ready.lock().map(|r| r.len()).unwrap_or(POOL_SIZE);
+                if have < POOL_SIZE {
+                    match create_incoming(&root, time::OffsetDateTime::now_utc()) {
+                        Ok(inc) => {
+                            if let Ok(mut r) = pool.ready.lock() {
+                                r.push_back(inc);
+                            }
+                        }
+                        Err(e) => {
+                            // Receiving falls back to creating files itself (and reports
+                            // the error there, e.g. a full disk); retry later.
+                            tracing::debug!(error = %e, "temp file pool cannot create a file");
+                            drop(pool);
+                            std::thread::sleep(Duration::from_millis(500));
+                        }
+                    }
+                    continue;
+                }
+                // Full: wait until a file is taken (or re-check now and then).
+                if let Ok(guard) = pool.ready.lock() {
+                    let _ = pool.taken.wait_timeout(guard, Duration::from_secs(1));
+                };
+            })?;
+        Ok(())
     }
 
     pub fn root(&self) -> &Path {
@@ -88,38 +143,15 @@ impl Quarantine {
         self.root.join(relative)
     }
 
-    /// Start receiving a new instance: a fresh key and its temp file.
+    /// Start receiving a new instance: a fresh key and its temp file (from the pool when one
+    /// is ready).
     pub fn begin(&self, now: time::OffsetDateTime) -> io::Result<Incoming> {
-        let key = Ulid::generate();
-        let day = format!(
-            "{:04}{:02}{:02}",
-            now.year(),
-            u8::from(now.month()),
-            now.day()
-        );
-        let dir_rel = format!("objects/{day}");
-        let dir = self.root.join(&dir_rel);
-        if !dir.exists() {
-            fs::create_dir_all(&dir)?;
-            // The new day directory's own entry must be durable too.
-            sync_dir(&self.root.join("objects"))?;
+        let pooled = self.pool.ready.lock().ok().and_then(|mut r| r.pop_front());
+        if let Some(inc) = pooled {
+            self.pool.taken.notify_one();
+            return Ok(inc);
         }
-        let final_rel = format!("{dir_rel}/{key}.dcm");
-        let tmp = dir.join(format!("{key}.dcm.tmp"));
-        let file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&tmp)?;
-        Ok(Incoming {
-            key,
-            file: Some(file),
-            tmp,
-            dir,
-            final_rel,
-            written: 0,
-            kicked: 0,
-        })
+        create_incoming(&self.root, now)
     }
 
     /// Move a refused instance's bytes into the rejected area (durably) and return the
@@ -202,6 +234,40 @@ impl Quarantine {
         let s = nix::sys::statvfs::statvfs(&self.root).map_err(io::Error::from)?;
         Ok(s.blocks() as u64 * s.fragment_size() as u64)
     }
+}
+
+/// Create a temp file for a new instance under `objects/YYYYMMDD/`.
+fn create_incoming(root: &Path, now: time::OffsetDateTime) -> io::Result<Incoming> {
+    let key = Ulid::generate();
+    let day = format!(
+        "{:04}{:02}{:02}",
+        now.year(),
+        u8::from(now.month()),
+        now.day()
+    );
+    let dir_rel = format!("objects/{day}");
+    let dir = root.join(&dir_rel);
+    if !dir.exists() {
+        fs::create_dir_all(&dir)?;
+        // The new day directory's own entry must be durable too.
+        sync_dir(&root.join("objects"))?;
+    }
+    let final_rel = format!("{dir_rel}/{key}.dcm");
+    let tmp = dir.join(format!("{key}.dcm.tmp"));
+    let file = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&tmp)?;
+    Ok(Incoming {
+        key,
+        file: Some(file),
+        tmp,
+        dir,
+        final_rel,
+        written: 0,
+        kicked: 0,
+    })
 }
 
 /// An instance being received: its key and temp file. Dropping it without
@@ -330,6 +396,42 @@ mod tests {
         assert_eq!(fs::read(q.object_path(&done.relative)).unwrap(), b"hello");
         assert!(done.relative.starts_with("objects/"));
         assert!(done.relative.ends_with(&format!("{}.dcm", done.key)));
+    }
+
+    #[test]
+    fn pool_hands_out_distinct_ready_files_and_cleans_up() {
+        let d = tempfile::tempdir().unwrap();
+        let q = Quarantine::open(d.path()).unwrap();
+        q.start_pool().unwrap();
+        let t = std::time::Instant::now();
+        while q.pool.ready.lock().unwrap().len() < POOL_SIZE {
+            assert!(t.elapsed() < Duration::from_secs(10), "pool never filled");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let a = q.begin(now()).unwrap();
+        let b = q.begin(now()).unwrap();
+        assert_ne!(a.key(), b.key());
+        assert!(a.tmp.exists() && b.tmp.exists());
+        let done = a.make_durable().unwrap();
+        assert!(q.object_path(&done.relative).exists());
+        drop(b);
+        // Dropping the last handle removes the pooled temp files (the pool thread lets go
+        // of the pool within its one-second wait).
+        let q2 = q.clone();
+        drop(q);
+        drop(q2);
+        let left = || -> Vec<String> {
+            fs::read_dir(d.path().join("objects"))
+                .unwrap()
+                .flat_map(|day| fs::read_dir(day.unwrap().path()).unwrap())
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect()
+        };
+        let t = std::time::Instant::now();
+        while left().len() > 1 && t.elapsed() < Duration::from_secs(5) {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert_eq!(left(), vec![format!("{}.dcm", done.key)]);
     }
 
     #[test]

@@ -82,6 +82,7 @@ impl Daemon {
             rejected_reindexed = recovery.rejected_reindexed,
             "quarantine recovered"
         );
+        quarantine.start_pool().map_err(dd)?;
         let committer = Committer::start(store.clone(), quarantine.clone()).map_err(dd)?;
         let node = Arc::new(Node::new(Arc::new(config), store, quarantine, committer));
         Ok(Daemon { node })

@@ -4,32 +4,17 @@
 //! orphan file is left in the quarantine.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use fiona_tests::corpus::{self, Modality, StudySpec};
 use fiona_tests::harness::{
-    acknowledged, indexed_instances as indexed, output_text, require_tool, spawn_storescu_verbose,
-    stored_files, Daemon, Options,
+    acknowledged, indexed_instances as indexed, output_text, partial_temp_files, require_tool,
+    spawn_storescu_verbose, stored_files, Daemon, Options,
 };
 
 fn bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_fiona"))
-}
-
-fn temp_files(data_dir: &Path) -> usize {
-    let mut n = 0;
-    for day in std::fs::read_dir(data_dir.join("objects"))
-        .unwrap()
-        .flatten()
-    {
-        for f in std::fs::read_dir(day.path()).unwrap().flatten() {
-            if f.file_name().to_string_lossy().ends_with(".tmp") {
-                n += 1;
-            }
-        }
-    }
-    n
 }
 
 /// A small deterministic PRNG (xorshift) so a failing round can be replayed from its seed.
@@ -99,7 +84,10 @@ fn kill9_never_loses_an_acknowledged_instance() {
         acked.extend(this_round);
 
         d.restart();
-        assert_eq!(temp_files(&d.data_dir), 0, "temp files removed at start");
+        assert!(
+            partial_temp_files(&d.data_dir).is_empty(),
+            "partial temp files removed at start"
+        );
         let idx = indexed(&d);
         // Every acknowledged instance is indexed, with intact bytes.
         for f in &acked {

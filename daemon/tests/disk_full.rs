@@ -7,33 +7,12 @@ use std::process::Command;
 
 use fiona_tests::corpus::{self, Modality, StudySpec};
 use fiona_tests::harness::{
-    echoscu, indexed_instances, stored_files, storescu_responses as responses, storescu_verbose,
-    Daemon, Options,
+    echoscu, indexed_instances, partial_temp_files, stored_files, storescu_responses as responses,
+    storescu_verbose, Daemon, Options,
 };
 
 fn bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_fiona"))
-}
-
-fn no_temp_files(data_dir: &Path) -> bool {
-    walk(data_dir)
-        .iter()
-        .all(|p| !p.to_string_lossy().ends_with(".tmp"))
-}
-
-fn walk(p: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    if let Ok(rd) = std::fs::read_dir(p) {
-        for e in rd.flatten() {
-            let path = e.path();
-            if path.is_dir() {
-                out.extend(walk(&path));
-            } else {
-                out.push(path);
-            }
-        }
-    }
-    out
 }
 
 #[test]
@@ -63,7 +42,7 @@ fn below_free_space_floor_refuses_with_a700() {
         files.len() as u64
     );
     assert!(stored_files(&d.data_dir).is_empty());
-    assert!(no_temp_files(&d.data_dir));
+    assert!(partial_temp_files(&d.data_dir).is_empty());
     assert!(echoscu(d.addr, "ANY", "FIONA").status.success());
 }
 
@@ -116,7 +95,10 @@ fn full_file_system_keeps_acknowledged_and_leaves_nothing_half_written() {
     for (_, l) in r.iter().filter(|(_, l)| !l.contains("(Success)")) {
         assert!(l.contains("OutOfResources"), "{l}");
     }
-    assert!(no_temp_files(&d.data_dir), "nothing half-written");
+    assert!(
+        partial_temp_files(&d.data_dir).is_empty(),
+        "nothing half-written"
+    );
     assert!(
         echoscu(d.addr, "ANY", "FIONA").status.success(),
         "still answering"

@@ -349,3 +349,27 @@ pub fn indexed_instances(d: &Daemon) -> std::collections::BTreeMap<String, PathB
     }
     out
 }
+
+/// Temp files under the data directory that hold bytes: a half-written instance. (The
+/// daemon keeps a few empty temp files ready in a pool; those are not partial.)
+pub fn partial_temp_files(data_dir: &Path) -> Vec<PathBuf> {
+    fn walk(p: &Path, out: &mut Vec<PathBuf>) {
+        if let Ok(rd) = std::fs::read_dir(p) {
+            for e in rd.flatten() {
+                let path = e.path();
+                if path.is_dir() {
+                    walk(&path, out);
+                } else if path.to_string_lossy().ends_with(".tmp")
+                    && std::fs::metadata(&path)
+                        .map(|m| m.len() > 0)
+                        .unwrap_or(false)
+                {
+                    out.push(path);
+                }
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(data_dir, &mut out);
+    out
+}
