@@ -2,7 +2,7 @@
 //! written; on a really full file system (a small tmpfs) what was acknowledged is intact and
 //! indexed, what was refused left nothing behind, and the daemon keeps answering.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 
 use fiona_tests::corpus::{self, Modality, StudySpec};
