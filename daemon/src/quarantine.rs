@@ -15,6 +15,8 @@
 //!
 //! # Durability protocol (one instance)
 //!
+//! 0. A pool thread keeps a few empty `<key>.dcm.tmp` files ready (creating a file can take
+//!    a millisecond); an instance takes one, or creates its own when the pool is empty.
 //! 1. Bytes stream into `<key>.dcm.tmp` as P-DATA arrives; every [`KICK_WRITEBACK`] bytes the
 //!    kernel is asked to start writing back (`posix_fadvise(DONTNEED)`), so little is left to
 //!    flush at the end.
