@@ -182,7 +182,21 @@ impl AccessControl for Access {
     }
 }
 
+/// Refuse an association over the limit: read (and drop) its A-ASSOCIATE-RQ, so closing does
+/// not reset the connection before the peer reads our answer, then send A-ASSOCIATE-RJ
+/// (transient, local limit exceeded). Bounded in time and bytes.
 async fn refuse_busy(mut sock: TcpStream) {
+    use tokio::io::AsyncReadExt;
+    let read_rq = async {
+        let mut head = [0u8; 6];
+        sock.read_exact(&mut head).await?;
+        let len = u32::from_be_bytes([head[2], head[3], head[4], head[5]]);
+        // An A-ASSOCIATE-RQ is a few KiB; drop at most 64 KiB of it.
+        let mut rest = (&mut sock).take(u64::from(len.min(64 * 1024)));
+        tokio::io::copy(&mut rest, &mut tokio::io::sink()).await?;
+        Ok::<(), std::io::Error>(())
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(5), read_rq).await;
     let pdu = Pdu::AssociationRJ(AssociationRJ {
         result: AssociationRJResult::Transient,
         source: AssociationRJSource::ServiceProviderPresentation(
