@@ -115,6 +115,37 @@ fn receives_corpus_byte_identical_and_idempotent() {
             .unwrap();
         assert!(out.status.success(), "dcmdump {}", s.display());
     }
+    // dciodvfy finds no error or warning in a stored file that the sent file did not have (one file per
+    // study: the file meta group fiona writes is valid, the data set is untouched).
+    fiona_tests::harness::require_tool("dciodvfy");
+    let dciodvfy_errors = |p: &std::path::Path| -> Vec<String> {
+        let out = std::process::Command::new("dciodvfy")
+            .arg(p)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).to_string()
+            + &String::from_utf8_lossy(&out.stderr);
+        text.lines()
+            .filter(|l| l.starts_with("Error") || l.starts_with("Warning"))
+            .map(String::from)
+            .collect()
+    };
+    let mut seen_studies = std::collections::BTreeSet::new();
+    let mut checked = 0;
+    for (f, _) in &files {
+        if !seen_studies.insert(f.parent().unwrap().to_path_buf()) {
+            continue;
+        }
+        let stored = &by_uid[&corpus::sop_instance_uid(f).unwrap()];
+        assert_eq!(
+            dciodvfy_errors(stored),
+            dciodvfy_errors(f),
+            "dciodvfy: new errors in the stored copy of {}",
+            f.display()
+        );
+        checked += 1;
+    }
+    assert_eq!(checked, 4 + Variant::ALL.len());
 
     // Counts per study and series.
     let studies = daemon.json(&["studies"]);
