@@ -122,3 +122,72 @@ fn commit_batch(store: &dyn Store, quarantine: &Quarantine, batch: Vec<Request>)
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::header::HeaderFields;
+    use crate::index::redb_store::RedbStore;
+    use crate::index::Origin;
+
+    fn instance(file: &crate::quarantine::DurableFile, sop: &str) -> NewInstance {
+        NewInstance {
+            key: file.key.to_string(),
+            file: file.relative.clone(),
+            bytes: file.bytes,
+            transfer_syntax: "1.2.840.10008.1.2.1".into(),
+            received_ms: 0,
+            origin: Origin::default(),
+            header: HeaderFields {
+                sop_instance_uid: sop.into(),
+                study_instance_uid: "1.2".into(),
+                series_instance_uid: "1.2.3".into(),
+                ..HeaderFields::default()
+            },
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_commits_index_once_and_drop_duplicate_files() {
+        let d = tempfile::tempdir().unwrap();
+        let q = Quarantine::open(d.path()).unwrap();
+        let store: Arc<dyn Store> = Arc::new(RedbStore::open(&q.index_path()).unwrap());
+        let c = Committer::start(store.clone(), q.clone()).unwrap();
+        let mut files = Vec::new();
+        for (i, sop) in ["1.2.3.1", "1.2.3.2", "1.2.3.1"].iter().enumerate() {
+            let mut inc = q.begin(time::OffsetDateTime::now_utc()).unwrap();
+            inc.write(&[i as u8; 100]).unwrap();
+            files.push((inc.make_durable().unwrap(), *sop));
+        }
+        let outcomes = futures_join(&c, &files).await;
+        let stored = outcomes
+            .iter()
+            .filter(|o| matches!(o, CommitOutcome::Stored { .. }))
+            .count();
+        assert_eq!(stored, 2, "{outcomes:?}");
+        assert_eq!(store.totals().unwrap().instances, 2);
+        // Exactly the indexed files remain on disk.
+        let on_disk = files
+            .iter()
+            .filter(|(f, _)| q.object_path(&f.relative).exists())
+            .count();
+        assert_eq!(on_disk, 2);
+    }
+
+    async fn futures_join(
+        c: &Committer,
+        files: &[(crate::quarantine::DurableFile, &str)],
+    ) -> Vec<CommitOutcome> {
+        let mut handles = Vec::new();
+        for (f, sop) in files {
+            let c = c.clone();
+            let (f, inst) = (f.clone(), instance(f, sop));
+            handles.push(tokio::spawn(async move { c.commit(&f, inst).await }));
+        }
+        let mut out = Vec::new();
+        for h in handles {
+            out.push(h.await.unwrap().unwrap());
+        }
+        out
+    }
+}
