@@ -17,6 +17,14 @@ fi
 
 cargo fmt --all --check
 cargo clippy --workspace --all-targets -- -D warnings
-cargo test --workspace --release
+
+# Tests; their output is also kept to sum up the counts at the end.
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+cargo test --workspace --release 2>&1 | tee -a "$log"
 # The fuzz crate (outside the workspace): seeds and saved reproducers replay on stable.
-cargo test --release --manifest-path daemon/fuzz/Cargo.toml
+cargo test --release --manifest-path daemon/fuzz/Cargo.toml 2>&1 | tee -a "$log"
+
+# One closing line over every test binary (cargo prints one `test result` line per binary).
+awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($i ~ /^passed/) p += $(i-1); if ($i ~ /^failed/) f += $(i-1) } }
+     END { printf "tests: %d passed, %d failed\n", p, f }' "$log"
