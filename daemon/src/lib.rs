@@ -4,6 +4,7 @@
 pub mod committer;
 pub mod config;
 pub mod control;
+pub mod deid;
 pub mod dimse;
 pub mod header;
 pub mod index;
