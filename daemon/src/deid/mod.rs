@@ -1,15 +1,19 @@
 //! The de-identification stage (issue 3), built up piece by piece. Present so far:
 //!
+//! * [`engine`]: applies the profile to a data set's header at every depth and writes the
+//!   assignment's identity and the clinical-trial attributes;
 //! * [`dates`]: DA/DT shifting, per-participant offsets from the project secret;
 //! * [`profile`]: PS3.15 Table E.1-1 and its options, resolved to one action per attribute;
 //! * [`uid`]: the UID mapping (conformant and legacy modes);
 //! * [`secret`]: the per-project secret, generated once and kept durably;
 //! * [`values`]: VR length limits, padding, character-safe cutting, dummy values.
 //!
-//! Still to come: the engine that applies the profile to a data set at every depth, dates,
-//! identity and clinical-trial attributes, character sets, the `fiona deid` command.
+//! Still to come: reading and writing files (header through dicom-object, pixel data copied
+//! through unread), project settings in configuration, the `fiona deid` command, golden and
+//! dciodvfy tests over a generated corpus, the benchmark.
 
 pub mod dates;
+pub mod engine;
 pub mod profile;
 pub mod secret;
 pub mod uid;

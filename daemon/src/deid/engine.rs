@@ -1,0 +1,813 @@
+//! The header de-identification engine: applies a project's profile to a data set (the
+//! header part, held as a dicom-object `InMemDicomObject`) at every sequence depth, then
+//! writes the identity of the assignment.
+//!
+//! # Rules, in order, for each element
+//!
+//! 1. **Private elements** (odd groups) are removed, unless the project retains safe private
+//!    attributes and lists `(private creator, element)`; a private creator element stays when
+//!    one of its block's elements is kept.
+//! 2. **Listed attributes** get the action of PS3.15 Table E.1-1 under the project's options
+//!    (see `profile`). The date policy selects the date option: keep = Retain Longitudinal
+//!    Full Dates, shift = Retain Longitudinal Modified Dates (dates are then *cleaned* by
+//!    shifting), remove = neither.
+//! 3. **Unlisted attributes** (the explicit policy for what the table does not name): a
+//!    standard attribute whose VR cannot carry free text (numbers, codes, dates, UIDs,
+//!    binary) is kept and still goes through rules 4 and 5; free text (LO, LT, SH, ST, UT,
+//!    UC, PN) and unknown tags are removed, because nothing says they are safe.
+//! 4. **UIDs** (VR UI) that stay are mapped (`uid`), unless they are well-known UIDs under
+//!    the DICOM root `1.2.840.10008.` (SOP classes, transfer syntaxes, coding schemes); with
+//!    Retain UIDs they are kept.
+//! 5. **Dates** (DA, DT) that stay are shifted by the project's offset when the policy shifts.
+//!
+//! Actions on values: Z gives a zero-length value; D a dummy valid for the VR (`values`);
+//! C on a date shifts it, on text removes every occurrence of the instance's own identifying
+//! strings (name components, patient ID, other IDs, accession number, birth date), on a
+//! sequence applies the profile inside; K keeps (a sequence is still processed inside); U maps
+//! UIDs (inside sequences too).
+
+use std::collections::HashMap;
+
+use dicom_core::dictionary::DataDictionary;
+use dicom_core::header::Header;
+use dicom_core::value::{DataSetSequence, PrimitiveValue, Value};
+use dicom_core::{DataElement, Length, Tag, VR};
+use dicom_object::mem::InMemElement;
+use dicom_object::InMemDicomObject;
+use serde::{Deserialize, Serialize};
+
+use super::dates::{shift_da, shift_dt};
+use super::profile::{Action, ProfileOptions, Table};
+use super::uid::{UidKind, UidMapper};
+use super::values;
+
+/// Who the instance now belongs to.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Assignment {
+    pub project: String,
+    pub participant: String,
+    pub event: String,
+}
+
+impl std::fmt::Debug for Assignment {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Assignment")
+            .field("project", &self.project)
+            .field("event", &self.event)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What happens to dates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "policy", rename_all = "snake_case")]
+pub enum DatePolicy {
+    Remove,
+    Keep,
+    /// Shift by `days` (from the project secret and the participant, or fixed).
+    Shift {
+        days: i32,
+    },
+}
+
+/// A private element a project keeps: its block's creator and its element byte.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SafePrivate {
+    pub creator: String,
+    pub element: u8,
+}
+
+/// A project's header de-identification settings.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub options: ProfileOptions,
+    pub dates: DatePolicy,
+    pub safe_private: Vec<SafePrivate>,
+    /// Clinical Trial Sponsor Name (0012,0010); the project name when empty.
+    pub sponsor: String,
+    /// Clinical Trial Site ID and Name (0012,0030/0031).
+    pub site_id: String,
+    pub site_name: String,
+}
+
+/// Counts of what was done, for the log (no values).
+#[derive(Debug, Default, Clone, PartialEq, Eq, Serialize)]
+pub struct Report {
+    pub removed: u64,
+    pub zeroed: u64,
+    pub dummied: u64,
+    pub cleaned: u64,
+    pub uids_mapped: u64,
+    pub dates_shifted: u64,
+    pub private_kept: u64,
+}
+
+/// Why an instance could not be de-identified. Carries tags, never values.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DeidError {
+    #[error("profile table unavailable: {0}")]
+    Table(String),
+    #[error("invalid settings: {0}")]
+    Settings(String),
+}
+
+/// The engine for one project and one assignment.
+pub struct Engine {
+    table: &'static Table,
+    options: ProfileOptions,
+    settings: Settings,
+    uids: UidMapper,
+    assignment: Assignment,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("assignment", &self.assignment)
+            .finish_non_exhaustive()
+    }
+}
+
+const TEXT_VRS: [VR; 7] = [VR::LO, VR::LT, VR::SH, VR::ST, VR::UT, VR::UC, VR::PN];
+
+fn tag_u32(t: Tag) -> u32 {
+    (u32::from(t.group()) << 16) | u32::from(t.element())
+}
+
+/// Identifying strings of an instance, removed from text by the Clean action.
+fn identifying_strings(obj: &InMemDicomObject) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut add = |s: &str| {
+        let s = s.trim();
+        if s.chars().count() >= 2 {
+            out.push(s.to_lowercase());
+        }
+    };
+    for t in [
+        Tag(0x0010, 0x0010), // PatientName
+        Tag(0x0010, 0x0020), // PatientID
+        Tag(0x0010, 0x1000), // OtherPatientIDs
+        Tag(0x0010, 0x1001), // OtherPatientNames
+        Tag(0x0010, 0x0030), // PatientBirthDate
+        Tag(0x0008, 0x0050), // AccessionNumber
+    ] {
+        if let Some(v) = obj.get(t).and_then(|e| e.to_str().ok()) {
+            add(&v);
+            for part in v.split(['^', '=', '\\', ' ']) {
+                add(part);
+            }
+        }
+    }
+    out.sort_by_key(|s| std::cmp::Reverse(s.len()));
+    out.dedup();
+    out
+}
+
+fn remove_all_ci(text: &str, needles: &[String]) -> String {
+    let mut out = text.to_string();
+    for n in needles {
+        loop {
+            let lower = out.to_lowercase();
+            // Only ASCII-case-insensitive positions are byte-compatible; for others match as is.
+            let pos = if lower.len() == out.len() {
+                lower.find(n.as_str())
+            } else {
+                out.find(n.as_str())
+            };
+            match pos {
+                Some(i) => out.replace_range(i..i + n.len(), ""),
+                None => break,
+            }
+        }
+    }
+    out
+}
+
+impl Engine {
+    pub fn new(
+        settings: Settings,
+        uids: UidMapper,
+        assignment: Assignment,
+    ) -> Result<Engine, DeidError> {
+        let table = Table::standard().map_err(DeidError::Table)?;
+        let mut options = settings.options;
+        options.retain_full_dates = settings.dates == DatePolicy::Keep;
+        options.retain_modified_dates = matches!(settings.dates, DatePolicy::Shift { .. });
+        options.validate().map_err(DeidError::Settings)?;
+        Ok(Engine {
+            table,
+            options,
+            settings,
+            uids,
+            assignment,
+        })
+    }
+
+    /// De-identify the data set in place.
+    pub fn apply(&self, obj: &mut InMemDicomObject) -> Report {
+        let mut report = Report::default();
+        let needles = identifying_strings(obj);
+        self.process(obj, &needles, &mut report);
+        self.write_identity(obj);
+        report
+    }
+
+    fn process(&self, obj: &mut InMemDicomObject, needles: &[String], r: &mut Report) {
+        // Private creators of this data set: (group, block) -> creator.
+        let mut creators: HashMap<(u16, u8), String> = HashMap::new();
+        for e in obj.iter() {
+            let t = e.tag();
+            if t.group() % 2 == 1 && (0x10..=0xFF).contains(&t.element()) {
+                if let Ok(s) = e.to_str() {
+                    creators.insert((t.group(), t.element() as u8), s.trim().to_string());
+                }
+            }
+        }
+        let mut kept_blocks: Vec<(u16, u8)> = Vec::new();
+        let tags: Vec<Tag> = obj.tags().collect();
+        for tag in &tags {
+            if tag.group() % 2 == 1 && tag.element() > 0xFF {
+                let block = (tag.element() >> 8) as u8;
+                let keep = self.options.retain_safe_private
+                    && creators.get(&(tag.group(), block)).is_some_and(|c| {
+                        self.settings
+                            .safe_private
+                            .iter()
+                            .any(|s| &s.creator == c && s.element == tag.element() as u8)
+                    });
+                if keep {
+                    kept_blocks.push((tag.group(), block));
+                    r.private_kept += 1;
+                    // Safe private attributes are kept cleaned (rtnSafePrivOpt: C).
+                    if let Some(e) = obj.take(*tag) {
+                        if let Some(e) = self.clean(e, needles, r) {
+                            obj.put(e);
+                        }
+                    }
+                } else {
+                    obj.remove_element(*tag);
+                    r.removed += 1;
+                }
+            }
+        }
+        for tag in tags {
+            if tag.group() % 2 == 1 {
+                if tag.element() > 0xFF {
+                    continue; // handled above
+                }
+                let is_kept_creator = (0x10..=0xFF).contains(&tag.element())
+                    && kept_blocks.contains(&(tag.group(), tag.element() as u8));
+                if !is_kept_creator && obj.remove_element(tag) {
+                    r.removed += 1;
+                }
+                continue;
+            }
+            if tag.group() == 0x0002 {
+                continue;
+            }
+            let Some(elem) = obj.take(tag) else { continue };
+            if let Some(e) = self.transform(elem, needles, r) {
+                obj.put(e);
+            }
+        }
+    }
+
+    /// Rules 2 and 3 for one standard element.
+    fn transform(
+        &self,
+        e: InMemElement,
+        needles: &[String],
+        r: &mut Report,
+    ) -> Option<InMemElement> {
+        let tag = e.tag();
+        let vr = e.vr();
+        let action = match self.table.action(tag_u32(tag), &self.options) {
+            Some(a) => a,
+            None => {
+                let known = dicom_dictionary_std::StandardDataDictionary
+                    .by_tag(tag)
+                    .is_some();
+                if !known || TEXT_VRS.contains(&vr) {
+                    r.removed += 1;
+                    return None;
+                }
+                Action::Keep
+            }
+        };
+        match action {
+            Action::Remove => {
+                r.removed += 1;
+                None
+            }
+            Action::Zero => {
+                r.zeroed += 1;
+                Some(empty(tag, vr))
+            }
+            Action::Dummy => {
+                if vr == VR::SQ || vr == VR::UI {
+                    // A sequence keeps its structure, cleaned inside; a UID is mapped.
+                    return self.generic(e, needles, r);
+                }
+                r.dummied += 1;
+                match values::dummy(vr.to_string()) {
+                    Some(d) => Some(DataElement::new(tag, vr, PrimitiveValue::from(d))),
+                    None => Some(empty(tag, vr)),
+                }
+            }
+            Action::Clean => self.clean(e, needles, r),
+            Action::Keep | Action::Uid => self.generic(e, needles, r),
+        }
+    }
+
+    /// The C action: text loses the instance's identifying strings; anything else goes
+    /// through rules 4 and 5 (dates shifted, UIDs mapped, sequences processed).
+    fn clean(&self, e: InMemElement, needles: &[String], r: &mut Report) -> Option<InMemElement> {
+        r.cleaned += 1;
+        let (tag, vr) = (e.tag(), e.vr());
+        if TEXT_VRS.contains(&vr) {
+            let cleaned = e
+                .to_str()
+                .map(|s| remove_all_ci(&s, needles))
+                .unwrap_or_default();
+            return Some(DataElement::new(
+                tag,
+                vr,
+                PrimitiveValue::from(values::fit(vr.to_string(), cleaned.trim())),
+            ));
+        }
+        self.generic(e, needles, r)
+    }
+
+    /// Rules 4 and 5 for a kept element; sequences are processed item by item.
+    fn generic(&self, e: InMemElement, needles: &[String], r: &mut Report) -> Option<InMemElement> {
+        let tag = e.tag();
+        let vr = e.vr();
+        match vr {
+            VR::SQ => {
+                let (header, value) = e.into_parts();
+                let Value::Sequence(seq) = value else {
+                    return Some(DataElement::new(
+                        tag,
+                        vr,
+                        Value::from(PrimitiveValue::Empty),
+                    ));
+                };
+                let mut items: Vec<InMemDicomObject> = seq.items().to_vec();
+                for item in &mut items {
+                    self.process(item, needles, r);
+                }
+                let _ = header;
+                Some(DataElement::new(
+                    tag,
+                    VR::SQ,
+                    DataSetSequence::new(items, Length::UNDEFINED),
+                ))
+            }
+            VR::UI if !self.options.retain_uids => {
+                let Ok(values) = e.to_multi_str() else {
+                    return Some(e);
+                };
+                let mapped: Vec<String> = values
+                    .iter()
+                    .map(|u| {
+                        let u = u.trim_end_matches(['\0', ' ']);
+                        if u.is_empty() || u.starts_with("1.2.840.10008.") {
+                            u.to_string()
+                        } else {
+                            r.uids_mapped += 1;
+                            let kind = if tag == Tag(0x0020, 0x000D) {
+                                UidKind::Study
+                            } else {
+                                UidKind::Other
+                            };
+                            self.uids.map(u, kind)
+                        }
+                    })
+                    .collect();
+                Some(DataElement::new(
+                    tag,
+                    vr,
+                    PrimitiveValue::Strs(mapped.into()),
+                ))
+            }
+            VR::DA | VR::DT => match self.settings.dates {
+                DatePolicy::Shift { days } => {
+                    let s = e.to_str().map(|s| s.to_string()).unwrap_or_default();
+                    let shifted = if vr == VR::DA {
+                        shift_da(&s, days)
+                    } else {
+                        shift_dt(&s, days)
+                    };
+                    match shifted {
+                        Ok(v) => {
+                            r.dates_shifted += 1;
+                            Some(DataElement::new(tag, vr, PrimitiveValue::from(v)))
+                        }
+                        // Not a date we can shift: never pass it on unshifted.
+                        Err(_) => {
+                            r.removed += 1;
+                            Some(empty(tag, vr))
+                        }
+                    }
+                }
+                DatePolicy::Keep => Some(e),
+                DatePolicy::Remove => {
+                    r.zeroed += 1;
+                    Some(empty(tag, vr))
+                }
+            },
+            _ => Some(e),
+        }
+    }
+
+    fn write_identity(&self, obj: &mut InMemDicomObject) {
+        let a = &self.assignment;
+        let put = |obj: &mut InMemDicomObject, g: u16, e: u16, vr: VR, v: &str| {
+            obj.put(DataElement::new(
+                Tag(g, e),
+                vr,
+                PrimitiveValue::from(values::fit(vr.to_string(), v)),
+            ));
+        };
+        put(obj, 0x0010, 0x0010, VR::PN, &a.participant);
+        put(obj, 0x0010, 0x0020, VR::LO, &a.participant);
+        let sponsor = if self.settings.sponsor.is_empty() {
+            &a.project
+        } else {
+            &self.settings.sponsor
+        };
+        put(obj, 0x0012, 0x0010, VR::LO, sponsor);
+        put(obj, 0x0012, 0x0020, VR::LO, &a.project);
+        put(obj, 0x0012, 0x0021, VR::LO, &a.project);
+        put(obj, 0x0012, 0x0030, VR::LO, &self.settings.site_id);
+        put(obj, 0x0012, 0x0031, VR::LO, &self.settings.site_name);
+        put(obj, 0x0012, 0x0040, VR::LO, &a.participant);
+        put(obj, 0x0012, 0x0050, VR::LO, &a.event);
+        put(obj, 0x0012, 0x0051, VR::ST, &a.event);
+        put(obj, 0x0012, 0x0062, VR::CS, "YES");
+        let codes = self.method_codes();
+        let description = codes
+            .iter()
+            .map(|(_, meaning)| *meaning)
+            .collect::<Vec<_>>()
+            .join("; ");
+        put(obj, 0x0012, 0x0063, VR::LO, &description);
+        let items: Vec<InMemDicomObject> = codes
+            .iter()
+            .map(|(value, meaning)| {
+                InMemDicomObject::from_element_iter([
+                    DataElement::new(Tag(0x0008, 0x0100), VR::SH, PrimitiveValue::from(*value)),
+                    DataElement::new(Tag(0x0008, 0x0102), VR::SH, PrimitiveValue::from("DCM")),
+                    DataElement::new(Tag(0x0008, 0x0104), VR::LO, PrimitiveValue::from(*meaning)),
+                ])
+            })
+            .collect();
+        obj.put(DataElement::new(
+            Tag(0x0012, 0x0064),
+            VR::SQ,
+            DataSetSequence::new(items, Length::UNDEFINED),
+        ));
+        let longitudinal = match self.settings.dates {
+            DatePolicy::Keep => "UNMODIFIED",
+            DatePolicy::Shift { .. } => "MODIFIED",
+            DatePolicy::Remove => "REMOVED",
+        };
+        put(obj, 0x0028, 0x0303, VR::CS, longitudinal);
+    }
+
+    /// DCM codes (PS3.16 CID 7050) of the profile and options applied.
+    fn method_codes(&self) -> Vec<(&'static str, &'static str)> {
+        let o = &self.options;
+        let mut v = vec![("113100", "Basic Application Confidentiality Profile")];
+        let opts: [(bool, &str, &str); 10] = [
+            (o.clean_graphics, "113103", "Clean Graphics Option"),
+            (
+                o.clean_structured_content,
+                "113104",
+                "Clean Structured Content Option",
+            ),
+            (o.clean_descriptors, "113105", "Clean Descriptors Option"),
+            (
+                o.retain_full_dates,
+                "113106",
+                "Retain Longitudinal Temporal Information Full Dates Option",
+            ),
+            (
+                o.retain_modified_dates,
+                "113107",
+                "Retain Longitudinal Temporal Information Modified Dates Option",
+            ),
+            (
+                o.retain_patient_characteristics,
+                "113108",
+                "Retain Patient Characteristics Option",
+            ),
+            (
+                o.retain_device_identity,
+                "113109",
+                "Retain Device Identity Option",
+            ),
+            (o.retain_uids, "113110", "Retain UIDs Option"),
+            (
+                o.retain_safe_private,
+                "113111",
+                "Retain Safe Private Option",
+            ),
+            (
+                o.retain_institution_identity,
+                "113112",
+                "Retain Institution Identity Option",
+            ),
+        ];
+        v.extend(
+            opts.iter()
+                .filter(|(on, _, _)| *on)
+                .map(|(_, c, m)| (*c, *m)),
+        );
+        v
+    }
+}
+
+fn empty(tag: Tag, vr: VR) -> InMemElement {
+    if vr == VR::SQ {
+        DataElement::new(tag, vr, DataSetSequence::<InMemDicomObject>::empty())
+    } else {
+        DataElement::new(tag, vr, PrimitiveValue::Empty)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn s(g: u16, e: u16, vr: VR, v: &str) -> InMemElement {
+        DataElement::new(Tag(g, e), vr, PrimitiveValue::from(v))
+    }
+
+    fn seq(g: u16, e: u16, items: Vec<InMemDicomObject>) -> InMemElement {
+        DataElement::new(
+            Tag(g, e),
+            VR::SQ,
+            DataSetSequence::new(items, Length::UNDEFINED),
+        )
+    }
+
+    /// An instance with identifying values at the top, in private blocks and in sequences
+    /// three deep.
+    fn planted() -> InMemDicomObject {
+        let deep = InMemDicomObject::from_element_iter([
+            s(0x0008, 0x1155, VR::UI, "1.2.826.0.1.3680043.8.498.77.3"),
+            s(0x0010, 0x0010, VR::PN, "Nordmann^Kari"),
+            s(0x0008, 0x0020, VR::DA, "20240229"),
+        ]);
+        let mid = InMemDicomObject::from_element_iter([
+            seq(0x0008, 0x1199, vec![deep]),
+            s(0x0008, 0x1150, VR::UI, "1.2.840.10008.5.1.4.1.1.2"),
+        ]);
+        let top_item = InMemDicomObject::from_element_iter([
+            seq(0x0040, 0xA730, vec![mid]),
+            s(0x0020, 0x000D, VR::UI, "1.2.826.0.1.3680043.8.498.99"),
+        ]);
+        InMemDicomObject::from_element_iter([
+            s(0x0008, 0x0005, VR::CS, "ISO_IR 192"),
+            s(0x0008, 0x0016, VR::UI, "1.2.840.10008.5.1.4.1.1.2"),
+            s(0x0008, 0x0018, VR::UI, "1.2.826.0.1.3680043.8.498.5.1"),
+            s(0x0008, 0x0020, VR::DA, "20240229"),
+            s(0x0008, 0x0030, VR::TM, "101530"),
+            s(0x0008, 0x0050, VR::SH, "ACC12345"),
+            s(0x0008, 0x0080, VR::LO, "Haukeland Universitetssjukehus"),
+            s(0x0008, 0x0081, VR::ST, "Jonas Lies vei 65, Bergen"),
+            s(0x0008, 0x0090, VR::PN, "Lege^Lise"),
+            s(0x0008, 0x1030, VR::LO, "MR caput Nordmann"),
+            s(0x0008, 0x103E, VR::LO, "T1 MPRAGE Kari"),
+            s(0x0010, 0x0010, VR::PN, "Nordmann^Kari"),
+            s(0x0010, 0x0020, VR::LO, "01017012345"),
+            s(0x0010, 0x0030, VR::DA, "19700101"),
+            s(0x0010, 0x1000, VR::LO, "OTHER-99"),
+            s(0x0010, 0x1040, VR::LO, "Storgata 1, Oslo"),
+            s(0x0018, 0x1000, VR::LO, "SN-4711"),
+            s(0x0020, 0x000D, VR::UI, "1.2.826.0.1.3680043.8.498.1"),
+            s(0x0020, 0x000E, VR::UI, "1.2.826.0.1.3680043.8.498.3"),
+            s(0x0020, 0x0052, VR::UI, "1.2.826.0.1.3680043.8.498.4"),
+            s(0x0028, 0x0010, VR::US, "4"),
+            s(0x0029, 0x0010, VR::LO, "SIEMENS CSA HEADER"),
+            s(0x0029, 0x1010, VR::OB, "Nordmann"),
+            s(0x0029, 0x0011, VR::LO, "SIEMENS MEDCOM HEADER"),
+            s(0x0029, 0x1120, VR::LO, "Nordmann Kari"),
+            seq(0x0008, 0x1140, vec![top_item]),
+            seq(
+                0x0008,
+                0x1110,
+                vec![InMemDicomObject::from_element_iter([s(
+                    0x0008,
+                    0x1155,
+                    VR::UI,
+                    "1.2.826.0.1.3680043.8.498.55",
+                )])],
+            ),
+            s(0x0040, 0xA124, VR::UI, "1.2.826.0.1.3680043.8.498.123"),
+        ])
+    }
+
+    fn engine(settings: Settings) -> Engine {
+        Engine::new(
+            settings,
+            UidMapper::Conformant { key: [9; 32] },
+            Assignment {
+                project: "PROJ".into(),
+                participant: "PROJ001".into(),
+                event: "baseline".into(),
+            },
+        )
+        .unwrap()
+    }
+
+    fn default_settings() -> Settings {
+        Settings {
+            options: ProfileOptions::default(),
+            dates: DatePolicy::Shift { days: -100 },
+            safe_private: vec![],
+            sponsor: String::new(),
+            site_id: "SITE1".into(),
+            site_name: "Bergen".into(),
+        }
+    }
+
+    /// Every string value anywhere in the data set.
+    fn all_strings(obj: &InMemDicomObject, out: &mut Vec<String>) {
+        for e in obj.iter() {
+            match e.value() {
+                Value::Sequence(sq) => {
+                    for it in sq.items() {
+                        all_strings(it, out);
+                    }
+                }
+                _ => {
+                    if let Ok(s) = e.to_str() {
+                        out.push(s.to_string());
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn nothing_identifying_survives_at_any_depth() {
+        let mut obj = planted();
+        let r = engine(default_settings()).apply(&mut obj);
+        let mut strings = Vec::new();
+        all_strings(&obj, &mut strings);
+        let text = strings.join("|");
+        for planted in [
+            "Nordmann",
+            "Kari",
+            "01017012345",
+            "OTHER-99",
+            "ACC12345",
+            "Haukeland",
+            "Jonas Lies",
+            "Lege",
+            "Storgata",
+            "SN-4711",
+            "19700101",
+            "20240229",
+            "1.2.826.0.1.3680043.8.498",
+            "SIEMENS",
+        ] {
+            assert!(!text.contains(planted), "{planted} survived: {text}");
+        }
+        assert!(r.removed > 5, "{r:?}");
+        // UIDs three sequences deep are mapped (Referenced Image Sequence > Content Sequence >
+        // Referenced SOP Sequence > Referenced SOP Instance UID), names there removed.
+        let m = UidMapper::Conformant { key: [9; 32] };
+        let deep = &obj.get(Tag(0x0008, 0x1140)).unwrap().items().unwrap()[0];
+        let deep = &deep.get(Tag(0x0040, 0xA730)).unwrap().items().unwrap()[0];
+        let deep = &deep.get(Tag(0x0008, 0x1199)).unwrap().items().unwrap()[0];
+        assert_eq!(
+            deep.get(Tag(0x0008, 0x1155)).unwrap().to_str().unwrap(),
+            m.map("1.2.826.0.1.3680043.8.498.77.3", UidKind::Other)
+        );
+        assert_eq!(r.uids_mapped, 7, "5 at the top, 2 in sequences: {r:?}");
+        // Referenced Study Sequence (X/Z) is present and empty.
+        assert_eq!(
+            obj.get(Tag(0x0008, 0x1110)).unwrap().items().unwrap().len(),
+            0
+        );
+        // Well-known UIDs stay; identity is the pseudonym.
+        assert!(text.contains("1.2.840.10008.5.1.4.1.1.2"));
+        assert_eq!(
+            obj.get(Tag(0x0010, 0x0010)).unwrap().to_str().unwrap(),
+            "PROJ001"
+        );
+        assert_eq!(
+            obj.get(Tag(0x0012, 0x0040)).unwrap().to_str().unwrap(),
+            "PROJ001"
+        );
+        assert_eq!(
+            obj.get(Tag(0x0012, 0x0050)).unwrap().to_str().unwrap(),
+            "baseline"
+        );
+        assert_eq!(
+            obj.get(Tag(0x0012, 0x0062)).unwrap().to_str().unwrap(),
+            "YES"
+        );
+        // Technical attributes not in the table stay.
+        assert!(obj.get(Tag(0x0028, 0x0010)).is_some());
+    }
+
+    #[test]
+    fn uids_consistent_and_references_follow() {
+        let mut a = planted();
+        let mut b = planted();
+        let e = engine(default_settings());
+        e.apply(&mut a);
+        e.apply(&mut b);
+        let ga = |o: &InMemDicomObject, t: Tag| o.get(t).unwrap().to_str().unwrap().to_string();
+        assert_eq!(ga(&a, Tag(0x0020, 0x000D)), ga(&b, Tag(0x0020, 0x000D)));
+        let study = ga(&a, Tag(0x0020, 0x000D));
+        assert!(super::super::uid::is_valid_uid(&study), "{study}");
+        // SOP Instance UID .5.1 referenced nowhere here, but the mapping is the mapper's.
+        assert_eq!(
+            ga(&a, Tag(0x0008, 0x0018)),
+            UidMapper::Conformant { key: [9; 32] }
+                .map("1.2.826.0.1.3680043.8.498.5.1", UidKind::Other)
+        );
+    }
+
+    #[test]
+    fn dates_shift_per_policy() {
+        let mut obj = planted();
+        engine(default_settings()).apply(&mut obj);
+        // Study Date: basic Z, but the shift policy selects modified dates (C = shift).
+        assert_eq!(
+            obj.get(Tag(0x0008, 0x0020)).unwrap().to_str().unwrap(),
+            "20231121"
+        );
+        let mut keep = planted();
+        engine(Settings {
+            dates: DatePolicy::Keep,
+            ..default_settings()
+        })
+        .apply(&mut keep);
+        assert_eq!(
+            keep.get(Tag(0x0008, 0x0020)).unwrap().to_str().unwrap(),
+            "20240229"
+        );
+        let mut removed = planted();
+        engine(Settings {
+            dates: DatePolicy::Remove,
+            ..default_settings()
+        })
+        .apply(&mut removed);
+        assert_eq!(
+            removed.get(Tag(0x0008, 0x0020)).unwrap().to_str().unwrap(),
+            ""
+        );
+        assert_eq!(
+            removed.get(Tag(0x0028, 0x0303)).unwrap().to_str().unwrap(),
+            "REMOVED"
+        );
+    }
+
+    #[test]
+    fn safe_private_and_clean_descriptors() {
+        let mut obj = planted();
+        engine(Settings {
+            options: ProfileOptions {
+                retain_safe_private: true,
+                clean_descriptors: true,
+                ..Default::default()
+            },
+            safe_private: vec![SafePrivate {
+                creator: "SIEMENS MEDCOM HEADER".into(),
+                element: 0x20,
+            }],
+            ..default_settings()
+        })
+        .apply(&mut obj);
+        assert!(
+            obj.get(Tag(0x0029, 0x0011)).is_some(),
+            "creator of a kept block stays"
+        );
+        // kept, cleaned of the patient's name
+        assert_eq!(obj.get(Tag(0x0029, 0x1120)).unwrap().to_str().unwrap(), "");
+        assert!(obj.get(Tag(0x0029, 0x0010)).is_none());
+        assert!(obj.get(Tag(0x0029, 0x1010)).is_none());
+        // The description is kept, with the patient's name removed from it.
+        let d = obj
+            .get(Tag(0x0008, 0x103E))
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .to_string();
+        assert_eq!(d, "T1 MPRAGE");
+        // Codes name the options applied.
+        let codes = obj.get(Tag(0x0012, 0x0064)).unwrap().items().unwrap().len();
+        assert_eq!(
+            codes,
+            1 + 3,
+            "basic + safe private + clean descriptors + modified dates"
+        );
+    }
+}
