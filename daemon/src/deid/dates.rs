@@ -19,8 +19,6 @@
 //! A value that is not a date is an error (the engine then removes it rather than pass it
 //! on unshifted).
 
-use hmac::{Hmac, KeyInit, Mac};
-use sha2::Sha256;
 use time::{Date, Duration, Month};
 
 /// Why a value could not be shifted. Carries no part of the value.
@@ -40,13 +38,7 @@ pub enum DateError {
 pub fn participant_offset(key: &[u8; 32], pseudonym: &str, min: i32, max: i32) -> i32 {
     let (lo, hi) = if min <= max { (min, max) } else { (max, min) };
     let span = (i64::from(hi) - i64::from(lo) + 1) as u64;
-    let mut mac = match <Hmac<Sha256> as KeyInit>::new_from_slice(key) {
-        Ok(m) => m,
-        Err(_) => unreachable!("HMAC-SHA256 takes keys of any length"),
-    };
-    mac.update(b"fiona-date-v1\0");
-    mac.update(pseudonym.as_bytes());
-    let tag = mac.finalize().into_bytes();
+    let tag = super::keyed_hash(key, b"fiona-date-v1\0", pseudonym.as_bytes());
     let mut b = [0u8; 8];
     b.copy_from_slice(&tag[..8]);
     // Modulo bias is below 2^-40 for any span that fits in i32.

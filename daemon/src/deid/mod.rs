@@ -18,3 +18,16 @@ pub mod profile;
 pub mod secret;
 pub mod uid;
 pub mod values;
+
+/// `HMAC-SHA256(key, domain || data)`: every value derived from a project secret goes through
+/// this, with a domain string per use so that derived values are independent.
+pub(crate) fn keyed_hash(key: &[u8; 32], domain: &[u8], data: &[u8]) -> [u8; 32] {
+    use hmac::{Hmac, KeyInit, Mac};
+    let mut mac = match <Hmac<sha2::Sha256> as KeyInit>::new_from_slice(key) {
+        Ok(m) => m,
+        Err(_) => unreachable!("HMAC-SHA256 takes keys of any length"),
+    };
+    mac.update(domain);
+    mac.update(data);
+    mac.finalize().into_bytes().into()
+}

@@ -28,7 +28,6 @@
 //! zero (not a valid UID); and some inputs are hashed with their NUL pad byte, so a padded
 //! and an unpadded copy of one UID map differently.
 
-use hmac::{Hmac, KeyInit, Mac};
 use sha2::{Digest, Sha256};
 
 /// Root of the legacy FIONA anonymizer's UIDs.
@@ -92,14 +91,7 @@ impl UidMapper {
 }
 
 fn conformant(key: &[u8; 32], uid: &str) -> String {
-    // HMAC accepts keys of any length; a 32-byte key cannot fail.
-    let mut mac = match <Hmac<Sha256> as KeyInit>::new_from_slice(key) {
-        Ok(m) => m,
-        Err(_) => unreachable!("HMAC-SHA256 takes keys of any length"),
-    };
-    mac.update(b"fiona-uid-v1\0");
-    mac.update(uid.as_bytes());
-    let tag = mac.finalize().into_bytes();
+    let tag = super::keyed_hash(key, b"fiona-uid-v1\0", uid.as_bytes());
     let mut b = [0u8; 16];
     b.copy_from_slice(&tag[..16]);
     // RFC 9562: version 8 (custom) in the high nibble of byte 6, variant 10 in byte 8.
