@@ -176,6 +176,13 @@ pub struct HeaderFields {
     pub patient_name: String,
     pub patient_id: String,
     pub number_of_frames: Option<u32>,
+    /// Byte range of the top-level Pixel Data element (header included) in the data set, for
+    /// copying pixels through without reading them.
+    #[serde(default)]
+    pub pixel_data: Option<(u64, u64)>,
+    /// Length of the whole data set in bytes (after inflation for deflated data sets).
+    #[serde(default)]
+    pub data_set_length: u64,
 }
 
 impl fmt::Debug for HeaderFields {
@@ -223,6 +230,8 @@ pub struct Scanner {
     stack: Vec<Container>,
     /// Pixel Data reached at top level: stop keeping values.
     past_pixels: bool,
+    /// Start and (once known) end of the top-level Pixel Data element.
+    pixel: Option<(u64, Option<u64>)>,
     kept: Vec<(Wanted, Vec<u8>)>,
     keep_buf: Vec<u8>,
 }
@@ -274,6 +283,7 @@ impl Scanner {
             head: [0; 12],
             stack: Vec::new(),
             past_pixels: false,
+            pixel: None,
             kept: Vec::new(),
             keep_buf: Vec::new(),
         }
@@ -518,7 +528,13 @@ impl Scanner {
                         if matches!(c.kind, Kind::Sequence | Kind::Fragments)
                             && c.end.is_none() =>
                     {
+                        let fragments = c.kind == Kind::Fragments;
                         self.stack.pop();
+                        if fragments && self.stack.is_empty() {
+                            if let Some((start, None)) = self.pixel {
+                                self.pixel = Some((start, Some(self.pos)));
+                            }
+                        }
                     }
                     _ => {
                         return Err(HeaderError::UnexpectedDelimiter {
@@ -549,6 +565,8 @@ impl Scanner {
                 let top = self.stack.is_empty();
                 if top && tag == PIXEL_DATA {
                     self.past_pixels = true;
+                    let end = (len != UNDEFINED).then(|| self.pos + u64::from(len));
+                    self.pixel = Some((start, end));
                 }
                 let is_sq = match vr {
                     Some(v) => &v == b"SQ",
@@ -648,7 +666,10 @@ impl Scanner {
             return Err(HeaderError::Empty);
         }
         let big = self.encoding == Encoding::ExplicitBig;
-        Ok(build_fields(self.kept, big))
+        let mut f = build_fields(self.kept, big);
+        f.pixel_data = self.pixel.and_then(|(s, e)| e.map(|e| (s, e)));
+        f.data_set_length = self.pos;
+        Ok(f)
     }
 }
 
@@ -914,6 +935,17 @@ mod tests {
             }
         }
         out
+    }
+
+    #[test]
+    fn pixel_data_extent_is_recorded() {
+        let d = sample();
+        let mut s = Scanner::new(Encoding::ExplicitLittle);
+        s.feed(&d).unwrap();
+        let f = s.finish().unwrap();
+        // sample() ends with Pixel Data OW of 64 bytes: 12-byte header + value.
+        assert_eq!(f.pixel_data, Some((d.len() as u64 - 76, d.len() as u64)));
+        assert_eq!(f.data_set_length, d.len() as u64);
     }
 
     #[test]

@@ -13,8 +13,13 @@
 //!    shifting), remove = neither.
 //! 3. **Unlisted attributes** (the explicit policy for what the table does not name): a
 //!    standard attribute whose VR cannot carry free text (numbers, codes, dates, UIDs,
-//!    binary) is kept and still goes through rules 4 and 5; free text (LO, LT, SH, ST, UT,
-//!    UC, PN) and unknown tags are removed, because nothing says they are safe.
+//!    binary) is kept and still goes through rules 4 and 5; standard free text (LO, LT, SH,
+//!    ST, UT, UC, PN) is emptied (zero length, so a Type 2 attribute stays valid) unless it is
+//!    technical: in the acquisition, image relationship, image presentation or nuclear
+//!    medicine groups (0018, 0020, 0028, 0054), whose identifying attributes the table lists,
+//!    the Code Sequence Macro (coded terminology), or Manufacturer / Manufacturer's Model
+//!    Name. Tags the dictionary does not know are
+//!    removed. Nothing unlisted passes as free text unless it is known to be safe.
 //! 4. **UIDs** (VR UI) that stay are mapped (`uid`), unless they are well-known UIDs under
 //!    the DICOM root `1.2.840.10008.` (SOP classes, transfer syntaxes, coding schemes); with
 //!    Retain UIDs they are kept.
@@ -130,6 +135,31 @@ impl std::fmt::Debug for Engine {
 }
 
 const TEXT_VRS: [VR; 7] = [VR::LO, VR::LT, VR::SH, VR::ST, VR::UT, VR::UC, VR::PN];
+
+/// Standard free-text attributes that Table E.1-1 does not list and that describe equipment
+/// or technique, not the patient: kept as they are.
+const SAFE_UNLISTED_TEXT: [u32; 2] = [
+    0x0008_0070, // Manufacturer
+    0x0008_1090, // Manufacturer's Model Name
+];
+
+/// Groups whose unlisted free-text attributes are technical (acquisition 0018, image
+/// relationship 0020, image presentation 0028, nuclear medicine 0054): Table E.1-1 lists the
+/// identifying attributes of these groups (protocol name, device serial number, comments ...),
+/// so what it leaves out here (e.g. Rescale Type, Position Reference Indicator, Sequence
+/// Name) is kept, which also keeps Type 1 attributes valid.
+const SAFE_UNLISTED_TEXT_GROUPS: [u16; 4] = [0x0018, 0x0020, 0x0028, 0x0054];
+
+/// The Code Sequence Macro (PS3.3 Table 8.8-1: Code Value, Coding Scheme Designator, Code
+/// Meaning ...): coded terminology, not free text about the patient.
+const CODE_MACRO: std::ops::RangeInclusive<u32> = 0x0008_0100..=0x0008_0124;
+
+fn safe_unlisted_text(tag: Tag) -> bool {
+    let t = tag_u32(tag);
+    SAFE_UNLISTED_TEXT.contains(&t)
+        || CODE_MACRO.contains(&t)
+        || SAFE_UNLISTED_TEXT_GROUPS.contains(&tag.group())
+}
 
 fn tag_u32(t: Tag) -> u32 {
     (u32::from(t.group()) << 16) | u32::from(t.element())
@@ -288,9 +318,15 @@ impl Engine {
                 let known = dicom_dictionary_std::StandardDataDictionary
                     .by_tag(tag)
                     .is_some();
-                if !known || TEXT_VRS.contains(&vr) {
+                if !known {
                     r.removed += 1;
                     return None;
+                }
+                if TEXT_VRS.contains(&vr) && !safe_unlisted_text(tag) {
+                    // Free text nothing says is safe: emptied, but kept present so a Type 2
+                    // attribute stays valid.
+                    r.zeroed += 1;
+                    return Some(empty(tag, vr));
                 }
                 Action::Keep
             }
@@ -447,11 +483,12 @@ impl Engine {
         put(obj, 0x0012, 0x0051, VR::ST, &a.event);
         put(obj, 0x0012, 0x0062, VR::CS, "YES");
         let codes = self.method_codes();
+        // One value per code: each fits LO's 64 characters (VM 1-n).
         let description = codes
             .iter()
             .map(|(_, meaning)| *meaning)
             .collect::<Vec<_>>()
-            .join("; ");
+            .join("\\");
         put(obj, 0x0012, 0x0063, VR::LO, &description);
         let items: Vec<InMemDicomObject> = codes
             .iter()

@@ -14,6 +14,7 @@
 
 pub mod dates;
 pub mod engine;
+pub mod file;
 pub mod profile;
 pub mod secret;
 pub mod uid;

@@ -1,0 +1,196 @@
+//! De-identify one Part-10 file: the header through the [`Engine`], the pixel data copied
+//! through byte for byte without being loaded into memory.
+//!
+//! 1. The file meta group is read by hand (bounded) for the transfer syntax and the data set
+//!    offset.
+//! 2. The whole data set is checked by the bounded `header::Checker` first, which also finds
+//!    the byte range of the top-level Pixel Data. Only then is the header (everything before
+//!    Pixel Data) parsed by dicom-object, so its allocation from declared lengths is safe.
+//! 3. The engine runs on the header; the output is written to a temp file next to the
+//!    destination: preamble and a new file meta group (the mapped SOP Instance UID), the
+//!    header in the input's transfer syntax, then the Pixel Data element copied from the input,
+//!    and renamed into place.
+//!
+//! Not yet: deflated transfer syntaxes and elements after Pixel Data (both refused with a
+//! reason, never passed through unprocessed).
+
+use std::fs::{self, File};
+use std::io::{self, BufReader, BufWriter, Read, Seek, SeekFrom, Write};
+use std::path::Path;
+
+use dicom_dictionary_std::tags;
+use dicom_encoding::TransferSyntaxIndex;
+use dicom_transfer_syntax_registry::TransferSyntaxRegistry;
+
+use super::engine::{Engine, Report};
+use crate::header::{Checker, Encoding};
+
+/// Why a file was not de-identified. Never quotes a value from the file.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum FileError {
+    #[error("I/O error: {0}")]
+    Io(#[from] io::Error),
+    #[error("not a DICOM Part-10 file: {0}")]
+    NotPart10(&'static str),
+    #[error("data set does not parse: {0}")]
+    Structure(#[from] crate::header::HeaderError),
+    #[error("transfer syntax {0} is not supported here yet")]
+    Unsupported(String),
+    #[error("elements after Pixel Data are not supported yet")]
+    TrailingElements,
+    #[error("header cannot be read: {0}")]
+    Header(String),
+    #[error("output cannot be written: {0}")]
+    Write(String),
+}
+
+/// Transfer syntax and data set offset from the file meta group.
+fn read_meta(f: &mut File) -> Result<(String, u64), FileError> {
+    let mut head = [0u8; 144];
+    f.read_exact(&mut head)
+        .map_err(|_| FileError::NotPart10("shorter than a preamble"))?;
+    if &head[128..132] != b"DICM" {
+        return Err(FileError::NotPart10("no DICM prefix"));
+    }
+    if head[132..134] != [2, 0] || head[134..136] != [0, 0] || &head[136..138] != b"UL" {
+        return Err(FileError::NotPart10("no meta group length"));
+    }
+    let len = u32::from_le_bytes([head[140], head[141], head[142], head[143]]) as usize;
+    if len > 64 * 1024 {
+        return Err(FileError::NotPart10("meta group too long"));
+    }
+    let mut meta = vec![0u8; len];
+    f.read_exact(&mut meta)
+        .map_err(|_| FileError::NotPart10("meta group truncated"))?;
+    let mut pos = 0;
+    let mut ts = None;
+    while pos + 8 <= meta.len() {
+        let elem = u16::from_le_bytes([meta[pos + 2], meta[pos + 3]]);
+        let vr = [meta[pos + 4], meta[pos + 5]];
+        let (vlen, hlen) = if matches!(&vr, b"OB" | b"OW" | b"UN" | b"SQ" | b"UT") {
+            let b = meta
+                .get(pos + 8..pos + 12)
+                .ok_or(FileError::NotPart10("meta element truncated"))?;
+            (u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize, 12)
+        } else {
+            (
+                u16::from_le_bytes([meta[pos + 6], meta[pos + 7]]) as usize,
+                8,
+            )
+        };
+        let v = meta
+            .get(pos + hlen..pos + hlen + vlen)
+            .ok_or(FileError::NotPart10("meta element truncated"))?;
+        if elem == 0x0010 {
+            ts = Some(
+                String::from_utf8_lossy(v)
+                    .trim_end_matches(['\0', ' '])
+                    .to_string(),
+            );
+        }
+        pos += hlen + vlen;
+    }
+    let ts = ts.ok_or(FileError::NotPart10("no transfer syntax in meta group"))?;
+    Ok((ts, 144 + len as u64))
+}
+
+/// Where the de-identified file goes.
+#[derive(Debug, Clone, Copy)]
+pub enum Output<'a> {
+    /// Exactly this path.
+    File(&'a Path),
+    /// This directory, named by the new SOP Instance UID (never by anything from the input).
+    Dir(&'a Path),
+}
+
+/// De-identify `input` into `output`; returns what was done and the path written.
+pub fn deidentify_file(
+    input: &Path,
+    output: Output<'_>,
+    engine: &Engine,
+) -> Result<(Report, std::path::PathBuf), FileError> {
+    let mut f = File::open(input)?;
+    let (ts_uid, ds_offset) = read_meta(&mut f)?;
+    let (_, deflated) = Encoding::of_transfer_syntax(&ts_uid)
+        .ok_or_else(|| FileError::Unsupported(ts_uid.clone()))?;
+    if deflated {
+        return Err(FileError::Unsupported(ts_uid));
+    }
+    let ts = TransferSyntaxRegistry
+        .get(&ts_uid)
+        .ok_or_else(|| FileError::Unsupported(ts_uid.clone()))?;
+
+    // 1. Check the whole data set (bounded), find Pixel Data.
+    let mut checker =
+        Checker::new(&ts_uid).ok_or_else(|| FileError::Unsupported(ts_uid.clone()))?;
+    let mut r = BufReader::with_capacity(256 * 1024, &mut f);
+    let mut buf = vec![0u8; 256 * 1024];
+    loop {
+        let n = r.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        checker.feed(&buf[..n])?;
+    }
+    let fields = checker.finish()?;
+    if let Some((_, end)) = fields.pixel_data {
+        if end < fields.data_set_length {
+            return Err(FileError::TrailingElements);
+        }
+    }
+
+    // 2. The header, now known to be well-formed.
+    let mut obj = dicom_object::OpenFileOptions::new()
+        .read_until(tags::PIXEL_DATA)
+        .open_file(input)
+        .map_err(|e| FileError::Header(e.to_string()))?;
+    let sop_class = obj.meta().media_storage_sop_class_uid().to_string();
+    let report = engine.apply(&mut obj);
+    let new_sop = obj
+        .element(tags::SOP_INSTANCE_UID)
+        .ok()
+        .and_then(|e| e.to_str().ok().map(|s| s.to_string()))
+        .unwrap_or_default();
+
+    // 3. Write: temp file, then rename into place.
+    let output = match output {
+        Output::File(p) => p.to_path_buf(),
+        Output::Dir(d) => {
+            if !crate::deid::uid::is_valid_uid(&new_sop) {
+                return Err(FileError::Header("no valid SOP Instance UID".into()));
+            }
+            d.join(format!("{new_sop}.dcm"))
+        }
+    };
+    let output = output.as_path();
+    let dir = output.parent().unwrap_or(Path::new("."));
+    fs::create_dir_all(dir)?;
+    let tmp = dir.join(format!(".fiona-deid-{}.tmp", ulid::Ulid::generate()));
+    let result = (|| -> Result<(), FileError> {
+        let mut w = BufWriter::with_capacity(256 * 1024, File::create(&tmp)?);
+        w.write_all(&crate::scp::file_meta(
+            sop_class.trim_end_matches('\0'),
+            &new_sop,
+            &ts_uid,
+            "",
+        ))?;
+        obj.write_dataset_with_ts(&mut w, ts)
+            .map_err(|e| FileError::Write(e.to_string()))?;
+        if let Some((start, end)) = fields.pixel_data {
+            f.seek(SeekFrom::Start(ds_offset + start))?;
+            let copied = io::copy(&mut (&mut f).take(end - start), &mut w)?;
+            if copied != end - start {
+                return Err(FileError::Write("input shrank while copying".into()));
+            }
+        }
+        let file = w.into_inner().map_err(|e| FileError::Io(e.into_error()))?;
+        file.sync_all()?;
+        fs::rename(&tmp, output)?;
+        Ok(())
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result.map(|()| (report, output.to_path_buf()))
+}

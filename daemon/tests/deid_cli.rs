@@ -1,0 +1,195 @@
+//! Scenario: `fiona deid` over a generated corpus (CT, MR, US, SC; several transfer syntaxes
+//! including encapsulated ones). Every file gets an output named by its new SOP Instance UID;
+//! no identifying value of the input survives; dciodvfy finds no error the inputs did not
+//! have; pixel data is copied byte for byte; a second run gives the same identifiers; a file
+//! that is not DICOM fails with a reason and a non-zero exit, without stopping the others.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use fiona::header::Checker;
+use fiona_tests::corpus::{self, Modality, StudySpec, Variant};
+use fiona_tests::harness::require_tool;
+
+fn bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_fiona"))
+}
+
+fn deid(data: &Path, input: &Path, output: &Path) -> std::process::Output {
+    Command::new(bin())
+        .args([
+            "deid",
+            "--project",
+            "PROJ",
+            "--participant",
+            "PROJ001",
+            "--event",
+            "baseline",
+            "--data-dir",
+        ])
+        .arg(data)
+        .arg(input)
+        .arg(output)
+        .output()
+        .unwrap()
+}
+
+/// The Pixel Data element's bytes of a file (found by fiona's own scanner).
+fn pixel_bytes(p: &Path) -> Vec<u8> {
+    let (ts, ds) = corpus::dataset_bytes(p).unwrap();
+    let mut c = Checker::new(&ts).unwrap();
+    c.feed(&ds).unwrap();
+    let f = c.finish().unwrap();
+    let (s, e) = f.pixel_data.expect("pixel data");
+    ds[s as usize..e as usize].to_vec()
+}
+
+fn dciodvfy_errors(p: &Path) -> BTreeSet<String> {
+    let out = Command::new("dciodvfy").arg(p).output().unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    text.lines()
+        .filter(|l| l.starts_with("Error"))
+        .map(String::from)
+        .collect()
+}
+
+fn dump(p: &Path) -> String {
+    let out = Command::new("dcmdump").arg(p).output().unwrap();
+    assert!(out.status.success(), "dcmdump {}", p.display());
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
+#[test]
+fn deid_corpus_removes_identity_keeps_pixels_and_validity() {
+    require_tool("dcmdump");
+    require_tool("dciodvfy");
+    let tmp = tempfile::tempdir().unwrap();
+    let input = tmp.path().join("in");
+    let mut files = Vec::new();
+    let mut specs = Vec::new();
+    for (n, m) in Modality::ALL.into_iter().enumerate() {
+        let spec = StudySpec::new(300 + n as u32, m);
+        let d = input.join(format!("s{n}"));
+        std::fs::create_dir_all(&d).unwrap();
+        files.extend(corpus::write_study(&spec, &d).unwrap());
+        specs.push(spec);
+    }
+    for (k, v) in Variant::ALL.into_iter().enumerate() {
+        if v == Variant::Deflate {
+            continue; // not supported by `fiona deid` yet (refused, tested below)
+        }
+        let m = if v.supports_bits_allocated(16) {
+            Modality::Ct
+        } else {
+            Modality::Sc
+        };
+        let spec = StudySpec::new(400 + k as u32, m);
+        let src = tmp.path().join(format!("src{k}"));
+        let d = input.join(format!("v{k}"));
+        std::fs::create_dir_all(&src).unwrap();
+        std::fs::create_dir_all(&d).unwrap();
+        for f in corpus::write_study(&spec, &src).unwrap() {
+            let o = d.join(f.file_name().unwrap());
+            corpus::transcode(&f, &o, v).unwrap();
+            files.push(o);
+        }
+        specs.push(spec);
+    }
+
+    let data = tmp.path().join("data");
+    let out_dir = tmp.path().join("out");
+    let out = deid(&data, &input, &out_dir);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains(&format!("{} de-identified, 0 failed", files.len())),
+        "{stdout}"
+    );
+    let outputs: Vec<PathBuf> = std::fs::read_dir(&out_dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(outputs.len(), files.len());
+
+    // No identifying value of any input survives in any output.
+    let mut planted: Vec<String> = Vec::new();
+    for s in &specs {
+        planted.push(s.patient_id.clone());
+        planted.push(s.accession.clone());
+        planted.push(s.study_uid.clone());
+        planted.extend(
+            s.patient_name
+                .split('^')
+                .filter(|p| p.len() > 2)
+                .map(String::from),
+        );
+    }
+    let input_errors: BTreeSet<String> = files.iter().flat_map(|f| dciodvfy_errors(f)).collect();
+    for o in &outputs {
+        let name = o.file_name().unwrap().to_string_lossy().to_string();
+        assert!(
+            name.starts_with("2.25.") && name.ends_with(".dcm"),
+            "{name}"
+        );
+        let text = dump(o);
+        for p in &planted {
+            assert!(
+                !text.contains(p.as_str()),
+                "{p} survived in {name}:\n{text}"
+            );
+        }
+        assert!(text.contains("PROJ001"));
+        assert!(text.contains("(0012,0062) CS [YES]"));
+        let new_errors: Vec<String> = dciodvfy_errors(o)
+            .difference(&input_errors)
+            .cloned()
+            .collect();
+        assert!(new_errors.is_empty(), "{name}: {new_errors:?}");
+    }
+
+    // Pixel data byte for byte: the multiset of pixel elements is unchanged.
+    let count = |ps: &[PathBuf]| -> BTreeMap<Vec<u8>, usize> {
+        let mut m = BTreeMap::new();
+        for p in ps {
+            *m.entry(pixel_bytes(p)).or_default() += 1;
+        }
+        m
+    };
+    assert!(count(&files) == count(&outputs), "pixel data changed");
+
+    // Deterministic: a second run gives the same new SOP Instance UIDs.
+    let out2 = tmp.path().join("out2");
+    assert!(deid(&data, &input, &out2).status.success());
+    let names = |d: &Path| -> BTreeSet<String> {
+        std::fs::read_dir(d)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect()
+    };
+    assert_eq!(names(&out_dir), names(&out2));
+
+    // Bad input: a non-DICOM file and a deflated file fail with reasons; the rest is done.
+    let bad_in = tmp.path().join("bad");
+    std::fs::create_dir_all(&bad_in).unwrap();
+    std::fs::write(bad_in.join("notes.txt"), "not dicom").unwrap();
+    std::fs::copy(&files[0], bad_in.join("good.dcm")).unwrap();
+    corpus::transcode(&files[0], &bad_in.join("deflated.dcm"), Variant::Deflate).unwrap();
+    let out = deid(&data, &bad_in, &tmp.path().join("out3"));
+    assert!(!out.status.success(), "failures give a non-zero exit");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("notes.txt") && err.contains("not a DICOM Part-10 file"),
+        "{err}"
+    );
+    assert!(
+        err.contains("deflated.dcm") && err.contains("not supported"),
+        "{err}"
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("1 de-identified, 2 failed"));
+}
