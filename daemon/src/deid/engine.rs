@@ -269,9 +269,16 @@ impl Engine {
                 if keep {
                     kept_blocks.push((tag.group(), block));
                     r.private_kept += 1;
-                    // Safe private attributes are kept cleaned (rtnSafePrivOpt: C).
+                    // Safe private attributes are kept cleaned (rtnSafePrivOpt: C): text
+                    // loses the identifying strings, values the project listed as safe
+                    // (binary vendor blocks, numbers) are kept, UIDs mapped, dates shifted.
                     if let Some(e) = obj.take(*tag) {
-                        if let Some(e) = self.clean(e, needles, r) {
+                        let e = if TEXT_VRS.contains(&e.vr()) {
+                            self.clean(e, needles, r)
+                        } else {
+                            self.generic(e, needles, r)
+                        };
+                        if let Some(e) = e {
                             obj.put(e);
                         }
                     }
@@ -361,6 +368,23 @@ impl Engine {
     fn clean(&self, e: InMemElement, needles: &[String], r: &mut Report) -> Option<InMemElement> {
         r.cleaned += 1;
         let (tag, vr) = (e.tag(), e.vr());
+        if tag == Tag(0x0008, 0x0201) {
+            // Timezone Offset From UTC: temporal, kept when it is an offset (&ZZXX), else
+            // emptied: a free-text value there is not kept.
+            let v = e.to_str().map(|v| v.trim().to_string()).unwrap_or_default();
+            let ok = v.len() == 5
+                && (v.starts_with('+') || v.starts_with('-'))
+                && v[1..].bytes().all(|b| b.is_ascii_digit());
+            return Some(if ok { e } else { empty(tag, vr) });
+        }
+        if matches!(
+            vr,
+            VR::OB | VR::OW | VR::OD | VR::OF | VR::OL | VR::OV | VR::UN
+        ) {
+            // A binary value (e.g. Frame Origin Timestamp) cannot be cleaned or shifted here:
+            // emptied rather than passed on.
+            return Some(empty(tag, vr));
+        }
         if TEXT_VRS.contains(&vr) {
             let cleaned = e
                 .to_str()
@@ -846,5 +870,82 @@ mod tests {
             1 + 3,
             "basic + safe private + clean descriptors + modified dates"
         );
+    }
+
+    /// Plants an identifying value in every attribute of Table E.1-1 (exact tags, with the
+    /// dictionary's VR; sequences get an item holding a planted name and UID) plus a private
+    /// block, de-identifies with the default settings, and finds no planted value left:
+    /// text, UIDs and dates are all gone or replaced. Times (TM) are kept by design under the
+    /// shift policy, so they are planted with a recognisable but non-identifying value.
+    #[test]
+    fn no_planted_value_survives_any_table_row() {
+        use dicom_core::dictionary::DataDictionaryEntry;
+        let table = Table::standard().unwrap();
+        let mut obj = InMemDicomObject::new_empty();
+        obj.put(s(0x0008, 0x0005, VR::CS, "ISO_IR 192"));
+        let mut planted = 0;
+        for (i, tag) in table.exact_tags().enumerate() {
+            let t = Tag((tag >> 16) as u16, tag as u16);
+            if t.group() == 0x0002 || t == Tag(0x0008, 0x0005) {
+                continue;
+            }
+            let Some(entry) = dicom_dictionary_std::StandardDataDictionary.by_tag(t) else {
+                continue;
+            };
+            let vr = entry.vr().relaxed();
+            let e = match vr {
+                VR::SQ => seq(
+                    t.group(),
+                    t.element(),
+                    vec![InMemDicomObject::from_element_iter([
+                        s(0x0010, 0x0010, VR::PN, &format!("PLANTED{i}^Seq")),
+                        s(0x0008, 0x1155, VR::UI, &format!("1.2.3.999.{i}")),
+                        s(0x0008, 0x0020, VR::DA, "19990909"),
+                    ])],
+                ),
+                VR::UI => s(t.group(), t.element(), VR::UI, &format!("1.2.3.999.{i}")),
+                VR::DA => s(t.group(), t.element(), VR::DA, "19990909"),
+                VR::DT => s(t.group(), t.element(), VR::DT, "19990909101010"),
+                VR::TM => s(t.group(), t.element(), VR::TM, "101010"),
+                VR::AE
+                | VR::AS
+                | VR::CS
+                | VR::DS
+                | VR::IS
+                | VR::LO
+                | VR::LT
+                | VR::PN
+                | VR::SH
+                | VR::ST
+                | VR::UC
+                | VR::UT
+                | VR::UR => s(t.group(), t.element(), vr, &format!("PLANTED{i}")),
+                VR::OB | VR::UN => DataElement::new(
+                    t,
+                    vr,
+                    PrimitiveValue::U8(format!("PLANTED{i}").into_bytes().into()),
+                ),
+                _ => continue, // numeric VRs cannot hold text
+            };
+            obj.put(e);
+            planted += 1;
+        }
+        obj.put(s(0x0011, 0x0010, VR::LO, "ACME PRIVATE"));
+        obj.put(s(0x0011, 0x1001, VR::LO, "PLANTEDPRIVATE"));
+        assert!(planted > 450, "planted in {planted} attributes");
+        engine(default_settings()).apply(&mut obj);
+        let mut strings = Vec::new();
+        all_strings(&obj, &mut strings);
+        for v in &strings {
+            assert!(!v.contains("PLANTED"), "planted text survived: {v}");
+            assert!(!v.contains("1.2.3.999."), "planted UID survived: {v}");
+            assert!(!v.contains("19990909"), "planted date survived: {v}");
+        }
+        // Binary values too.
+        for e in obj.iter() {
+            if let Ok(b) = e.to_bytes() {
+                assert!(!b.windows(7).any(|w| w == b"PLANTED"), "{:?}", e.tag());
+            }
+        }
     }
 }

@@ -217,6 +217,13 @@ impl Table {
         })
     }
 
+    /// Every exact tag the table lists.
+    pub fn exact_tags(&self) -> impl Iterator<Item = u32> + '_ {
+        let mut v: Vec<u32> = self.exact.keys().copied().collect();
+        v.sort_unstable();
+        v.into_iter()
+    }
+
     /// Number of rows (exact, masked and the private row).
     pub fn len(&self) -> usize {
         self.exact.len() + self.masked.len() + 1
