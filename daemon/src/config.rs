@@ -9,7 +9,11 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use std::collections::BTreeMap;
+
 use serde::Deserialize;
+
+use crate::deid::settings::DeidConfig;
 
 /// Default DICOM port for unencrypted associations (IANA "dicom").
 pub const DEFAULT_PORT: u16 = 11112;
@@ -68,6 +72,16 @@ pub struct Config {
     pub shutdown_grace_secs: u64,
     /// Optional allow-list of peers. Empty lists allow everyone.
     pub allow: AllowList,
+    /// Research projects by name (the rest of the project model comes with assignment).
+    pub projects: BTreeMap<String, ProjectConfig>,
+}
+
+/// One research project's configuration.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProjectConfig {
+    /// De-identification settings (`[projects.NAME.deid]`).
+    pub deid: DeidConfig,
 }
 
 /// Who may open associations. Each non-empty list must match.
@@ -98,6 +112,7 @@ impl Default for Config {
             min_free_bytes: 1 << 30,
             shutdown_grace_secs: 10,
             allow: AllowList::default(),
+            projects: BTreeMap::new(),
         }
     }
 }
@@ -164,6 +179,11 @@ impl Config {
         }
         for a in &self.allow.addresses {
             IpNet::parse(a).map_err(|r| invalid("allow.addresses", r))?;
+        }
+        for (name, p) in &self.projects {
+            p.deid
+                .validate()
+                .map_err(|r| invalid("projects", format!("project `{name}`: {r}")))?;
         }
         Ok(())
     }

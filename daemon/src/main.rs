@@ -84,9 +84,10 @@ enum Cmd {
     },
     /// De-identify a file or a directory tree (header profile; pixel data copied unchanged).
     ///
-    /// Uses the default profile: basic profile, dates shifted per participant, private
-    /// attributes removed, and the project secret kept in the data directory (generated on
-    /// first use). A directory's outputs are named by their new SOP Instance UID.
+    /// Uses the project's `[projects.NAME.deid]` settings from `--config`, else the default
+    /// profile: basic profile, dates shifted per participant, private attributes removed, and
+    /// the project secret kept in the data directory (generated on first use). A directory's
+    /// outputs are named by their new SOP Instance UID.
     Deid {
         /// Research project (names the secret and is written as the protocol).
         #[arg(long)]
@@ -228,7 +229,7 @@ fn run(cli: Cli) -> Result<(), String> {
             input,
             output,
         } => deid(
-            &load_config(&loc)?.data_dir,
+            &load_config(&loc)?,
             project,
             participant,
             event,
@@ -267,46 +268,29 @@ fn serve(cfg: Config) -> Result<(), String> {
     })
 }
 
-/// Days back a participant's dates move, by default: somewhere in 30 to 365.
-const DEFAULT_SHIFT_DAYS: (i32, i32) = (-365, -30);
-
 fn deid(
-    data_dir: &Path,
+    cfg: &Config,
     project: String,
     participant: String,
     event: String,
     input: &Path,
     output: &Path,
 ) -> Result<(), String> {
-    use fiona::deid::{dates, engine, file, secret, uid};
+    use fiona::deid::{engine, file};
     use rayon::prelude::*;
-    let key = secret::SecretStore::new(data_dir)
-        .get_or_create(&project)
-        .map_err(|e| e.to_string())?;
-    let days = dates::participant_offset(
-        &key,
-        &participant,
-        DEFAULT_SHIFT_DAYS.0,
-        DEFAULT_SHIFT_DAYS.1,
-    );
-    let settings = engine::Settings {
-        options: Default::default(),
-        dates: engine::DatePolicy::Shift { days },
-        safe_private: Vec::new(),
-        sponsor: String::new(),
-        site_id: String::new(),
-        site_name: String::new(),
-    };
-    let engine = engine::Engine::new(
-        settings,
-        uid::UidMapper::Conformant { key },
+    let deid_cfg = cfg
+        .projects
+        .get(&project)
+        .map(|p| p.deid.clone())
+        .unwrap_or_default();
+    let engine = deid_cfg.engine(
+        &cfg.data_dir,
         engine::Assignment {
             project,
             participant,
             event,
         },
-    )
-    .map_err(|e| e.to_string())?;
+    )?;
     let meta = std::fs::metadata(input).map_err(|e| format!("{}: {e}", input.display()))?;
     if meta.is_file() {
         return file::deidentify_file(input, file::Output::File(output), &engine)

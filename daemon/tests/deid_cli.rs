@@ -193,3 +193,89 @@ fn deid_corpus_removes_identity_keeps_pixels_and_validity() {
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("1 de-identified, 2 failed"));
 }
+
+/// Project settings from the configuration file: legacy UIDs, dates kept, descriptors
+/// cleaned; and an invalid setting refused with the field named.
+#[test]
+fn project_settings_from_config() {
+    let tmp = tempfile::tempdir().unwrap();
+    let spec = StudySpec::new(77, Modality::Mr);
+    let input = tmp.path().join("in");
+    std::fs::create_dir_all(&input).unwrap();
+    let files = corpus::write_study(&spec, &input).unwrap();
+    let cfg = tmp.path().join("fiona.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "data_dir = \"{}\"\n[projects.PROJ.deid]\nuid_mode = \"legacy\"\ndates = {{ policy = \"keep\" }}\n\
+             [projects.PROJ.deid.options]\nclean_descriptors = true\n",
+            tmp.path().join("data").display()
+        ),
+    )
+    .unwrap();
+    let out_dir = tmp.path().join("out");
+    let out = Command::new(bin())
+        .args([
+            "deid",
+            "--project",
+            "PROJ",
+            "--participant",
+            "PROJ001",
+            "--event",
+            "baseline",
+            "--config",
+        ])
+        .arg(&cfg)
+        .arg(&input)
+        .arg(&out_dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let original = dump(&files[0]);
+    let study_date = original
+        .lines()
+        .find(|l| l.starts_with("(0008,0020)"))
+        .unwrap()
+        .to_string();
+    for e in std::fs::read_dir(&out_dir).unwrap() {
+        let p = e.unwrap().path();
+        let name = p.file_name().unwrap().to_string_lossy().to_string();
+        assert!(
+            name.starts_with("1.3.6.1.4.1.45037."),
+            "legacy UIDs: {name}"
+        );
+        let text = dump(&p);
+        assert!(text.contains(&study_date), "dates kept");
+        assert!(
+            text.contains("(0008,103e) LO ["),
+            "series description kept, cleaned"
+        );
+        assert!(text.contains("113105"), "Clean Descriptors Option code");
+        assert!(text.contains("113106"), "Full Dates Option code");
+    }
+    // Invalid settings: refused, field named, nothing written.
+    std::fs::write(&cfg, "[projects.PROJ.deid]\nsecret = \"xyz\"\n").unwrap();
+    let out = Command::new(bin())
+        .args([
+            "deid",
+            "--project",
+            "PROJ",
+            "--participant",
+            "PROJ001",
+            "--event",
+            "baseline",
+            "--config",
+        ])
+        .arg(&cfg)
+        .arg(&input)
+        .arg(tmp.path().join("out-bad"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("deid.secret"));
+    assert!(!tmp.path().join("out-bad").exists());
+}

@@ -6,6 +6,7 @@
 //! * [`profile`]: PS3.15 Table E.1-1 and its options, resolved to one action per attribute;
 //! * [`uid`]: the UID mapping (conformant and legacy modes);
 //! * [`secret`]: the per-project secret, generated once and kept durably;
+//! * [`settings`]: a project's settings as configuration, and the engine they make;
 //! * [`values`]: VR length limits, padding, character-safe cutting, dummy values.
 //!
 //! Still to come: reading and writing files (header through dicom-object, pixel data copied
@@ -17,6 +18,7 @@ pub mod engine;
 pub mod file;
 pub mod profile;
 pub mod secret;
+pub mod settings;
 pub mod uid;
 pub mod values;
 

@@ -1,0 +1,238 @@
+//! A project's de-identification settings, as configuration (`[projects.NAME.deid]` in the
+//! TOML file), and how they become an [`Engine`] for one assignment.
+//!
+//! ```toml
+//! [projects.PROJ1.deid]
+//! uid_mode = "conformant"            # or "legacy" (the old system's identifiers; weaker)
+//! secret = "64 hex digits"           # optional: else generated once in <data_dir>/secrets/
+//! dates = { policy = "shift", min_days = -365, max_days = -30 }   # or "keep", "remove";
+//!                                    # fixed_days = 42 shifts every participant alike
+//! sponsor = "Helse Bergen"           # (0012,0010); the project name when empty
+//! site_id = "HUS"                    # (0012,0030)
+//! site_name = "Haukeland"            # (0012,0031)
+//! safe_private = [{ creator = "SIEMENS CSA HEADER", element = 0x10 }]
+//!
+//! [projects.PROJ1.deid.options]      # PS3.15 options (dates: use `dates` above)
+//! retain_safe_private = true
+//! clean_descriptors = true
+//! ```
+//!
+//! Every field has a default: the basic profile, per-participant shift of 30 to 365 days
+//! back, private attributes removed, conformant UIDs, a generated secret.
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use super::dates::participant_offset;
+use super::engine::{Assignment, DatePolicy, Engine, SafePrivate, Settings};
+use super::profile::ProfileOptions;
+use super::secret::{parse_configured, SecretStore};
+use super::uid::UidMapper;
+
+/// How UIDs are mapped.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UidMode {
+    #[default]
+    Conformant,
+    Legacy,
+}
+
+/// The date policy as configured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DatesConfig {
+    pub policy: DatePolicyName,
+    /// Per-participant shift range, in days (both ends included).
+    pub min_days: i32,
+    pub max_days: i32,
+    /// When set, every participant is shifted by this many days.
+    pub fixed_days: Option<i32>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DatePolicyName {
+    Remove,
+    Keep,
+    Shift,
+}
+
+impl Default for DatesConfig {
+    fn default() -> Self {
+        DatesConfig {
+            policy: DatePolicyName::Shift,
+            min_days: -365,
+            max_days: -30,
+            fixed_days: None,
+        }
+    }
+}
+
+/// `[projects.NAME.deid]`. Its `Debug` never prints the secret.
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DeidConfig {
+    pub options: ProfileOptions,
+    pub dates: DatesConfig,
+    pub safe_private: Vec<SafePrivate>,
+    pub uid_mode: UidMode,
+    pub secret: Option<String>,
+    pub sponsor: String,
+    pub site_id: String,
+    pub site_name: String,
+}
+
+impl std::fmt::Debug for DeidConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DeidConfig")
+            .field("options", &self.options)
+            .field("dates", &self.dates)
+            .field("safe_private", &self.safe_private)
+            .field("uid_mode", &self.uid_mode)
+            .field(
+                "secret",
+                &if self.secret.is_some() {
+                    "<configured>"
+                } else {
+                    "<generated in data_dir/secrets>"
+                },
+            )
+            .field("sponsor", &self.sponsor)
+            .field("site_id", &self.site_id)
+            .field("site_name", &self.site_name)
+            .finish()
+    }
+}
+
+impl DeidConfig {
+    /// Check the settings; the message names the field.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.options.retain_full_dates || self.options.retain_modified_dates {
+            return Err(
+                "deid.options: set the date options through deid.dates.policy (keep or shift)"
+                    .into(),
+            );
+        }
+        if let Some(s) = &self.secret {
+            if parse_configured(s).is_none() {
+                return Err("deid.secret: expected 64 hex digits".into());
+            }
+        }
+        if self.dates.min_days > self.dates.max_days {
+            return Err("deid.dates: min_days is greater than max_days".into());
+        }
+        if self.dates.fixed_days.is_some() && self.dates.policy != DatePolicyName::Shift {
+            return Err("deid.dates.fixed_days: only with policy = \"shift\"".into());
+        }
+        if !self.safe_private.is_empty() && !self.options.retain_safe_private {
+            return Err(
+                "deid.safe_private: listed, but deid.options.retain_safe_private is false".into(),
+            );
+        }
+        Ok(())
+    }
+
+    /// The engine for one assignment. The secret comes from the configuration, or is read
+    /// (or generated once) in `<data_dir>/secrets/`.
+    pub fn engine(&self, data_dir: &Path, assignment: Assignment) -> Result<Engine, String> {
+        self.validate()?;
+        let key = match &self.secret {
+            Some(s) => parse_configured(s).ok_or("deid.secret: expected 64 hex digits")?,
+            None => SecretStore::new(data_dir)
+                .get_or_create(&assignment.project)
+                .map_err(|e| e.to_string())?,
+        };
+        let dates = match self.dates.policy {
+            DatePolicyName::Remove => DatePolicy::Remove,
+            DatePolicyName::Keep => DatePolicy::Keep,
+            DatePolicyName::Shift => DatePolicy::Shift {
+                days: self.dates.fixed_days.unwrap_or_else(|| {
+                    participant_offset(
+                        &key,
+                        &assignment.participant,
+                        self.dates.min_days,
+                        self.dates.max_days,
+                    )
+                }),
+            },
+        };
+        let uids = match self.uid_mode {
+            UidMode::Conformant => UidMapper::Conformant { key },
+            UidMode::Legacy => UidMapper::Legacy {
+                project: assignment.project.clone(),
+            },
+        };
+        Engine::new(
+            Settings {
+                options: self.options,
+                dates,
+                safe_private: self.safe_private.clone(),
+                sponsor: self.sponsor.clone(),
+                site_id: self.site_id.clone(),
+                site_name: self.site_name.clone(),
+            },
+            uids,
+            assignment,
+        )
+        .map_err(|e| e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_documented_example() {
+        let c: DeidConfig = toml::from_str(
+            r#"
+uid_mode = "legacy"
+dates = { policy = "shift", fixed_days = 42 }
+sponsor = "Helse Bergen"
+safe_private = [{ creator = "SIEMENS CSA HEADER", element = 0x10 }]
+[options]
+retain_safe_private = true
+clean_descriptors = true
+"#,
+        )
+        .unwrap();
+        c.validate().unwrap();
+        assert_eq!(c.uid_mode, UidMode::Legacy);
+        assert_eq!(c.dates.fixed_days, Some(42));
+        assert_eq!(c.safe_private[0].element, 0x10);
+    }
+
+    #[test]
+    fn invalid_settings_name_the_field() {
+        for (toml, field) in [
+            ("secret = \"abc\"", "deid.secret"),
+            ("dates = { min_days = 10, max_days = 1 }", "deid.dates"),
+            (
+                "dates = { policy = \"keep\", fixed_days = 3 }",
+                "deid.dates.fixed_days",
+            ),
+            ("[options]\nretain_full_dates = true", "deid.options"),
+            (
+                "safe_private = [{ creator = \"X\", element = 1 }]",
+                "deid.safe_private",
+            ),
+        ] {
+            let c: DeidConfig = toml::from_str(toml).unwrap();
+            let e = c.validate().unwrap_err();
+            assert!(e.contains(field), "{toml}: {e}");
+        }
+        assert!(toml::from_str::<DeidConfig>("uid_mode = \"other\"").is_err());
+        assert!(toml::from_str::<DeidConfig>("colour = 1").is_err());
+    }
+
+    #[test]
+    fn debug_hides_the_secret() {
+        let c = DeidConfig {
+            secret: Some("ab".repeat(32)),
+            ..Default::default()
+        };
+        assert!(!format!("{c:?}").contains("abab"));
+    }
+}
