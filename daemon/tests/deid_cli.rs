@@ -153,6 +153,36 @@ fn deid_corpus_removes_identity_keeps_pixels_and_validity() {
         assert!(new_errors.is_empty(), "{name}: {new_errors:?}");
     }
 
+    // References stay consistent: the outputs of one input study share one new Study
+    // Instance UID, and each series one new Series Instance UID (files were processed in
+    // parallel, in no particular order).
+    let uid_of = |text: &str, tag: &str| -> String {
+        text.lines()
+            .find(|l| l.starts_with(tag))
+            .and_then(|l| l.split('[').nth(1))
+            .and_then(|l| l.split(']').next())
+            .unwrap_or_default()
+            .to_string()
+    };
+    let mut studies = BTreeSet::new();
+    let mut series = BTreeSet::new();
+    for o in &outputs {
+        let text = dump(o);
+        studies.insert(uid_of(&text, "(0020,000d)"));
+        series.insert(uid_of(&text, "(0020,000e)"));
+    }
+    assert_eq!(
+        studies.len(),
+        specs.len(),
+        "one new study UID per input study"
+    );
+    let input_series: usize = specs.iter().map(|s| s.series as usize).sum();
+    assert_eq!(
+        series.len(),
+        input_series,
+        "one new series UID per input series"
+    );
+
     // Pixel data byte for byte: the multiset of pixel elements is unchanged.
     let count = |ps: &[PathBuf]| -> BTreeMap<Vec<u8>, usize> {
         let mut m = BTreeMap::new();
