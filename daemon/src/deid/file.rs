@@ -194,3 +194,122 @@ pub fn deidentify_file(
     }
     result.map(|()| (report, output.to_path_buf()))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::deid::engine::{Assignment, DatePolicy, Settings};
+    use crate::deid::profile::ProfileOptions;
+    use crate::deid::uid::UidMapper;
+    use dicom_core::value::PrimitiveValue;
+    use dicom_core::{DataElement, Tag, VR};
+    use dicom_object::meta::FileMetaTableBuilder;
+    use dicom_object::InMemDicomObject;
+
+    fn write(path: &Path, charset: &str, name: &str, description: &str) {
+        let s = |g, e, vr, v: &str| DataElement::new(Tag(g, e), vr, PrimitiveValue::from(v));
+        let obj = InMemDicomObject::from_element_iter([
+            s(0x0008, 0x0005, VR::CS, charset),
+            s(0x0008, 0x0016, VR::UI, "1.2.840.10008.5.1.4.1.1.7"),
+            s(0x0008, 0x0018, VR::UI, "1.2.826.0.1.3680043.8.498.42.1"),
+            s(0x0008, 0x103E, VR::LO, description),
+            s(0x0010, 0x0010, VR::PN, name),
+            s(0x0020, 0x000D, VR::UI, "1.2.826.0.1.3680043.8.498.42"),
+            s(0x0020, 0x000E, VR::UI, "1.2.826.0.1.3680043.8.498.42.0"),
+            DataElement::new(
+                Tag(0x7FE0, 0x0010),
+                VR::OB,
+                PrimitiveValue::from(vec![1u8, 2, 3, 4]),
+            ),
+        ]);
+        obj.with_meta(
+            FileMetaTableBuilder::new()
+                .transfer_syntax("1.2.840.10008.1.2.1")
+                .media_storage_sop_class_uid("1.2.840.10008.5.1.4.1.1.7")
+                .media_storage_sop_instance_uid("1.2.826.0.1.3680043.8.498.42.1"),
+        )
+        .unwrap()
+        .write_to_file(path)
+        .unwrap();
+    }
+
+    fn engine() -> Engine {
+        Engine::new(
+            Settings {
+                options: ProfileOptions {
+                    clean_descriptors: true,
+                    ..Default::default()
+                },
+                dates: DatePolicy::Keep,
+                safe_private: vec![],
+                sponsor: String::new(),
+                site_id: String::new(),
+                site_name: String::new(),
+            },
+            UidMapper::Conformant { key: [5; 32] },
+            Assignment {
+                project: "PROJ".into(),
+                participant: "PROJ001".into(),
+                event: "baseline".into(),
+            },
+        )
+        .unwrap()
+    }
+
+    /// Text is decoded and re-encoded in the instance's character set: a Latin-1 and a UTF-8
+    /// description keep every character; the patient's name is cleaned out of them.
+    #[test]
+    fn character_sets_survive_cleaning() {
+        let d = tempfile::tempdir().unwrap();
+        for (charset, name, description, expected, marker) in [
+            (
+                "ISO_IR 100",
+                "Ørjansen^Åse",
+                "Hjerne Ærø Ørjansen",
+                "Hjerne Ærø",
+                vec![0xC6u8, b'r', 0xF8],
+            ),
+            (
+                "ISO_IR 192",
+                "Иванов^Иван",
+                "МРТ головы Иванов",
+                "МРТ головы",
+                "МРТ".as_bytes().to_vec(),
+            ),
+        ] {
+            let input = d.path().join(format!("{charset}.dcm"));
+            let output = d.path().join(format!("{charset}-out.dcm"));
+            write(&input, charset, name, description);
+            deidentify_file(&input, Output::File(&output), &engine()).unwrap();
+            let bytes = std::fs::read(&output).unwrap();
+            assert!(
+                bytes.windows(marker.len()).any(|w| w == marker.as_slice()),
+                "{charset} bytes"
+            );
+            let back = dicom_object::open_file(&output).unwrap();
+            let desc = back
+                .element(Tag(0x0008, 0x103E))
+                .unwrap()
+                .to_str()
+                .unwrap()
+                .to_string();
+            assert_eq!(desc, expected, "{charset}");
+            let pn = back
+                .element(Tag(0x0010, 0x0010))
+                .unwrap()
+                .to_str()
+                .unwrap()
+                .to_string();
+            assert_eq!(pn, "PROJ001");
+            // pixel data copied through
+            assert_eq!(
+                back.element(Tag(0x7FE0, 0x0010))
+                    .unwrap()
+                    .to_bytes()
+                    .unwrap()
+                    .as_ref(),
+                &[1, 2, 3, 4]
+            );
+        }
+    }
+}
