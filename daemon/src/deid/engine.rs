@@ -238,9 +238,59 @@ impl Engine {
     pub fn apply(&self, obj: &mut InMemDicomObject) -> Report {
         let mut report = Report::default();
         let needles = identifying_strings(obj);
+        let original = |t: Tag| -> String {
+            obj.get(t)
+                .and_then(|e| {
+                    e.to_str()
+                        .ok()
+                        .map(|s| s.trim_end_matches(['\0', ' ']).to_string())
+                })
+                .unwrap_or_default()
+        };
+        let (study_uid, accession) = (original(Tag(0x0020, 0x000D)), original(Tag(0x0008, 0x0050)));
         self.process(obj, &needles, &mut report);
         self.write_identity(obj);
+        if let UidMapper::Legacy { project } = &self.uids {
+            self.write_legacy_identifiers(obj, project, &study_uid, &accession);
+        }
         report
+    }
+
+    /// What the old system wrote besides UIDs (shared/fiona-legacy/uid-vectors.json):
+    /// StudyID and AccessionNumber as 16 digits of its digest (the accession unsalted, so
+    /// reversible by brute force: legacy mode only), the project as InstitutionName, and the
+    /// event in ReferringPhysicianName (its research PACS viewer shows that column).
+    fn write_legacy_identifiers(
+        &self,
+        obj: &mut InMemDicomObject,
+        project: &str,
+        study_uid: &str,
+        accession: &str,
+    ) {
+        use super::uid::legacy_digits;
+        let put = |obj: &mut InMemDicomObject, g: u16, e: u16, vr: VR, v: &str| {
+            obj.put(DataElement::new(
+                Tag(g, e),
+                vr,
+                PrimitiveValue::from(values::fit(vr.to_string(), v)),
+            ));
+        };
+        if !study_uid.is_empty() {
+            let d = legacy_digits(format!("{study_uid}{project}").as_bytes());
+            put(obj, 0x0020, 0x0010, VR::SH, &d[..16]);
+        }
+        if !accession.is_empty() {
+            let d = legacy_digits(accession.as_bytes());
+            put(obj, 0x0008, 0x0050, VR::SH, &d[..16]);
+        }
+        put(obj, 0x0008, 0x0080, VR::LO, project);
+        put(
+            obj,
+            0x0008,
+            0x0090,
+            VR::PN,
+            &format!("EventName:{}", self.assignment.event),
+        );
     }
 
     fn process(&self, obj: &mut InMemDicomObject, needles: &[String], r: &mut Report) {
@@ -947,5 +997,42 @@ mod tests {
                 assert!(!b.windows(7).any(|w| w == b"PLANTED"), "{:?}", e.tag());
             }
         }
+    }
+
+    /// Legacy mode writes the old system's StudyID, AccessionNumber, InstitutionName and
+    /// ReferringPhysicianName, matching its vectors.
+    #[test]
+    fn legacy_identifiers_match_vectors() {
+        let e = Engine::new(
+            default_settings(),
+            UidMapper::Legacy {
+                project: "PROJ".into(),
+            },
+            Assignment {
+                project: "PROJ".into(),
+                participant: "PROJ001".into(),
+                event: "baseline".into(),
+            },
+        )
+        .unwrap();
+        let mut obj = InMemDicomObject::from_element_iter([
+            s(0x0008, 0x0050, VR::SH, "ACC12345"),
+            s(0x0020, 0x000D, VR::UI, "1.2.826.0.1.3680043.8.498.1"),
+            s(0x0008, 0x0018, VR::UI, "1.2.826.0.1.3680043.8.498.5.1"),
+        ]);
+        e.apply(&mut obj);
+        let g = |t: Tag| obj.get(t).unwrap().to_str().unwrap().to_string();
+        assert_eq!(g(Tag(0x0020, 0x0010)), "9445552525315212");
+        assert_eq!(g(Tag(0x0008, 0x0050)), "1150646018409075");
+        assert_eq!(
+            g(Tag(0x0020, 0x000D)),
+            "1.3.6.1.4.1.45037.944555252531521250140041433123464122221272275"
+        );
+        assert_eq!(
+            g(Tag(0x0008, 0x0018)),
+            "1.3.6.1.4.1.45037.757558451308842891313517209503025801735865131"
+        );
+        assert_eq!(g(Tag(0x0008, 0x0080)), "PROJ");
+        assert_eq!(g(Tag(0x0008, 0x0090)), "EventName:baseline");
     }
 }
