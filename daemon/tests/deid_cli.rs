@@ -37,7 +37,19 @@ fn deid(data: &Path, input: &Path, output: &Path) -> std::process::Output {
 
 /// The Pixel Data element's bytes of a file (found by fiona's own scanner).
 fn pixel_bytes(p: &Path) -> Vec<u8> {
-    let (ts, ds) = corpus::dataset_bytes(p).unwrap();
+    let (ts, mut ds) = corpus::dataset_bytes(p).unwrap();
+    if ts == corpus::TS_DEFLATED_EXPLICIT_VR_LE {
+        use std::io::Read;
+        let mut inflated = Vec::new();
+        flate2::read::DeflateDecoder::new(&ds[..])
+            .read_to_end(&mut inflated)
+            .unwrap();
+        ds = inflated;
+        let mut c = Checker::new(corpus::TS_EXPLICIT_VR_LE).unwrap();
+        c.feed(&ds).unwrap();
+        let (s, e) = c.finish().unwrap().pixel_data.expect("pixel data");
+        return ds[s as usize..e as usize].to_vec();
+    }
     let mut c = Checker::new(&ts).unwrap();
     c.feed(&ds).unwrap();
     let f = c.finish().unwrap();
@@ -77,9 +89,6 @@ fn deid_corpus_removes_identity_keeps_pixels_and_validity() {
         specs.push(spec);
     }
     for (k, v) in Variant::ALL.into_iter().enumerate() {
-        if v == Variant::Deflate {
-            continue; // not supported by `fiona deid` yet (refused, tested below)
-        }
         let m = if v.supports_bits_allocated(16) {
             Modality::Ct
         } else {
@@ -183,7 +192,8 @@ fn deid_corpus_removes_identity_keeps_pixels_and_validity() {
         "one new series UID per input series"
     );
 
-    // Pixel data byte for byte: the multiset of pixel elements is unchanged.
+    // Pixel data byte for byte: the multiset of pixel elements is unchanged (the deflated
+    // input comes out as explicit VR little endian, with the same pixel element).
     let count = |ps: &[PathBuf]| -> BTreeMap<Vec<u8>, usize> {
         let mut m = BTreeMap::new();
         for p in ps {
@@ -204,12 +214,13 @@ fn deid_corpus_removes_identity_keeps_pixels_and_validity() {
     };
     assert_eq!(names(&out_dir), names(&out2));
 
-    // Bad input: a non-DICOM file and a deflated file fail with reasons; the rest is done.
+    // Bad input: a non-DICOM file and a truncated file fail with reasons; the rest is done.
     let bad_in = tmp.path().join("bad");
     std::fs::create_dir_all(&bad_in).unwrap();
     std::fs::write(bad_in.join("notes.txt"), "not dicom").unwrap();
     std::fs::copy(&files[0], bad_in.join("good.dcm")).unwrap();
-    corpus::transcode(&files[0], &bad_in.join("deflated.dcm"), Variant::Deflate).unwrap();
+    let bytes = std::fs::read(&files[1]).unwrap();
+    std::fs::write(bad_in.join("truncated.dcm"), &bytes[..bytes.len() - 100]).unwrap();
     let out = deid(&data, &bad_in, &tmp.path().join("out3"));
     assert!(!out.status.success(), "failures give a non-zero exit");
     let err = String::from_utf8_lossy(&out.stderr);
@@ -218,8 +229,13 @@ fn deid_corpus_removes_identity_keeps_pixels_and_validity() {
         "{err}"
     );
     assert!(
-        err.contains("deflated.dcm") && err.contains("not supported"),
+        err.contains("truncated.dcm") && err.contains("does not parse"),
         "{err}"
+    );
+    assert_eq!(
+        std::fs::read_dir(tmp.path().join("out3")).unwrap().count(),
+        1,
+        "only the good file has an output, no partial one"
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("1 de-identified, 2 failed"));
 }

@@ -11,8 +11,9 @@
 //!    header in the input's transfer syntax, then the Pixel Data element copied from the input,
 //!    and renamed into place.
 //!
-//! Not yet: deflated transfer syntaxes and elements after Pixel Data (both refused with a
-//! reason, never passed through unprocessed).
+//! A deflated data set, or one with elements after Pixel Data, is read whole instead (its
+//! pixel data in memory; such files are small in practice) and a deflated one is written as
+//! Explicit VR Little Endian: nothing is ever passed through unprocessed.
 
 use std::fs::{self, File};
 use std::io::{self, BufReader, BufWriter, Read, Seek, SeekFrom, Write};
@@ -37,8 +38,6 @@ pub enum FileError {
     Structure(#[from] crate::header::HeaderError),
     #[error("transfer syntax {0} is not supported here yet")]
     Unsupported(String),
-    #[error("elements after Pixel Data are not supported yet")]
-    TrailingElements,
     #[error("header cannot be read: {0}")]
     Header(String),
     #[error("output cannot be written: {0}")]
@@ -114,12 +113,6 @@ pub fn deidentify_file(
     let (ts_uid, ds_offset) = read_meta(&mut f)?;
     let (_, deflated) = Encoding::of_transfer_syntax(&ts_uid)
         .ok_or_else(|| FileError::Unsupported(ts_uid.clone()))?;
-    if deflated {
-        return Err(FileError::Unsupported(ts_uid));
-    }
-    let ts = TransferSyntaxRegistry
-        .get(&ts_uid)
-        .ok_or_else(|| FileError::Unsupported(ts_uid.clone()))?;
 
     // 1. Check the whole data set (bounded), find Pixel Data.
     let mut checker =
@@ -134,17 +127,32 @@ pub fn deidentify_file(
         checker.feed(&buf[..n])?;
     }
     let fields = checker.finish()?;
-    if let Some((_, end)) = fields.pixel_data {
-        if end < fields.data_set_length {
-            return Err(FileError::TrailingElements);
-        }
-    }
+    let trailing = fields
+        .pixel_data
+        .is_some_and(|(_, end)| end < fields.data_set_length);
 
-    // 2. The header, now known to be well-formed.
-    let mut obj = dicom_object::OpenFileOptions::new()
-        .read_until(tags::PIXEL_DATA)
+    // 2. The header, now known to be well-formed. A deflated data set, or one with elements
+    //    after Pixel Data, is read whole instead (pixel data in memory) and, when deflated,
+    //    written as Explicit VR Little Endian.
+    let whole = deflated || trailing;
+    let out_ts_uid = if deflated {
+        "1.2.840.10008.1.2.1".to_string()
+    } else {
+        ts_uid.clone()
+    };
+    let ts = TransferSyntaxRegistry
+        .get(&out_ts_uid)
+        .ok_or_else(|| FileError::Unsupported(out_ts_uid.clone()))?;
+    let options = dicom_object::OpenFileOptions::new();
+    let options = if whole {
+        options.read_all()
+    } else {
+        options.read_until(tags::PIXEL_DATA)
+    };
+    let mut obj = options
         .open_file(input)
         .map_err(|e| FileError::Header(e.to_string()))?;
+    let copy_pixels = if whole { None } else { fields.pixel_data };
     let sop_class = obj.meta().media_storage_sop_class_uid().to_string();
     let report = engine.apply(&mut obj);
     let new_sop = obj
@@ -172,12 +180,12 @@ pub fn deidentify_file(
         w.write_all(&crate::scp::file_meta(
             sop_class.trim_end_matches('\0'),
             &new_sop,
-            &ts_uid,
+            &out_ts_uid,
             "",
         ))?;
         obj.write_dataset_with_ts(&mut w, ts)
             .map_err(|e| FileError::Write(e.to_string()))?;
-        if let Some((start, end)) = fields.pixel_data {
+        if let Some((start, end)) = copy_pixels {
             f.seek(SeekFrom::Start(ds_offset + start))?;
             let copied = io::copy(&mut (&mut f).take(end - start), &mut w)?;
             if copied != end - start {
