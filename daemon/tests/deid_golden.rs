@@ -20,6 +20,20 @@ fn golden_dir() -> PathBuf {
 }
 
 fn check(name: &str, input: &Path, data: &Path, out: &Path) {
+    check_with(name, input, data, out, "");
+}
+
+/// Run `fiona deid` with a config holding `deid_toml` as `[projects.PROJ.deid]`.
+fn check_with(name: &str, input: &Path, data: &Path, out: &Path, deid_toml: &str) {
+    let cfg = data.with_extension(format!("{name}.toml"));
+    std::fs::write(
+        &cfg,
+        format!(
+            "data_dir = \"{}\"\n[projects.PROJ.deid]\n{deid_toml}\n",
+            data.display()
+        ),
+    )
+    .unwrap();
     let status = Command::new(bin())
         .args([
             "deid",
@@ -29,9 +43,9 @@ fn check(name: &str, input: &Path, data: &Path, out: &Path) {
             "PROJ001",
             "--event",
             "baseline",
-            "--data-dir",
+            "--config",
         ])
-        .arg(data)
+        .arg(&cfg)
         .arg(input)
         .arg(out)
         .output()
@@ -84,4 +98,106 @@ fn default_profile_golden_dumps() {
         let f = corpus::write_study(&spec, &d).unwrap().remove(0);
         check(name, &f, &data, &tmp.path().join(format!("{name}.dcm")));
     }
+}
+
+#[test]
+fn options_golden_dump() {
+    require_tool("dcmdump");
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    std::fs::create_dir_all(data.join("secrets")).unwrap();
+    std::fs::write(data.join("secrets/PROJ.key"), format!("{SECRET}\n")).unwrap();
+    let mut spec = StudySpec::new(8, Modality::Mr);
+    spec.series = 1;
+    spec.instances_per_series = 1;
+    spec.rows = 8;
+    spec.cols = 8;
+    let d = tmp.path().join("mr");
+    std::fs::create_dir_all(&d).unwrap();
+    let f = corpus::write_study(&spec, &d).unwrap().remove(0);
+    check_with(
+        "mr_keep_dates_clean_descriptors_patient_device",
+        &f,
+        &data,
+        &tmp.path().join("mr.dcm"),
+        "dates = { policy = \"keep\" }\nsite_id = \"HUS\"\nsite_name = \"Haukeland\"\n\
+         [projects.PROJ.deid.options]\nclean_descriptors = true\n\
+         retain_patient_characteristics = true\nretain_device_identity = true\n",
+    );
+}
+
+/// Latin-1 text, a private block (one element kept as safe), and sequences three deep with
+/// references.
+#[test]
+fn nested_private_latin1_golden_dump() {
+    use dicom_core::value::{DataSetSequence, PrimitiveValue};
+    use dicom_core::{DataElement, Length, Tag, VR};
+    use dicom_object::meta::FileMetaTableBuilder;
+    use dicom_object::InMemDicomObject;
+    require_tool("dcmdump");
+    let s = |g, e, vr, v: &str| DataElement::new(Tag(g, e), vr, PrimitiveValue::from(v));
+    let sq = |g, e, items: Vec<InMemDicomObject>| {
+        DataElement::new(
+            Tag(g, e),
+            VR::SQ,
+            DataSetSequence::new(items, Length::UNDEFINED),
+        )
+    };
+    let level3 = InMemDicomObject::from_element_iter([
+        s(0x0008, 0x1150, VR::UI, "1.2.840.10008.5.1.4.1.1.2"),
+        s(0x0008, 0x1155, VR::UI, "1.2.826.0.1.3680043.8.498.9.3"),
+        s(0x0010, 0x0010, VR::PN, "Ørjansen^Åse"),
+    ]);
+    let level2 = InMemDicomObject::from_element_iter([
+        sq(0x0008, 0x1199, vec![level3]),
+        s(0x0040, 0xA160, VR::UT, "Funn hos Ørjansen: normal"),
+    ]);
+    let level1 = InMemDicomObject::from_element_iter([
+        s(0x0008, 0x1150, VR::UI, "1.2.840.10008.5.1.4.1.1.2"),
+        s(0x0008, 0x1155, VR::UI, "1.2.826.0.1.3680043.8.498.9.2"),
+        sq(0x0040, 0xA730, vec![level2]),
+    ]);
+    let obj = InMemDicomObject::from_element_iter([
+        s(0x0008, 0x0005, VR::CS, "ISO_IR 100"),
+        s(0x0008, 0x0016, VR::UI, "1.2.840.10008.5.1.4.1.1.7"),
+        s(0x0008, 0x0018, VR::UI, "1.2.826.0.1.3680043.8.498.9.1"),
+        s(0x0008, 0x0020, VR::DA, "20240229"),
+        s(0x0008, 0x0060, VR::CS, "OT"),
+        s(0x0008, 0x1030, VR::LO, "Hjerne Ørjansen"),
+        sq(0x0008, 0x1140, vec![level1]),
+        s(0x0009, 0x0010, VR::LO, "ACME 1.0"),
+        s(0x0009, 0x1001, VR::DS, "1000"),
+        s(0x0009, 0x1002, VR::LO, "Ørjansen secret"),
+        s(0x0010, 0x0010, VR::PN, "Ørjansen^Åse"),
+        s(0x0010, 0x0020, VR::LO, "01017012345"),
+        s(0x0020, 0x000D, VR::UI, "1.2.826.0.1.3680043.8.498.9"),
+        s(0x0020, 0x000E, VR::UI, "1.2.826.0.1.3680043.8.498.9.0"),
+        DataElement::new(
+            Tag(0x7FE0, 0x0010),
+            VR::OB,
+            PrimitiveValue::from(vec![0u8; 16]),
+        ),
+    ]);
+    let tmp = tempfile::tempdir().unwrap();
+    let input = tmp.path().join("in.dcm");
+    obj.with_meta(
+        FileMetaTableBuilder::new()
+            .transfer_syntax("1.2.840.10008.1.2.1")
+            .media_storage_sop_class_uid("1.2.840.10008.5.1.4.1.1.7")
+            .media_storage_sop_instance_uid("1.2.826.0.1.3680043.8.498.9.1"),
+    )
+    .unwrap()
+    .write_to_file(&input)
+    .unwrap();
+    let data = tmp.path().join("data");
+    std::fs::create_dir_all(data.join("secrets")).unwrap();
+    std::fs::write(data.join("secrets/PROJ.key"), format!("{SECRET}\n")).unwrap();
+    check_with(
+        "nested_private_latin1",
+        &input,
+        &data,
+        &tmp.path().join("out.dcm"),
+        "safe_private = [{ creator = \"ACME 1.0\", element = 0x01 }]\n\
+         [projects.PROJ.deid.options]\nretain_safe_private = true\nclean_descriptors = true\n",
+    );
 }
