@@ -294,6 +294,35 @@ impl Scanner {
         self.pos
     }
 
+    /// How many of the next bytes the scanner would only skip (the rest of a value it does
+    /// not keep). A reader that can seek may jump over them with [`Scanner::skip`] instead of
+    /// feeding them.
+    pub fn skippable(&self) -> u64 {
+        match self.state {
+            State::Skip { remaining } => remaining,
+            _ => 0,
+        }
+    }
+
+    /// Advance over `n` bytes the caller jumped over, `n <= self.skippable()`. The caller
+    /// must know the bytes exist (e.g. from the file length): skipping is not evidence.
+    pub fn skip(&mut self, n: u64) -> Result<(), HeaderError> {
+        let State::Skip { remaining } = self.state else {
+            return Ok(());
+        };
+        let n = n.min(remaining);
+        self.pos += n;
+        if n == remaining {
+            self.state = State::Header { have: 0 };
+            self.close_defined()?;
+        } else {
+            self.state = State::Skip {
+                remaining: remaining - n,
+            };
+        }
+        Ok(())
+    }
+
     fn current_implicit(&self) -> bool {
         self.encoding == Encoding::ImplicitLittle || self.stack.last().is_some_and(|c| c.implicit)
     }
@@ -706,6 +735,22 @@ impl Checker {
         }
     }
 
+    /// See [`Scanner::skippable`]; always 0 for deflated data (every byte must be inflated).
+    pub fn skippable(&self) -> u64 {
+        match self {
+            Checker::Plain(s) => s.skippable(),
+            Checker::Deflated(_) => 0,
+        }
+    }
+
+    /// See [`Scanner::skip`].
+    pub fn skip(&mut self, n: u64) -> Result<(), HeaderError> {
+        match self {
+            Checker::Plain(s) => s.skip(n),
+            Checker::Deflated(_) => Ok(()),
+        }
+    }
+
     pub fn finish(self) -> Result<HeaderFields, HeaderError> {
         match self {
             Checker::Plain(s) => s.finish(),
@@ -946,6 +991,27 @@ mod tests {
         // sample() ends with Pixel Data OW of 64 bytes: 12-byte header + value.
         assert_eq!(f.pixel_data, Some((d.len() as u64 - 76, d.len() as u64)));
         assert_eq!(f.data_set_length, d.len() as u64);
+    }
+
+    /// Jumping over skippable bytes gives the same result as feeding them.
+    #[test]
+    fn skipping_equals_feeding() {
+        let d = sample();
+        let mut fed = Scanner::new(Encoding::ExplicitLittle);
+        fed.feed(&d).unwrap();
+        let mut jumped = Scanner::new(Encoding::ExplicitLittle);
+        let mut pos = 0usize;
+        while pos < d.len() {
+            let n = jumped.skippable() as usize;
+            if n > 0 {
+                jumped.skip(n as u64).unwrap();
+                pos += n;
+            } else {
+                jumped.feed(&d[pos..pos + 1]).unwrap();
+                pos += 1;
+            }
+        }
+        assert_eq!(jumped.finish(), fed.finish());
     }
 
     #[test]

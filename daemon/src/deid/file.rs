@@ -117,14 +117,27 @@ pub fn deidentify_file(
     // 1. Check the whole data set (bounded), find Pixel Data.
     let mut checker =
         Checker::new(&ts_uid).ok_or_else(|| FileError::Unsupported(ts_uid.clone()))?;
-    let mut r = BufReader::with_capacity(256 * 1024, &mut f);
-    let mut buf = vec![0u8; 256 * 1024];
-    loop {
-        let n = r.read(&mut buf)?;
+    // Values the checker does not look into (pixel data above all) are jumped over, not
+    // read: only the bytes the file really has may be jumped (its length is known).
+    let file_len = f.metadata()?.len();
+    let mut left = file_len.saturating_sub(ds_offset);
+    let mut r = BufReader::with_capacity(64 * 1024, &mut f);
+    let mut buf = vec![0u8; 64 * 1024];
+    while left > 0 {
+        let skip = checker.skippable().min(left);
+        if skip >= 16 * 1024 {
+            r.seek_relative(skip as i64)?;
+            checker.skip(skip)?;
+            left -= skip;
+            continue;
+        }
+        let want = (buf.len() as u64).min(left) as usize;
+        let n = r.read(&mut buf[..want])?;
         if n == 0 {
             break;
         }
         checker.feed(&buf[..n])?;
+        left -= n as u64;
     }
     let fields = checker.finish()?;
     let trailing = fields
@@ -192,8 +205,10 @@ pub fn deidentify_file(
                 return Err(FileError::Write("input shrank while copying".into()));
             }
         }
+        // Complete before it gets its name (rename), so a reader never sees half a file.
+        // Not fsynced: durability of outputs is the caller's (the pipeline's) business.
         let file = w.into_inner().map_err(|e| FileError::Io(e.into_error()))?;
-        file.sync_all()?;
+        drop(file);
         fs::rename(&tmp, output)?;
         Ok(())
     })();
