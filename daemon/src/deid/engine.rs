@@ -353,6 +353,13 @@ impl Engine {
             if tag.group() == 0x0002 {
                 continue;
             }
+            if tag.element() == 0x0000 {
+                // Group lengths (retired) would be stale after any change: removed.
+                if obj.remove_element(tag) {
+                    r.removed += 1;
+                }
+                continue;
+            }
             let Some(elem) = obj.take(tag) else { continue };
             if let Some(e) = self.transform(elem, needles, r) {
                 obj.put(e);
@@ -718,6 +725,7 @@ mod tests {
                 )])],
             ),
             s(0x0040, 0xA124, VR::UI, "1.2.826.0.1.3680043.8.498.123"),
+            DataElement::new(Tag(0x0010, 0x0000), VR::UL, PrimitiveValue::from(64u32)),
         ])
     }
 
@@ -823,8 +831,9 @@ mod tests {
             obj.get(Tag(0x0012, 0x0062)).unwrap().to_str().unwrap(),
             "YES"
         );
-        // Technical attributes not in the table stay.
+        // Technical attributes not in the table stay; stale group lengths go.
         assert!(obj.get(Tag(0x0028, 0x0010)).is_some());
+        assert!(obj.get(Tag(0x0010, 0x0000)).is_none());
     }
 
     #[test]
