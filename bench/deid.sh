@@ -58,7 +58,7 @@
 #
 # Installs what is missing: dcmtk, libgdcm-tools, openssl and eatmydata (apt-get), and a
 # venv under BENCH_OUT with DEID_PIP (the system Python is not changed). The corpus is generated
-# once with the fiona-tests examples make_corpus (CT) and make_mr_corpus (MR) and reused.
+# once with the fiona-tests examples make_corpus (CT, and MR with the `mr` argument) and reused.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -213,8 +213,8 @@ if [[ ! -d $CORPUS ]]; then
   mkdir -p "$CORPUS.partial"
   cargo run --release -q -p fiona-tests --example make_corpus -- \
     "$CORPUS.partial/ct" "$CT_COUNT" 4
-  cargo run --release -q -p fiona-tests --example make_mr_corpus -- \
-    "$CORPUS.partial/mr" "$MR_COUNT" 2
+  cargo run --release -q -p fiona-tests --example make_corpus -- \
+    "$CORPUS.partial/mr" "$MR_COUNT" 2 mr
   mv "$CORPUS.partial" "$CORPUS"
 fi
 n_in=$(find "$CORPUS" -type f | wc -l)

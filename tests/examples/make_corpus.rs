@@ -1,9 +1,10 @@
-//! Writes the synthetic receive-benchmark corpus: one CT study of COUNT uncompressed
-//! 512x512 16-bit instances (about 0.5 MB each, Explicit VR Little Endian), split into
-//! SERIES series (default 4). Used by `bench/receive.sh`.
+//! Writes a synthetic benchmark corpus: one study of COUNT uncompressed 16-bit instances
+//! (Explicit VR Little Endian), split into SERIES series (default 4): CT 512x512 (about
+//! 0.5 MB each, the default) or MR 256x256 (about 0.13 MB each). Used by `bench/receive.sh`
+//! and `bench/deid.sh`.
 //!
 //! ```sh
-//! cargo run --release -p fiona-tests --example make_corpus -- OUTDIR COUNT [SERIES]
+//! cargo run --release -p fiona-tests --example make_corpus -- OUTDIR COUNT [SERIES [ct|mr]]
 //! ```
 //!
 //! The files are written into `OUTDIR.partial` first, which is then renamed to `OUTDIR`,
@@ -16,19 +17,30 @@ use std::process::ExitCode;
 
 use fiona_tests::corpus::{write_study, Modality, StudySpec};
 
-/// Study number passed to [`StudySpec::new`]; fixed so the corpus is reproducible.
-const STUDY_NUMBER: u32 = 512;
+/// (modality, study number for [`StudySpec::new`], matrix size): fixed so the corpus is
+/// reproducible; the study numbers differ so corpora of both kinds can share a tree.
+const KINDS: [(&str, Modality, u32, u16); 2] = [
+    ("ct", Modality::Ct, 512, 512),
+    ("mr", Modality::Mr, 256, 256),
+];
 
 fn usage() -> ExitCode {
-    eprintln!("usage: make_corpus OUTDIR COUNT [SERIES]  (COUNT a multiple of SERIES, default 4)");
+    eprintln!(
+        "usage: make_corpus OUTDIR COUNT [SERIES [ct|mr]]  (COUNT a multiple of SERIES, \
+         default 4; ct: 512x512, the default; mr: 256x256)"
+    );
     ExitCode::from(2)
 }
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    if args.len() < 2 || args.len() > 3 {
+    if args.len() < 2 || args.len() > 4 {
         return usage();
     }
+    let kind = args.get(3).map(String::as_str).unwrap_or("ct");
+    let Some(&(_, modality, study_number, matrix)) = KINDS.iter().find(|k| k.0 == kind) else {
+        return usage();
+    };
     let out = PathBuf::from(&args[0]);
     let Ok(count) = args[1].parse::<u32>() else {
         return usage();
@@ -50,9 +62,9 @@ fn main() -> ExitCode {
         return ExitCode::FAILURE;
     }
 
-    let mut spec = StudySpec::new(STUDY_NUMBER, Modality::Ct);
-    spec.rows = 512;
-    spec.cols = 512;
+    let mut spec = StudySpec::new(study_number, modality);
+    spec.rows = matrix;
+    spec.cols = matrix;
     spec.series = series;
     spec.instances_per_series = count / series;
 
@@ -91,12 +103,13 @@ fn main() -> ExitCode {
         return ExitCode::FAILURE;
     }
     println!(
-        "{} instances ({} series x {}, {}x{} CT, {} bytes) in {}",
+        "{} instances ({} series x {}, {}x{} {}, {} bytes) in {}",
         paths.len(),
         spec.series,
         spec.instances_per_series,
         spec.rows,
         spec.cols,
+        kind.to_uppercase(),
         bytes,
         out.display()
     );
