@@ -201,3 +201,107 @@ fn nested_private_latin1_golden_dump() {
          [projects.PROJ.deid.options]\nretain_safe_private = true\nclean_descriptors = true\n",
     );
 }
+
+/// A Basic Text SR with references to images of another study (evidence sequence), a
+/// verifying observer and text content naming the patient.
+#[test]
+fn structured_report_golden_dump() {
+    use dicom_core::value::{DataSetSequence, PrimitiveValue};
+    use dicom_core::{DataElement, Length, Tag, VR};
+    use dicom_object::meta::FileMetaTableBuilder;
+    use dicom_object::InMemDicomObject;
+    require_tool("dcmdump");
+    let s = |g, e, vr, v: &str| DataElement::new(Tag(g, e), vr, PrimitiveValue::from(v));
+    let sq = |g, e, items: Vec<InMemDicomObject>| {
+        DataElement::new(
+            Tag(g, e),
+            VR::SQ,
+            DataSetSequence::new(items, Length::UNDEFINED),
+        )
+    };
+    let item = |els: Vec<DataElement<InMemDicomObject>>| InMemDicomObject::from_element_iter(els);
+    let concept = |code: &str, meaning: &str| {
+        sq(
+            0x0040,
+            0xA043,
+            vec![item(vec![
+                s(0x0008, 0x0100, VR::SH, code),
+                s(0x0008, 0x0102, VR::SH, "DCM"),
+                s(0x0008, 0x0104, VR::LO, meaning),
+            ])],
+        )
+    };
+    let image_ref = item(vec![
+        s(0x0008, 0x1150, VR::UI, "1.2.840.10008.5.1.4.1.1.2"),
+        s(0x0008, 0x1155, VR::UI, "1.2.826.0.1.3680043.8.498.20.1.1"),
+    ]);
+    let content = vec![
+        item(vec![
+            s(0x0040, 0xA010, VR::CS, "CONTAINS"),
+            s(0x0040, 0xA040, VR::CS, "TEXT"),
+            concept("121071", "Finding"),
+            s(0x0040, 0xA160, VR::UT, "Nordmann Kari has a normal scan"),
+        ]),
+        item(vec![
+            s(0x0040, 0xA010, VR::CS, "CONTAINS"),
+            s(0x0040, 0xA040, VR::CS, "IMAGE"),
+            concept("121080", "Best illustration of finding"),
+            sq(0x0008, 0x1199, vec![image_ref.clone()]),
+        ]),
+    ];
+    let evidence = item(vec![
+        s(0x0020, 0x000D, VR::UI, "1.2.826.0.1.3680043.8.498.20"),
+        sq(
+            0x0008,
+            0x1115,
+            vec![item(vec![
+                s(0x0020, 0x000E, VR::UI, "1.2.826.0.1.3680043.8.498.20.1"),
+                sq(0x0008, 0x1199, vec![image_ref]),
+            ])],
+        ),
+    ]);
+    let obj = InMemDicomObject::from_element_iter([
+        s(0x0008, 0x0005, VR::CS, "ISO_IR 192"),
+        s(0x0008, 0x0016, VR::UI, "1.2.840.10008.5.1.4.1.1.88.11"),
+        s(0x0008, 0x0018, VR::UI, "1.2.826.0.1.3680043.8.498.21.1"),
+        s(0x0008, 0x0020, VR::DA, "20240301"),
+        s(0x0008, 0x0023, VR::DA, "20240301"),
+        s(0x0008, 0x0060, VR::CS, "SR"),
+        s(0x0008, 0x0090, VR::PN, "Lege^Lise"),
+        s(0x0010, 0x0010, VR::PN, "Nordmann^Kari"),
+        s(0x0010, 0x0020, VR::LO, "01017012345"),
+        s(0x0020, 0x000D, VR::UI, "1.2.826.0.1.3680043.8.498.21"),
+        s(0x0020, 0x000E, VR::UI, "1.2.826.0.1.3680043.8.498.21.9"),
+        s(0x0040, 0xA040, VR::CS, "CONTAINER"),
+        concept("18748-4", "Diagnostic Imaging Report"),
+        s(0x0040, 0xA050, VR::CS, "SEPARATE"),
+        s(0x0040, 0xA491, VR::CS, "COMPLETE"),
+        s(0x0040, 0xA493, VR::CS, "VERIFIED"),
+        sq(
+            0x0040,
+            0xA073,
+            vec![item(vec![
+                s(0x0040, 0xA027, VR::LO, "Haukeland Universitetssjukehus"),
+                s(0x0040, 0xA030, VR::DT, "20240301120000"),
+                s(0x0040, 0xA075, VR::PN, "Lege^Lise"),
+            ])],
+        ),
+        sq(0x0040, 0xA375, vec![evidence]),
+        sq(0x0040, 0xA730, content),
+    ]);
+    let tmp = tempfile::tempdir().unwrap();
+    let input = tmp.path().join("sr.dcm");
+    obj.with_meta(
+        FileMetaTableBuilder::new()
+            .transfer_syntax("1.2.840.10008.1.2.1")
+            .media_storage_sop_class_uid("1.2.840.10008.5.1.4.1.1.88.11")
+            .media_storage_sop_instance_uid("1.2.826.0.1.3680043.8.498.21.1"),
+    )
+    .unwrap()
+    .write_to_file(&input)
+    .unwrap();
+    let data = tmp.path().join("data");
+    std::fs::create_dir_all(data.join("secrets")).unwrap();
+    std::fs::write(data.join("secrets/PROJ.key"), format!("{SECRET}\n")).unwrap();
+    check("sr_references", &input, &data, &tmp.path().join("out.dcm"));
+}
