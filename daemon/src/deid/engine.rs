@@ -25,6 +25,10 @@
 //!    Retain UIDs they are kept.
 //! 5. **Dates** (DA, DT) that stay are shifted by the project's offset when the policy shifts.
 //!
+//! Overlays (groups 6000-601E) go whole when their Overlay Data may not stay (removed in the
+//! basic profile; "cleaned" with Clean Graphics, which fiona cannot do for a bitmap), so no
+//! overlay module is left half. Curves (50xx) are masked rows and go element by element.
+//!
 //! Actions on values: Z gives a zero-length value; D a dummy valid for the VR (`values`);
 //! C on a date shifts it, on text removes every occurrence of the instance's own identifying
 //! strings (name components, patient ID, other IDs, accession number, birth date), on a
@@ -301,6 +305,25 @@ impl Engine {
             if t.group() % 2 == 1 && (0x10..=0xFF).contains(&t.element()) {
                 if let Ok(s) = e.to_str() {
                     creators.insert((t.group(), t.element() as u8), s.trim().to_string());
+                }
+            }
+        }
+        // Overlays: an overlay whose data cannot stay (removed, or "cleaned", which fiona
+        // cannot do for a bitmap) goes whole, so no overlay module is left without its data.
+        let overlay_groups: Vec<u16> = obj
+            .tags()
+            .filter(|t| (0x6000..=0x601E).contains(&t.group()) && t.group() % 2 == 0)
+            .map(|t| t.group())
+            .collect();
+        for g in overlay_groups {
+            let action = self
+                .table
+                .action(u32::from(g) << 16 | 0x3000, &self.options);
+            if matches!(action, Some(Action::Remove) | Some(Action::Clean)) {
+                let in_group: Vec<Tag> = obj.tags().filter(|t| t.group() == g).collect();
+                for t in in_group {
+                    obj.remove_element(t);
+                    r.removed += 1;
                 }
             }
         }
@@ -1043,5 +1066,41 @@ mod tests {
         );
         assert_eq!(g(Tag(0x0008, 0x0080)), "PROJ");
         assert_eq!(g(Tag(0x0008, 0x0090)), "EventName:baseline");
+    }
+
+    /// An overlay goes whole (rows, columns, type, origin, data), never half.
+    #[test]
+    fn overlays_are_removed_whole() {
+        let mut obj = planted();
+        obj.put(s(0x6000, 0x0010, VR::US, "8"));
+        obj.put(s(0x6000, 0x0011, VR::US, "8"));
+        obj.put(s(0x6000, 0x0040, VR::CS, "G"));
+        obj.put(s(0x6000, 0x0022, VR::LO, "Nordmann"));
+        obj.put(DataElement::new(
+            Tag(0x6000, 0x3000),
+            VR::OW,
+            PrimitiveValue::from(vec![0xFFu8; 8]),
+        ));
+        engine(default_settings()).apply(&mut obj);
+        assert!(
+            obj.tags().all(|t| t.group() != 0x6000),
+            "overlay group left"
+        );
+        let mut graphics = planted();
+        graphics.put(s(0x6002, 0x0010, VR::US, "8"));
+        graphics.put(DataElement::new(
+            Tag(0x6002, 0x3000),
+            VR::OW,
+            PrimitiveValue::from(vec![0xFFu8; 8]),
+        ));
+        engine(Settings {
+            options: ProfileOptions {
+                clean_graphics: true,
+                ..Default::default()
+            },
+            ..default_settings()
+        })
+        .apply(&mut graphics);
+        assert!(graphics.tags().all(|t| t.group() != 0x6002));
     }
 }
