@@ -493,10 +493,12 @@ impl Engine {
                         Value::from(PrimitiveValue::Empty),
                     ));
                 };
-                let mut items: Vec<InMemDicomObject> = seq.items().to_vec();
-                for item in &mut items {
+                // The items are owned here: processed in place, not copied.
+                let mut seq = seq;
+                for item in seq.items_mut().iter_mut() {
                     self.process(item, needles, r);
                 }
+                let items: Vec<InMemDicomObject> = seq.items_mut().drain(..).collect();
                 let _ = header;
                 Some(DataElement::new(
                     tag,
