@@ -10,29 +10,14 @@ use std::process::Command;
 
 use fiona::header::Checker;
 use fiona_tests::corpus::{self, Modality, StudySpec, Variant};
-use fiona_tests::harness::require_tool;
+use fiona_tests::harness::{fiona_deid, require_tool};
 
 fn bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_fiona"))
 }
 
 fn deid(data: &Path, input: &Path, output: &Path) -> std::process::Output {
-    Command::new(bin())
-        .args([
-            "deid",
-            "--project",
-            "PROJ",
-            "--participant",
-            "PROJ001",
-            "--event",
-            "baseline",
-            "--data-dir",
-        ])
-        .arg(data)
-        .arg(input)
-        .arg(output)
-        .output()
-        .unwrap()
+    fiona_deid(&bin(), ("--data-dir", data), input, output)
 }
 
 /// The Pixel Data element's bytes of a file (found by fiona's own scanner).
@@ -260,22 +245,7 @@ fn project_settings_from_config() {
     )
     .unwrap();
     let out_dir = tmp.path().join("out");
-    let out = Command::new(bin())
-        .args([
-            "deid",
-            "--project",
-            "PROJ",
-            "--participant",
-            "PROJ001",
-            "--event",
-            "baseline",
-            "--config",
-        ])
-        .arg(&cfg)
-        .arg(&input)
-        .arg(&out_dir)
-        .output()
-        .unwrap();
+    let out = fiona_deid(&bin(), ("--config", &cfg), &input, &out_dir);
     assert!(
         out.status.success(),
         "{}",
@@ -305,22 +275,12 @@ fn project_settings_from_config() {
     }
     // Invalid settings: refused, field named, nothing written.
     std::fs::write(&cfg, "[projects.PROJ.deid]\nsecret = \"xyz\"\n").unwrap();
-    let out = Command::new(bin())
-        .args([
-            "deid",
-            "--project",
-            "PROJ",
-            "--participant",
-            "PROJ001",
-            "--event",
-            "baseline",
-            "--config",
-        ])
-        .arg(&cfg)
-        .arg(&input)
-        .arg(tmp.path().join("out-bad"))
-        .output()
-        .unwrap();
+    let out = fiona_deid(
+        &bin(),
+        ("--config", &cfg),
+        &input,
+        &tmp.path().join("out-bad"),
+    );
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("deid.secret"));
     assert!(!tmp.path().join("out-bad").exists());

@@ -7,13 +7,39 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use fiona_tests::corpus::{self, Modality, StudySpec};
-use fiona_tests::harness::require_tool;
+use fiona_tests::harness::{fiona_deid, require_tool};
 
 fn bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_fiona"))
 }
 
 const SECRET: &str = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f";
+
+/// A data directory whose PROJ secret is the fixed [`SECRET`].
+fn data_with_secret(root: &Path) -> PathBuf {
+    let data = root.join("data");
+    std::fs::create_dir_all(data.join("secrets")).unwrap();
+    std::fs::write(data.join("secrets/PROJ.key"), format!("{SECRET}\n")).unwrap();
+    data
+}
+
+/// Write a data set as an explicit VR little endian Part-10 file.
+fn write_part10(
+    obj: dicom_object::InMemDicomObject,
+    path: &Path,
+    sop_class: &str,
+    sop_instance: &str,
+) {
+    obj.with_meta(
+        dicom_object::meta::FileMetaTableBuilder::new()
+            .transfer_syntax("1.2.840.10008.1.2.1")
+            .media_storage_sop_class_uid(sop_class)
+            .media_storage_sop_instance_uid(sop_instance),
+    )
+    .unwrap()
+    .write_to_file(path)
+    .unwrap();
+}
 
 fn golden_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/golden")
@@ -34,22 +60,7 @@ fn check_with(name: &str, input: &Path, data: &Path, out: &Path, deid_toml: &str
         ),
     )
     .unwrap();
-    let status = Command::new(bin())
-        .args([
-            "deid",
-            "--project",
-            "PROJ",
-            "--participant",
-            "PROJ001",
-            "--event",
-            "baseline",
-            "--config",
-        ])
-        .arg(&cfg)
-        .arg(input)
-        .arg(out)
-        .output()
-        .unwrap();
+    let status = fiona_deid(&bin(), ("--config", &cfg), input, out);
     assert!(
         status.status.success(),
         "{}",
@@ -80,9 +91,7 @@ fn check_with(name: &str, input: &Path, data: &Path, out: &Path, deid_toml: &str
 fn default_profile_golden_dumps() {
     require_tool("dcmdump");
     let tmp = tempfile::tempdir().unwrap();
-    let data = tmp.path().join("data");
-    std::fs::create_dir_all(data.join("secrets")).unwrap();
-    std::fs::write(data.join("secrets/PROJ.key"), format!("{SECRET}\n")).unwrap();
+    let data = data_with_secret(tmp.path());
     for (name, m) in [
         ("ct_default", Modality::Ct),
         ("sc_default", Modality::Sc),
@@ -104,9 +113,7 @@ fn default_profile_golden_dumps() {
 fn options_golden_dump() {
     require_tool("dcmdump");
     let tmp = tempfile::tempdir().unwrap();
-    let data = tmp.path().join("data");
-    std::fs::create_dir_all(data.join("secrets")).unwrap();
-    std::fs::write(data.join("secrets/PROJ.key"), format!("{SECRET}\n")).unwrap();
+    let data = data_with_secret(tmp.path());
     let mut spec = StudySpec::new(8, Modality::Mr);
     spec.series = 1;
     spec.instances_per_series = 1;
@@ -132,7 +139,6 @@ fn options_golden_dump() {
 fn nested_private_latin1_golden_dump() {
     use dicom_core::value::{DataSetSequence, PrimitiveValue};
     use dicom_core::{DataElement, Length, Tag, VR};
-    use dicom_object::meta::FileMetaTableBuilder;
     use dicom_object::InMemDicomObject;
     require_tool("dcmdump");
     let s = |g, e, vr, v: &str| DataElement::new(Tag(g, e), vr, PrimitiveValue::from(v));
@@ -180,18 +186,13 @@ fn nested_private_latin1_golden_dump() {
     ]);
     let tmp = tempfile::tempdir().unwrap();
     let input = tmp.path().join("in.dcm");
-    obj.with_meta(
-        FileMetaTableBuilder::new()
-            .transfer_syntax("1.2.840.10008.1.2.1")
-            .media_storage_sop_class_uid("1.2.840.10008.5.1.4.1.1.7")
-            .media_storage_sop_instance_uid("1.2.826.0.1.3680043.8.498.9.1"),
-    )
-    .unwrap()
-    .write_to_file(&input)
-    .unwrap();
-    let data = tmp.path().join("data");
-    std::fs::create_dir_all(data.join("secrets")).unwrap();
-    std::fs::write(data.join("secrets/PROJ.key"), format!("{SECRET}\n")).unwrap();
+    write_part10(
+        obj,
+        &input,
+        "1.2.840.10008.5.1.4.1.1.7",
+        "1.2.826.0.1.3680043.8.498.9.1",
+    );
+    let data = data_with_secret(tmp.path());
     check_with(
         "nested_private_latin1",
         &input,
@@ -208,7 +209,6 @@ fn nested_private_latin1_golden_dump() {
 fn structured_report_golden_dump() {
     use dicom_core::value::{DataSetSequence, PrimitiveValue};
     use dicom_core::{DataElement, Length, Tag, VR};
-    use dicom_object::meta::FileMetaTableBuilder;
     use dicom_object::InMemDicomObject;
     require_tool("dcmdump");
     let s = |g, e, vr, v: &str| DataElement::new(Tag(g, e), vr, PrimitiveValue::from(v));
@@ -291,17 +291,12 @@ fn structured_report_golden_dump() {
     ]);
     let tmp = tempfile::tempdir().unwrap();
     let input = tmp.path().join("sr.dcm");
-    obj.with_meta(
-        FileMetaTableBuilder::new()
-            .transfer_syntax("1.2.840.10008.1.2.1")
-            .media_storage_sop_class_uid("1.2.840.10008.5.1.4.1.1.88.11")
-            .media_storage_sop_instance_uid("1.2.826.0.1.3680043.8.498.21.1"),
-    )
-    .unwrap()
-    .write_to_file(&input)
-    .unwrap();
-    let data = tmp.path().join("data");
-    std::fs::create_dir_all(data.join("secrets")).unwrap();
-    std::fs::write(data.join("secrets/PROJ.key"), format!("{SECRET}\n")).unwrap();
+    write_part10(
+        obj,
+        &input,
+        "1.2.840.10008.5.1.4.1.1.88.11",
+        "1.2.826.0.1.3680043.8.498.21.1",
+    );
+    let data = data_with_secret(tmp.path());
     check("sr_references", &input, &data, &tmp.path().join("out.dcm"));
 }

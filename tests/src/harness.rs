@@ -373,3 +373,24 @@ pub fn partial_temp_files(data_dir: &Path) -> Vec<PathBuf> {
     walk(data_dir, &mut out);
     out
 }
+
+/// `fiona deid` for the test assignment (project PROJ, participant PROJ001, event baseline),
+/// with `location` = `("--data-dir", dir)` or `("--config", file)`.
+pub fn fiona_deid(bin: &Path, location: (&str, &Path), input: &Path, output: &Path) -> Output {
+    Command::new(bin)
+        .args([
+            "deid",
+            "--project",
+            "PROJ",
+            "--participant",
+            "PROJ001",
+            "--event",
+            "baseline",
+            location.0,
+        ])
+        .arg(location.1)
+        .arg(input)
+        .arg(output)
+        .output()
+        .expect("run fiona deid")
+}
