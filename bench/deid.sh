@@ -43,7 +43,7 @@
 #   fiona-nofsync  eatmydata fiona deid ...   (extra row, diagnostic: the same command
 #             with fsync made a no-op by libeatmydata, to show what the per-file fsync
 #             costs; not a way to run fiona)
-#   fiona     fiona deid --project PROJ --participant PROJ001 --event baseline
+#   fiona     fiona deid --project PROJ1 --participant PROJ001 --event baseline
 #                        --data-dir DATADIR IN OUT          (rayon, all cores)
 #   gdcmanon  gdcmanon -e --certificate CERT -i IN -o OUT --recursive
 #             (PS3.15 basic profile with the original attributes encrypted into the
@@ -260,7 +260,7 @@ FIONA_DATA=$WORK/fiona-data
 if has_tool fiona || has_tool fiona-nofsync; then
   # Create the project secret once (untimed), so no timed run pays for generating it.
   one=$(first_file "$CORPUS/mr")
-  "$FIONA" deid --project PROJ --participant PROJ001 --event baseline --data-dir "$FIONA_DATA" \
+  "$FIONA" deid --project PROJ1 --participant PROJ001 --event baseline --data-dir "$FIONA_DATA" \
     "$one" "$WORK/secret-probe.dcm" >/dev/null || die "fiona deid on one file failed"
   rm -f "$WORK/secret-probe.dcm"
 fi
@@ -333,10 +333,10 @@ run_tool() { # run_tool TOOL REP
     cp) { time cp -r "$CORPUS" "$out" >"$logf" 2>&1; } 2>"$WORK/time" || rc=$? ;;
     cp-sync) { time { cp -r "$CORPUS" "$out" && sync; } >"$logf" 2>&1; } 2>"$WORK/time" || rc=$? ;;
     fiona)
-      { time "$FIONA" deid --project PROJ --participant PROJ001 --event baseline \
+      { time "$FIONA" deid --project PROJ1 --participant PROJ001 --event baseline \
         --data-dir "$FIONA_DATA" "$CORPUS" "$out" >"$logf" 2>&1; } 2>"$WORK/time" || rc=$? ;;
     fiona-nofsync)
-      { time eatmydata "$FIONA" deid --project PROJ --participant PROJ001 --event baseline \
+      { time eatmydata "$FIONA" deid --project PROJ1 --participant PROJ001 --event baseline \
         --data-dir "$FIONA_DATA" "$CORPUS" "$out" >"$logf" 2>&1; } 2>"$WORK/time" || rc=$? ;;
     gdcmanon)
       { time gdcmanon -e --certificate "$WORK/cert/cert.pem" -i "$CORPUS" -o "$out" \

@@ -13,7 +13,8 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
-use crate::deid::settings::DeidConfig;
+pub use crate::project::ProjectConfig;
+use crate::project::{DestinationConfig, Projects, RoutingRule};
 
 /// Default DICOM port for unencrypted associations (IANA "dicom").
 pub const DEFAULT_PORT: u16 = 11112;
@@ -72,16 +73,15 @@ pub struct Config {
     pub shutdown_grace_secs: u64,
     /// Optional allow-list of peers. Empty lists allow everyone.
     pub allow: AllowList,
-    /// Research projects by name (the rest of the project model comes with assignment).
+    /// Research projects by name (see [`crate::project`]).
     pub projects: BTreeMap<String, ProjectConfig>,
-}
-
-/// One research project's configuration.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct ProjectConfig {
-    /// De-identification settings (`[projects.NAME.deid]`).
-    pub deid: DeidConfig,
+    /// Routing rules for data that arrives already pseudonymized (`[[routing]]`).
+    pub routing: Vec<RoutingRule>,
+    /// Research PACS that projects forward to (`[destinations.NAME]`).
+    pub destinations: BTreeMap<String, DestinationConfig>,
+    /// Days (fractions allowed) an unassigned study stays in the assign list; after that it
+    /// is hidden there and may be evicted.
+    pub unassigned_visible_days: f64,
 }
 
 /// Who may open associations. Each non-empty list must match.
@@ -113,6 +113,9 @@ impl Default for Config {
             shutdown_grace_secs: 10,
             allow: AllowList::default(),
             projects: BTreeMap::new(),
+            routing: Vec::new(),
+            destinations: BTreeMap::new(),
+            unassigned_visible_days: 7.0,
         }
     }
 }
@@ -180,12 +183,25 @@ impl Config {
         for a in &self.allow.addresses {
             IpNet::parse(a).map_err(|r| invalid("allow.addresses", r))?;
         }
-        for (name, p) in &self.projects {
-            p.deid
-                .validate()
-                .map_err(|r| invalid("projects", format!("project `{name}`: {r}")))?;
+        if !(self.unassigned_visible_days > 0.0 && self.unassigned_visible_days <= 3650.0) {
+            return Err(invalid(
+                "unassigned_visible_days",
+                "must be more than 0 and at most 3650 days",
+            ));
         }
+        self.compile_projects()?;
         Ok(())
+    }
+
+    /// Projects, routing rules and destinations, validated and compiled.
+    pub fn compile_projects(&self) -> Result<Projects, ConfigError> {
+        Projects::compile(
+            &self.projects,
+            &self.routing,
+            &self.destinations,
+            &self.ae_title,
+        )
+        .map_err(|(field, reason)| invalid(field, reason))
     }
 
     pub fn acse_timeout(&self) -> Duration {

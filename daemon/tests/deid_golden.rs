@@ -15,11 +15,11 @@ fn bin() -> PathBuf {
 
 const SECRET: &str = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f";
 
-/// A data directory whose PROJ secret is the fixed [`SECRET`].
+/// A data directory whose PROJ1 secret is the fixed [`SECRET`].
 fn data_with_secret(root: &Path) -> PathBuf {
     let data = root.join("data");
     std::fs::create_dir_all(data.join("secrets")).unwrap();
-    std::fs::write(data.join("secrets/PROJ.key"), format!("{SECRET}\n")).unwrap();
+    std::fs::write(data.join("secrets/PROJ1.key"), format!("{SECRET}\n")).unwrap();
     data
 }
 
@@ -49,13 +49,13 @@ fn check(name: &str, input: &Path, data: &Path, out: &Path) {
     check_with(name, input, data, out, "");
 }
 
-/// Run `fiona deid` with a config holding `deid_toml` as `[projects.PROJ.deid]`.
+/// Run `fiona deid` with a config holding `deid_toml` as `[projects.PROJ1.deid]`.
 fn check_with(name: &str, input: &Path, data: &Path, out: &Path, deid_toml: &str) {
     let cfg = data.with_extension(format!("{name}.toml"));
     std::fs::write(
         &cfg,
         format!(
-            "data_dir = \"{}\"\n[projects.PROJ.deid]\n{deid_toml}\n",
+            "data_dir = \"{}\"\n[projects.PROJ1]\nparticipant_pattern = \"PROJ[0-9]{{3}}\"\nevents = [\"baseline\"]\n[projects.PROJ1.deid]\n{deid_toml}\n",
             data.display()
         ),
     )
@@ -128,7 +128,7 @@ fn options_golden_dump() {
         &data,
         &tmp.path().join("mr.dcm"),
         "dates = { policy = \"keep\" }\nsite_id = \"HUS\"\nsite_name = \"Haukeland\"\n\
-         [projects.PROJ.deid.options]\nclean_descriptors = true\n\
+         [projects.PROJ1.deid.options]\nclean_descriptors = true\n\
          retain_patient_characteristics = true\nretain_device_identity = true\n",
     );
 }
@@ -199,7 +199,7 @@ fn nested_private_latin1_golden_dump() {
         &data,
         &tmp.path().join("out.dcm"),
         "safe_private = [{ creator = \"ACME 1.0\", element = 0x01 }]\n\
-         [projects.PROJ.deid.options]\nretain_safe_private = true\nclean_descriptors = true\n",
+         [projects.PROJ1.deid.options]\nretain_safe_private = true\nclean_descriptors = true\n",
     );
 }
 

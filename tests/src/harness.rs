@@ -374,14 +374,14 @@ pub fn partial_temp_files(data_dir: &Path) -> Vec<PathBuf> {
     out
 }
 
-/// `fiona deid` for the test assignment (project PROJ, participant PROJ001, event baseline),
+/// `fiona deid` for the test assignment (project PROJ1, participant PROJ001, event baseline),
 /// with `location` = `("--data-dir", dir)` or `("--config", file)`.
 pub fn fiona_deid(bin: &Path, location: (&str, &Path), input: &Path, output: &Path) -> Output {
     Command::new(bin)
         .args([
             "deid",
             "--project",
-            "PROJ",
+            "PROJ1",
             "--participant",
             "PROJ001",
             "--event",
