@@ -15,6 +15,7 @@ use std::sync::Arc;
 
 use tokio::sync::{mpsc, oneshot};
 
+use crate::assign::Policy;
 use crate::index::{CommitOutcome, NewInstance, Store};
 use crate::quarantine::{sync_dir, DurableFile, Quarantine};
 
@@ -44,7 +45,11 @@ impl std::fmt::Debug for Committer {
 impl Committer {
     /// Start the committer thread. It ends when every handle is dropped, after answering
     /// what it has.
-    pub fn start(store: Arc<dyn Store>, quarantine: Quarantine) -> std::io::Result<Committer> {
+    pub fn start(
+        store: Arc<dyn Store>,
+        quarantine: Quarantine,
+        policy: Arc<Policy>,
+    ) -> std::io::Result<Committer> {
         let (tx, mut rx) = mpsc::unbounded_channel::<Request>();
         std::thread::Builder::new()
             .name("fiona-committer".into())
@@ -57,7 +62,7 @@ impl Committer {
                             Err(_) => break,
                         }
                     }
-                    commit_batch(&*store, &quarantine, batch);
+                    commit_batch(&*store, &quarantine, &policy, batch);
                 }
             })?;
         Ok(Committer { tx })
@@ -81,7 +86,7 @@ impl Committer {
     }
 }
 
-fn commit_batch(store: &dyn Store, quarantine: &Quarantine, batch: Vec<Request>) {
+fn commit_batch(store: &dyn Store, quarantine: &Quarantine, policy: &Policy, batch: Vec<Request>) {
     let started = std::time::Instant::now();
     let dirs: BTreeSet<&PathBuf> = batch.iter().map(|r| &r.dir).collect();
     let mut failure: Option<String> = None;
@@ -94,7 +99,12 @@ fn commit_batch(store: &dyn Store, quarantine: &Quarantine, batch: Vec<Request>)
     let instances: Vec<NewInstance> = batch.iter().map(|r| r.instance.clone()).collect();
     let result = match failure {
         Some(f) => Err(f),
-        None => store.commit(&instances).map_err(|e| e.to_string()),
+        None => {
+            let now = (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64;
+            store
+                .commit(&instances, policy, now)
+                .map_err(|e| e.to_string())
+        }
     };
     let n = batch.len();
     match result {
@@ -152,7 +162,7 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let q = Quarantine::open(d.path()).unwrap();
         let store: Arc<dyn Store> = Arc::new(RedbStore::open(&q.index_path()).unwrap());
-        let c = Committer::start(store.clone(), q.clone()).unwrap();
+        let c = Committer::start(store.clone(), q.clone(), Arc::default()).unwrap();
         let mut files = Vec::new();
         for (i, sop) in ["1.2.3.1", "1.2.3.2", "1.2.3.1"].iter().enumerate() {
             let mut inc = q.begin(time::OffsetDateTime::now_utc()).unwrap();

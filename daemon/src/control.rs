@@ -10,6 +10,18 @@
 //! | `GET /v1/studies/KEY` | [`StudyDetail`] (404 if unknown)         |
 //! | `GET /v1/studies/KEY/instances` | `[InstanceRecord]` (404 if unknown) |
 //! | `GET /v1/rejected`    | `[RejectRecord]`                         |
+//! | `POST /v1/assign`     | [`AssignBody`] -> [`AssignOutcome`] (422 with the reason if refused) |
+//! | `POST /v1/coupling?name=FILE&replace=BOOL` | CSV body -> [`ImportReport`] (422 if any line is bad) |
+//! | `GET /v1/coupling`    | `[CouplingEntry]`                        |
+//! | `GET /v1/transfers?project=&state=&since=&until=` | `[TransferRecord]`, oldest first |
+//! | `GET /v1/audit`       | `[AuditRecord]`, oldest first            |
+//!
+//! `GET /v1/studies` lists the studies an admin can still assign: unassigned studies older
+//! than `unassigned_visible_days` are left out unless `?all=true` (then they are marked
+//! `hidden`). Every study carries its current assignments.
+//!
+//! Who made a change is taken from the connecting process's user ID (`SO_PEERCRED`), so the
+//! audit trail names the Unix user, not what a client claims.
 
 use std::io::{Read, Write};
 use std::os::unix::fs::PermissionsExt;
@@ -18,14 +30,21 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
-use axum::extract::{Path as UrlPath, State};
+use axum::extract::connect_info::Connected;
+use axum::extract::{ConnectInfo, Path as UrlPath, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
+use axum::serve::IncomingStream;
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
+use crate::assign::coupling::{self, ImportReport};
+use crate::assign::{
+    self, AssignError, AssignOutcome, AssignmentRecord, AuditRecord, CouplingEntry, Request,
+    TransferRecord, TransferState, Via,
+};
 use crate::index::{InstanceRecord, RejectRecord, SeriesRecord, StudyRecord, Totals};
 use crate::scp::Node;
 
@@ -57,6 +76,39 @@ pub struct StudyView {
     pub calling_ae: String,
     pub called_ae: String,
     pub peer: String,
+    /// Current assignments (project, participant, event, transfer state).
+    #[serde(default)]
+    pub assignments: Vec<AssignmentView>,
+    /// Unassigned for longer than `unassigned_visible_days`: left out of the assign list
+    /// and eligible for eviction.
+    #[serde(default)]
+    pub hidden: bool,
+}
+
+/// A study's assignment to one project, as listings show it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AssignmentView {
+    pub project: String,
+    pub participant: String,
+    pub event: String,
+    pub via: String,
+    pub actor: String,
+    pub assigned_ms: i64,
+    pub research_study_uid: String,
+    #[serde(default)]
+    pub derived_from: Option<String>,
+    /// State of the current transfer.
+    pub state: String,
+    pub transfers: Vec<String>,
+}
+
+/// `POST /v1/assign`: STUDY is a quarantine key or an accession number.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AssignBody {
+    pub study: String,
+    pub project: String,
+    pub participant: String,
+    pub event: String,
 }
 
 /// One study with its series, for `fiona study KEY`. Holds the patient identity the assign
@@ -135,7 +187,46 @@ pub fn study_view(s: &StudyRecord, quiet_ms: i64, now: i64) -> StudyView {
         calling_ae: s.origin.calling_ae.clone(),
         called_ae: s.origin.called_ae.clone(),
         peer: s.origin.peer.clone(),
+        assignments: Vec::new(),
+        hidden: false,
     }
+}
+
+fn assignment_view(a: &AssignmentRecord, state: Option<TransferState>) -> AssignmentView {
+    AssignmentView {
+        project: a.project.clone(),
+        participant: a.participant.clone(),
+        event: a.event.clone(),
+        via: a.via.to_string(),
+        actor: a.actor.clone(),
+        assigned_ms: a.assigned_ms,
+        research_study_uid: a.research_study_uid.clone(),
+        derived_from: a.derived_from.clone(),
+        state: state.map(|s| s.as_str()).unwrap_or("unknown").to_string(),
+        transfers: a.transfers.clone(),
+    }
+}
+
+/// A study's view with its assignments and whether the assign list hides it.
+fn full_study_view(
+    node: &Node,
+    s: &StudyRecord,
+    assignments: &[AssignmentRecord],
+    transfers: &std::collections::HashMap<String, TransferState>,
+    now: i64,
+) -> StudyView {
+    let quiet = node.config.quiet_period().as_millis() as i64;
+    let mut v = study_view(s, quiet, now);
+    v.assignments = assignments
+        .iter()
+        .map(|a| {
+            let st = a.transfers.last().and_then(|id| transfers.get(id)).copied();
+            assignment_view(a, st)
+        })
+        .collect();
+    v.hidden =
+        v.assignments.is_empty() && now - s.first_received_ms > node.policy.unassigned_visible_ms;
+    v
 }
 
 fn series_view(s: &SeriesRecord) -> SeriesView {
@@ -207,22 +298,50 @@ async fn status(State(c): State<Arc<Ctl>>) -> Result<Json<StatusView>, ApiError>
     }))
 }
 
-async fn studies(State(c): State<Arc<Ctl>>) -> Result<Json<Vec<StudyView>>, ApiError> {
+#[derive(Debug, Default, Deserialize)]
+struct StudiesQuery {
+    #[serde(default)]
+    all: bool,
+}
+
+async fn studies(
+    State(c): State<Arc<Ctl>>,
+    Query(q): Query<StudiesQuery>,
+) -> Result<Json<Vec<StudyView>>, ApiError> {
     let node = c.node.clone();
-    let quiet = node.config.quiet_period().as_millis() as i64;
     let mut v = blocking(move || {
         let now = now_ms();
-        Ok(node
-            .store
-            .studies()
-            .map_err(|e| e.to_string())?
+        let studies = node.store.studies().map_err(|e| e.to_string())?;
+        let mut by_study: std::collections::HashMap<String, Vec<AssignmentRecord>> =
+            Default::default();
+        for a in node.store.assignments(None).map_err(|e| e.to_string())? {
+            by_study.entry(a.study_key.clone()).or_default().push(a);
+        }
+        let states = transfer_states(&node)?;
+        Ok(studies
             .iter()
-            .map(|s| study_view(s, quiet, now))
+            .map(|s| {
+                let a = by_study.get(&s.key).map(Vec::as_slice).unwrap_or(&[]);
+                full_study_view(&node, s, a, &states, now)
+            })
+            .filter(|v| q.all || !v.hidden)
             .collect::<Vec<_>>())
     })
     .await?;
     v.sort_by_key(|s| std::cmp::Reverse(s.last_received_ms));
     Ok(Json(v))
+}
+
+fn transfer_states(
+    node: &Node,
+) -> Result<std::collections::HashMap<String, TransferState>, String> {
+    Ok(node
+        .store
+        .transfers()
+        .map_err(|e| e.to_string())?
+        .into_iter()
+        .map(|t| (t.id, t.state))
+        .collect())
 }
 
 async fn study(
@@ -244,8 +363,14 @@ async fn study(
             .map(series_view)
             .collect();
         series.sort_by_key(|s| (s.series_number.unwrap_or(i64::MAX), s.last_received_ms));
+        let assignments = node
+            .store
+            .assignments(Some(&k))
+            .map_err(|e| e.to_string())?;
+        let states = transfer_states(&node)?;
+        let _ = quiet;
         Ok(Some(StudyDetail {
-            study: study_view(&s, quiet, now_ms()),
+            study: full_study_view(&node, &s, &assignments, &states, now_ms()),
             study_instance_uid: s.study_instance_uid.clone(),
             patient_id: s.patient_id.clone(),
             patient_name: s.patient_name.clone(),
@@ -289,6 +414,250 @@ async fn rejected(State(c): State<Arc<Ctl>>) -> Result<Json<Vec<RejectRecord>>, 
     Ok(Json(v))
 }
 
+/// Who is on the other end of the control socket (from `SO_PEERCRED`).
+#[derive(Debug, Clone)]
+pub struct Peer {
+    uid: Option<u32>,
+}
+
+impl Connected<IncomingStream<'_, tokio::net::UnixListener>> for Peer {
+    fn connect_info(stream: IncomingStream<'_, tokio::net::UnixListener>) -> Self {
+        Peer {
+            uid: stream.io().peer_cred().ok().map(|c| c.uid()),
+        }
+    }
+}
+
+/// `user:NAME` for the peer's Unix user (the audit trail's actor for admin commands).
+fn actor_of(peer: &Peer) -> String {
+    match peer.uid {
+        Some(uid) => {
+            let name = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid))
+                .ok()
+                .flatten()
+                .map(|u| u.name)
+                .unwrap_or_else(|| format!("uid{uid}"));
+            format!("user:{name}")
+        }
+        None => "user:unknown".into(),
+    }
+}
+
+fn refused(e: AssignError) -> ApiError {
+    match e {
+        AssignError::Refused(r) => ApiError(StatusCode::UNPROCESSABLE_ENTITY, r.to_string()),
+        AssignError::NoStudy(k) => ApiError(StatusCode::NOT_FOUND, format!("no study {k}")),
+        AssignError::Store(e) => ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}
+
+/// Find a study by quarantine key, else by accession number (which must be unambiguous).
+fn resolve_study(node: &Node, study: &str) -> Result<String, ApiError> {
+    let internal =
+        |e: crate::index::StoreError| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string());
+    if node.store.study(study).map_err(internal)?.is_some() {
+        return Ok(study.to_string());
+    }
+    let matches: Vec<String> = node
+        .store
+        .studies()
+        .map_err(internal)?
+        .into_iter()
+        .filter(|s| !study.trim().is_empty() && s.accession_number.trim() == study.trim())
+        .map(|s| s.key)
+        .collect();
+    match matches.len() {
+        0 => Err(ApiError(
+            StatusCode::NOT_FOUND,
+            format!("no study with key or accession number `{study}`"),
+        )),
+        1 => Ok(matches[0].clone()),
+        _ => Err(ApiError(
+            StatusCode::CONFLICT,
+            format!(
+                "accession number `{study}` names {} studies ({}); assign by key",
+                matches.len(),
+                matches.join(", ")
+            ),
+        )),
+    }
+}
+
+async fn post_assign(
+    State(c): State<Arc<Ctl>>,
+    ConnectInfo(peer): ConnectInfo<Peer>,
+    Json(b): Json<AssignBody>,
+) -> Result<Json<AssignOutcome>, ApiError> {
+    let node = c.node.clone();
+    let actor = actor_of(&peer);
+    let r = tokio::task::spawn_blocking(move || -> Result<AssignOutcome, ApiError> {
+        let key = resolve_study(&node, &b.study)?;
+        let mut result: Option<Result<AssignOutcome, AssignError>> = None;
+        node.store
+            .write_assign(&mut |t| {
+                let req = Request {
+                    study_key: &key,
+                    project: &b.project,
+                    participant: &b.participant,
+                    event: &b.event,
+                    via: Via::Manual,
+                    actor: &actor,
+                    derived_from: None,
+                };
+                match assign::assign_audited(t, &node.policy, &req, now_ms(), false) {
+                    Err(AssignError::Store(e)) => Err(e),
+                    other => {
+                        result = Some(other);
+                        Ok(())
+                    }
+                }
+            })
+            .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+        match result {
+            Some(Ok(o)) => {
+                tracing::info!(study = %o.study_key, project = %o.project, result = %o.result, transfer = ?o.transfer, actor = %actor, "manual assignment");
+                Ok(o)
+            }
+            Some(Err(e)) => {
+                if let AssignError::Refused(r) = &e {
+                    tracing::warn!(study = %key, project = %b.project, reason = assign::refusal_kind(r), "manual assignment refused");
+                }
+                Err(refused(e))
+            }
+            None => Err(ApiError(StatusCode::INTERNAL_SERVER_ERROR, "no result".into())),
+        }
+    })
+    .await
+    .map_err(|_| ApiError(StatusCode::INTERNAL_SERVER_ERROR, "task failed".into()))??;
+    Ok(Json(r))
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct CouplingQuery {
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    replace: bool,
+}
+
+async fn post_coupling(
+    State(c): State<Arc<Ctl>>,
+    ConnectInfo(peer): ConnectInfo<Peer>,
+    Query(q): Query<CouplingQuery>,
+    body: String,
+) -> Response {
+    let node = c.node.clone();
+    let actor = actor_of(&peer);
+    let res = blocking(move || {
+        let mut report = None;
+        node.store
+            .write_assign(&mut |t| {
+                report = Some(coupling::import(
+                    t,
+                    &node.policy,
+                    &body,
+                    if q.name.is_empty() {
+                        "(unnamed)"
+                    } else {
+                        &q.name
+                    },
+                    &actor,
+                    q.replace,
+                    now_ms(),
+                )?);
+                Ok(())
+            })
+            .map_err(|e| e.to_string())?;
+        report.ok_or_else(|| "no result".to_string())
+    })
+    .await;
+    match res {
+        Ok(r) if r.errors.is_empty() => {
+            tracing::info!(import = %r.import_id, rows = r.rows, assigned = r.assigned.len(), "coupling list imported");
+            Json(r).into_response()
+        }
+        Ok(r) => {
+            tracing::warn!(
+                bad_lines = r.errors.len(),
+                "coupling list refused, nothing loaded"
+            );
+            (StatusCode::UNPROCESSABLE_ENTITY, Json::<ImportReport>(r)).into_response()
+        }
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn get_coupling(State(c): State<Arc<Ctl>>) -> Result<Json<Vec<CouplingEntry>>, ApiError> {
+    let node = c.node.clone();
+    Ok(Json(
+        blocking(move || node.store.couplings().map_err(|e| e.to_string())).await?,
+    ))
+}
+
+/// Filters of `GET /v1/transfers`; dates are `YYYY-MM-DD` (UTC), both ends included.
+#[derive(Debug, Default, Deserialize)]
+pub struct TransferQuery {
+    #[serde(default)]
+    pub project: Option<String>,
+    #[serde(default)]
+    pub state: Option<String>,
+    #[serde(default)]
+    pub since: Option<String>,
+    #[serde(default)]
+    pub until: Option<String>,
+    #[serde(default)]
+    pub study: Option<String>,
+}
+
+fn day_start_ms(d: time::Date) -> i64 {
+    (d.midnight().assume_utc().unix_timestamp_nanos() / 1_000_000) as i64
+}
+
+async fn get_transfers(
+    State(c): State<Arc<Ctl>>,
+    Query(q): Query<TransferQuery>,
+) -> Result<Json<Vec<TransferRecord>>, ApiError> {
+    let bad = |m: String| ApiError(StatusCode::BAD_REQUEST, m);
+    let state = match &q.state {
+        Some(s) => Some(TransferState::parse(s).ok_or_else(|| {
+            bad(format!(
+                "unknown state `{s}` (requested, deidentified, sent, verified, failed, cancelled)"
+            ))
+        })?),
+        None => None,
+    };
+    let date = |s: &Option<String>, what: &str| -> Result<Option<time::Date>, ApiError> {
+        match s {
+            Some(s) => crate::project::parse_date(s)
+                .map(Some)
+                .ok_or_else(|| bad(format!("{what}: `{s}` is not a YYYY-MM-DD date"))),
+            None => Ok(None),
+        }
+    };
+    let since = date(&q.since, "since")?.map(day_start_ms);
+    let until = date(&q.until, "until")?
+        .and_then(|d| d.next_day())
+        .map(day_start_ms);
+    let node = c.node.clone();
+    let v = blocking(move || node.store.transfers().map_err(|e| e.to_string())).await?;
+    Ok(Json(
+        v.into_iter()
+            .filter(|t| q.project.as_ref().is_none_or(|p| &t.project == p))
+            .filter(|t| q.study.as_ref().is_none_or(|s| &t.study_key == s))
+            .filter(|t| state.is_none_or(|s| t.state == s))
+            .filter(|t| since.is_none_or(|s| t.created_ms >= s))
+            .filter(|t| until.is_none_or(|u| t.created_ms < u))
+            .collect(),
+    ))
+}
+
+async fn get_audit(State(c): State<Arc<Ctl>>) -> Result<Json<Vec<AuditRecord>>, ApiError> {
+    let node = c.node.clone();
+    Ok(Json(
+        blocking(move || node.store.audit_trail().map_err(|e| e.to_string())).await?,
+    ))
+}
+
 /// Serve the control API on the data directory's socket until `shutdown` fires.
 pub async fn serve(
     node: Arc<Node>,
@@ -316,8 +685,12 @@ pub async fn serve(
         .route("/v1/studies/{key}", get(study))
         .route("/v1/studies/{key}/instances", get(instances))
         .route("/v1/rejected", get(rejected))
+        .route("/v1/assign", post(post_assign))
+        .route("/v1/coupling", post(post_coupling).get(get_coupling))
+        .route("/v1/transfers", get(get_transfers))
+        .route("/v1/audit", get(get_audit))
         .with_state(ctl);
-    axum::serve(listener, app)
+    axum::serve(listener, app.into_make_service_with_connect_info::<Peer>())
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
         .await
 }
@@ -340,6 +713,38 @@ pub enum ClientError {
 
 /// `GET path` on the control socket; returns the body of a 2xx answer.
 pub fn request(data_dir: &Path, path: &str) -> Result<Vec<u8>, ClientError> {
+    send(data_dir, "GET", path, None).and_then(|(status, body)| check_status(status, body))
+}
+
+/// `POST path` with a body (`content_type`); returns the status and body, whatever the status.
+pub fn request_post(
+    data_dir: &Path,
+    path: &str,
+    content_type: &str,
+    body: &[u8],
+) -> Result<(u16, Vec<u8>), ClientError> {
+    send(data_dir, "POST", path, Some((content_type, body)))
+}
+
+/// Percent-encode a query value.
+pub fn encode_query(v: &str) -> String {
+    v.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+fn send(
+    data_dir: &Path,
+    method: &str,
+    path: &str,
+    body: Option<(&str, &[u8])>,
+) -> Result<(u16, Vec<u8>), ClientError> {
     let sock = socket_path(data_dir);
     let mut s =
         std::os::unix::net::UnixStream::connect(&sock).map_err(|source| ClientError::Connect {
@@ -347,16 +752,43 @@ pub fn request(data_dir: &Path, path: &str) -> Result<Vec<u8>, ClientError> {
             source,
         })?;
     s.set_read_timeout(Some(std::time::Duration::from_secs(60)))?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: fiona\r\nConnection: close\r\nAccept: application/json\r\n\r\n"
-    )?;
+    let mut head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: fiona\r\nConnection: close\r\nAccept: application/json\r\n"
+    );
+    if let Some((ct, b)) = body {
+        head.push_str(&format!(
+            "Content-Type: {ct}\r\nContent-Length: {}\r\n",
+            b.len()
+        ));
+    }
+    head.push_str("\r\n");
+    s.write_all(head.as_bytes())?;
+    if let Some((_, b)) = body {
+        s.write_all(b)?;
+    }
     let mut raw = Vec::new();
     s.read_to_end(&mut raw)?;
-    parse_response(&raw)
+    split_response(&raw)
 }
 
+#[cfg(test)]
 fn parse_response(raw: &[u8]) -> Result<Vec<u8>, ClientError> {
+    split_response(raw).and_then(|(status, body)| check_status(status, body))
+}
+
+/// A non-2xx status as an error carrying the answer's `error` message.
+pub fn check_status(status: u16, body: Vec<u8>) -> Result<Vec<u8>, ClientError> {
+    if !(200..300).contains(&status) {
+        let msg = serde_json::from_slice::<serde_json::Value>(&body)
+            .ok()
+            .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(String::from))
+            .unwrap_or_else(|| String::from_utf8_lossy(&body).into_owned());
+        return Err(ClientError::Status { status, body: msg });
+    }
+    Ok(body)
+}
+
+fn split_response(raw: &[u8]) -> Result<(u16, Vec<u8>), ClientError> {
     let split = raw
         .windows(4)
         .position(|w| w == b"\r\n\r\n")
@@ -376,14 +808,7 @@ fn parse_response(raw: &[u8]) -> Result<Vec<u8>, ClientError> {
     if chunked {
         body = dechunk(&body)?;
     }
-    if !(200..300).contains(&status) {
-        let msg = serde_json::from_slice::<serde_json::Value>(&body)
-            .ok()
-            .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(String::from))
-            .unwrap_or_else(|| String::from_utf8_lossy(&body).into_owned());
-        return Err(ClientError::Status { status, body: msg });
-    }
-    Ok(body)
+    Ok((status, body))
 }
 
 fn dechunk(mut b: &[u8]) -> Result<Vec<u8>, ClientError> {

@@ -1,6 +1,7 @@
 //! fiona: a research-imaging gateway. See `docs/ARCHITECTURE.md` for the map.
 #![forbid(unsafe_code)]
 
+pub mod assign;
 pub mod committer;
 pub mod config;
 pub mod control;
@@ -9,6 +10,7 @@ pub mod dimse;
 pub mod header;
 pub mod index;
 pub mod logging;
+pub mod project;
 pub mod quarantine;
 pub mod scp;
 pub mod serve;

@@ -48,11 +48,76 @@ enum Cmd {
         #[arg(long)]
         ae_title: Option<String>,
     },
-    /// List the studies in the quarantine.
+    /// List the studies in the quarantine, with their assignments.
+    ///
+    /// Unassigned studies older than `unassigned_visible_days` (default 7) are left out;
+    /// `--all` shows them too, marked hidden.
     Studies {
         #[command(flatten)]
         loc: Location,
         /// Print JSON for scripts.
+        #[arg(long)]
+        json: bool,
+        /// Include unassigned studies past the visibility period.
+        #[arg(long)]
+        all: bool,
+    },
+    /// Assign a study to a research project, participant and event (or correct it).
+    ///
+    /// The participant ID must match the project's pattern; a new ID that matches is
+    /// remembered for the project. Assigning the same study to another project adds a second
+    /// assignment; assigning it again to the same project with another participant or event
+    /// is a correction (recorded, with a new transfer).
+    Assign {
+        /// The study's key (from `fiona studies`) or its accession number.
+        study: String,
+        #[arg(long)]
+        project: String,
+        #[arg(long)]
+        participant: String,
+        #[arg(long)]
+        event: String,
+        #[command(flatten)]
+        loc: Location,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Coupling lists: accession number or StudyInstanceUID -> project, participant, event.
+    Coupling {
+        #[command(subcommand)]
+        cmd: CouplingCmd,
+    },
+    /// Transfers (one per assignment, correction or later addition) and their state.
+    Transfers {
+        #[command(flatten)]
+        loc: Location,
+        #[arg(long)]
+        project: Option<String>,
+        /// requested, deidentified, sent, verified, failed or cancelled.
+        #[arg(long)]
+        state: Option<String>,
+        /// Created on or after this date (YYYY-MM-DD, UTC).
+        #[arg(long)]
+        since: Option<String>,
+        /// Created on or before this date (YYYY-MM-DD, UTC).
+        #[arg(long)]
+        until: Option<String>,
+        /// Only this study (quarantine key).
+        #[arg(long)]
+        study: Option<String>,
+        /// Write the records as CSV or JSON (for the project's own records).
+        #[arg(long, value_parser = ["csv", "json"])]
+        export: Option<String>,
+        /// With --export: write to this file instead of standard output.
+        #[arg(long, short = 'o')]
+        output: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// The audit trail: every assignment, correction, refusal, rule match and coupling import.
+    Audit {
+        #[command(flatten)]
+        loc: Location,
         #[arg(long)]
         json: bool,
     },
@@ -112,6 +177,45 @@ enum Cmd {
     },
 }
 
+#[derive(Subcommand, Debug)]
+enum CouplingCmd {
+    /// Load a coupling list (CSV). The whole file is checked first; if any line is bad,
+    /// every bad line is reported and nothing is loaded. Studies already waiting that match
+    /// are assigned at once; later arrivals are assigned when they come.
+    Import {
+        file: PathBuf,
+        /// Let rows change the participant or event of keys already coupled.
+        #[arg(long)]
+        replace: bool,
+        #[command(flatten)]
+        loc: Location,
+        #[arg(long)]
+        json: bool,
+    },
+    /// The coupling rows loaded so far.
+    List {
+        #[command(flatten)]
+        loc: Location,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// `GET path` from the daemon; print the JSON as is (`--json`) or hand it parsed to `print`.
+fn show<T: serde::de::DeserializeOwned>(
+    loc: &Location,
+    path: &str,
+    json: bool,
+    print: impl FnOnce(T),
+) -> Result<(), String> {
+    let body = fetch(&load_config(loc)?.data_dir, path)?;
+    if json {
+        return print_raw(&body);
+    }
+    print(parse(&body)?);
+    Ok(())
+}
+
 fn load_config(loc: &Location) -> Result<Config, String> {
     let mut cfg = match &loc.config {
         Some(p) => Config::from_file(p).map_err(|e| e.to_string())?,
@@ -153,9 +257,16 @@ fn run(cli: Cli) -> Result<(), String> {
             cfg.validate().map_err(|e| e.to_string())?;
             serve(cfg)
         }
-        Cmd::Studies { loc, json } => {
+        Cmd::Studies { loc, json, all } => {
             let dir = load_config(&loc)?.data_dir;
-            let body = fetch(&dir, "/v1/studies")?;
+            let body = fetch(
+                &dir,
+                if all {
+                    "/v1/studies?all=true"
+                } else {
+                    "/v1/studies"
+                },
+            )?;
             if json {
                 return print_raw(&body);
             }
@@ -202,25 +313,11 @@ fn run(cli: Cli) -> Result<(), String> {
             Ok(())
         }
         Cmd::Status { loc, json } => {
-            let dir = load_config(&loc)?.data_dir;
-            let body = fetch(&dir, "/v1/status")?;
-            if json {
-                return print_raw(&body);
-            }
-            let s: StatusView = parse(&body)?;
-            print_status(&s);
-            Ok(())
+            show(&loc, "/v1/status", json, |s: StatusView| print_status(&s))
         }
-        Cmd::Rejected { loc, json } => {
-            let dir = load_config(&loc)?.data_dir;
-            let body = fetch(&dir, "/v1/rejected")?;
-            if json {
-                return print_raw(&body);
-            }
-            let v: Vec<RejectRecord> = parse(&body)?;
-            print_rejected(&v);
-            Ok(())
-        }
+        Cmd::Rejected { loc, json } => show(&loc, "/v1/rejected", json, |v: Vec<RejectRecord>| {
+            print_rejected(&v)
+        }),
         Cmd::Deid {
             project,
             participant,
@@ -236,12 +333,341 @@ fn run(cli: Cli) -> Result<(), String> {
             &input,
             &output,
         ),
+        Cmd::Assign {
+            study,
+            project,
+            participant,
+            event,
+            loc,
+            json,
+        } => {
+            let dir = load_config(&loc)?.data_dir;
+            let body = serde_json::to_vec(&control::AssignBody {
+                study,
+                project,
+                participant,
+                event,
+            })
+            .map_err(|e| e.to_string())?;
+            let (status, answer) =
+                control::request_post(&dir, "/v1/assign", "application/json", &body)
+                    .map_err(|e| e.to_string())?;
+            let answer = control::check_status(status, answer).map_err(|e| match e {
+                control::ClientError::Status { body, .. } => format!("assignment refused: {body}"),
+                other => other.to_string(),
+            })?;
+            if json {
+                return print_raw(&answer);
+            }
+            let o: fiona::assign::AssignOutcome = parse(&answer)?;
+            match o.result.as_str() {
+                "unchanged" => println!(
+                    "study {} is already assigned to {} participant {} event {} (transfer {})",
+                    o.study_key,
+                    o.project,
+                    o.participant,
+                    o.event,
+                    o.transfer.unwrap_or_default()
+                ),
+                r => println!(
+                    "study {} {} to {} participant {}{} event {} (transfer {})",
+                    o.study_key,
+                    if r == "corrected" {
+                        "re-assigned"
+                    } else {
+                        "assigned"
+                    },
+                    o.project,
+                    o.participant,
+                    if o.new_participant { " (new)" } else { "" },
+                    o.event,
+                    o.transfer.unwrap_or_default()
+                ),
+            }
+            Ok(())
+        }
+        Cmd::Coupling { cmd } => coupling(cmd),
+        Cmd::Transfers {
+            loc,
+            project,
+            state,
+            since,
+            until,
+            study,
+            export,
+            output,
+            json,
+        } => {
+            let dir = load_config(&loc)?.data_dir;
+            let mut q = Vec::new();
+            for (k, v) in [
+                ("project", project),
+                ("state", state),
+                ("since", since),
+                ("until", until),
+                ("study", study),
+            ] {
+                if let Some(v) = v {
+                    q.push(format!("{k}={}", control::encode_query(&v)));
+                }
+            }
+            let path = if q.is_empty() {
+                "/v1/transfers".to_string()
+            } else {
+                format!("/v1/transfers?{}", q.join("&"))
+            };
+            let body = fetch(&dir, &path)?;
+            let v: Vec<fiona::assign::TransferRecord> = parse(&body)?;
+            match export.as_deref() {
+                Some(format) => {
+                    let bytes = if format == "csv" {
+                        transfers_csv(&v)?
+                    } else {
+                        let mut b = serde_json::to_vec_pretty(&v).map_err(|e| e.to_string())?;
+                        b.push(b'\n');
+                        b
+                    };
+                    match output {
+                        Some(p) => std::fs::write(&p, bytes)
+                            .map_err(|e| format!("{}: {e}", p.display()))?,
+                        None => {
+                            use std::io::Write;
+                            std::io::stdout()
+                                .write_all(&bytes)
+                                .map_err(|e| e.to_string())?
+                        }
+                    }
+                    Ok(())
+                }
+                None if json => print_raw(&body),
+                None => {
+                    print_transfers(&v);
+                    Ok(())
+                }
+            }
+        }
+        Cmd::Audit { loc, json } => show(
+            &loc,
+            "/v1/audit",
+            json,
+            |v: Vec<fiona::assign::AuditRecord>| {
+                for a in v {
+                    println!(
+                        "{:>5} {} {:<16} {:<18} {} {} {} {} {}",
+                        a.seq,
+                        iso_ms(a.time_ms),
+                        a.action,
+                        a.actor,
+                        a.study_key.as_deref().unwrap_or("-"),
+                        a.project.as_deref().unwrap_or("-"),
+                        a.participant
+                            .as_deref()
+                            .filter(|p| !p.is_empty())
+                            .unwrap_or("-"),
+                        a.event.as_deref().filter(|p| !p.is_empty()).unwrap_or("-"),
+                        a.detail
+                    );
+                }
+            },
+        ),
         Cmd::CheckConfig { config } => {
             let cfg = Config::from_file(&config).map_err(|e| e.to_string())?;
             println!("{config:?}: valid");
             println!("{cfg:#?}");
             Ok(())
         }
+    }
+}
+
+fn coupling(cmd: CouplingCmd) -> Result<(), String> {
+    match cmd {
+        CouplingCmd::Import {
+            file,
+            replace,
+            loc,
+            json,
+        } => {
+            let dir = load_config(&loc)?.data_dir;
+            let text = std::fs::read(&file).map_err(|e| format!("{}: {e}", file.display()))?;
+            if std::str::from_utf8(&text).is_err() {
+                return Err(format!(
+                    "{}: not UTF-8 text; save the list as CSV (UTF-8)",
+                    file.display()
+                ));
+            }
+            let name = file
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let path = format!(
+                "/v1/coupling?name={}&replace={replace}",
+                control::encode_query(&name)
+            );
+            let (status, body) =
+                control::request_post(&dir, &path, "text/csv", &text).map_err(|e| e.to_string())?;
+            if status != 200 && status != 422 {
+                control::check_status(status, body).map_err(|e| e.to_string())?;
+                return Err("unexpected answer".into());
+            }
+            let r: fiona::assign::coupling::ImportReport = parse(&body)?;
+            if json {
+                print_raw(&body)?;
+            } else if r.errors.is_empty() {
+                println!(
+                    "{}: {} rows loaded ({} unchanged, {} replaced), import {}",
+                    file.display(),
+                    r.rows,
+                    r.unchanged,
+                    r.replaced,
+                    r.import_id
+                );
+                for a in &r.assigned {
+                    println!(
+                        "  assigned study {} to {} participant {} event {}",
+                        a.study_key, a.project, a.participant, a.event
+                    );
+                }
+                for f in &r.refused {
+                    println!("  not assigned: {f}");
+                }
+            }
+            if r.errors.is_empty() {
+                Ok(())
+            } else {
+                if !json {
+                    for e in &r.errors {
+                        eprintln!("{}:{}: {}", file.display(), e.line, e.message);
+                    }
+                }
+                Err(format!(
+                    "{}: {} bad lines; nothing was loaded",
+                    file.display(),
+                    r.errors.len()
+                ))
+            }
+        }
+        CouplingCmd::List { loc, json } => show(
+            &loc,
+            "/v1/coupling",
+            json,
+            |v: Vec<fiona::assign::CouplingEntry>| {
+                println!(
+                    "{:<18} {:<40} {:<20} {:<20} {:<12} IMPORT",
+                    "KIND", "KEY", "PROJECT", "PARTICIPANT", "EVENT"
+                );
+                for e in v {
+                    let kind = match e.kind {
+                        fiona::assign::KeyKind::AccessionNumber => "accession_number",
+                        fiona::assign::KeyKind::StudyInstanceUid => "study_instance_uid",
+                    };
+                    println!(
+                        "{:<18} {:<40} {:<20} {:<20} {:<12} {}:{}",
+                        kind, e.key, e.project, e.participant, e.event, e.import_id, e.line
+                    );
+                }
+            },
+        ),
+    }
+}
+
+/// RFC 3339 UTC time of a millisecond timestamp.
+fn iso_ms(ms: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_default()
+}
+
+fn transfers_csv(v: &[fiona::assign::TransferRecord]) -> Result<Vec<u8>, String> {
+    let mut w = csv::Writer::from_writer(Vec::new());
+    let e = |e: csv::Error| e.to_string();
+    w.write_record([
+        "transfer_id",
+        "study_key",
+        "project",
+        "participant",
+        "event",
+        "kind",
+        "via",
+        "actor",
+        "created",
+        "state",
+        "state_changed",
+        "reason",
+        "series",
+        "instances",
+        "sent",
+        "verified",
+        "research_study_uid",
+        "replaces",
+    ])
+    .map_err(e)?;
+    for t in v {
+        w.write_record([
+            t.id.clone(),
+            t.study_key.clone(),
+            t.project.clone(),
+            t.participant.clone(),
+            t.event.clone(),
+            format!("{:?}", t.kind).to_lowercase(),
+            t.via.to_string(),
+            t.actor.clone(),
+            iso_ms(t.created_ms),
+            t.state.as_str().to_string(),
+            iso_ms(t.state_ms),
+            t.reason.clone().unwrap_or_default(),
+            t.series.len().to_string(),
+            t.instances.to_string(),
+            t.sent.to_string(),
+            t.verified_ms.map(iso_ms).unwrap_or_default(),
+            t.research_study_uid.clone(),
+            t.replaces.clone().unwrap_or_default(),
+        ])
+        .map_err(e)?;
+    }
+    w.into_inner().map_err(|e| e.to_string())
+}
+
+fn print_transfers(v: &[fiona::assign::TransferRecord]) {
+    if v.is_empty() {
+        println!("no transfers");
+        return;
+    }
+    println!(
+        "{:<26} {:<26} {:<20} {:<20} {:<12} {:<10} {:<12} {:>6} {:>9} {:>6}  ACTOR",
+        "TRANSFER",
+        "STUDY",
+        "PROJECT",
+        "PARTICIPANT",
+        "EVENT",
+        "KIND",
+        "STATE",
+        "SERIES",
+        "INSTANCES",
+        "SENT"
+    );
+    for t in v {
+        println!(
+            "{:<26} {:<26} {:<20} {:<20} {:<12} {:<10} {:<12} {:>6} {:>9} {:>6}  {}{}",
+            t.id,
+            t.study_key,
+            t.project,
+            t.participant,
+            t.event,
+            format!("{:?}", t.kind).to_lowercase(),
+            t.state.as_str(),
+            t.series.len(),
+            t.instances,
+            t.sent,
+            t.actor,
+            t.reason
+                .as_deref()
+                .map(|r| format!(" ({r})"))
+                .unwrap_or_default()
+        );
     }
 }
 
@@ -278,11 +704,20 @@ fn deid(
 ) -> Result<(), String> {
     use fiona::deid::{engine, file};
     use rayon::prelude::*;
-    let deid_cfg = cfg
-        .projects
-        .get(&project)
-        .map(|p| p.deid.clone())
-        .unwrap_or_default();
+    fiona::project::validate_project_name(&project)?;
+    let deid_cfg = match cfg.projects.get(&project) {
+        Some(p) => {
+            // A configured project's IDs and events are checked as on assignment.
+            let projects = cfg.compile_projects().map_err(|e| e.to_string())?;
+            let compiled = projects.get(&project).map_err(|e| e.to_string())?;
+            compiled
+                .check_participant(&participant)
+                .and_then(|()| compiled.check_event(&event))
+                .map_err(|e| e.to_string())?;
+            p.deid.clone()
+        }
+        None => Default::default(),
+    };
     let engine = deid_cfg.engine(
         &cfg.data_dir,
         engine::Assignment {
@@ -389,12 +824,25 @@ fn print_studies(v: &[StudyView]) {
         return;
     }
     println!(
-        "{:<26} {:<16} {:<10} {:<10} {:>6} {:>9} {:>10} {:<9} {:>6}",
+        "{:<26} {:<16} {:<10} {:<10} {:>6} {:>9} {:>10} {:<9} {:>6}  ASSIGNED",
         "KEY", "ACCESSION", "DATE", "MODALITY", "SERIES", "INSTANCES", "BYTES", "STATE", "AGE"
     );
     for s in v {
+        let assigned = if s.assignments.is_empty() {
+            if s.hidden {
+                "- (hidden: unassigned past the visibility period)".to_string()
+            } else {
+                "-".to_string()
+            }
+        } else {
+            s.assignments
+                .iter()
+                .map(|a| format!("{} {} {} [{}]", a.project, a.participant, a.event, a.state))
+                .collect::<Vec<_>>()
+                .join("; ")
+        };
         println!(
-            "{:<26} {:<16} {:<10} {:<10} {:>6} {:>9} {:>10} {:<9} {:>6}",
+            "{:<26} {:<16} {:<10} {:<10} {:>6} {:>9} {:>10} {:<9} {:>6}  {}",
             s.key,
             s.accession_number,
             s.study_date,
@@ -403,7 +851,8 @@ fn print_studies(v: &[StudyView]) {
             s.instances,
             human_bytes(s.bytes),
             s.state,
-            human_age(s.age_secs)
+            human_age(s.age_secs),
+            assigned
         );
     }
 }
@@ -427,6 +876,24 @@ fn print_study(d: &StudyDetail) {
         s.instances,
         human_bytes(s.bytes)
     );
+    if s.assignments.is_empty() {
+        println!("assigned     no");
+    }
+    for a in &s.assignments {
+        println!(
+            "assigned     {} participant {} event {} via {} by {} [{}]{}",
+            a.project,
+            a.participant,
+            a.event,
+            a.via,
+            a.actor,
+            a.state,
+            a.derived_from
+                .as_deref()
+                .map(|d| format!(" (derived from study {d})"))
+                .unwrap_or_default()
+        );
+    }
     println!();
     println!(
         "{:>6} {:<8} {:>9} {:>10}  DESCRIPTION",

@@ -39,6 +39,7 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::assign::Policy;
 use crate::committer::Committer;
 use crate::config::{Config, IpNet};
 use crate::dimse::{self, field, status, Command};
@@ -80,6 +81,10 @@ pub struct Node {
     pub committer: Committer,
     /// Counters for status and logs.
     pub stats: Arc<Stats>,
+    /// Projects, rules and secrets that assignment decides with.
+    pub policy: Arc<Policy>,
+    /// Called AE titles answered: ours, plus auto-ID and routing titles.
+    called_titles: Vec<String>,
     /// Bounds concurrent associations.
     limit: Arc<Semaphore>,
     /// Parsed address allow-list (empty: everyone).
@@ -98,8 +103,13 @@ impl Node {
         store: Arc<dyn Store>,
         quarantine: Quarantine,
         committer: Committer,
+        policy: Arc<Policy>,
     ) -> Node {
+        let mut called_titles = vec![config.ae_title.trim().to_string()];
+        called_titles.extend(policy.projects.extra_called_ae_titles());
         Node {
+            policy,
+            called_titles,
             limit: Arc::new(Semaphore::new(config.max_associations)),
             allow_addrs: config.address_allow_list(),
             config,
@@ -154,6 +164,8 @@ struct Access {
     peer_allowed: bool,
     allowed_callers: Vec<String>,
     accept_any_called: bool,
+    /// Called AE titles answered besides `this_ae_title` (auto-ID and routing titles).
+    called_titles: Vec<String>,
 }
 
 impl AccessControl for Access {
@@ -167,7 +179,13 @@ impl AccessControl for Access {
         if !self.peer_allowed {
             return Err(AssociationRJServiceUserReason::NoReasonGiven);
         }
-        if !self.accept_any_called && called_ae_title.trim() != this_ae_title.trim() {
+        if !self.accept_any_called
+            && called_ae_title.trim() != this_ae_title.trim()
+            && !self
+                .called_titles
+                .iter()
+                .any(|t| t == called_ae_title.trim())
+        {
             return Err(AssociationRJServiceUserReason::CalledAETitleNotRecognized);
         }
         if !self.allowed_callers.is_empty()
@@ -232,6 +250,7 @@ async fn handle_connection(
             || node.allow_addrs.iter().any(|n| n.contains(peer.ip())),
         allowed_callers: cfg.allow.calling_ae_titles.clone(),
         accept_any_called: cfg.accept_any_called_ae,
+        called_titles: node.called_titles.clone(),
     };
     let mut options = ServerAssociationOptions::new()
         .ae_access_control(access)
@@ -939,7 +958,9 @@ mod tests {
             peer_allowed: true,
             allowed_callers: vec!["CT1".into()],
             accept_any_called: false,
+            called_titles: vec!["PROJ1AUTO".into()],
         };
+        assert!(a.check_access("FIONA", "CT1", "PROJ1AUTO", None).is_ok());
         assert!(a.check_access("FIONA", "CT1", "FIONA", None).is_ok());
         assert_eq!(
             a.check_access("FIONA", "CT2", "FIONA", None),
@@ -953,6 +974,7 @@ mod tests {
             peer_allowed: false,
             allowed_callers: vec![],
             accept_any_called: true,
+            called_titles: vec![],
         };
         assert!(b.check_access("FIONA", "X", "Y", None).is_err());
     }

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use crate::assign::Policy;
 use crate::committer::Committer;
 use crate::config::Config;
 use crate::index::redb_store::RedbStore;
@@ -83,8 +84,22 @@ impl Daemon {
             "quarantine recovered"
         );
         quarantine.start_pool().map_err(dd)?;
-        let committer = Committer::start(store.clone(), quarantine.clone()).map_err(dd)?;
-        let node = Arc::new(Node::new(Arc::new(config), store, quarantine, committer));
+        let projects = config
+            .compile_projects()
+            .map_err(|e| ServeError::Other(e.to_string()))?;
+        let policy = Arc::new(
+            Policy::new(projects, &data_dir, config.unassigned_visible_days)
+                .map_err(ServeError::Other)?,
+        );
+        let committer =
+            Committer::start(store.clone(), quarantine.clone(), policy.clone()).map_err(dd)?;
+        let node = Arc::new(Node::new(
+            Arc::new(config),
+            store,
+            quarantine,
+            committer,
+            policy,
+        ));
         Ok(Daemon { node })
     }
 

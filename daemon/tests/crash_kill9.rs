@@ -1,7 +1,9 @@
 //! Scenario: while `storescu` sends a few hundred instances, the daemon is killed with
 //! SIGKILL at random moments, several rounds. After each restart every instance `storescu` saw
 //! acknowledged is in the index with intact bytes, no partial file is indexed, and no temp or
-//! orphan file is left in the quarantine.
+//! orphan file is left in the quarantine. A routing rule assigns the study on arrival: after
+//! every restart the study's transfer counts exactly the instances indexed (the assignment
+//! and its transfer commit in the same transaction as the instances).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
@@ -56,7 +58,15 @@ fn kill9_never_loses_an_acknowledged_instance() {
     eprintln!("crash test seed {seed} (set FIONA_CRASH_SEED to replay)");
     let mut rng = Rng(seed);
 
-    let mut d = Daemon::start(&bin(), &tmp.path().join("data"), &Options::default());
+    let opts = Options {
+        extra_toml: "[projects.CRASH1]\nparticipant_pattern = \"FIONATEST[0-9]{6}\"\n\
+                     events = [\"baseline\"]\n\
+                     [[routing]]\nproject = \"CRASH1\"\nevent = \"baseline\"\n\
+                     pattern = \"^FIONATEST[0-9]{6}$\"\n"
+            .into(),
+        ..Options::default()
+    };
+    let mut d = Daemon::start(&bin(), &tmp.path().join("data"), &opts);
     let mut acked: BTreeSet<PathBuf> = BTreeSet::new();
     let rounds = 8;
     let mut kills_mid_transfer = 0;
@@ -115,6 +125,24 @@ fn kill9_never_loses_an_acknowledged_instance() {
             status["totals"]["instances"].as_u64().unwrap(),
             idx.len() as u64
         );
+        // The assignment made on arrival, and its transfer's count, match the index.
+        let transfers = d.json(&["transfers"]);
+        let transfers = transfers.as_array().unwrap();
+        if idx.is_empty() {
+            assert!(transfers.is_empty());
+        } else {
+            assert_eq!(
+                transfers.len(),
+                1,
+                "round {round}: one assignment (seed {seed})"
+            );
+            assert_eq!(transfers[0]["participant"], spec.patient_id.as_str());
+            assert_eq!(
+                transfers[0]["instances"].as_u64().unwrap(),
+                idx.len() as u64,
+                "round {round}: transfer count equals indexed instances (seed {seed})"
+            );
+        }
     }
     eprintln!(
         "{} rounds, {kills_mid_transfer} killed mid-transfer, {} instances acknowledged in all",

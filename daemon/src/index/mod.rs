@@ -17,6 +17,9 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+use crate::assign::{
+    AssignmentRecord, AuditRecord, CouplingEntry, ParticipantRecord, Policy, Tables, TransferRecord,
+};
 use crate::header::HeaderFields;
 
 /// Errors from the index. The message names the operation, never a record's values.
@@ -182,8 +185,28 @@ pub struct Totals {
 
 /// The index operations fiona needs. One implementation per storage engine.
 pub trait Store: Send + Sync + 'static {
-    /// Index a batch of durable instances in one atomic, durable commit.
-    fn commit(&self, batch: &[NewInstance]) -> Result<Vec<CommitOutcome>, StoreError>;
+    /// Index a batch of durable instances in one atomic, durable commit, together with the
+    /// assignments their arrival triggers ([`crate::assign::on_arrival`]).
+    fn commit(
+        &self,
+        batch: &[NewInstance],
+        policy: &Policy,
+        now_ms: i64,
+    ) -> Result<Vec<CommitOutcome>, StoreError>;
+    /// Run `f` on the assignment tables in one write transaction, committed (durably) when
+    /// `f` returns `Ok`, rolled back otherwise.
+    fn write_assign(
+        &self,
+        f: &mut dyn FnMut(&mut dyn Tables) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError>;
+    /// Current assignments, of one study or of all.
+    fn assignments(&self, study_key: Option<&str>) -> Result<Vec<AssignmentRecord>, StoreError>;
+    fn transfers(&self) -> Result<Vec<TransferRecord>, StoreError>;
+    fn transfer(&self, id: &str) -> Result<Option<TransferRecord>, StoreError>;
+    /// The whole audit trail, oldest first.
+    fn audit_trail(&self) -> Result<Vec<AuditRecord>, StoreError>;
+    fn couplings(&self) -> Result<Vec<CouplingEntry>, StoreError>;
+    fn participants(&self) -> Result<Vec<ParticipantRecord>, StoreError>;
     /// Whether a SOP Instance UID is already stored (fast path for re-sends).
     fn has_sop_instance(&self, sop_instance_uid: &str) -> Result<bool, StoreError>;
     /// Every indexed object key (for start-up recovery).

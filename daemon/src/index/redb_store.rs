@@ -10,6 +10,16 @@
 //! | `study_uid_index`| Study Instance UID           | study key                     |
 //! | `series`         | `study key/series UID`       | [`SeriesRecord`] JSON         |
 //! | `rejected`       | reject key (ULID)            | [`RejectRecord`] JSON         |
+//! | `assignments`    | `study key US project`       | [`AssignmentRecord`] JSON     |
+//! | `transfers`      | transfer ID (ULID)           | [`TransferRecord`] JSON       |
+//! | `participants`   | `project US participant`     | [`ParticipantRecord`] JSON    |
+//! | `coupling`       | `a|u US key US project`      | [`CouplingEntry`] JSON        |
+//! | `auto_ids`       | `project US keyed hash`      | participant ID                |
+//! | `issued_studies` | research StudyInstanceUID    | `study key US project`        |
+//! | `audit`          | sequence number (u64)        | [`AuditRecord`] JSON          |
+//!
+//! `US` is the unit separator U+001F, which no DICOM value used in a key may contain, so a
+//! prefix range never runs into a longer key. The audit table is only ever appended to.
 //!
 //! Every write transaction commits with `Durability::Immediate` (redb fsyncs before
 //! `commit` returns). An instance touches four tables (`sop_index`, `studies`, `series`,
@@ -26,6 +36,10 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use super::*;
+use crate::assign::{
+    self, AssignmentRecord, AuditRecord, CouplingEntry, KeyKind, ParticipantRecord, Policy, Tables,
+    TransferRecord,
+};
 
 const INSTANCES: TableDefinition<&str, &[u8]> = TableDefinition::new("instances");
 const SOP_INDEX: TableDefinition<&str, &str> = TableDefinition::new("sop_index");
@@ -33,6 +47,19 @@ const STUDIES: TableDefinition<&str, &[u8]> = TableDefinition::new("studies");
 const STUDY_UID_INDEX: TableDefinition<&str, &str> = TableDefinition::new("study_uid_index");
 const SERIES: TableDefinition<&str, &[u8]> = TableDefinition::new("series");
 const REJECTED: TableDefinition<&str, &[u8]> = TableDefinition::new("rejected");
+const ASSIGNMENTS: TableDefinition<&str, &[u8]> = TableDefinition::new("assignments");
+const TRANSFERS: TableDefinition<&str, &[u8]> = TableDefinition::new("transfers");
+const PARTICIPANTS: TableDefinition<&str, &[u8]> = TableDefinition::new("participants");
+const COUPLING: TableDefinition<&str, &[u8]> = TableDefinition::new("coupling");
+const AUTO_IDS: TableDefinition<&str, &str> = TableDefinition::new("auto_ids");
+const ISSUED_STUDIES: TableDefinition<&str, &str> = TableDefinition::new("issued_studies");
+const AUDIT: TableDefinition<u64, &[u8]> = TableDefinition::new("audit");
+
+/// Separator of composite keys in the assignment tables.
+const US: char = '\u{1f}';
+
+/// A stored instance's study after indexing, and whether the study and series are new.
+type Indexed = (StudyRecord, bool, bool);
 
 /// The redb-backed index.
 pub struct RedbStore {
@@ -89,6 +116,13 @@ impl RedbStore {
                 .map_err(engine("create tables"))?;
             txn.open_table(SERIES).map_err(engine("create tables"))?;
             txn.open_table(REJECTED).map_err(engine("create tables"))?;
+            for def in [ASSIGNMENTS, TRANSFERS, PARTICIPANTS, COUPLING] {
+                txn.open_table(def).map_err(engine("create tables"))?;
+            }
+            txn.open_table(AUTO_IDS).map_err(engine("create tables"))?;
+            txn.open_table(ISSUED_STUDIES)
+                .map_err(engine("create tables"))?;
+            txn.open_table(AUDIT).map_err(engine("create tables"))?;
         }
         txn.commit().map_err(engine("commit"))?;
         Ok(RedbStore { db })
@@ -98,7 +132,7 @@ impl RedbStore {
         &self,
         txn: &WriteTransaction,
         n: &NewInstance,
-    ) -> Result<CommitOutcome, StoreError> {
+    ) -> Result<(CommitOutcome, Option<Indexed>), StoreError> {
         let h = &n.header;
         let mut sop = txn
             .open_table(SOP_INDEX)
@@ -107,9 +141,12 @@ impl RedbStore {
             .get(h.sop_instance_uid.as_str())
             .map_err(engine("read sop_index"))?
         {
-            return Ok(CommitOutcome::Duplicate {
-                existing: existing.value().to_string(),
-            });
+            return Ok((
+                CommitOutcome::Duplicate {
+                    existing: existing.value().to_string(),
+                },
+                None,
+            ));
         }
         sop.insert(h.sop_instance_uid.as_str(), n.key.as_str())
             .map_err(engine("write sop_index"))?;
@@ -166,6 +203,8 @@ impl RedbStore {
             .map_err(engine("read series"))?
             .map(|g| decode::<SeriesRecord>(&skey, g.value()))
             .transpose()?;
+        let study_new = existing_study.is_none();
+        let series_new = existing_series.is_none();
         let mut series = match existing_series {
             Some(s) => s,
             None => {
@@ -236,9 +275,12 @@ impl RedbStore {
             .map_err(engine("open instances"))?
             .insert(ikey.as_str(), encode(&rec).as_slice())
             .map_err(engine("write instances"))?;
-        Ok(CommitOutcome::Stored {
-            study_key: study.key,
-        })
+        Ok((
+            CommitOutcome::Stored {
+                study_key: study.key.clone(),
+            },
+            Some((study, study_new, series_new)),
+        ))
     }
 
     fn read_all<T: DeserializeOwned>(
@@ -255,6 +297,22 @@ impl RedbStore {
         Ok(out)
     }
 
+    /// Records whose keys lie in `lo..hi`, in a read transaction.
+    fn read_range<T: DeserializeOwned>(
+        &self,
+        def: TableDefinition<&str, &[u8]>,
+        (lo, hi): (String, String),
+    ) -> Result<Vec<T>, StoreError> {
+        let txn = self.db.begin_read().map_err(engine("begin read"))?;
+        let t = txn.open_table(def).map_err(engine("open table"))?;
+        let mut out = Vec::new();
+        for row in t.range(lo.as_str()..hi.as_str()).map_err(engine("range"))? {
+            let (k, v) = row.map_err(engine("range"))?;
+            out.push(decode(k.value(), v.value())?);
+        }
+        Ok(out)
+    }
+
     fn contains(&self, def: TableDefinition<&str, &[u8]>, key: &str) -> Result<bool, StoreError> {
         let txn = self.db.begin_read().map_err(engine("begin read"))?;
         let t = txn.open_table(def).map_err(engine("open table"))?;
@@ -263,14 +321,88 @@ impl RedbStore {
 }
 
 impl Store for RedbStore {
-    fn commit(&self, batch: &[NewInstance]) -> Result<Vec<CommitOutcome>, StoreError> {
+    fn commit(
+        &self,
+        batch: &[NewInstance],
+        policy: &Policy,
+        now_ms: i64,
+    ) -> Result<Vec<CommitOutcome>, StoreError> {
         let txn = self.db.begin_write().map_err(engine("begin write"))?;
         let mut out = Vec::with_capacity(batch.len());
         for n in batch {
-            out.push(self.index_one(&txn, n)?);
+            let (outcome, arrival) = self.index_one(&txn, n)?;
+            if let Some((study, study_new, series_new)) = arrival {
+                let mut t = TxTables { txn: &txn };
+                assign::on_arrival(
+                    &mut t,
+                    policy,
+                    n,
+                    &assign::Arrival {
+                        study: &study,
+                        study_new,
+                        series_new,
+                    },
+                    now_ms,
+                )?;
+            }
+            out.push(outcome);
         }
         txn.commit().map_err(engine("commit"))?;
         Ok(out)
+    }
+
+    fn write_assign(
+        &self,
+        f: &mut dyn FnMut(&mut dyn Tables) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        let txn = self.db.begin_write().map_err(engine("begin write"))?;
+        {
+            let mut t = TxTables { txn: &txn };
+            f(&mut t)?;
+        }
+        txn.commit().map_err(engine("commit"))?;
+        Ok(())
+    }
+
+    fn assignments(&self, study_key: Option<&str>) -> Result<Vec<AssignmentRecord>, StoreError> {
+        match study_key {
+            None => self.read_all(ASSIGNMENTS),
+            Some(k) => self.read_range(ASSIGNMENTS, us_range(k)),
+        }
+    }
+
+    fn transfers(&self) -> Result<Vec<TransferRecord>, StoreError> {
+        self.read_all(TRANSFERS)
+    }
+
+    fn transfer(&self, id: &str) -> Result<Option<TransferRecord>, StoreError> {
+        let txn = self.db.begin_read().map_err(engine("begin read"))?;
+        let t = txn
+            .open_table(TRANSFERS)
+            .map_err(engine("open transfers"))?;
+        let Some(g) = t.get(id).map_err(engine("read transfers"))? else {
+            return Ok(None);
+        };
+        Ok(Some(decode(id, g.value())?))
+    }
+
+    fn audit_trail(&self) -> Result<Vec<AuditRecord>, StoreError> {
+        let txn = self.db.begin_read().map_err(engine("begin read"))?;
+        let t = txn.open_table(AUDIT).map_err(engine("open audit"))?;
+        let mut out = Vec::new();
+        for row in t.iter().map_err(engine("iterate audit"))? {
+            let (k, v) = row.map_err(engine("iterate audit"))?;
+            out.push(decode(&k.value().to_string(), v.value())?);
+        }
+        Ok(out)
+    }
+
+    fn couplings(&self) -> Result<Vec<CouplingEntry>, StoreError> {
+        self.read_all(COUPLING)
+    }
+
+    fn participants(&self) -> Result<Vec<ParticipantRecord>, StoreError> {
+        self.read_all(PARTICIPANTS)
     }
 
     fn has_sop_instance(&self, sop_instance_uid: &str) -> Result<bool, StoreError> {
@@ -330,35 +462,11 @@ impl Store for RedbStore {
     }
 
     fn series_of(&self, study_key: &str) -> Result<Vec<SeriesRecord>, StoreError> {
-        let txn = self.db.begin_read().map_err(engine("begin read"))?;
-        let t = txn.open_table(SERIES).map_err(engine("open series"))?;
-        let (lo, hi) = study_range(study_key);
-        let mut out = Vec::new();
-        for row in t
-            .range(lo.as_str()..hi.as_str())
-            .map_err(engine("range series"))?
-        {
-            let (k, v) = row.map_err(engine("range series"))?;
-            out.push(decode(k.value(), v.value())?);
-        }
-        Ok(out)
+        self.read_range(SERIES, study_range(study_key))
     }
 
     fn instances_of(&self, study_key: &str) -> Result<Vec<InstanceRecord>, StoreError> {
-        let txn = self.db.begin_read().map_err(engine("begin read"))?;
-        let t = txn
-            .open_table(INSTANCES)
-            .map_err(engine("open instances"))?;
-        let (lo, hi) = study_range(study_key);
-        let mut out = Vec::new();
-        for row in t
-            .range(lo.as_str()..hi.as_str())
-            .map_err(engine("range instances"))?
-        {
-            let (k, v) = row.map_err(engine("range instances"))?;
-            out.push(decode(k.value(), v.value())?);
-        }
-        Ok(out)
+        self.read_range(INSTANCES, study_range(study_key))
     }
 
     fn totals(&self) -> Result<Totals, StoreError> {
@@ -380,9 +488,208 @@ impl Store for RedbStore {
     }
 }
 
+/// `(prefix US, prefix US+1)`: every key that starts with `prefix` and the separator.
+fn us_range(prefix: &str) -> (String, String) {
+    (format!("{prefix}{US}"), format!("{prefix}\u{20}"))
+}
+
+fn coupling_prefix(kind: KeyKind, key: &str) -> String {
+    let k = match kind {
+        KeyKind::AccessionNumber => 'a',
+        KeyKind::StudyInstanceUid => 'u',
+    };
+    format!("{k}{US}{key}")
+}
+
+/// The assignment tables inside one redb write transaction.
+struct TxTables<'a> {
+    txn: &'a WriteTransaction,
+}
+
+impl TxTables<'_> {
+    fn get_json<T: DeserializeOwned>(
+        &self,
+        def: TableDefinition<&str, &[u8]>,
+        key: &str,
+    ) -> Result<Option<T>, StoreError> {
+        let t = self.txn.open_table(def).map_err(engine("open table"))?;
+        let g = t.get(key).map_err(engine("read"))?;
+        g.map(|g| decode(key, g.value())).transpose()
+    }
+
+    fn put_json<T: Serialize>(
+        &self,
+        def: TableDefinition<&str, &[u8]>,
+        key: &str,
+        v: &T,
+    ) -> Result<(), StoreError> {
+        self.txn
+            .open_table(def)
+            .map_err(engine("open table"))?
+            .insert(key, encode(v).as_slice())
+            .map_err(engine("write"))?;
+        Ok(())
+    }
+
+    fn range_json<T: DeserializeOwned>(
+        &self,
+        def: TableDefinition<&str, &[u8]>,
+        (lo, hi): (String, String),
+    ) -> Result<Vec<T>, StoreError> {
+        let t = self.txn.open_table(def).map_err(engine("open table"))?;
+        let mut out = Vec::new();
+        for row in t.range(lo.as_str()..hi.as_str()).map_err(engine("range"))? {
+            let (k, v) = row.map_err(engine("range"))?;
+            out.push(decode(k.value(), v.value())?);
+        }
+        Ok(out)
+    }
+}
+
+impl Tables for TxTables<'_> {
+    fn study(&self, key: &str) -> Result<Option<StudyRecord>, StoreError> {
+        self.get_json(STUDIES, key)
+    }
+
+    fn all_studies(&self) -> Result<Vec<StudyRecord>, StoreError> {
+        let t = self
+            .txn
+            .open_table(STUDIES)
+            .map_err(engine("open studies"))?;
+        let mut out = Vec::new();
+        for row in t.iter().map_err(engine("iterate studies"))? {
+            let (k, v) = row.map_err(engine("iterate studies"))?;
+            out.push(decode(k.value(), v.value())?);
+        }
+        Ok(out)
+    }
+
+    fn study_key_by_uid(&self, uid: &str) -> Result<Option<String>, StoreError> {
+        let t = self
+            .txn
+            .open_table(STUDY_UID_INDEX)
+            .map_err(engine("open study_uid_index"))?;
+        let v = t
+            .get(uid)
+            .map_err(engine("read study_uid_index"))?
+            .map(|g| g.value().to_string());
+        Ok(v)
+    }
+
+    fn series_of(&self, study_key: &str) -> Result<Vec<SeriesRecord>, StoreError> {
+        self.range_json(SERIES, study_range(study_key))
+    }
+
+    fn assignments_of(&self, study_key: &str) -> Result<Vec<AssignmentRecord>, StoreError> {
+        self.range_json(ASSIGNMENTS, us_range(study_key))
+    }
+
+    fn put_assignment(&mut self, a: &AssignmentRecord) -> Result<(), StoreError> {
+        self.put_json(ASSIGNMENTS, &format!("{}{US}{}", a.study_key, a.project), a)
+    }
+
+    fn transfer(&self, id: &str) -> Result<Option<TransferRecord>, StoreError> {
+        self.get_json(TRANSFERS, id)
+    }
+
+    fn put_transfer(&mut self, t: &TransferRecord) -> Result<(), StoreError> {
+        self.put_json(TRANSFERS, &t.id, t)
+    }
+
+    fn participant(
+        &self,
+        project: &str,
+        id: &str,
+    ) -> Result<Option<ParticipantRecord>, StoreError> {
+        self.get_json(PARTICIPANTS, &format!("{project}{US}{id}"))
+    }
+
+    fn put_participant(&mut self, p: &ParticipantRecord) -> Result<(), StoreError> {
+        self.put_json(
+            PARTICIPANTS,
+            &format!("{}{US}{}", p.project, p.participant),
+            p,
+        )
+    }
+
+    fn coupling(&self, kind: KeyKind, key: &str) -> Result<Vec<CouplingEntry>, StoreError> {
+        self.range_json(COUPLING, us_range(&coupling_prefix(kind, key)))
+    }
+
+    fn put_coupling(&mut self, e: &CouplingEntry) -> Result<(), StoreError> {
+        let k = format!("{}{US}{}", coupling_prefix(e.kind, &e.key), e.project);
+        self.put_json(COUPLING, &k, e)
+    }
+
+    fn auto_id(&self, project: &str, hash: &str) -> Result<Option<String>, StoreError> {
+        let t = self
+            .txn
+            .open_table(AUTO_IDS)
+            .map_err(engine("open auto_ids"))?;
+        let v = t
+            .get(format!("{project}{US}{hash}").as_str())
+            .map_err(engine("read auto_ids"))?
+            .map(|g| g.value().to_string());
+        Ok(v)
+    }
+
+    fn put_auto_id(&mut self, project: &str, hash: &str, id: &str) -> Result<(), StoreError> {
+        self.txn
+            .open_table(AUTO_IDS)
+            .map_err(engine("open auto_ids"))?
+            .insert(format!("{project}{US}{hash}").as_str(), id)
+            .map_err(engine("write auto_ids"))?;
+        Ok(())
+    }
+
+    fn issued_study(&self, uid: &str) -> Result<Option<(String, String)>, StoreError> {
+        let t = self
+            .txn
+            .open_table(ISSUED_STUDIES)
+            .map_err(engine("open issued_studies"))?;
+        let v = t
+            .get(uid)
+            .map_err(engine("read issued_studies"))?
+            .and_then(|g| {
+                g.value()
+                    .split_once(US)
+                    .map(|(k, p)| (k.to_string(), p.to_string()))
+            });
+        Ok(v)
+    }
+
+    fn put_issued_study(
+        &mut self,
+        uid: &str,
+        study_key: &str,
+        project: &str,
+    ) -> Result<(), StoreError> {
+        self.txn
+            .open_table(ISSUED_STUDIES)
+            .map_err(engine("open issued_studies"))?
+            .insert(uid, format!("{study_key}{US}{project}").as_str())
+            .map_err(engine("write issued_studies"))?;
+        Ok(())
+    }
+
+    fn append_audit(&mut self, mut a: AuditRecord) -> Result<u64, StoreError> {
+        let mut t = self.txn.open_table(AUDIT).map_err(engine("open audit"))?;
+        let next = t
+            .last()
+            .map_err(engine("read audit"))?
+            .map(|(k, _)| k.value() + 1)
+            .unwrap_or(1);
+        a.seq = next;
+        t.insert(next, encode(&a).as_slice())
+            .map_err(engine("write audit"))?;
+        Ok(next)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::assign::Policy;
     use proptest::prelude::*;
 
     fn inst(key: &str, study: &str, series: &str, sop: &str, bytes: u64) -> NewInstance {
@@ -408,12 +715,16 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let s = RedbStore::open(&d.path().join("i.redb")).unwrap();
         let out = s
-            .commit(&[
-                inst("A", "1.1", "1.1.1", "1.1.1.1", 10),
-                inst("B", "1.1", "1.1.1", "1.1.1.2", 20),
-                inst("C", "1.1", "1.1.2", "1.1.2.1", 30),
-                inst("D", "1.1", "1.1.2", "1.1.2.1", 30),
-            ])
+            .commit(
+                &[
+                    inst("A", "1.1", "1.1.1", "1.1.1.1", 10),
+                    inst("B", "1.1", "1.1.1", "1.1.1.2", 20),
+                    inst("C", "1.1", "1.1.2", "1.1.2.1", 30),
+                    inst("D", "1.1", "1.1.2", "1.1.2.1", 30),
+                ],
+                &Policy::default(),
+                0,
+            )
             .unwrap();
         assert!(matches!(out[3], CommitOutcome::Duplicate { ref existing } if existing == "C"));
         let studies = s.studies().unwrap();
@@ -438,8 +749,12 @@ mod tests {
         let p = d.path().join("i.redb");
         {
             let s = RedbStore::open(&p).unwrap();
-            s.commit(&[inst("A", "1.1", "1.1.1", "1.1.1.1", 10)])
-                .unwrap();
+            s.commit(
+                &[inst("A", "1.1", "1.1.1", "1.1.1.1", 10)],
+                &Policy::default(),
+                0,
+            )
+            .unwrap();
             s.record_rejection(&RejectRecord {
                 key: "R".into(),
                 file: "rejected/R.dcm".into(),
@@ -476,7 +791,7 @@ mod tests {
                     let sop = format!("1.{st}.{se}.{i}");
                     inst(&format!("K{n:05}"), &study, &series, &sop, *bytes)
                 }).collect();
-                let out = s.commit(&b).unwrap();
+                let out = s.commit(&b, &Policy::default(), 0).unwrap();
                 for (x, o) in b.iter().zip(out) {
                     let dup = model.contains_key(&x.header.sop_instance_uid);
                     prop_assert_eq!(dup, matches!(o, CommitOutcome::Duplicate{..}));

@@ -1,0 +1,116 @@
+//! [`Tables`] in memory, for unit tests of the assignment logic.
+
+use std::collections::BTreeMap;
+
+use super::*;
+
+#[derive(Default)]
+pub struct MemTables {
+    pub studies: BTreeMap<String, StudyRecord>,
+    pub series: BTreeMap<String, Vec<SeriesRecord>>,
+    pub assignments: BTreeMap<(String, String), AssignmentRecord>,
+    pub transfers: BTreeMap<String, TransferRecord>,
+    pub participants: BTreeMap<(String, String), ParticipantRecord>,
+    pub coupling: BTreeMap<(KeyKind, String, String), CouplingEntry>,
+    pub auto_ids: BTreeMap<(String, String), String>,
+    pub issued: BTreeMap<String, (String, String)>,
+    pub audit: Vec<AuditRecord>,
+}
+
+impl Tables for MemTables {
+    fn study(&self, key: &str) -> Result<Option<StudyRecord>, StoreError> {
+        Ok(self.studies.get(key).cloned())
+    }
+    fn all_studies(&self) -> Result<Vec<StudyRecord>, StoreError> {
+        Ok(self.studies.values().cloned().collect())
+    }
+    fn study_key_by_uid(&self, uid: &str) -> Result<Option<String>, StoreError> {
+        Ok(self
+            .studies
+            .values()
+            .find(|s| s.study_instance_uid == uid)
+            .map(|s| s.key.clone()))
+    }
+    fn series_of(&self, study_key: &str) -> Result<Vec<SeriesRecord>, StoreError> {
+        Ok(self.series.get(study_key).cloned().unwrap_or_default())
+    }
+    fn assignments_of(&self, study_key: &str) -> Result<Vec<AssignmentRecord>, StoreError> {
+        Ok(self
+            .assignments
+            .iter()
+            .filter(|((s, _), _)| s == study_key)
+            .map(|(_, a)| a.clone())
+            .collect())
+    }
+    fn put_assignment(&mut self, a: &AssignmentRecord) -> Result<(), StoreError> {
+        self.assignments
+            .insert((a.study_key.clone(), a.project.clone()), a.clone());
+        Ok(())
+    }
+    fn transfer(&self, id: &str) -> Result<Option<TransferRecord>, StoreError> {
+        Ok(self.transfers.get(id).cloned())
+    }
+    fn put_transfer(&mut self, t: &TransferRecord) -> Result<(), StoreError> {
+        self.transfers.insert(t.id.clone(), t.clone());
+        Ok(())
+    }
+    fn participant(
+        &self,
+        project: &str,
+        id: &str,
+    ) -> Result<Option<ParticipantRecord>, StoreError> {
+        Ok(self
+            .participants
+            .get(&(project.to_string(), id.to_string()))
+            .cloned())
+    }
+    fn put_participant(&mut self, p: &ParticipantRecord) -> Result<(), StoreError> {
+        self.participants
+            .insert((p.project.clone(), p.participant.clone()), p.clone());
+        Ok(())
+    }
+    fn coupling(&self, kind: KeyKind, key: &str) -> Result<Vec<CouplingEntry>, StoreError> {
+        Ok(self
+            .coupling
+            .iter()
+            .filter(|((k, v, _), _)| *k == kind && v == key)
+            .map(|(_, e)| e.clone())
+            .collect())
+    }
+    fn put_coupling(&mut self, e: &CouplingEntry) -> Result<(), StoreError> {
+        self.coupling
+            .insert((e.kind, e.key.clone(), e.project.clone()), e.clone());
+        Ok(())
+    }
+    fn auto_id(&self, project: &str, hash: &str) -> Result<Option<String>, StoreError> {
+        Ok(self
+            .auto_ids
+            .get(&(project.to_string(), hash.to_string()))
+            .cloned())
+    }
+    fn put_auto_id(&mut self, project: &str, hash: &str, id: &str) -> Result<(), StoreError> {
+        self.auto_ids
+            .insert((project.to_string(), hash.to_string()), id.to_string());
+        Ok(())
+    }
+    fn issued_study(&self, uid: &str) -> Result<Option<(String, String)>, StoreError> {
+        Ok(self.issued.get(uid).cloned())
+    }
+    fn put_issued_study(
+        &mut self,
+        uid: &str,
+        study_key: &str,
+        project: &str,
+    ) -> Result<(), StoreError> {
+        self.issued.insert(
+            uid.to_string(),
+            (study_key.to_string(), project.to_string()),
+        );
+        Ok(())
+    }
+    fn append_audit(&mut self, mut a: AuditRecord) -> Result<u64, StoreError> {
+        a.seq = self.audit.len() as u64 + 1;
+        self.audit.push(a);
+        Ok(self.audit.len() as u64)
+    }
+}
