@@ -15,6 +15,7 @@
 //! | `GET /v1/coupling`    | `[CouplingEntry]`                        |
 //! | `GET /v1/transfers?project=&state=&since=&until=` | `[TransferRecord]`, oldest first |
 //! | `GET /v1/audit`       | `[AuditRecord]`, oldest first            |
+//! | `GET /v1/projects`    | `[ProjectView]`                          |
 //!
 //! `GET /v1/studies` lists the studies an admin can still assign: unassigned studies older
 //! than `unassigned_visible_days` are left out unless `?all=true` (then they are marked
@@ -100,6 +101,26 @@ pub struct AssignmentView {
     /// State of the current transfer.
     pub state: String,
     pub transfers: Vec<String>,
+}
+
+/// A project as the people assigning studies need to see it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ProjectView {
+    pub name: String,
+    pub state: String,
+    pub approval: String,
+    pub approval_start: Option<String>,
+    pub approval_end: Option<String>,
+    /// Whether it takes new assignments today, and if not why.
+    pub accepts_assignments: bool,
+    pub refusal: Option<String>,
+    pub participant_pattern: String,
+    pub events: Vec<String>,
+    pub destinations: Vec<String>,
+    pub auto_id_ae_title: Option<String>,
+    pub participants: u64,
+    /// Transfers by state.
+    pub transfers: std::collections::BTreeMap<String, u64>,
 }
 
 /// `POST /v1/assign`: STUDY is a quarantine key or an accession number.
@@ -414,6 +435,48 @@ async fn rejected(State(c): State<Arc<Ctl>>) -> Result<Json<Vec<RejectRecord>>, 
     Ok(Json(v))
 }
 
+async fn get_projects(State(c): State<Arc<Ctl>>) -> Result<Json<Vec<ProjectView>>, ApiError> {
+    let node = c.node.clone();
+    Ok(Json(
+        blocking(move || {
+            let participants = node.store.participants().map_err(|e| e.to_string())?;
+            let transfers = node.store.transfers().map_err(|e| e.to_string())?;
+            let today = assign::utc_date(now_ms());
+            Ok(node
+                .policy
+                .projects
+                .projects
+                .values()
+                .map(|p| {
+                    let cfg = &p.config;
+                    let refusal = p.accepts(today).err().map(|r| r.to_string());
+                    let mut by_state = std::collections::BTreeMap::new();
+                    for t in transfers.iter().filter(|t| t.project == p.name) {
+                        *by_state.entry(t.state.as_str().to_string()).or_insert(0) += 1;
+                    }
+                    ProjectView {
+                        name: p.name.clone(),
+                        state: format!("{:?}", cfg.state).to_lowercase(),
+                        approval: cfg.approval.clone(),
+                        approval_start: cfg.approval_start.map(|d| d.to_string()),
+                        approval_end: cfg.approval_end.map(|d| d.to_string()),
+                        accepts_assignments: refusal.is_none(),
+                        refusal,
+                        participant_pattern: cfg.participant_pattern.clone(),
+                        events: cfg.events.clone(),
+                        destinations: cfg.destinations.clone(),
+                        auto_id_ae_title: cfg.auto_id.as_ref().map(|a| a.ae_title.clone()),
+                        participants: participants.iter().filter(|x| x.project == p.name).count()
+                            as u64,
+                        transfers: by_state,
+                    }
+                })
+                .collect())
+        })
+        .await?,
+    ))
+}
+
 /// Who is on the other end of the control socket (from `SO_PEERCRED`).
 #[derive(Debug, Clone)]
 pub struct Peer {
@@ -689,6 +752,7 @@ pub async fn serve(
         .route("/v1/coupling", post(post_coupling).get(get_coupling))
         .route("/v1/transfers", get(get_transfers))
         .route("/v1/audit", get(get_audit))
+        .route("/v1/projects", get(get_projects))
         .with_state(ctl);
     axum::serve(listener, app.into_make_service_with_connect_info::<Peer>())
         .with_graceful_shutdown(async move { shutdown.cancelled().await })

@@ -114,6 +114,13 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// The configured projects: pattern, events, approval, whether they take assignments now.
+    Projects {
+        #[command(flatten)]
+        loc: Location,
+        #[arg(long)]
+        json: bool,
+    },
     /// The audit trail: every assignment, correction, refusal, rule match and coupling import.
     Audit {
         #[command(flatten)]
@@ -446,6 +453,57 @@ fn run(cli: Cli) -> Result<(), String> {
                 }
             }
         }
+        Cmd::Projects { loc, json } => show(
+            &loc,
+            "/v1/projects",
+            json,
+            |v: Vec<control::ProjectView>| {
+                if v.is_empty() {
+                    println!("no projects configured (see docs/CONFIG.md, [projects.NAME])");
+                }
+                for p in v {
+                    println!(
+                        "{}  [{}{}]",
+                        p.name,
+                        p.state,
+                        p.refusal
+                            .as_deref()
+                            .map(|r| format!(": {r}"))
+                            .unwrap_or_else(|| ", takes assignments".into())
+                    );
+                    println!(
+                        "  participant IDs  {} ({} known)",
+                        p.participant_pattern, p.participants
+                    );
+                    println!("  events           {}", p.events.join(", "));
+                    println!(
+                        "  approval         {} {} .. {}",
+                        p.approval,
+                        p.approval_start.as_deref().unwrap_or("-"),
+                        p.approval_end.as_deref().unwrap_or("-")
+                    );
+                    if let Some(ae) = &p.auto_id_ae_title {
+                        println!("  auto-ID AE title {ae}");
+                    }
+                    if !p.destinations.is_empty() {
+                        println!("  destinations     {}", p.destinations.join(", "));
+                    }
+                    let t: Vec<String> = p
+                        .transfers
+                        .iter()
+                        .map(|(k, v)| format!("{v} {k}"))
+                        .collect();
+                    println!(
+                        "  transfers        {}",
+                        if t.is_empty() {
+                            "none".into()
+                        } else {
+                            t.join(", ")
+                        }
+                    );
+                }
+            },
+        ),
         Cmd::Audit { loc, json } => show(
             &loc,
             "/v1/audit",

@@ -341,6 +341,26 @@ fn manual_assignment_corrections_later_series_and_restart() {
     let (ok, _, err) = cli_text(&d, &["transfers", "--since", "yesterday"]);
     assert!(!ok && err.contains("YYYY-MM-DD"), "{err}");
 
+    // The project overview: who takes assignments, participants known, transfers by state.
+    let projects = d.json(&["projects"]);
+    let by_name = |n: &str| {
+        projects
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == n)
+            .unwrap()
+            .clone()
+    };
+    let p1 = by_name("PROJ1");
+    assert_eq!(p1["accepts_assignments"], true);
+    assert_eq!(p1["participants"], 2);
+    assert_eq!(p1["transfers"]["requested"], 1);
+    assert_eq!(p1["transfers"]["cancelled"], 1);
+    let old = by_name("OLDPROJ");
+    assert_eq!(old["accepts_assignments"], false);
+    assert!(old["refusal"].as_str().unwrap().contains("archived"));
+
     // kill -9: assignments, transfers and the audit trail are all still there.
     let before = (
         transfers(&d, &[]),
