@@ -11,7 +11,7 @@
 //! | `GET /v1/studies/KEY/instances` | `[InstanceRecord]` (404 if unknown) |
 //! | `GET /v1/rejected`    | `[RejectRecord]`                         |
 //! | `POST /v1/assign`     | [`AssignBody`] -> [`AssignOutcome`] (422 with the reason if refused) |
-//! | `POST /v1/coupling?name=FILE&replace=BOOL` | CSV body -> [`ImportReport`] (422 if any line is bad) |
+//! | `POST /v1/coupling?replace=BOOL` | CSV body -> [`ImportReport`] (422 if any line is bad) |
 //! | `GET /v1/coupling`    | `[CouplingEntry]`                        |
 //! | `GET /v1/transfers?project=&state=&since=&until=` | `[TransferRecord]`, oldest first |
 //! | `GET /v1/audit`       | `[AuditRecord]`, oldest first            |
@@ -48,6 +48,9 @@ use crate::assign::{
 };
 use crate::index::{InstanceRecord, RejectRecord, SeriesRecord, StudyRecord, Totals};
 use crate::scp::Node;
+
+/// Largest coupling list accepted (about a million rows).
+pub const COUPLING_MAX_BYTES: usize = 64 << 20;
 
 /// File name of the control socket inside `run/`.
 pub const SOCKET_NAME: &str = "control.sock";
@@ -130,6 +133,9 @@ pub struct AssignBody {
     pub project: String,
     pub participant: String,
     pub event: String,
+    /// The participant ID is known to be used for another PatientID of the same person.
+    #[serde(default)]
+    pub allow_other_patient: bool,
 }
 
 /// One study with its series, for `fiona study KEY`. Holds the patient identity the assign
@@ -370,7 +376,6 @@ async fn study(
     UrlPath(key): UrlPath<String>,
 ) -> Result<Json<StudyDetail>, ApiError> {
     let node = c.node.clone();
-    let quiet = node.config.quiet_period().as_millis() as i64;
     let k = key.clone();
     let found = blocking(move || {
         let Some(s) = node.store.study(&k).map_err(|e| e.to_string())? else {
@@ -389,7 +394,6 @@ async fn study(
             .assignments(Some(&k))
             .map_err(|e| e.to_string())?;
         let states = transfer_states(&node)?;
-        let _ = quiet;
         Ok(Some(StudyDetail {
             study: full_study_view(&node, &s, &assignments, &states, now_ms()),
             study_instance_uid: s.study_instance_uid.clone(),
@@ -481,29 +485,54 @@ async fn get_projects(State(c): State<Arc<Ctl>>) -> Result<Json<Vec<ProjectView>
 #[derive(Debug, Clone)]
 pub struct Peer {
     uid: Option<u32>,
+    pid: Option<i32>,
 }
 
 impl Connected<IncomingStream<'_, tokio::net::UnixListener>> for Peer {
     fn connect_info(stream: IncomingStream<'_, tokio::net::UnixListener>) -> Self {
-        Peer {
-            uid: stream.io().peer_cred().ok().map(|c| c.uid()),
+        match stream.io().peer_cred() {
+            Ok(c) => Peer {
+                uid: Some(c.uid()),
+                pid: c.pid(),
+            },
+            Err(_) => Peer {
+                uid: None,
+                pid: None,
+            },
         }
     }
 }
 
-/// `user:NAME` for the peer's Unix user (the audit trail's actor for admin commands).
-fn actor_of(peer: &Peer) -> String {
-    match peer.uid {
-        Some(uid) => {
-            let name = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid))
-                .ok()
-                .flatten()
-                .map(|u| u.name)
-                .unwrap_or_else(|| format!("uid{uid}"));
-            format!("user:{name}")
-        }
-        None => "user:unknown".into(),
-    }
+fn user_name(uid: u32) -> String {
+    nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid))
+        .ok()
+        .flatten()
+        .map(|u| u.name)
+        .unwrap_or_else(|| format!("uid{uid}"))
+}
+
+/// The audit trail's actor for a change made through the socket: `user:NAME`, where NAME is
+/// the peer's login user (`/proc/PID/loginuid`, which survives `sudo` and `su`), with the
+/// effective user added when it differs (`user:alice (as root)`). Blocking (NSS lookups): call
+/// off the async threads. `None` when the peer's credentials are unknown.
+fn actor_of(peer: &Peer) -> Option<String> {
+    let uid = peer.uid?;
+    let login = peer
+        .pid
+        .and_then(|pid| std::fs::read_to_string(format!("/proc/{pid}/loginuid")).ok())
+        .and_then(|s| s.trim().parse::<u32>().ok())
+        .filter(|&l| l != u32::MAX);
+    Some(match login {
+        Some(l) if l != uid => format!("user:{} (as {})", user_name(l), user_name(uid)),
+        _ => format!("user:{}", user_name(uid)),
+    })
+}
+
+fn no_actor() -> ApiError {
+    ApiError(
+        StatusCode::FORBIDDEN,
+        "the caller's credentials are unknown; changes need a local user".into(),
+    )
 }
 
 fn refused(e: AssignError) -> ApiError {
@@ -552,8 +581,8 @@ async fn post_assign(
     Json(b): Json<AssignBody>,
 ) -> Result<Json<AssignOutcome>, ApiError> {
     let node = c.node.clone();
-    let actor = actor_of(&peer);
     let r = tokio::task::spawn_blocking(move || -> Result<AssignOutcome, ApiError> {
+        let actor = actor_of(&peer).ok_or_else(no_actor)?;
         let key = resolve_study(&node, &b.study)?;
         let mut result: Option<Result<AssignOutcome, AssignError>> = None;
         node.store
@@ -566,6 +595,7 @@ async fn post_assign(
                     via: Via::Manual,
                     actor: &actor,
                     derived_from: None,
+                    allow_other_patient: b.allow_other_patient,
                 };
                 match assign::assign_audited(t, &node.policy, &req, now_ms(), false) {
                     Err(AssignError::Store(e)) => Err(e),
@@ -598,8 +628,6 @@ async fn post_assign(
 #[derive(Debug, Default, Deserialize)]
 struct CouplingQuery {
     #[serde(default)]
-    name: String,
-    #[serde(default)]
     replace: bool,
 }
 
@@ -610,8 +638,8 @@ async fn post_coupling(
     body: String,
 ) -> Response {
     let node = c.node.clone();
-    let actor = actor_of(&peer);
     let res = blocking(move || {
+        let actor = actor_of(&peer).ok_or("the caller's credentials are unknown")?;
         let mut report = None;
         node.store
             .write_assign(&mut |t| {
@@ -619,11 +647,6 @@ async fn post_coupling(
                     t,
                     &node.policy,
                     &body,
-                    if q.name.is_empty() {
-                        "(unnamed)"
-                    } else {
-                        &q.name
-                    },
                     &actor,
                     q.replace,
                     now_ms(),
@@ -749,7 +772,12 @@ pub async fn serve(
         .route("/v1/studies/{key}/instances", get(instances))
         .route("/v1/rejected", get(rejected))
         .route("/v1/assign", post(post_assign))
-        .route("/v1/coupling", post(post_coupling).get(get_coupling))
+        .route(
+            "/v1/coupling",
+            post(post_coupling)
+                .get(get_coupling)
+                .layer(axum::extract::DefaultBodyLimit::max(COUPLING_MAX_BYTES)),
+        )
         .route("/v1/transfers", get(get_transfers))
         .route("/v1/audit", get(get_audit))
         .route("/v1/projects", get(get_projects))

@@ -77,6 +77,10 @@ enum Cmd {
         participant: String,
         #[arg(long)]
         event: String,
+        /// The participant ID is already used for another PatientID, and that is the same
+        /// person (e.g. a hospital ID that changed). Without it such an assignment is refused.
+        #[arg(long)]
+        allow_other_patient: bool,
         #[command(flatten)]
         loc: Location,
         #[arg(long)]
@@ -345,6 +349,7 @@ fn run(cli: Cli) -> Result<(), String> {
             project,
             participant,
             event,
+            allow_other_patient,
             loc,
             json,
         } => {
@@ -354,6 +359,7 @@ fn run(cli: Cli) -> Result<(), String> {
                 project,
                 participant,
                 event,
+                allow_other_patient,
             })
             .map_err(|e| e.to_string())?;
             let (status, answer) =
@@ -423,14 +429,18 @@ fn run(cli: Cli) -> Result<(), String> {
             } else {
                 format!("/v1/transfers?{}", q.join("&"))
             };
+            if export.is_some() && !q.iter().any(|x| x.starts_with("project=")) {
+                return Err("--export writes one project's records: name it with --project".into());
+            }
             let body = fetch(&dir, &path)?;
             let v: Vec<fiona::assign::TransferRecord> = parse(&body)?;
             match export.as_deref() {
                 Some(format) => {
+                    let rows: Vec<ExportRow> = v.iter().map(ExportRow::from).collect();
                     let bytes = if format == "csv" {
-                        transfers_csv(&v)?
+                        transfers_csv(&rows)?
                     } else {
-                        let mut b = serde_json::to_vec_pretty(&v).map_err(|e| e.to_string())?;
+                        let mut b = serde_json::to_vec_pretty(&rows).map_err(|e| e.to_string())?;
                         b.push(b'\n');
                         b
                     };
@@ -553,14 +563,7 @@ fn coupling(cmd: CouplingCmd) -> Result<(), String> {
                     file.display()
                 ));
             }
-            let name = file
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default();
-            let path = format!(
-                "/v1/coupling?name={}&replace={replace}",
-                control::encode_query(&name)
-            );
+            let path = format!("/v1/coupling?replace={replace}");
             let (status, body) =
                 control::request_post(&dir, &path, "text/csv", &text).map_err(|e| e.to_string())?;
             if status != 200 && status != 422 {
@@ -639,52 +642,57 @@ fn iso_ms(ms: i64) -> String {
         .unwrap_or_default()
 }
 
-fn transfers_csv(v: &[fiona::assign::TransferRecord]) -> Result<Vec<u8>, String> {
+/// One transfer in an export for the project's own records: pseudonym, event, research
+/// StudyInstanceUID and counts; nothing from the clinical side but the quarantine key.
+#[derive(Debug, serde::Serialize)]
+struct ExportRow {
+    transfer_id: String,
+    study_key: String,
+    project: String,
+    participant: String,
+    event: String,
+    kind: String,
+    via: String,
+    actor: String,
+    created: String,
+    state: String,
+    state_changed: String,
+    series: usize,
+    instances: u64,
+    sent: u64,
+    verified: String,
+    research_study_uid: String,
+    replaces: String,
+}
+
+impl From<&fiona::assign::TransferRecord> for ExportRow {
+    fn from(t: &fiona::assign::TransferRecord) -> Self {
+        ExportRow {
+            transfer_id: t.id.clone(),
+            study_key: t.study_key.clone(),
+            project: t.project.clone(),
+            participant: t.participant.clone(),
+            event: t.event.clone(),
+            kind: format!("{:?}", t.kind).to_lowercase(),
+            via: t.via.to_string(),
+            actor: t.actor.clone(),
+            created: iso_ms(t.created_ms),
+            state: t.state.as_str().to_string(),
+            state_changed: iso_ms(t.state_ms),
+            series: t.series.len(),
+            instances: t.instances,
+            sent: t.sent,
+            verified: t.verified_ms.map(iso_ms).unwrap_or_default(),
+            research_study_uid: t.research_study_uid.clone(),
+            replaces: t.replaces.clone().unwrap_or_default(),
+        }
+    }
+}
+
+fn transfers_csv(rows: &[ExportRow]) -> Result<Vec<u8>, String> {
     let mut w = csv::Writer::from_writer(Vec::new());
-    let e = |e: csv::Error| e.to_string();
-    w.write_record([
-        "transfer_id",
-        "study_key",
-        "project",
-        "participant",
-        "event",
-        "kind",
-        "via",
-        "actor",
-        "created",
-        "state",
-        "state_changed",
-        "reason",
-        "series",
-        "instances",
-        "sent",
-        "verified",
-        "research_study_uid",
-        "replaces",
-    ])
-    .map_err(e)?;
-    for t in v {
-        w.write_record([
-            t.id.clone(),
-            t.study_key.clone(),
-            t.project.clone(),
-            t.participant.clone(),
-            t.event.clone(),
-            format!("{:?}", t.kind).to_lowercase(),
-            t.via.to_string(),
-            t.actor.clone(),
-            iso_ms(t.created_ms),
-            t.state.as_str().to_string(),
-            iso_ms(t.state_ms),
-            t.reason.clone().unwrap_or_default(),
-            t.series.len().to_string(),
-            t.instances.to_string(),
-            t.sent.to_string(),
-            t.verified_ms.map(iso_ms).unwrap_or_default(),
-            t.research_study_uid.clone(),
-            t.replaces.clone().unwrap_or_default(),
-        ])
-        .map_err(e)?;
+    for r in rows {
+        w.serialize(r).map_err(|e| e.to_string())?;
     }
     w.into_inner().map_err(|e| e.to_string())
 }

@@ -173,6 +173,10 @@ pub struct RoutingRule {
     /// ... or group name (wins over `capture`).
     #[serde(default)]
     pub capture_name: Option<String>,
+    /// Match whatever AE titles the sender uses. Without it a rule must name `called_ae` or
+    /// `calling_ae`, so a loose pattern cannot pull clinical traffic into a project.
+    #[serde(default)]
+    pub any_sender: bool,
 }
 
 /// Project names: 5 to 20 characters, letters, digits, '-' and '_' (they name secret files
@@ -244,6 +248,11 @@ pub enum Refusal {
     },
     #[error("participant ID: {0}")]
     Syntax(String),
+    #[error("participant ID `{participant}` is already used in project `{project}` for another patient (a different PatientID); check the ID, or assign with --allow-other-patient if it is the same person under another hospital ID")]
+    OtherPatient {
+        project: String,
+        participant: String,
+    },
     #[error("project `{project}` has no event `{event}` (events: {events})")]
     UnknownEvent {
         project: String,
@@ -273,6 +282,14 @@ impl Project {
             if !seen.insert(e) {
                 return Err(format!("events: `{e}` is listed twice"));
             }
+        }
+        if config.state == ProjectState::Active
+            && (config.approval_start.is_none() || config.approval_end.is_none())
+        {
+            return Err(
+                "approval_start and approval_end: required for an active project (the ethics approval's first and last day)"
+                    .into(),
+            );
         }
         if let (Some(s), Some(e)) = (config.approval_start, config.approval_end) {
             if s > e {
@@ -495,6 +512,12 @@ impl Projects {
             };
             p.check_event(&r.event)
                 .map_err(|e| ("routing", format!("{name}: {e}")))?;
+            if r.called_ae.is_none() && r.calling_ae.is_none() && !r.any_sender {
+                return Err((
+                    "routing",
+                    format!("{name}: name called_ae or calling_ae (or set any_sender = true to match every sender)"),
+                ));
+            }
             for ae in [&r.called_ae, &r.calling_ae].into_iter().flatten() {
                 validate_ae_title(ae).map_err(|e| ("routing", format!("{name}: {e}")))?;
             }
@@ -583,6 +606,7 @@ mod tests {
 
     const BASE: &str =
         "participant_pattern = \"PROJ1-[0-9]{4}\"\nevents = [\"baseline\", \"followup\"]\n";
+    const DATES: &str = "approval_start = \"2025-01-01\"\napproval_end = \"2030-12-31\"\n";
 
     #[test]
     fn names_are_5_to_20_safe_characters() {
@@ -596,7 +620,7 @@ mod tests {
 
     #[test]
     fn pattern_matches_the_whole_id() {
-        let p = project(BASE).unwrap();
+        let p = project(&format!("{BASE}{DATES}")).unwrap();
         assert!(p.check_participant("PROJ1-0001").is_ok());
         let e = p.check_participant("XPROJ1-0001").unwrap_err();
         assert!(matches!(e, Refusal::Pattern { .. }));
@@ -641,17 +665,18 @@ mod tests {
             ("participant_pattern = \"(\"\nevents = [\"b\"]", "participant_pattern"),
             ("participant_pattern = \"X\"", "events"),
             ("participant_pattern = \"X\"\nevents = [\"b\", \"b\"]", "twice"),
+            ("participant_pattern = \"X\"\nevents = [\"b\"]", "required for an active project"),
             (
                 "participant_pattern = \"X\"\nevents = [\"b\"]\napproval_start = \"2026-01-02\"\napproval_end = \"2026-01-01\"",
                 "after",
             ),
             ("participant_pattern = \"X\"\nevents = [\"b\"]\napproval_end = \"31.12.2026\"", "YYYY-MM-DD"),
             (
-                "participant_pattern = \"P[0-9]{3}\"\nevents = [\"b\"]\nauto_id = { ae_title = \"AUTO\", prefix = \"P\", digits = 4, event = \"b\" }",
+                "participant_pattern = \"P[0-9]{3}\"\nevents = [\"b\"]\napproval_start = 2025-01-01\napproval_end = 2030-12-31\nauto_id = { ae_title = \"AUTO\", prefix = \"P\", digits = 4, event = \"b\" }",
                 "do not match",
             ),
             (
-                "participant_pattern = \"P[0-9]{3}\"\nevents = [\"b\"]\nauto_id = { ae_title = \"AUTO\", prefix = \"P\", digits = 3, event = \"x\" }",
+                "participant_pattern = \"P[0-9]{3}\"\nevents = [\"b\"]\napproval_start = 2025-01-01\napproval_end = 2030-12-31\nauto_id = { ae_title = \"AUTO\", prefix = \"P\", digits = 3, event = \"x\" }",
                 "auto_id.event",
             ),
         ] {
@@ -677,10 +702,10 @@ mod tests {
     #[test]
     fn routing_rules_take_the_capture() {
         let ps = compile(&format!(
-            "[projects.PROJ1]\n{BASE}\n[[routing]]\nproject = \"PROJ1\"\nevent = \"baseline\"\n\
+            "[projects.PROJ1]\n{BASE}{DATES}\n[[routing]]\nproject = \"PROJ1\"\nevent = \"baseline\"\n\
              called_ae = \"FIONAQC\"\npattern = \"^QC-(PROJ1-[0-9]{{4}})$\"\ncapture = 1\n\
              [[routing]]\nname = \"byname\"\nproject = \"PROJ1\"\nevent = \"followup\"\n\
-             field = \"patient_name\"\npattern = \"^Phantom\\\\^(?P<id>.*)$\"\ncapture_name = \"id\"\n"
+             calling_ae = \"CT1\"\nfield = \"patient_name\"\npattern = \"^Phantom\\\\^(?P<id>.*)$\"\ncapture_name = \"id\"\n"
         ))
         .unwrap();
         let r = &ps.rules[0];
@@ -700,12 +725,16 @@ mod tests {
                 .as_deref(),
             Some("PROJ1-0001")
         );
+        assert_eq!(
+            ps.rules[1].participant_for("FIONA", "MR2", "", "Phantom^PROJ1-0001"),
+            None
+        );
         assert_eq!(ps.extra_called_ae_titles(), vec!["FIONAQC".to_string()]);
     }
 
     #[test]
     fn compile_errors_name_the_section() {
-        let base = format!("[projects.PROJ1]\n{BASE}");
+        let base = format!("[projects.PROJ1]\n{BASE}{DATES}");
         for (t, field, want) in [
             (
                 format!("{base}destinations = [\"nowhere\"]\n"),
@@ -718,9 +747,14 @@ mod tests {
                 "unknown project",
             ),
             (
-                format!("{base}\n[[routing]]\nproject = \"PROJ1\"\nevent = \"baseline\"\npattern = \"x\"\ncapture = 2\n"),
+                format!("{base}\n[[routing]]\nproject = \"PROJ1\"\nevent = \"baseline\"\npattern = \"x\"\nany_sender = true\ncapture = 2\n"),
                 "routing",
                 "capture group 2",
+            ),
+            (
+                format!("{base}\n[[routing]]\nproject = \"PROJ1\"\nevent = \"baseline\"\npattern = \"x\"\n"),
+                "routing",
+                "called_ae or calling_ae",
             ),
             (
                 "[projects.PRJ]\nparticipant_pattern = \"x\"\nevents = [\"b\"]\n".to_string(),

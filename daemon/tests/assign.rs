@@ -27,11 +27,22 @@ auto_id = { ae_title = "PROJ1AUTO", prefix = "PROJ1-", digits = 4, event = "base
 [projects.SECOND]
 participant_pattern = "S[0-9]{3}"
 events = ["scan"]
+approval_start = "2025-01-01"
+approval_end = "2099-12-31"
 
 [projects.OLDPROJ]
 participant_pattern = ".*"
 events = ["x"]
 state = "archived"
+
+[[routing]]
+name = "phantom-names"
+project = "SECOND"
+event = "scan"
+calling_ae = "PHANTOMSCU"
+field = "patient_name"
+pattern = "^Phantom\\^(?P<id>S[0-9]+)$"
+capture_name = "id"
 
 [[routing]]
 name = "qc-phantoms"
@@ -320,6 +331,8 @@ fn manual_assignment_corrections_later_series_and_restart() {
         &d,
         &[
             "transfers",
+            "--project",
+            "PROJ1",
             "--export",
             "json",
             "-o",
@@ -327,8 +340,25 @@ fn manual_assignment_corrections_later_series_and_restart() {
         ],
     );
     assert!(ok, "{err}");
-    let exported: Vec<Value> = serde_json::from_slice(&std::fs::read(&json_file).unwrap()).unwrap();
-    assert_eq!(exported.len(), 3);
+    let raw = std::fs::read_to_string(&json_file).unwrap();
+    let exported: Vec<Value> = serde_json::from_str(&raw).unwrap();
+    assert_eq!(exported.len(), 2);
+    // Nothing from the clinical side: no original UIDs, accession, patient name or ID.
+    for (what, v) in [
+        ("study UID", s.study_uid.as_str()),
+        ("accession", s.accession.as_str()),
+        ("patient ID", s.patient_id.as_str()),
+    ] {
+        assert!(!raw.contains(v) && !csv.contains(v), "{what} in export");
+    }
+    let family = s.patient_name.split('^').next().unwrap();
+    assert!(!raw.contains(family) && !csv.contains(family));
+    // An export is one project's records.
+    let (ok, _, err) = cli_text(&d, &["transfers", "--export", "csv"]);
+    assert!(!ok && err.contains("--project"), "{err}");
+    // One study's transfers.
+    assert_eq!(transfers(&d, &["--study", &key]).len(), 3);
+    assert!(transfers(&d, &["--study", "NOSUCHKEY"]).is_empty());
     // Date filters: everything was created today; nothing tomorrow.
     let today = time::OffsetDateTime::now_utc().date();
     let tomorrow = today.next_day().unwrap();
@@ -506,6 +536,33 @@ fn routing_rule_auto_id_and_derived_series() {
     qc2.patient_id = "QC_PROJ1-0043".into();
     send(&d, "FIONA", &study(tmp.path(), "qc2", &qc2));
     assert!(assignments(&study_by_uid(&d, &qc2.study_uid)).is_empty());
+    // By PatientName, for one calling AE title only.
+    let mut ph = spec(38, 1, 1);
+    ph.patient_name = "Phantom^S038".into();
+    let files = study(tmp.path(), "ph", &ph);
+    let out = std::process::Command::new("storescu")
+        .env("TCP_NODELAY", "1")
+        .args(["-aet", "PHANTOMSCU", "-aec", "FIONA"])
+        .arg(d.addr.ip().to_string())
+        .arg(d.addr.port().to_string())
+        .args(&files)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let a = assignments(&study_by_uid(&d, &ph.study_uid));
+    assert_eq!(
+        (
+            a[0]["project"].as_str(),
+            a[0]["participant"].as_str(),
+            a[0]["actor"].as_str()
+        ),
+        (Some("SECOND"), Some("S038"), Some("rule:phantom-names"))
+    );
+    let mut ph2 = spec(39, 1, 1);
+    ph2.patient_name = "Phantom^S039".into();
+    send(&d, "FIONA", &study(tmp.path(), "ph2", &ph2)); // calling AE TESTSCU: no match
+    assert!(assignments(&study_by_uid(&d, &ph2.study_uid)).is_empty());
+
     // An AE title nobody configured is refused at association.
     let out = storescu(
         d.addr,
@@ -569,12 +626,12 @@ fn routing_rule_auto_id_and_derived_series() {
 #[test]
 fn unassigned_studies_leave_the_assign_list_after_the_visibility_period() {
     let tmp = tempfile::tempdir().unwrap();
-    // 0.00003 days is about 2.6 seconds.
+    // 0.0001 days is 8.64 seconds: long enough for the sends and CLI calls under load.
     let d = Daemon::start(
         &bin(),
         &tmp.path().join("data"),
         &Options {
-            extra_toml: format!("unassigned_visible_days = 0.00003\n{PROJECTS}"),
+            extra_toml: format!("unassigned_visible_days = 0.0001\n{PROJECTS}"),
             ..Options::default()
         },
     );
@@ -598,7 +655,7 @@ fn unassigned_studies_leave_the_assign_list_after_the_visibility_period() {
         "--event",
         "scan",
     ]);
-    std::thread::sleep(std::time::Duration::from_millis(3500));
+    std::thread::sleep(std::time::Duration::from_millis(9000));
     // The unassigned one is gone from the list; the assigned one stays.
     let v = studies(&d);
     assert_eq!(v.len(), 1, "{v:?}");

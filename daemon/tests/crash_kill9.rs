@@ -61,8 +61,9 @@ fn kill9_never_loses_an_acknowledged_instance() {
     let opts = Options {
         extra_toml: "[projects.CRASH1]\nparticipant_pattern = \"FIONATEST[0-9]{6}\"\n\
                      events = [\"baseline\"]\n\
+                     approval_start = \"2025-01-01\"\napproval_end = \"2099-12-31\"\n\
                      [[routing]]\nproject = \"CRASH1\"\nevent = \"baseline\"\n\
-                     pattern = \"^FIONATEST[0-9]{6}$\"\n"
+                     pattern = \"^FIONATEST[0-9]{6}$\"\nany_sender = true\n"
             .into(),
         ..Options::default()
     };

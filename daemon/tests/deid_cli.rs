@@ -238,7 +238,7 @@ fn project_settings_from_config() {
     std::fs::write(
         &cfg,
         format!(
-            "data_dir = \"{}\"\n[projects.PROJ1]\nparticipant_pattern = \"PROJ[0-9]{{3}}\"\nevents = [\"baseline\"]\n[projects.PROJ1.deid]\nuid_mode = \"legacy\"\ndates = {{ policy = \"keep\" }}\n\
+            "data_dir = \"{}\"\n[projects.PROJ1]\nparticipant_pattern = \"PROJ[0-9]{{3}}\"\nevents = [\"baseline\"]\napproval_start = \"2025-01-01\"\napproval_end = \"2099-12-31\"\n[projects.PROJ1.deid]\nuid_mode = \"legacy\"\ndates = {{ policy = \"keep\" }}\n\
              [projects.PROJ1.deid.options]\nclean_descriptors = true\n",
             tmp.path().join("data").display()
         ),
@@ -274,7 +274,7 @@ fn project_settings_from_config() {
         assert!(text.contains("113106"), "Full Dates Option code");
     }
     // Invalid settings: refused, field named, nothing written.
-    std::fs::write(&cfg, "[projects.PROJ1]\nparticipant_pattern = \"PROJ[0-9]{3}\"\nevents = [\"baseline\"]\n[projects.PROJ1.deid]\nsecret = \"xyz\"\n").unwrap();
+    std::fs::write(&cfg, "[projects.PROJ1]\nparticipant_pattern = \"PROJ[0-9]{3}\"\nevents = [\"baseline\"]\napproval_start = \"2025-01-01\"\napproval_end = \"2099-12-31\"\n[projects.PROJ1.deid]\nsecret = \"xyz\"\n").unwrap();
     let out = fiona_deid(
         &bin(),
         ("--config", &cfg),

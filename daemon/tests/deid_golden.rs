@@ -55,7 +55,7 @@ fn check_with(name: &str, input: &Path, data: &Path, out: &Path, deid_toml: &str
     std::fs::write(
         &cfg,
         format!(
-            "data_dir = \"{}\"\n[projects.PROJ1]\nparticipant_pattern = \"PROJ[0-9]{{3}}\"\nevents = [\"baseline\"]\n[projects.PROJ1.deid]\n{deid_toml}\n",
+            "data_dir = \"{}\"\n[projects.PROJ1]\nparticipant_pattern = \"PROJ[0-9]{{3}}\"\nevents = [\"baseline\"]\napproval_start = \"2025-01-01\"\napproval_end = \"2099-12-31\"\n[projects.PROJ1.deid]\n{deid_toml}\n",
             data.display()
         ),
     )

@@ -72,9 +72,14 @@ fn valid_uid(s: &str) -> bool {
         })
 }
 
-/// Accession numbers are SH: at most 16 characters, no backslash or control characters.
+/// Accession numbers are SH: at most 16 characters of the default repertoire. Printable ASCII
+/// without backslash or quote marks: a stray quote or an invisible character would load a row
+/// that can never match a study.
 fn valid_accession(s: &str) -> bool {
-    !s.is_empty() && s.chars().count() <= 16 && !s.chars().any(|c| c.is_control() || c == '\\')
+    !s.is_empty()
+        && s.len() <= 16
+        && s.bytes()
+            .all(|b| (0x20..0x7f).contains(&b) && b != b'\\' && b != b'"')
 }
 
 /// The 1-based line at byte `offset`, skipping to the first non-blank line from there.
@@ -97,7 +102,11 @@ fn line_of(text: &str, offset: u64) -> u64 {
 /// Parse and validate a whole file against the projects as of `today`.
 pub fn parse(text: &str, policy: &Policy, today: time::Date) -> Result<Vec<Row>, Vec<LineError>> {
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
-    let first = text.lines().next().unwrap_or("");
+    // Old spreadsheet programs end lines with CR alone: make every line end LF, so line
+    // numbers count the way an editor shows them.
+    let text = text.replace("\r\n", "\n").replace('\r', "\n");
+    let text = text.as_str();
+    let first = text.lines().find(|l| !l.trim().is_empty()).unwrap_or("");
     let delimiter = if first.contains(';') && !first.contains(',') {
         b';'
     } else {
@@ -112,6 +121,12 @@ pub fn parse(text: &str, policy: &Policy, today: time::Date) -> Result<Vec<Row>,
     let mut errors = Vec::new();
     let mut records = rdr.records();
     let header = match records.next() {
+        Some(Ok(h)) if h.iter().all(|f| f.is_empty()) => {
+            return Err(vec![LineError {
+                line: 1,
+                message: "the file is empty".into(),
+            }])
+        }
         Some(Ok(h)) => h,
         Some(Err(e)) => {
             return Err(vec![LineError {
@@ -126,6 +141,10 @@ pub fn parse(text: &str, policy: &Policy, today: time::Date) -> Result<Vec<Row>,
             }])
         }
     };
+    let header_line = header
+        .position()
+        .map(|p| line_of(text, p.byte()))
+        .unwrap_or(1);
     let mut col: BTreeMap<&str, usize> = BTreeMap::new();
     for (i, name) in header.iter().enumerate() {
         let n = name.to_ascii_lowercase();
@@ -137,7 +156,7 @@ pub fn parse(text: &str, policy: &Policy, today: time::Date) -> Result<Vec<Row>,
             "event" => "event",
             _ => {
                 errors.push(LineError {
-                    line: 1,
+                    line: header_line,
                     message: format!("unknown column `{name}` (expected accession_number or study_instance_uid, project, participant, event)"),
                 });
                 continue;
@@ -145,7 +164,7 @@ pub fn parse(text: &str, policy: &Policy, today: time::Date) -> Result<Vec<Row>,
         };
         if col.insert(known, i).is_some() {
             errors.push(LineError {
-                line: 1,
+                line: header_line,
                 message: format!("column `{known}` appears twice"),
             });
         }
@@ -153,14 +172,14 @@ pub fn parse(text: &str, policy: &Policy, today: time::Date) -> Result<Vec<Row>,
     for needed in ["project", "participant", "event"] {
         if !col.contains_key(needed) {
             errors.push(LineError {
-                line: 1,
+                line: header_line,
                 message: format!("missing column `{needed}`"),
             });
         }
     }
     if !col.contains_key("accession_number") && !col.contains_key("study_instance_uid") {
         errors.push(LineError {
-            line: 1,
+            line: header_line,
             message: "missing key column: accession_number or study_instance_uid".into(),
         });
     }
@@ -266,7 +285,7 @@ pub fn parse(text: &str, policy: &Policy, today: time::Date) -> Result<Vec<Row>,
     }
     if rows.is_empty() && errors.is_empty() {
         errors.push(LineError {
-            line: 2,
+            line: header_line + 1,
             message: "the file has a header but no rows".into(),
         });
     }
@@ -283,7 +302,6 @@ pub fn import(
     t: &mut dyn Tables,
     policy: &Policy,
     text: &str,
-    file_name: &str,
     actor: &str,
     replace: bool,
     now: i64,
@@ -304,6 +322,7 @@ pub fn import(
     };
     // Conflicts with what is stored.
     let mut writes = Vec::new();
+    let mut replaced_from: BTreeMap<(KeyKind, String, String), CouplingEntry> = BTreeMap::new();
     if report.errors.is_empty() {
         for r in &rows {
             let existing = t
@@ -321,8 +340,9 @@ pub fn import(
                         e.project, e.participant, e.event, e.line, e.import_id
                     ),
                 }),
-                Some(_) => {
+                Some(e) => {
                     report.replaced += 1;
+                    replaced_from.insert((r.kind, r.key.clone(), r.project.clone()), e);
                     writes.push(r);
                 }
                 None => writes.push(r),
@@ -338,7 +358,7 @@ pub fn import(
             None,
             None,
             format!(
-                "file {file_name} (sha256 {short}...): {} bad lines, nothing loaded",
+                "list sha256 {short}...: {} bad lines, nothing loaded",
                 report.errors.len()
             ),
         )?;
@@ -364,7 +384,7 @@ pub fn import(
         None,
         None,
         format!(
-            "import {import_id}: file {file_name} (sha256 {short}...), {} rows, {} new or replaced, {} unchanged",
+            "import {import_id}: list sha256 {short}..., {} rows, {} new or replaced, {} unchanged",
             rows.len(),
             writes.len(),
             report.unchanged
@@ -389,12 +409,27 @@ pub fn import(
             KeyKind::StudyInstanceUid => t.study_key_by_uid(&r.key)?.into_iter().collect(),
         };
         for key in keys {
-            let already = t
+            let existing = t
                 .assignments_of(&key)?
                 .into_iter()
-                .any(|a| a.project == r.project);
-            if already && !replace {
-                continue;
+                .find(|a| a.project == r.project);
+            if let Some(a) = &existing {
+                if a.participant == r.participant && a.event == r.event {
+                    continue;
+                }
+                // Only a coupling this list replaced may be corrected; anything else (a
+                // manual assignment, a correction, a rule) is left for the admin.
+                let old = replaced_from.get(&(r.kind, r.key.clone(), r.project.clone()));
+                let ours = old.is_some_and(|o| {
+                    a.via == Via::Coupling && a.participant == o.participant && a.event == o.event
+                });
+                if !ours {
+                    report.refused.push(format!(
+                        "study {key} (line {}): already assigned to {} participant {} event {} via {}; not changed",
+                        r.line, a.project, a.participant, a.event, a.via
+                    ));
+                    continue;
+                }
             }
             let req = Request {
                 study_key: &key,
@@ -404,6 +439,7 @@ pub fn import(
                 via: Via::Coupling,
                 actor: &coupling_actor,
                 derived_from: None,
+                allow_other_patient: false,
             };
             match assign_audited(t, policy, &req, now, false) {
                 Ok(o) if o.result != "unchanged" => report.assigned.push(o),

@@ -15,9 +15,34 @@ pub struct MemTables {
     pub auto_ids: BTreeMap<(String, String), String>,
     pub issued: BTreeMap<String, (String, String)>,
     pub audit: Vec<AuditRecord>,
+    /// Study key -> instance keys.
+    pub instances: BTreeMap<String, Vec<String>>,
+    pub transfer_instances: BTreeMap<String, Vec<String>>,
 }
 
 impl Tables for MemTables {
+    fn instance_keys_of(&self, study_key: &str) -> Result<Vec<String>, StoreError> {
+        Ok(self.instances.get(study_key).cloned().unwrap_or_default())
+    }
+    fn add_transfer_instances(
+        &mut self,
+        transfer: &str,
+        keys: &[String],
+    ) -> Result<(), StoreError> {
+        let v = self
+            .transfer_instances
+            .entry(transfer.to_string())
+            .or_default();
+        for k in keys {
+            if !v.contains(k) {
+                v.push(k.clone());
+            }
+        }
+        Ok(())
+    }
+    fn all_assignments(&self) -> Result<Vec<AssignmentRecord>, StoreError> {
+        Ok(self.assignments.values().cloned().collect())
+    }
     fn study(&self, key: &str) -> Result<Option<StudyRecord>, StoreError> {
         Ok(self.studies.get(key).cloned())
     }

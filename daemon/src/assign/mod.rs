@@ -198,6 +198,10 @@ pub struct ParticipantRecord {
     pub participant: String,
     pub first_ms: i64,
     pub actor: String,
+    /// Keyed hashes (project secret) of the PatientIDs of the studies assigned to this
+    /// participant: one participant ID is one patient unless an admin says otherwise.
+    #[serde(default)]
+    pub patient_hashes: Vec<String>,
 }
 
 /// What a coupling list row is keyed by.
@@ -227,6 +231,13 @@ pub trait Tables {
     fn all_studies(&self) -> Result<Vec<StudyRecord>, StoreError>;
     fn study_key_by_uid(&self, uid: &str) -> Result<Option<String>, StoreError>;
     fn series_of(&self, study_key: &str) -> Result<Vec<SeriesRecord>, StoreError>;
+    /// Instance keys of a study.
+    fn instance_keys_of(&self, study_key: &str) -> Result<Vec<String>, StoreError>;
+    /// Record that a transfer covers these instances.
+    fn add_transfer_instances(&mut self, transfer: &str, keys: &[String])
+        -> Result<(), StoreError>;
+    /// Every current assignment (for corrections that must reach derived studies).
+    fn all_assignments(&self) -> Result<Vec<AssignmentRecord>, StoreError>;
     fn assignments_of(&self, study_key: &str) -> Result<Vec<AssignmentRecord>, StoreError>;
     fn put_assignment(&mut self, a: &AssignmentRecord) -> Result<(), StoreError>;
     fn transfer(&self, id: &str) -> Result<Option<TransferRecord>, StoreError>;
@@ -376,6 +387,9 @@ pub struct Request<'a> {
     pub via: Via,
     pub actor: &'a str,
     pub derived_from: Option<&'a str>,
+    /// The admin confirmed that a participant ID already used for another PatientID is the
+    /// same person.
+    pub allow_other_patient: bool,
 }
 
 fn audit(
@@ -439,14 +453,39 @@ pub fn assign(
             return Ok(outcome);
         }
     }
-    if t.participant(r.project, r.participant)?.is_none() {
-        t.put_participant(&ParticipantRecord {
-            project: r.project.to_string(),
-            participant: r.participant.to_string(),
-            first_ms: now,
-            actor: r.actor.to_string(),
-        })?;
-        outcome.new_participant = true;
+    // One participant ID is one patient: compare keyed hashes of the PatientIDs. A derived
+    // series carries the pseudonym as PatientID, so it is not compared.
+    let pid = study.patient_id.trim_end_matches([' ', '\0']);
+    let hash = match r.via {
+        Via::Derived => None,
+        _ if pid.is_empty() => None,
+        _ => policy.patient_hash(r.project, pid).map(|(h, _)| h),
+    };
+    match t.participant(r.project, r.participant)? {
+        None => {
+            t.put_participant(&ParticipantRecord {
+                project: r.project.to_string(),
+                participant: r.participant.to_string(),
+                first_ms: now,
+                actor: r.actor.to_string(),
+                patient_hashes: hash.into_iter().collect(),
+            })?;
+            outcome.new_participant = true;
+        }
+        Some(mut p) => {
+            if let Some(h) = hash {
+                if !p.patient_hashes.contains(&h) {
+                    if !p.patient_hashes.is_empty() && !r.allow_other_patient {
+                        return Err(AssignError::Refused(Refusal::OtherPatient {
+                            project: r.project.to_string(),
+                            participant: r.participant.to_string(),
+                        }));
+                    }
+                    p.patient_hashes.push(h);
+                    t.put_participant(&p)?;
+                }
+            }
+        }
     }
     let series: Vec<SeriesRecord> = t.series_of(r.study_key)?;
     let id = ulid_at(now);
@@ -543,8 +582,32 @@ pub fn assign(
         }
     };
     t.put_transfer(&transfer)?;
+    t.add_transfer_instances(&id, &t.instance_keys_of(r.study_key)?)?;
     t.put_assignment(&assignment)?;
     outcome.transfer = Some(id);
+    if outcome.result == "corrected" {
+        // Derived studies in the same research study follow the correction.
+        for d in t.all_assignments()? {
+            if d.project == r.project && d.derived_from.as_deref() == Some(r.study_key) {
+                let actor = format!("derived:{}", r.study_key);
+                assign(
+                    t,
+                    policy,
+                    &Request {
+                        study_key: &d.study_key,
+                        project: r.project,
+                        participant: r.participant,
+                        event: r.event,
+                        via: Via::Derived,
+                        actor: &actor,
+                        derived_from: Some(r.study_key),
+                        allow_other_patient: false,
+                    },
+                    now,
+                )?;
+            }
+        }
+    }
     Ok(outcome)
 }
 
@@ -560,18 +623,26 @@ pub fn assign_audited(
 ) -> Result<AssignOutcome, AssignError> {
     match assign(t, policy, r, now) {
         Err(AssignError::Refused(why)) => {
-            let detail = match (&why, hide_candidate) {
-                (Refusal::Pattern { project, .. }, true) => format!(
-                    "via {}: the value taken from the data does not match project `{project}`'s pattern",
-                    r.via
+            // A refused ID is not written to the permanent trail: it may be a real patient
+            // ID (taken from the data by a rule, or pasted by mistake).
+            let source = if hide_candidate {
+                "the value taken from the data"
+            } else {
+                "the participant ID given"
+            };
+            let (detail, hide) = match &why {
+                Refusal::Pattern { project, .. } => (
+                    format!(
+                        "via {}: {source} does not match project `{project}`'s pattern",
+                        r.via
+                    ),
+                    true,
                 ),
-                (Refusal::Syntax(_), true) => {
-                    format!("via {}: the value taken from the data is not a usable ID", r.via)
-                }
-                _ => format!("via {}: {why}", r.via),
+                Refusal::Syntax(_) => (format!("via {}: {source} is not a usable ID", r.via), true),
+                _ => (format!("via {}: {why}", r.via), hide_candidate),
             };
             let shown = Request {
-                participant: if hide_candidate { "" } else { r.participant },
+                participant: if hide { "" } else { r.participant },
                 ..r.clone()
             };
             audit(t, now, r.actor, "refused", Some(&shown), None, detail)?;
@@ -600,10 +671,9 @@ pub fn on_arrival(
     now: i64,
 ) -> Result<(), StoreError> {
     let study_key = a.study.key.as_str();
-    let series_uid = n.header.series_instance_uid.as_str();
     let assignments = t.assignments_of(study_key)?;
     for asg in &assignments {
-        follow(t, asg, series_uid, now)?;
+        follow(t, policy, asg, n, a.series_new, now)?;
     }
     if !(a.study_new || a.series_new) || policy.projects.projects.is_empty() {
         return Ok(());
@@ -652,6 +722,7 @@ pub fn on_arrival(
                         via: Via::Derived,
                         actor: &actor,
                         derived_from: Some(&orig_key),
+                        allow_other_patient: false,
                     },
                     false,
                 )?;
@@ -680,6 +751,7 @@ pub fn on_arrival(
                 via: Via::Coupling,
                 actor: &actor,
                 derived_from: None,
+                allow_other_patient: false,
             },
             false,
         )?;
@@ -708,6 +780,7 @@ pub fn on_arrival(
                 via: Via::Routing,
                 actor: &actor,
                 derived_from: None,
+                allow_other_patient: false,
             },
             true,
         )?;
@@ -719,7 +792,14 @@ pub fn on_arrival(
             return Ok(());
         }
         let pid = n.header.patient_id.trim_end_matches([' ', '\0']);
-        match auto_participant(t, policy, p, pid)? {
+        // A project that takes no assignments gets no generated ID either.
+        let open = p.accepts(utc_date(now)).is_ok();
+        let generated = if open {
+            auto_participant(t, policy, p, pid, now)?
+        } else {
+            None
+        };
+        match generated {
             Some(id) => {
                 let event = p
                     .config
@@ -738,6 +818,7 @@ pub fn on_arrival(
                         via: Via::AutoId,
                         actor: "auto_id",
                         derived_from: None,
+                        allow_other_patient: false,
                     },
                     false,
                 )?;
@@ -751,17 +832,16 @@ pub fn on_arrival(
                     via: Via::AutoId,
                     actor: "auto_id",
                     derived_from: None,
+                    allow_other_patient: false,
                 };
-                audit(
-                    t,
-                    now,
-                    "auto_id",
-                    "refused",
-                    Some(&r),
-                    None,
-                    "via auto_id: the study has no PatientID, or the project's ID space is full"
-                        .into(),
-                )?;
+                let detail = match p.accepts(utc_date(now)) {
+                    Err(why) => format!("via auto_id: {why}"),
+                    Ok(()) => {
+                        "via auto_id: the study has no PatientID, or the project's ID space is full"
+                            .into()
+                    }
+                };
+                audit(t, now, "auto_id", "refused", Some(&r), None, detail)?;
                 tracing::warn!(study = %study_key, project = %p.name, "auto-ID not possible");
             }
         }
@@ -779,6 +859,7 @@ pub fn refusal_kind(r: &Refusal) -> &'static str {
         Refusal::Pattern { .. } => "participant ID does not match the pattern",
         Refusal::Syntax(_) => "unusable participant ID",
         Refusal::UnknownEvent { .. } => "unknown event",
+        Refusal::OtherPatient { .. } => "participant ID already used for another patient",
     }
 }
 
@@ -789,6 +870,7 @@ fn auto_participant(
     policy: &Policy,
     p: &Project,
     patient_id: &str,
+    now: i64,
 ) -> Result<Option<String>, StoreError> {
     let Some(cfg) = &p.config.auto_id else {
         return Ok(None);
@@ -809,7 +891,16 @@ fn auto_participant(
     for i in 0..space.min(100_000) {
         let candidate = auto_id_string(cfg, ((start + i) % space) as u64);
         if t.participant(&p.name, &candidate)?.is_none() {
+            // Reserve the ID for this patient at once, so no other patient can get it even if
+            // this assignment is refused.
             t.put_auto_id(&p.name, &hash, &candidate)?;
+            t.put_participant(&ParticipantRecord {
+                project: p.name.clone(),
+                participant: candidate.clone(),
+                first_ms: now,
+                actor: "auto_id".into(),
+                patient_hashes: vec![hash.clone()],
+            })?;
             return Ok(Some(candidate));
         }
     }
@@ -817,21 +908,48 @@ fn auto_participant(
 }
 
 /// A new instance of an assigned study joins the assignment's current transfer while it has
-/// not started; otherwise its series goes into an addition transfer (one open addition per
-/// assignment collects every later series).
+/// not started; otherwise it goes into an addition transfer (one open addition per assignment
+/// collects every later instance). A project that no longer takes assignments (archived,
+/// approval ended, removed from the configuration) takes no later instances either.
 fn follow(
     t: &mut dyn Tables,
+    policy: &Policy,
     asg: &AssignmentRecord,
-    series_uid: &str,
+    n: &NewInstance,
+    series_new: bool,
     now: i64,
 ) -> Result<(), StoreError> {
+    let series_uid = n.header.series_instance_uid.as_str();
+    let open = policy
+        .projects
+        .get(&asg.project)
+        .and_then(|p| p.accepts(utc_date(now)));
+    if let Err(why) = open {
+        if series_new {
+            let r = Request {
+                actor: "follow",
+                ..follow_request(asg)
+            };
+            audit(
+                t,
+                now,
+                "follow",
+                "refused",
+                Some(&r),
+                None,
+                format!("a later series was not added: {why}"),
+            )?;
+            tracing::warn!(study = %asg.study_key, project = %asg.project, reason = refusal_kind(&why), "later series not added to the assignment");
+        }
+        return Ok(());
+    }
     let Some(current_id) = asg.transfers.last() else {
         return Ok(());
     };
     let Some(mut current) = t.transfer(current_id)? else {
         return Err(StoreError::Corrupt(
-            current_id.clone(),
-            "transfer of an assignment is missing".into(),
+            "transfers".into(),
+            "a transfer of an assignment is missing".into(),
         ));
     };
     if current.state == TransferState::Requested {
@@ -841,6 +959,7 @@ fn follow(
         }
         current.instances += 1;
         t.put_transfer(&current)?;
+        t.add_transfer_instances(&current.id, std::slice::from_ref(&n.key))?;
         if new_series {
             let detail = if current.kind == TransferKind::Addition {
                 "a later series joins the addition"
@@ -869,6 +988,7 @@ fn follow(
         ..current
     };
     t.put_transfer(&add)?;
+    t.add_transfer_instances(&id, std::slice::from_ref(&n.key))?;
     let mut updated = asg.clone();
     updated.transfers.push(id.clone());
     t.put_assignment(&updated)?;
@@ -876,9 +996,22 @@ fn follow(
         t,
         asg,
         &id,
-        "a later series goes out as an addition to the research study",
+        "a later instance goes out as an addition to the research study",
         now,
     )
+}
+
+fn follow_request(asg: &AssignmentRecord) -> Request<'_> {
+    Request {
+        study_key: &asg.study_key,
+        project: &asg.project,
+        participant: &asg.participant,
+        event: &asg.event,
+        via: asg.via,
+        actor: "follow",
+        derived_from: None,
+        allow_other_patient: false,
+    }
 }
 
 fn follow_audit(
@@ -888,15 +1021,7 @@ fn follow_audit(
     detail: &str,
     now: i64,
 ) -> Result<(), StoreError> {
-    let r = Request {
-        study_key: &asg.study_key,
-        project: &asg.project,
-        participant: &asg.participant,
-        event: &asg.event,
-        via: asg.via,
-        actor: "follow",
-        derived_from: None,
-    };
+    let r = follow_request(asg);
     audit(
         t,
         now,

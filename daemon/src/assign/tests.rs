@@ -25,6 +25,8 @@ secret = "{SECRET}"
 [projects.OTHER2]
 participant_pattern = "O2_[A-Z]{{3}}"
 events = ["scan"]
+approval_start = "2025-01-01"
+approval_end = "2030-12-31"
 [projects.OTHER2.deid]
 secret = "{SECRET2}"
 [projects.OLDPROJ]
@@ -34,6 +36,7 @@ state = "archived"
 [projects.ENDED]
 participant_pattern = ".*"
 events = ["x"]
+approval_start = "2025-01-01"
 approval_end = "2026-02-28"
 {extra}
 "#
@@ -100,8 +103,13 @@ fn arrive(
     {
         x.instance_count += 1;
     }
+    let ikey = format!("I{:05}", t.instances.values().map(Vec::len).sum::<usize>());
+    t.instances
+        .entry(key.clone())
+        .or_default()
+        .push(ikey.clone());
     let n = NewInstance {
-        key: format!("I{}", t.audit.len()),
+        key: ikey,
         file: String::new(),
         bytes: 1,
         transfer_syntax: String::new(),
@@ -148,12 +156,13 @@ fn manual<'a>(
         via: Via::Manual,
         actor: "user:alice",
         derived_from: None,
+        allow_other_patient: false,
     }
 }
 
 /// Import a coupling list as user alice at [`NOW`].
 fn import(t: &mut MemTables, p: &Policy, text: &str, replace: bool) -> coupling::ImportReport {
-    coupling::import(t, p, text, "list.csv", "user:alice", replace, NOW).unwrap()
+    coupling::import(t, p, text, "user:alice", replace, NOW).unwrap()
 }
 
 fn current(t: &MemTables, study: &str, project: &str) -> TransferRecord {
@@ -560,10 +569,13 @@ fn auto_id_is_stable_per_patient_and_distinct_between_patients() {
     assert_ne!(i1, ib);
     let proj = p.projects.get("PROJ1").unwrap();
     assert!(proj.check_participant(&i1).is_ok() && proj.check_participant(&ib).is_ok());
-    // The original ID is never stored: only keyed hashes.
-    for (_, h) in t.auto_ids.keys() {
-        assert!(!h.contains("12345678901") && h.len() == 64);
-    }
+    // The original ID is not stored by assignment: not in the auto-ID table, participant
+    // records, transfers or the trail (only the quarantine's study records hold it).
+    let stored = format!(
+        "{:?}{:?}{:?}{:?}{:?}",
+        t.auto_ids, t.participants, t.transfers, t.audit, t.assignments
+    );
+    assert!(!stored.contains("12345678901") && !stored.contains("10987654321"));
     // Studies sent to the main AE title are not auto-assigned.
     let c = arrive(&mut t, &p, "2.4", "2.4.1", "", "12345678901", "FIONA", NOW);
     assert!(t.assignments_of(&c).unwrap().is_empty());
@@ -576,6 +588,8 @@ fn auto_id_probes_past_taken_ids_and_refuses_when_full() {
 [projects.TINYPROJ]
 participant_pattern = "T[0-9]"
 events = ["b"]
+approval_start = "2025-01-01"
+approval_end = "2030-12-31"
 auto_id = { ae_title = "TINYAUTO", prefix = "T", digits = 1, event = "b" }
 [projects.TINYPROJ.deid]
 secret = "0202020202020202020202020202020202020202020202020202020202020202"
@@ -602,8 +616,8 @@ secret = "0202020202020202020202020202020202020202020202020202020202020202"
     assert_eq!(t.audit.last().unwrap().action, "refused");
 }
 
-#[test]
-fn derived_series_join_the_research_study() {
+/// A study of PAT1 assigned by hand to PROJ1-0001 baseline.
+fn assigned_study() -> (Policy, MemTables, String, AssignOutcome) {
     let p = policy("");
     let mut t = MemTables::default();
     let s = arrive(&mut t, &p, "1.2.3", "1.2.3.1", "ACC1", "PAT1", "FIONA", NOW);
@@ -614,6 +628,12 @@ fn derived_series_join_the_research_study() {
         NOW,
     )
     .unwrap();
+    (p, t, s, o)
+}
+
+#[test]
+fn derived_series_join_the_research_study() {
+    let (p, mut t, s, o) = assigned_study();
     // A workstation sends back a series in the research study.
     let d = arrive(
         &mut t,
@@ -637,4 +657,258 @@ fn derived_series_join_the_research_study() {
     assert_eq!(t.audit.last().unwrap().action, "derived");
     // Its research UID is not re-registered as a new issued study.
     assert_eq!(t.issued[&o.research_study_uid].0, s);
+}
+
+#[test]
+fn transfers_list_their_instances() {
+    let p = policy("");
+    let mut t = MemTables::default();
+    let s = arrive(&mut t, &p, "1.2.3", "1.2.3.1", "", "PAT1", "FIONA", NOW);
+    arrive(&mut t, &p, "1.2.3", "1.2.3.1", "", "PAT1", "FIONA", NOW);
+    let o = assign(
+        &mut t,
+        &p,
+        &manual(&s, "PROJ1", "PROJ1-0001", "baseline"),
+        NOW,
+    )
+    .unwrap();
+    let first = o.transfer.unwrap();
+    assert_eq!(t.transfer_instances[&first].len(), 2);
+    arrive(&mut t, &p, "1.2.3", "1.2.3.2", "", "PAT1", "FIONA", NOW);
+    assert_eq!(t.transfer_instances[&first].len(), 3);
+    // Started: a late instance of an already-sent series is an addition of that one instance.
+    let mut started = t.transfers[&first].clone();
+    started.state = TransferState::Sent;
+    t.put_transfer(&started).unwrap();
+    arrive(&mut t, &p, "1.2.3", "1.2.3.1", "", "PAT1", "FIONA", NOW + 1);
+    let add = current(&t, &s, "PROJ1");
+    assert_eq!(add.kind, TransferKind::Addition);
+    assert_eq!(t.transfer_instances[&add.id], vec!["I00003".to_string()]);
+    assert_eq!(add.instances, 1);
+}
+
+#[test]
+fn auto_id_before_approval_reserves_nothing_and_never_shares_an_id() {
+    let p = policy(
+        r#"
+[projects.LATEPROJ]
+participant_pattern = "T[0-9]"
+events = ["b"]
+approval_start = "2026-06-01"
+approval_end = "2030-12-31"
+auto_id = { ae_title = "LATEAUTO", prefix = "T", digits = 1, event = "b" }
+[projects.LATEPROJ.deid]
+secret = "0404040404040404040404040404040404040404040404040404040404040404"
+"#,
+    );
+    let mut t = MemTables::default();
+    // Before the approval starts: refused, no ID generated.
+    for i in 0..6 {
+        let k = arrive(
+            &mut t,
+            &p,
+            &format!("4.{i}"),
+            &format!("4.{i}.1"),
+            "",
+            &format!("PAT{i}"),
+            "LATEAUTO",
+            NOW,
+        );
+        assert!(t.assignments_of(&k).unwrap().is_empty());
+    }
+    assert!(t.auto_ids.is_empty());
+    assert!(t
+        .audit
+        .last()
+        .unwrap()
+        .detail
+        .contains("starts on 2026-06-01"));
+    // After: ten patients, ten distinct IDs.
+    let later = NOW + 120 * 86_400_000;
+    let mut ids = std::collections::BTreeSet::new();
+    for i in 0..10 {
+        let k = arrive(
+            &mut t,
+            &p,
+            &format!("5.{i}"),
+            &format!("5.{i}.1"),
+            "",
+            &format!("PAT{i}"),
+            "LATEAUTO",
+            later,
+        );
+        ids.insert(current(&t, &k, "LATEPROJ").participant);
+    }
+    assert_eq!(ids.len(), 10);
+}
+
+#[test]
+fn later_series_are_not_added_once_the_approval_ended() {
+    let p = policy("");
+    let mut t = MemTables::default();
+    let s = arrive(&mut t, &p, "1.2.3", "1.2.3.1", "", "PAT1", "FIONA", NOW);
+    assign(
+        &mut t,
+        &p,
+        &manual(&s, "PROJ1", "PROJ1-0001", "baseline"),
+        NOW,
+    )
+    .unwrap();
+    // PROJ1's approval ends 2027-12-31.
+    let after = NOW + 700 * 86_400_000;
+    arrive(&mut t, &p, "1.2.3", "1.2.3.2", "", "PAT1", "FIONA", after);
+    let tr = current(&t, &s, "PROJ1");
+    assert_eq!(tr.series, vec!["1.2.3.1"]);
+    assert_eq!(tr.instances, 1);
+    let last = t.audit.last().unwrap();
+    assert_eq!(last.action, "refused");
+    assert!(
+        last.detail.contains("ended on 2027-12-31"),
+        "{}",
+        last.detail
+    );
+}
+
+#[test]
+fn one_participant_id_is_one_patient_unless_the_admin_says_so() {
+    let p = policy("");
+    let mut t = MemTables::default();
+    let a = arrive(&mut t, &p, "1.1", "1.1.1", "", "PAT1", "FIONA", NOW);
+    let b = arrive(&mut t, &p, "1.2", "1.2.1", "", "PAT2", "FIONA", NOW);
+    let c = arrive(&mut t, &p, "1.3", "1.3.1", "", "PAT1", "FIONA", NOW);
+    assign(
+        &mut t,
+        &p,
+        &manual(&a, "PROJ1", "PROJ1-0001", "baseline"),
+        NOW,
+    )
+    .unwrap();
+    // The same patient's next study: fine.
+    assign(
+        &mut t,
+        &p,
+        &manual(&c, "PROJ1", "PROJ1-0001", "followup"),
+        NOW,
+    )
+    .unwrap();
+    // Another patient under the same ID: refused, with a way out.
+    let e = assign_audited(
+        &mut t,
+        &p,
+        &manual(&b, "PROJ1", "PROJ1-0001", "followup"),
+        NOW,
+        false,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains("another patient") && e.contains("--allow-other-patient"),
+        "{e}"
+    );
+    let ok = Request {
+        allow_other_patient: true,
+        ..manual(&b, "PROJ1", "PROJ1-0001", "followup")
+    };
+    assert_eq!(assign(&mut t, &p, &ok, NOW).unwrap().result, "assigned");
+    // Hashes only: no PatientID in the participant record.
+    let rec = t.participant("PROJ1", "PROJ1-0001").unwrap().unwrap();
+    assert_eq!(rec.patient_hashes.len(), 2);
+    assert!(!format!("{rec:?}").contains("PAT1"));
+}
+
+#[test]
+fn a_correction_reaches_derived_studies() {
+    let (p, mut t, s, o) = assigned_study();
+    let d = arrive(
+        &mut t,
+        &p,
+        &o.research_study_uid,
+        "9.9.9",
+        "",
+        "PROJ1-0001",
+        "FIONA",
+        NOW,
+    );
+    assign(
+        &mut t,
+        &p,
+        &manual(&s, "PROJ1", "PROJ1-0002", "followup"),
+        NOW + 1,
+    )
+    .unwrap();
+    let a = &t.assignments[&(d.clone(), "PROJ1".to_string())];
+    assert_eq!(
+        (a.participant.as_str(), a.event.as_str()),
+        ("PROJ1-0002", "followup")
+    );
+    assert_eq!(a.research_study_uid, o.research_study_uid);
+    assert_eq!(current(&t, &d, "PROJ1").kind, TransferKind::Correction);
+}
+
+#[test]
+fn replace_corrects_only_what_the_list_itself_assigned() {
+    let p = policy("");
+    let mut t = MemTables::default();
+    let a = arrive(&mut t, &p, "1.7", "1.7.1", "ACC7", "PAT7", "FIONA", NOW);
+    let b = arrive(&mut t, &p, "1.8", "1.8.1", "ACC8", "PAT8", "FIONA", NOW);
+    let r = import(
+        &mut t,
+        &p,
+        "accession_number,project,participant,event\nACC7,PROJ1,PROJ1-0007,baseline\nACC8,PROJ1,PROJ1-0008,baseline\n",
+        false,
+    );
+    assert_eq!(r.assigned.len(), 2);
+    // The admin corrects study a by hand.
+    assign(
+        &mut t,
+        &p,
+        &manual(&a, "PROJ1", "PROJ1-0009", "baseline"),
+        NOW,
+    )
+    .unwrap();
+    // Re-importing the same list with --replace does not undo the manual correction.
+    let again = import(
+        &mut t,
+        &p,
+        "accession_number,project,participant,event\nACC7,PROJ1,PROJ1-0007,baseline\nACC8,PROJ1,PROJ1-0008,baseline\n",
+        true,
+    );
+    assert_eq!((again.unchanged, again.replaced), (2, 0));
+    assert_eq!(current(&t, &a, "PROJ1").participant, "PROJ1-0009");
+    assert!(
+        again.refused.iter().any(|x| x.contains("not changed")),
+        "{:?}",
+        again.refused
+    );
+    // A real replacement corrects the coupled study b, and still leaves a alone.
+    let changed = import(
+        &mut t,
+        &p,
+        "accession_number,project,participant,event\nACC7,PROJ1,PROJ1-0017,baseline\nACC8,PROJ1,PROJ1-0018,baseline\n",
+        true,
+    );
+    assert_eq!(changed.replaced, 2);
+    assert_eq!(current(&t, &b, "PROJ1").participant, "PROJ1-0018");
+    assert_eq!(current(&t, &a, "PROJ1").participant, "PROJ1-0009");
+}
+
+#[test]
+fn csv_line_numbers_survive_blank_lines_and_cr_endings() {
+    let p = policy("");
+    let today = utc_date(NOW);
+    // Leading blank lines, semicolons, CR-only line ends.
+    let text = "\r\raccession_number;project;participant;event\rA1;PROJ1;BAD;baseline\r";
+    let e = coupling::parse(text, &p, today).unwrap_err();
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert_eq!(e[0].line, 4, "{e:?}");
+    let e = coupling::parse("\n\npatient,project,participant,event\n", &p, today).unwrap_err();
+    assert!(e.iter().all(|x| x.line == 3), "{e:?}");
+    // Quotes and invisible characters in an accession number are refused.
+    for acc in ["\" \"\"A1\"\"\"", "A\u{200b}1"] {
+        let text = format!(
+            "accession_number,project,participant,event\n{acc},PROJ1,PROJ1-0001,baseline\n"
+        );
+        let e = coupling::parse(&text, &p, today).unwrap_err();
+        assert!(e[0].message.contains("accession number"), "{acc:?}: {e:?}");
+    }
 }

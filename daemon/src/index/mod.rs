@@ -203,6 +203,8 @@ pub trait Store: Send + Sync + 'static {
     fn assignments(&self, study_key: Option<&str>) -> Result<Vec<AssignmentRecord>, StoreError>;
     fn transfers(&self) -> Result<Vec<TransferRecord>, StoreError>;
     fn transfer(&self, id: &str) -> Result<Option<TransferRecord>, StoreError>;
+    /// Keys of the instances a transfer covers.
+    fn transfer_instances(&self, id: &str) -> Result<Vec<String>, StoreError>;
     /// The whole audit trail, oldest first.
     fn audit_trail(&self) -> Result<Vec<AuditRecord>, StoreError>;
     fn couplings(&self) -> Result<Vec<CouplingEntry>, StoreError>;

@@ -17,6 +17,7 @@
 //! | `auto_ids`       | `project US keyed hash`      | participant ID                |
 //! | `issued_studies` | research StudyInstanceUID    | `study key US project`        |
 //! | `audit`          | sequence number (u64)        | [`AuditRecord`] JSON          |
+//! | `transfer_instances` | `transfer ID US instance key` | empty                    |
 //!
 //! `US` is the unit separator U+001F, which no DICOM value used in a key may contain, so a
 //! prefix range never runs into a longer key. The audit table is only ever appended to.
@@ -29,7 +30,7 @@
 use std::path::Path;
 
 use redb::{
-    Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition,
+    Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition, TableHandle,
     WriteTransaction,
 };
 use serde::de::DeserializeOwned;
@@ -54,6 +55,7 @@ const COUPLING: TableDefinition<&str, &[u8]> = TableDefinition::new("coupling");
 const AUTO_IDS: TableDefinition<&str, &str> = TableDefinition::new("auto_ids");
 const ISSUED_STUDIES: TableDefinition<&str, &str> = TableDefinition::new("issued_studies");
 const AUDIT: TableDefinition<u64, &[u8]> = TableDefinition::new("audit");
+const TRANSFER_INSTANCES: TableDefinition<&str, &str> = TableDefinition::new("transfer_instances");
 
 /// Separator of composite keys in the assignment tables.
 const US: char = '\u{1f}';
@@ -123,6 +125,8 @@ impl RedbStore {
             txn.open_table(ISSUED_STUDIES)
                 .map_err(engine("create tables"))?;
             txn.open_table(AUDIT).map_err(engine("create tables"))?;
+            txn.open_table(TRANSFER_INSTANCES)
+                .map_err(engine("create tables"))?;
         }
         txn.commit().map_err(engine("commit"))?;
         Ok(RedbStore { db })
@@ -291,8 +295,8 @@ impl RedbStore {
         let t = txn.open_table(def).map_err(engine("open table"))?;
         let mut out = Vec::new();
         for row in t.iter().map_err(engine("iterate"))? {
-            let (k, v) = row.map_err(engine("iterate"))?;
-            out.push(decode(k.value(), v.value())?);
+            let (_, v) = row.map_err(engine("iterate"))?;
+            out.push(decode(def.name(), v.value())?);
         }
         Ok(out)
     }
@@ -307,8 +311,8 @@ impl RedbStore {
         let t = txn.open_table(def).map_err(engine("open table"))?;
         let mut out = Vec::new();
         for row in t.range(lo.as_str()..hi.as_str()).map_err(engine("range"))? {
-            let (k, v) = row.map_err(engine("range"))?;
-            out.push(decode(k.value(), v.value())?);
+            let (_, v) = row.map_err(engine("range"))?;
+            out.push(decode(def.name(), v.value())?);
         }
         Ok(out)
     }
@@ -333,17 +337,23 @@ impl Store for RedbStore {
             let (outcome, arrival) = self.index_one(&txn, n)?;
             if let Some((study, study_new, series_new)) = arrival {
                 let mut t = TxTables { txn: &txn };
-                assign::on_arrival(
-                    &mut t,
-                    policy,
-                    n,
-                    &assign::Arrival {
-                        study: &study,
-                        study_new,
-                        series_new,
-                    },
-                    now_ms,
-                )?;
+                let arrival = assign::Arrival {
+                    study: &study,
+                    study_new,
+                    series_new,
+                };
+                match assign::on_arrival(&mut t, policy, n, &arrival, now_ms) {
+                    Ok(()) => {}
+                    // A damaged assignment record must not stop reception: the instance is
+                    // stored and acknowledged, the study left for an admin to assign.
+                    Err(StoreError::Corrupt(table, why)) => tracing::error!(
+                        study = %study.key,
+                        table = %table,
+                        error = %why,
+                        "assignment on arrival skipped: an index record is damaged"
+                    ),
+                    Err(e) => return Err(e),
+                }
             }
             out.push(outcome);
         }
@@ -384,6 +394,25 @@ impl Store for RedbStore {
             return Ok(None);
         };
         Ok(Some(decode(id, g.value())?))
+    }
+
+    fn transfer_instances(&self, id: &str) -> Result<Vec<String>, StoreError> {
+        let txn = self.db.begin_read().map_err(engine("begin read"))?;
+        let t = txn
+            .open_table(TRANSFER_INSTANCES)
+            .map_err(engine("open transfer_instances"))?;
+        let (lo, hi) = us_range(id);
+        let mut out = Vec::new();
+        for row in t
+            .range(lo.as_str()..hi.as_str())
+            .map_err(engine("range transfer_instances"))?
+        {
+            let (k, _) = row.map_err(engine("range transfer_instances"))?;
+            if let Some((_, key)) = k.value().split_once(US) {
+                out.push(key.to_string());
+            }
+        }
+        Ok(out)
     }
 
     fn audit_trail(&self) -> Result<Vec<AuditRecord>, StoreError> {
@@ -514,7 +543,7 @@ impl TxTables<'_> {
     ) -> Result<Option<T>, StoreError> {
         let t = self.txn.open_table(def).map_err(engine("open table"))?;
         let g = t.get(key).map_err(engine("read"))?;
-        g.map(|g| decode(key, g.value())).transpose()
+        g.map(|g| decode(def.name(), g.value())).transpose()
     }
 
     fn put_json<T: Serialize>(
@@ -539,14 +568,62 @@ impl TxTables<'_> {
         let t = self.txn.open_table(def).map_err(engine("open table"))?;
         let mut out = Vec::new();
         for row in t.range(lo.as_str()..hi.as_str()).map_err(engine("range"))? {
-            let (k, v) = row.map_err(engine("range"))?;
-            out.push(decode(k.value(), v.value())?);
+            let (_, v) = row.map_err(engine("range"))?;
+            out.push(decode(def.name(), v.value())?);
         }
         Ok(out)
     }
 }
 
 impl Tables for TxTables<'_> {
+    fn instance_keys_of(&self, study_key: &str) -> Result<Vec<String>, StoreError> {
+        let t = self
+            .txn
+            .open_table(INSTANCES)
+            .map_err(engine("open instances"))?;
+        let (lo, hi) = study_range(study_key);
+        let mut out = Vec::new();
+        for row in t
+            .range(lo.as_str()..hi.as_str())
+            .map_err(engine("range instances"))?
+        {
+            let (k, _) = row.map_err(engine("range instances"))?;
+            if let Some((_, key)) = k.value().split_once('/') {
+                out.push(key.to_string());
+            }
+        }
+        Ok(out)
+    }
+
+    fn add_transfer_instances(
+        &mut self,
+        transfer: &str,
+        keys: &[String],
+    ) -> Result<(), StoreError> {
+        let mut t = self
+            .txn
+            .open_table(TRANSFER_INSTANCES)
+            .map_err(engine("open transfer_instances"))?;
+        for k in keys {
+            t.insert(format!("{transfer}{US}{k}").as_str(), "")
+                .map_err(engine("write transfer_instances"))?;
+        }
+        Ok(())
+    }
+
+    fn all_assignments(&self) -> Result<Vec<AssignmentRecord>, StoreError> {
+        let t = self
+            .txn
+            .open_table(ASSIGNMENTS)
+            .map_err(engine("open assignments"))?;
+        let mut out = Vec::new();
+        for row in t.iter().map_err(engine("iterate assignments"))? {
+            let (_, v) = row.map_err(engine("iterate assignments"))?;
+            out.push(decode("assignments", v.value())?);
+        }
+        Ok(out)
+    }
+
     fn study(&self, key: &str) -> Result<Option<StudyRecord>, StoreError> {
         self.get_json(STUDIES, key)
     }
