@@ -187,7 +187,11 @@ pub fn deidentify_file(
     };
     let output = output.as_path();
     let dir = output.parent().unwrap_or(Path::new("."));
-    fs::create_dir_all(dir)?;
+    // Usually there already (one directory for a whole tree): checked first, as a mkdir
+    // that fails locks the parent directory on the way.
+    if !dir.is_dir() {
+        fs::create_dir_all(dir)?;
+    }
     let meta = crate::scp::file_meta(sop_class.trim_end_matches('\0'), &new_sop, &out_ts_uid, "");
     let write = |out: &File, f: &mut File| -> Result<(), FileError> {
         let mut w = BufWriter::with_capacity(256 * 1024, out);
