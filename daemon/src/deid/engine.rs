@@ -124,6 +124,9 @@ pub enum DeidError {
 /// The engine for one project and one assignment.
 pub struct Engine {
     table: &'static Table,
+    /// `table.action(tag, options)` for every exact tag of the table, sorted by tag: the
+    /// lookup for each element of each instance, resolved once per engine.
+    exact_actions: Vec<(u32, Option<Action>)>,
     options: ProfileOptions,
     settings: Settings,
     uids: UidMapper,
@@ -229,8 +232,14 @@ impl Engine {
         options.retain_full_dates = settings.dates == DatePolicy::Keep;
         options.retain_modified_dates = matches!(settings.dates, DatePolicy::Shift { .. });
         options.validate().map_err(DeidError::Settings)?;
+        // Sorted: exact_tags() yields the tags in order.
+        let exact_actions = table
+            .exact_tags()
+            .map(|t| (t, table.action(t, &options)))
+            .collect();
         Ok(Engine {
             table,
+            exact_actions,
             options,
             settings,
             uids,
@@ -258,6 +267,14 @@ impl Engine {
             self.write_legacy_identifiers(obj, project, &study_uid, &accession);
         }
         report
+    }
+
+    /// The table's action for `tag` under the engine's options (as `Table::action`).
+    fn action(&self, tag: u32) -> Option<Action> {
+        match self.exact_actions.binary_search_by_key(&tag, |(t, _)| *t) {
+            Ok(i) => self.exact_actions[i].1,
+            Err(_) => self.table.action(tag, &self.options),
+        }
     }
 
     /// What the old system wrote besides UIDs (shared/fiona-legacy/uid-vectors.json):
@@ -316,9 +333,7 @@ impl Engine {
             .map(|t| t.group())
             .collect();
         for g in overlay_groups {
-            let action = self
-                .table
-                .action(u32::from(g) << 16 | 0x3000, &self.options);
+            let action = self.action(u32::from(g) << 16 | 0x3000);
             if matches!(action, Some(Action::Remove) | Some(Action::Clean)) {
                 let in_group: Vec<Tag> = obj.tags().filter(|t| t.group() == g).collect();
                 for t in in_group {
@@ -399,7 +414,7 @@ impl Engine {
     ) -> Option<InMemElement> {
         let tag = e.tag();
         let vr = e.vr();
-        let action = match self.table.action(tag_u32(tag), &self.options) {
+        let action = match self.action(tag_u32(tag)) {
             Some(a) => a,
             None => {
                 let known = dicom_dictionary_std::StandardDataDictionary

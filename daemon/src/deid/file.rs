@@ -6,10 +6,11 @@
 //! 2. The whole data set is checked by the bounded `header::Checker` first, which also finds
 //!    the byte range of the top-level Pixel Data. Only then is the header (everything before
 //!    Pixel Data) parsed by dicom-object, so its allocation from declared lengths is safe.
-//! 3. The engine runs on the header; the output is written to a temp file next to the
-//!    destination: preamble and a new file meta group (the mapped SOP Instance UID), the
-//!    header in the input's transfer syntax, then the Pixel Data element copied from the input,
-//!    and renamed into place.
+//! 3. The engine runs on the header; the output is written to an unnamed file in the
+//!    destination's directory (Linux O_TMPFILE; a named temp file where that is not offered):
+//!    preamble and a new file meta group (the mapped SOP Instance UID), the header in the
+//!    input's transfer syntax, then the Pixel Data element copied from the input, and only
+//!    then linked (or renamed) into place.
 //!
 //! A deflated data set, or one with elements after Pixel Data, is read whole instead (its
 //! pixel data in memory; such files are small in practice) and a deflated one is written as
@@ -186,29 +187,59 @@ pub fn deidentify_file(
     };
     let output = output.as_path();
     let dir = output.parent().unwrap_or(Path::new("."));
-    fs::create_dir_all(dir)?;
-    let tmp = dir.join(format!(".fiona-deid-{}.tmp", ulid::Ulid::generate()));
-    let result = (|| -> Result<(), FileError> {
-        let mut w = BufWriter::with_capacity(256 * 1024, File::create(&tmp)?);
-        w.write_all(&crate::scp::file_meta(
-            sop_class.trim_end_matches('\0'),
-            &new_sop,
-            &out_ts_uid,
-            "",
-        ))?;
+    // Usually there already (one directory for a whole tree): checked first, as a mkdir
+    // that fails locks the parent directory on the way.
+    if !dir.is_dir() {
+        fs::create_dir_all(dir)?;
+    }
+    let meta = crate::scp::file_meta(sop_class.trim_end_matches('\0'), &new_sop, &out_ts_uid, "");
+    let write = |out: &File, f: &mut File| -> Result<(), FileError> {
+        let mut w = BufWriter::with_capacity(256 * 1024, out);
+        w.write_all(&meta)?;
         obj.write_dataset_with_ts(&mut w, ts)
             .map_err(|e| FileError::Write(e.to_string()))?;
         if let Some((start, end)) = copy_pixels {
             f.seek(SeekFrom::Start(ds_offset + start))?;
-            let copied = io::copy(&mut (&mut f).take(end - start), &mut w)?;
+            let copied = io::copy(&mut f.take(end - start), &mut w)?;
             if copied != end - start {
                 return Err(FileError::Write("input shrank while copying".into()));
             }
         }
-        // Complete before it gets its name (rename), so a reader never sees half a file.
-        // Not fsynced: durability of outputs is the caller's (the pipeline's) business.
-        let file = w.into_inner().map_err(|e| FileError::Io(e.into_error()))?;
-        drop(file);
+        w.flush()?;
+        Ok(())
+    };
+
+    // 3. Write: complete before it gets its name, so a reader never sees half a file. Not
+    //    fsynced: durability of outputs is the caller's (the pipeline's) business.
+    //    First choice: an unnamed file (O_TMPFILE) linked into place when complete. It
+    //    touches the directory once (the link) instead of twice (create, rename), and the
+    //    file system allocates its inode without holding the directory's lock, so parallel
+    //    workers writing into one directory do not queue behind each other.
+    if let Some(out) = unnamed_file(dir) {
+        write(&out, &mut f)?;
+        match link_unnamed(&out, output) {
+            Ok(()) => return Ok((report, output.to_path_buf())),
+            // The name is taken: linked under a temporary name, then renamed over it (as
+            // below), so an existing output is replaced atomically.
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                let tmp = temp_name(dir);
+                link_unnamed(&out, &tmp)?;
+                if let Err(e) = fs::rename(&tmp, output) {
+                    let _ = fs::remove_file(&tmp);
+                    return Err(e.into());
+                }
+                return Ok((report, output.to_path_buf()));
+            }
+            // It cannot be linked here (no /proc): written again the portable way.
+            Err(_) => {}
+        }
+    }
+    // Portable: a named temp file next to the destination, renamed into place.
+    let tmp = temp_name(dir);
+    let result = (|| -> Result<(), FileError> {
+        let out = File::create(&tmp)?;
+        write(&out, &mut f)?;
+        drop(out);
         fs::rename(&tmp, output)?;
         Ok(())
     })();
@@ -216,6 +247,44 @@ pub fn deidentify_file(
         let _ = fs::remove_file(&tmp);
     }
     result.map(|()| (report, output.to_path_buf()))
+}
+
+/// A fresh name for a temporary file in `dir` (never derived from the input).
+fn temp_name(dir: &Path) -> std::path::PathBuf {
+    dir.join(format!(".fiona-deid-{}.tmp", ulid::Ulid::generate()))
+}
+
+/// An unnamed regular file in `dir` (Linux O_TMPFILE), mode 0666 less the umask like
+/// `File::create`; `None` where the kernel or file system does not offer it. Nothing is
+/// left behind if the process dies before the file is linked.
+fn unnamed_file(dir: &Path) -> Option<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let dir = if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
+    };
+    fs::OpenOptions::new()
+        .write(true)
+        .mode(0o666)
+        .custom_flags(nix::libc::O_TMPFILE)
+        .open(dir)
+        .ok()
+}
+
+/// Give the unnamed file `file` the name `path` (fails if `path` exists).
+fn link_unnamed(file: &File, path: &Path) -> io::Result<()> {
+    use nix::fcntl::{AtFlags, AT_FDCWD};
+    use std::os::fd::AsRawFd;
+    let fd_path = format!("/proc/self/fd/{}", file.as_raw_fd());
+    nix::unistd::linkat(
+        AT_FDCWD,
+        fd_path.as_str(),
+        AT_FDCWD,
+        path,
+        AtFlags::AT_SYMLINK_FOLLOW,
+    )
+    .map_err(io::Error::from)
 }
 
 #[cfg(test)]
@@ -277,6 +346,28 @@ mod tests {
             },
         )
         .unwrap()
+    }
+
+    /// An existing output is replaced whole, and no temporary file is left behind.
+    #[test]
+    fn existing_output_is_replaced() {
+        let d = tempfile::tempdir().unwrap();
+        let input = d.path().join("in.dcm");
+        write(&input, "ISO_IR 100", "Nordmann^Kari", "Hjerne");
+        let out_dir = d.path().join("out");
+        std::fs::create_dir(&out_dir).unwrap();
+        let output = out_dir.join("x.dcm");
+        std::fs::write(&output, b"stale").unwrap();
+        deidentify_file(&input, Output::File(&output), &engine()).unwrap();
+        let first = std::fs::read(&output).unwrap();
+        assert_ne!(first, b"stale");
+        deidentify_file(&input, Output::File(&output), &engine()).unwrap();
+        assert_eq!(std::fs::read(&output).unwrap(), first);
+        let names: Vec<_> = std::fs::read_dir(&out_dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, vec![std::ffi::OsString::from("x.dcm")]);
     }
 
     /// Text is decoded and re-encoded in the instance's character set: a Latin-1 and a UTF-8
