@@ -195,7 +195,7 @@ if has_tool pydeid; then
     name=${spec%%[=<>!~]*}
     ver=""
     [[ $spec == *==* ]] && ver=${spec#*==}
-    have=$("$PY" -m pip show "$name" 2>/dev/null | sed -n 's/^Version: //p')
+    have=$("$PY" -m pip show "$name" 2>/dev/null | sed -n 's/^Version: //p' || true)
     if [[ -z $have || (-n $ver && $have != "$ver") ]]; then want_ok=0; fi
   done
   if ((!want_ok)); then

@@ -853,11 +853,14 @@ fn parse<T: serde::de::DeserializeOwned>(b: &[u8]) -> Result<T, String> {
 fn print_raw(b: &[u8]) -> Result<(), String> {
     // Pretty-print so the output is stable for people and scripts alike.
     let v: serde_json::Value = parse(b)?;
-    println!(
-        "{}",
-        serde_json::to_string_pretty(&v).map_err(|e| e.to_string())?
-    );
-    Ok(())
+    let mut text = serde_json::to_string_pretty(&v).map_err(|e| e.to_string())?;
+    text.push('\n');
+    use std::io::Write;
+    match std::io::stdout().lock().write_all(text.as_bytes()) {
+        // A reader that stops early (`| head`) is not an error.
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        r => r.map_err(|e| e.to_string()),
+    }
 }
 
 fn human_bytes(n: u64) -> String {

@@ -86,12 +86,35 @@ pub struct SafePrivate {
     pub element: u8,
 }
 
+/// What a project's own rule does to one standard attribute, before the table is asked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RuleAction {
+    /// Keep it (still cleaned like K: UIDs mapped, dates per the date policy, sequences
+    /// processed inside).
+    Keep,
+    Remove,
+    /// Zero-length value.
+    Empty,
+    /// This fixed value (a text VR; fitted to the VR's length limit).
+    Replace(String),
+}
+
+/// A project's extra rule for one standard attribute, at every depth.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExtraRule {
+    pub tag: u32,
+    pub action: RuleAction,
+}
+
 /// A project's header de-identification settings.
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub options: ProfileOptions,
     pub dates: DatePolicy,
     pub safe_private: Vec<SafePrivate>,
+    /// The project's extra keep/remove/empty/replace rules; they win over the table and the
+    /// unlisted-attribute policy (identity and clinical-trial attributes are written after).
+    pub rules: Vec<ExtraRule>,
     /// Clinical Trial Sponsor Name (0012,0010); the project name when empty.
     pub sponsor: String,
     /// Clinical Trial Site ID and Name (0012,0030/0031).
@@ -414,6 +437,24 @@ impl Engine {
     ) -> Option<InMemElement> {
         let tag = e.tag();
         let vr = e.vr();
+        if let Some(rule) = self.settings.rules.iter().find(|x| x.tag == tag_u32(tag)) {
+            return match &rule.action {
+                RuleAction::Keep => self.generic(e, needles, r),
+                RuleAction::Remove => {
+                    r.removed += 1;
+                    None
+                }
+                RuleAction::Empty => {
+                    r.zeroed += 1;
+                    Some(empty(tag, vr))
+                }
+                RuleAction::Replace(v) => {
+                    r.dummied += 1;
+                    let v = values::fit(vr.to_string(), v);
+                    Some(DataElement::new(tag, vr, PrimitiveValue::from(v)))
+                }
+            };
+        }
         let action = match self.action(tag_u32(tag)) {
             Some(a) => a,
             None => {
@@ -610,6 +651,14 @@ impl Engine {
             .map(|(_, meaning)| *meaning)
             .collect::<Vec<_>>()
             .join("\\");
+        let description = if self.settings.rules.is_empty() {
+            description
+        } else {
+            format!(
+                "{description}\\fiona project rules: {}",
+                self.settings.rules.len()
+            )
+        };
         put(obj, 0x0012, 0x0063, VR::LO, &description);
         let items: Vec<InMemDicomObject> = codes
             .iter()
@@ -784,6 +833,7 @@ mod tests {
 
     fn default_settings() -> Settings {
         Settings {
+            rules: Vec::new(),
             options: ProfileOptions::default(),
             dates: DatePolicy::Shift { days: -100 },
             safe_private: vec![],
@@ -934,6 +984,7 @@ mod tests {
     fn safe_private_and_clean_descriptors() {
         let mut obj = planted();
         engine(Settings {
+            rules: Vec::new(),
             options: ProfileOptions {
                 retain_safe_private: true,
                 clean_descriptors: true,
@@ -969,6 +1020,60 @@ mod tests {
             1 + 3,
             "basic + safe private + clean descriptors + modified dates"
         );
+    }
+
+    #[test]
+    fn project_rules_win_over_the_table() {
+        let mut obj = planted();
+        // Deep inside a sequence too.
+        let mut item = InMemDicomObject::new_empty();
+        item.put(s(0x0008, 0x0080, VR::LO, "Haukeland deep"));
+        obj.put(seq(0x0040, 0x0275, vec![item]));
+        engine(Settings {
+            rules: vec![
+                ExtraRule {
+                    tag: 0x0008_1030,
+                    action: RuleAction::Keep,
+                },
+                ExtraRule {
+                    tag: 0x0008_0080,
+                    action: RuleAction::Replace("Research site".into()),
+                },
+                ExtraRule {
+                    tag: 0x0018_1000,
+                    action: RuleAction::Empty,
+                },
+                ExtraRule {
+                    tag: 0x0008_0018,
+                    action: RuleAction::Keep,
+                },
+                // A kept sequence is still processed inside.
+                ExtraRule {
+                    tag: 0x0040_0275,
+                    action: RuleAction::Keep,
+                },
+            ],
+            ..default_settings()
+        })
+        .apply(&mut obj);
+        let get = |o: &InMemDicomObject, g, e| {
+            o.get(Tag(g, e))
+                .map(|x| x.to_str().unwrap().trim_end().to_string())
+        };
+        // Kept although the table removes it (the project decided; its text is kept as is).
+        assert_eq!(
+            get(&obj, 0x0008, 0x1030).as_deref(),
+            Some("MR caput Nordmann")
+        );
+        assert_eq!(get(&obj, 0x0008, 0x0080).as_deref(), Some("Research site"));
+        let deep = obj.get(Tag(0x0040, 0x0275)).unwrap().items().unwrap()[0].clone();
+        assert_eq!(get(&deep, 0x0008, 0x0080).as_deref(), Some("Research site"));
+        assert_eq!(get(&obj, 0x0018, 0x1000).as_deref(), Some(""));
+        // A kept UID is still mapped.
+        let sop = get(&obj, 0x0008, 0x0018).unwrap();
+        assert!(sop.starts_with("2.25."), "{sop}");
+        let desc = get(&obj, 0x0012, 0x0063).unwrap();
+        assert!(desc.contains("fiona project rules: 5"), "{desc}");
     }
 
     /// Plants an identifying value in every attribute of Table E.1-1 (exact tags, with the
@@ -1111,6 +1216,7 @@ mod tests {
             PrimitiveValue::from(vec![0xFFu8; 8]),
         ));
         engine(Settings {
+            rules: Vec::new(),
             options: ProfileOptions {
                 clean_graphics: true,
                 ..Default::default()

@@ -328,6 +328,7 @@ mod tests {
     fn engine() -> Engine {
         Engine::new(
             Settings {
+                rules: Vec::new(),
                 options: ProfileOptions {
                     clean_descriptors: true,
                     ..Default::default()

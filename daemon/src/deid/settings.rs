@@ -25,7 +25,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use super::dates::participant_offset;
-use super::engine::{Assignment, DatePolicy, Engine, SafePrivate, Settings};
+use super::engine::{Assignment, DatePolicy, Engine, ExtraRule, RuleAction, SafePrivate, Settings};
 use super::profile::ProfileOptions;
 use super::secret::{parse_configured, SecretStore};
 use super::uid::UidMapper;
@@ -70,6 +70,108 @@ impl Default for DatesConfig {
     }
 }
 
+/// What a project rule does (`[[projects.NAME.deid.rules]]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RuleActionName {
+    Keep,
+    Remove,
+    Empty,
+    Replace,
+}
+
+/// One extra rule: `{ tag = "0008,1030" or "StudyDescription", action = "keep", value = ".." }`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuleConfig {
+    pub tag: String,
+    pub action: RuleActionName,
+    /// The value for `replace`.
+    #[serde(default)]
+    pub value: Option<String>,
+}
+
+/// Attributes a rule may not touch: the identity and clinical-trial attributes fiona writes
+/// itself, and the de-identification record.
+fn reserved(tag: u32) -> bool {
+    matches!(tag, 0x0010_0010 | 0x0010_0020 | 0x0028_0303) || tag >> 16 == 0x0012
+}
+
+impl RuleConfig {
+    /// The rule as the engine applies it; the message says what is wrong.
+    pub fn compile(&self) -> Result<ExtraRule, String> {
+        use dicom_core::dictionary::{DataDictionary, DataDictionaryEntry};
+        let dict = dicom_dictionary_std::StandardDataDictionary;
+        let text = self.tag.trim();
+        let hex = text.trim_start_matches('(').trim_end_matches(')');
+        let tag = match hex.split_once(',') {
+            Some((g, e)) => {
+                let g = u16::from_str_radix(g.trim(), 16)
+                    .map_err(|_| format!("`{text}`: not a tag (GGGG,EEEE)"))?;
+                let e = u16::from_str_radix(e.trim(), 16)
+                    .map_err(|_| format!("`{text}`: not a tag (GGGG,EEEE)"))?;
+                dicom_core::Tag(g, e)
+            }
+            None => dict
+                .by_name(text)
+                .and_then(|e| match e.tag_range() {
+                    dicom_core::dictionary::TagRange::Single(t) => Some(t),
+                    _ => None,
+                })
+                .ok_or_else(|| format!("`{text}`: not a known attribute keyword"))?,
+        };
+        let entry = dict.by_tag(tag).ok_or_else(|| {
+            format!("`{text}`: not a standard attribute (private elements go in safe_private)")
+        })?;
+        let t = (u32::from(tag.group()) << 16) | u32::from(tag.element());
+        if tag.group() % 2 == 1 || tag.group() <= 0x0002 || reserved(t) {
+            return Err(format!(
+                "`{text}`: fiona writes this attribute itself; a rule cannot change it"
+            ));
+        }
+        let action = match (self.action, &self.value) {
+            (RuleActionName::Replace, Some(v)) => {
+                let vr = entry.vr().relaxed();
+                let vr_s = vr.to_string();
+                if !matches!(
+                    vr_s,
+                    "AE" | "AS"
+                        | "CS"
+                        | "DA"
+                        | "DS"
+                        | "DT"
+                        | "IS"
+                        | "LO"
+                        | "LT"
+                        | "PN"
+                        | "SH"
+                        | "ST"
+                        | "TM"
+                        | "UC"
+                        | "UR"
+                        | "UT"
+                ) {
+                    return Err(format!(
+                        "`{text}` is {vr_s}: replace works on text attributes only"
+                    ));
+                }
+                if v.contains(['\r', '\n']) && !matches!(vr_s, "LT" | "ST" | "UT") {
+                    return Err(format!("`{text}`: the value may not contain line breaks"));
+                }
+                RuleAction::Replace(v.clone())
+            }
+            (RuleActionName::Replace, None) => {
+                return Err(format!("`{text}`: replace needs a value"))
+            }
+            (_, Some(_)) => return Err(format!("`{text}`: only replace takes a value")),
+            (RuleActionName::Keep, None) => RuleAction::Keep,
+            (RuleActionName::Remove, None) => RuleAction::Remove,
+            (RuleActionName::Empty, None) => RuleAction::Empty,
+        };
+        Ok(ExtraRule { tag: t, action })
+    }
+}
+
 /// `[projects.NAME.deid]`. Its `Debug` never prints the secret.
 #[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -77,6 +179,8 @@ pub struct DeidConfig {
     pub options: ProfileOptions,
     pub dates: DatesConfig,
     pub safe_private: Vec<SafePrivate>,
+    /// Extra keep/remove/empty/replace rules, applied before the table.
+    pub rules: Vec<RuleConfig>,
     pub uid_mode: UidMode,
     pub secret: Option<String>,
     pub sponsor: String,
@@ -90,6 +194,7 @@ impl std::fmt::Debug for DeidConfig {
             .field("options", &self.options)
             .field("dates", &self.dates)
             .field("safe_private", &self.safe_private)
+            .field("rules", &self.rules)
             .field("uid_mode", &self.uid_mode)
             .field(
                 "secret",
@@ -131,6 +236,13 @@ impl DeidConfig {
                 "deid.safe_private: listed, but deid.options.retain_safe_private is false".into(),
             );
         }
+        let mut seen = std::collections::BTreeSet::new();
+        for r in &self.rules {
+            let c = r.compile().map_err(|e| format!("deid.rules: {e}"))?;
+            if !seen.insert(c.tag) {
+                return Err(format!("deid.rules: `{}` has two rules", r.tag));
+            }
+        }
         Ok(())
     }
 
@@ -166,6 +278,11 @@ impl DeidConfig {
         };
         Engine::new(
             Settings {
+                rules: self
+                    .rules
+                    .iter()
+                    .map(RuleConfig::compile)
+                    .collect::<Result<_, _>>()?,
                 options: self.options,
                 dates,
                 safe_private: self.safe_private.clone(),
@@ -225,6 +342,59 @@ clean_descriptors = true
         }
         assert!(toml::from_str::<DeidConfig>("uid_mode = \"other\"").is_err());
         assert!(toml::from_str::<DeidConfig>("colour = 1").is_err());
+    }
+
+    #[test]
+    fn extra_rules_parse_and_refuse_what_they_cannot_do() {
+        let c: DeidConfig = toml::from_str(
+            r#"
+rules = [
+  { tag = "StudyDescription", action = "keep" },
+  { tag = "(0008,0080)", action = "replace", value = "Research site" },
+  { tag = "0018,0050", action = "remove" },
+  { tag = "0008,1040", action = "empty" },
+]
+"#,
+        )
+        .unwrap();
+        c.validate().unwrap();
+        let r: Vec<_> = c.rules.iter().map(|r| r.compile().unwrap()).collect();
+        assert_eq!(r[0].tag, 0x0008_1030);
+        assert_eq!(r[1].action, RuleAction::Replace("Research site".into()));
+        for (rule, want) in [
+            (
+                "{ tag = \"PatientName\", action = \"keep\" }",
+                "writes this attribute",
+            ),
+            (
+                "{ tag = \"0012,0062\", action = \"remove\" }",
+                "writes this attribute",
+            ),
+            ("{ tag = \"0009,1001\", action = \"keep\" }", "safe_private"),
+            ("{ tag = \"NoSuchKeyword\", action = \"keep\" }", "keyword"),
+            ("{ tag = \"0008,zz30\", action = \"keep\" }", "not a tag"),
+            (
+                "{ tag = \"0008,1030\", action = \"replace\" }",
+                "needs a value",
+            ),
+            (
+                "{ tag = \"0008,1030\", action = \"keep\", value = \"x\" }",
+                "only replace",
+            ),
+            (
+                "{ tag = \"0028,0010\", action = \"replace\", value = \"1\" }",
+                "text attributes",
+            ),
+        ] {
+            let c: DeidConfig = toml::from_str(&format!("rules = [{rule}]")).unwrap();
+            let e = c.validate().unwrap_err();
+            assert!(e.contains("deid.rules") && e.contains(want), "{rule}: {e}");
+        }
+        let c: DeidConfig = toml::from_str(
+            "rules = [{ tag = \"0008,1030\", action = \"keep\" }, { tag = \"StudyDescription\", action = \"remove\" }]",
+        )
+        .unwrap();
+        assert!(c.validate().unwrap_err().contains("two rules"));
     }
 
     #[test]
