@@ -1,4 +1,4 @@
-//! The de-identification stage (issue 3), built up piece by piece. Present so far:
+//! The de-identification stage (issue 3):
 //!
 //! * [`engine`]: applies the profile to a data set's header at every depth and writes the
 //!   assignment's identity and the clinical-trial attributes;
@@ -7,11 +7,12 @@
 //! * [`uid`]: the UID mapping (conformant and legacy modes);
 //! * [`secret`]: the per-project secret, generated once and kept durably;
 //! * [`settings`]: a project's settings as configuration, and the engine they make;
-//! * [`values`]: VR length limits, padding, character-safe cutting, dummy values.
+//! * [`values`]: VR length limits, padding, character-safe cutting, dummy values;
+//! * [`file`]: one Part-10 file: bounded structural check, the header through dicom-object,
+//!   pixel data copied through unread, the output written unnamed and linked into place.
 //!
-//! Still to come: reading and writing files (header through dicom-object, pixel data copied
-//! through unread), project settings in configuration, the `fiona deid` command, golden and
-//! dciodvfy tests over a generated corpus, the benchmark.
+//! `fiona deid` runs it on files and directory trees. The daemon's pipeline (pixel scrubbing
+//! first, then this, then forwarding) comes with issues 5 and 6.
 
 pub mod dates;
 pub mod engine;
