@@ -10,6 +10,7 @@ pub mod dimse;
 pub mod header;
 pub mod index;
 pub mod logging;
+pub mod pixel;
 pub mod project;
 pub mod quarantine;
 pub mod scp;

@@ -1,0 +1,2 @@
+//! The pixel stage: burned-in annotation scrubbing (known regions, and later OCR).
+pub mod signatures;
