@@ -239,6 +239,21 @@ fn load_config(loc: &Location) -> Result<Config, String> {
 }
 
 fn main() -> ExitCode {
+    // `fiona studies | head`: a reader that stops early ends the listing quietly instead of
+    // a panic ("failed printing to stdout") from println!.
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let msg = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| info.payload().downcast_ref::<&str>().copied())
+            .unwrap_or("");
+        if msg.contains("failed printing to stdout") && msg.contains("Broken pipe") {
+            std::process::exit(0);
+        }
+        default_hook(info);
+    }));
     let cli = Cli::parse();
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
