@@ -2,5 +2,6 @@
 //! (synthetic patients only) and a harness that runs the real `fiona` binary.
 
 pub mod corpus;
+pub mod glyphs;
 pub mod harness;
 pub mod scu;
