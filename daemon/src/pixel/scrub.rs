@@ -1,0 +1,467 @@
+//! Scrubbing one instance's burned-in annotations by known regions: find the signatures whose
+//! conditions the header meets, decode every frame, blank their rectangles in every frame,
+//! and write the pixels back uncompressed (Explicit VR Little Endian) with the image
+//! attributes made consistent.
+//!
+//! After scrubbing: the file meta's transfer syntax is Explicit VR Little Endian; the
+//! photometric interpretation and planar configuration are what the decoder delivered (a
+//! compressed YBR image becomes RGB, pixel-interleaved); BurnedInAnnotation is `NO`; a lossy
+//! source keeps its history (LossyImageCompression `01`). An instance whose header matches
+//! no signature is left untouched, its pixels not even decoded. An instance that cannot be
+//! decoded or masked is an error: the caller parks it, never passes it on.
+
+use dicom_core::header::Header;
+use dicom_core::value::{PrimitiveValue, Value};
+use dicom_core::{DataElement, Tag, VR};
+use dicom_object::mem::InMemElement;
+use dicom_object::{FileDicomObject, InMemDicomObject};
+
+use super::decode::{decode, DecodeError};
+use super::mask::{darkest_palette_index, mask_frame, Photometric};
+use super::signatures::{Attr, HeaderValues, Library, Rect};
+
+/// Explicit VR Little Endian.
+pub const EXPLICIT_VR_LE: &str = "1.2.840.10008.1.2.1";
+
+/// Lossy transfer syntaxes: their pixels already lost information, which must stay on record.
+const LOSSY: &[&str] = &[
+    "1.2.840.10008.1.2.4.50",
+    "1.2.840.10008.1.2.4.51",
+    "1.2.840.10008.1.2.4.81",
+    "1.2.840.10008.1.2.4.91",
+    "1.2.840.10008.1.2.4.203",
+];
+
+/// What was done to an instance.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Scrubbed {
+    /// Signature names and the rectangles they blanked (in every frame).
+    pub regions: Vec<(String, Rect)>,
+    pub frames: u32,
+    pub pixels_masked: u64,
+    /// The transfer syntax before (now Explicit VR Little Endian).
+    pub from_transfer_syntax: String,
+}
+
+/// Why an instance could not be scrubbed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ScrubError {
+    #[error(transparent)]
+    Decode(#[from] DecodeError),
+    #[error("masking failed: {0}")]
+    Mask(String),
+    #[error("palette colour lookup tables missing or unreadable")]
+    Palette,
+}
+
+/// Header values of a data set for the signature library: top-level values, and for
+/// `values_anywhere` every occurrence at any sequence depth.
+pub struct ObjectHeader<'a> {
+    obj: &'a FileDicomObject<InMemDicomObject>,
+}
+
+impl<'a> ObjectHeader<'a> {
+    pub fn new(obj: &'a FileDicomObject<InMemDicomObject>) -> Self {
+        ObjectHeader { obj }
+    }
+}
+
+fn element_text(e: &InMemElement) -> Option<String> {
+    match e.value() {
+        Value::Sequence(_) | Value::PixelSequence(_) => None,
+        _ => e.to_multi_str().ok().map(|v| {
+            v.iter()
+                .map(|s| s.trim_matches([' ', '\0']))
+                .collect::<Vec<_>>()
+                .join("\\")
+        }),
+    }
+}
+
+fn collect_anywhere(obj: &InMemDicomObject, tag: Tag, out: &mut Vec<String>) {
+    for e in obj.iter() {
+        if e.tag() == tag {
+            if let Some(v) = element_text(e) {
+                out.push(v);
+            }
+        }
+        if let Value::Sequence(seq) = e.value() {
+            for item in seq.items() {
+                collect_anywhere(item, tag, out);
+            }
+        }
+    }
+}
+
+impl HeaderValues for ObjectHeader<'_> {
+    fn value(&self, attr: &Attr) -> Option<String> {
+        let (g, e) = attr.group_element();
+        let tag = Tag(g, e);
+        if g == 0x0002 {
+            let m = self.obj.meta();
+            return match e {
+                0x0010 => Some(m.transfer_syntax().trim_end_matches('\0').to_string()),
+                0x0002 => Some(
+                    m.media_storage_sop_class_uid()
+                        .trim_end_matches('\0')
+                        .to_string(),
+                ),
+                _ => None,
+            };
+        }
+        self.obj.element(tag).ok().and_then(element_text)
+    }
+
+    fn values_anywhere(&self, attr: &Attr) -> Vec<String> {
+        let (g, e) = attr.group_element();
+        let mut out = Vec::new();
+        collect_anywhere(self.obj, Tag(g, e), &mut out);
+        out
+    }
+}
+
+fn lut_words(obj: &InMemDicomObject, tag: Tag) -> Option<Vec<u16>> {
+    let e = obj.element(tag).ok()?;
+    match e.value() {
+        Value::Primitive(PrimitiveValue::U16(v)) => Some(v.to_vec()),
+        Value::Primitive(p) => {
+            let b = p.to_bytes();
+            Some(
+                b.chunks_exact(2)
+                    .map(|c| u16::from_le_bytes([c[0], c[1]]))
+                    .collect(),
+            )
+        }
+        _ => None,
+    }
+}
+
+/// The darkest palette index of a PALETTE COLOR image, from its LUTs.
+fn palette_black(obj: &InMemDicomObject) -> Result<u16, ScrubError> {
+    let first = obj
+        .element(Tag(0x0028, 0x1101))
+        .ok()
+        .and_then(|e| e.to_multi_int::<i32>().ok())
+        .and_then(|v| v.get(1).copied())
+        .ok_or(ScrubError::Palette)?;
+    let r = lut_words(obj, Tag(0x0028, 0x1201)).ok_or(ScrubError::Palette)?;
+    let g = lut_words(obj, Tag(0x0028, 0x1202)).ok_or(ScrubError::Palette)?;
+    let b = lut_words(obj, Tag(0x0028, 0x1203)).ok_or(ScrubError::Palette)?;
+    if r.is_empty() {
+        return Err(ScrubError::Palette);
+    }
+    Ok(darkest_palette_index(&r, &g, &b, first as u16))
+}
+
+/// Blank every region the library names for this instance, in every frame. `Ok(None)` when
+/// no signature applies (the instance is untouched). `limit` bounds the decoded size.
+pub fn scrub_known_regions(
+    obj: &mut FileDicomObject<InMemDicomObject>,
+    library: &Library,
+    limit: u64,
+) -> Result<Option<Scrubbed>, ScrubError> {
+    let regions: Vec<(String, Rect)> = library
+        .regions_for(&ObjectHeader::new(obj))
+        .into_iter()
+        .map(|(n, r)| (n.to_string(), r))
+        .collect();
+    if regions.is_empty() {
+        return Ok(None);
+    }
+    let from = obj
+        .meta()
+        .transfer_syntax()
+        .trim_end_matches('\0')
+        .to_string();
+    let mut decoded = decode(obj, limit)?;
+    let palette = match decoded.layout.photometric {
+        Photometric::PaletteColor => Some(palette_black(obj)?),
+        _ => None,
+    };
+    let black = decoded.layout.black(palette);
+    let rects: Vec<Rect> = regions.iter().map(|(_, r)| *r).collect();
+    let mut masked = 0;
+    let layout = decoded.layout.clone();
+    for f in 0..decoded.frames {
+        masked += mask_frame(decoded.frame_mut(f), &layout, &rects, &black)
+            .map_err(|e| ScrubError::Mask(e.to_string()))?;
+    }
+    write_back(obj, decoded.data, &layout, &from);
+    Ok(Some(Scrubbed {
+        regions,
+        frames: decoded.frames,
+        pixels_masked: masked,
+        from_transfer_syntax: from,
+    }))
+}
+
+/// Put the masked native pixels back and make the attributes agree with them.
+fn write_back(
+    obj: &mut FileDicomObject<InMemDicomObject>,
+    mut data: Vec<u8>,
+    layout: &super::mask::Layout,
+    from: &str,
+) {
+    if data.len() % 2 == 1 {
+        data.push(0);
+    }
+    let vr = if layout.bits_allocated > 8 {
+        VR::OW
+    } else {
+        VR::OB
+    };
+    obj.put(DataElement::new(
+        Tag(0x7FE0, 0x0010),
+        vr,
+        PrimitiveValue::from(data),
+    ));
+    let pi = match layout.photometric {
+        Photometric::Monochrome1 => "MONOCHROME1",
+        Photometric::Monochrome2 => "MONOCHROME2",
+        Photometric::Rgb => "RGB",
+        Photometric::YbrFull => "YBR_FULL",
+        Photometric::YbrFull422 => "YBR_FULL_422",
+        Photometric::PaletteColor => "PALETTE COLOR",
+    };
+    obj.put(DataElement::new(
+        Tag(0x0028, 0x0004),
+        VR::CS,
+        PrimitiveValue::from(pi),
+    ));
+    if layout.samples_per_pixel > 1 {
+        obj.put(DataElement::new(
+            Tag(0x0028, 0x0006),
+            VR::US,
+            PrimitiveValue::from(layout.planar),
+        ));
+    }
+    obj.put(DataElement::new(
+        Tag(0x0028, 0x0301),
+        VR::CS,
+        PrimitiveValue::from("NO"),
+    ));
+    if LOSSY.contains(&from) {
+        obj.put(DataElement::new(
+            Tag(0x0028, 0x2110),
+            VR::CS,
+            PrimitiveValue::from("01"),
+        ));
+    }
+    obj.meta_mut().set_transfer_syntax(
+        &dicom_transfer_syntax_registry::entries::EXPLICIT_VR_LITTLE_ENDIAN.erased(),
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use dicom_object::meta::FileMetaTableBuilder;
+
+    const LIB: &str = r#"
+format = 1
+library_version = "test"
+[[signature]]
+name = "vendor screen"
+regions = [[1, 1, 2, 2]]
+when = { all = [ { attr = "Manufacturer", contains = "acme" }, { attr = "Modality", equals = "US" } ] }
+"#;
+
+    fn image(
+        pi: &str,
+        spp: u16,
+        bits: u16,
+        signed: bool,
+        frames: u32,
+    ) -> FileDicomObject<InMemDicomObject> {
+        let (rows, cols) = (4u16, 5u16);
+        let n = usize::from(rows)
+            * usize::from(cols)
+            * usize::from(spp)
+            * usize::from(bits / 8)
+            * frames as usize;
+        let mut obj = InMemDicomObject::new_empty();
+        let us = |g, e, v: u16| DataElement::new(Tag(g, e), VR::US, PrimitiveValue::from(v));
+        obj.put(DataElement::new(
+            Tag(0x0008, 0x0016),
+            VR::UI,
+            PrimitiveValue::from("1.2.840.10008.5.1.4.1.1.6.1"),
+        ));
+        obj.put(DataElement::new(
+            Tag(0x0008, 0x0018),
+            VR::UI,
+            PrimitiveValue::from("1.2.3.4"),
+        ));
+        obj.put(DataElement::new(
+            Tag(0x0008, 0x0060),
+            VR::CS,
+            PrimitiveValue::from("US"),
+        ));
+        obj.put(DataElement::new(
+            Tag(0x0008, 0x0070),
+            VR::LO,
+            PrimitiveValue::from("ACME Imaging"),
+        ));
+        obj.put(DataElement::new(
+            Tag(0x0028, 0x0301),
+            VR::CS,
+            PrimitiveValue::from("YES"),
+        ));
+        obj.put(us(0x0028, 0x0010, rows));
+        obj.put(us(0x0028, 0x0011, cols));
+        obj.put(us(0x0028, 0x0002, spp));
+        obj.put(us(0x0028, 0x0100, bits));
+        obj.put(us(0x0028, 0x0101, bits));
+        obj.put(us(0x0028, 0x0102, bits - 1));
+        obj.put(us(0x0028, 0x0103, u16::from(signed)));
+        if spp == 3 {
+            obj.put(us(0x0028, 0x0006, 0));
+        }
+        obj.put(DataElement::new(
+            Tag(0x0028, 0x0004),
+            VR::CS,
+            PrimitiveValue::from(pi),
+        ));
+        if frames > 1 {
+            obj.put(DataElement::new(
+                Tag(0x0028, 0x0008),
+                VR::IS,
+                PrimitiveValue::from(frames.to_string()),
+            ));
+        }
+        let px: Vec<u8> = (0..n).map(|i| (i % 100 + 50) as u8).collect();
+        obj.put(DataElement::new(
+            Tag(0x7FE0, 0x0010),
+            if bits > 8 { VR::OW } else { VR::OB },
+            PrimitiveValue::from(px),
+        ));
+        obj.with_meta(
+            FileMetaTableBuilder::new()
+                .transfer_syntax("1.2.840.10008.1.2")
+                .media_storage_sop_class_uid("1.2.840.10008.5.1.4.1.1.6.1")
+                .media_storage_sop_instance_uid("1.2.3.4"),
+        )
+        .unwrap()
+    }
+
+    fn pixels(obj: &FileDicomObject<InMemDicomObject>) -> Vec<u8> {
+        obj.element(Tag(0x7FE0, 0x0010))
+            .unwrap()
+            .to_bytes()
+            .unwrap()
+            .to_vec()
+    }
+
+    #[test]
+    fn matching_header_gets_its_rectangle_in_every_frame_and_nothing_else_changes() {
+        let lib = Library::parse(LIB).unwrap();
+        for (pi, spp, bits, signed, black) in [
+            ("MONOCHROME2", 1u16, 8u16, false, vec![0u8]),
+            ("MONOCHROME1", 1, 16, false, vec![0xFF, 0xFF]),
+            ("MONOCHROME2", 1, 16, true, vec![0x00, 0x80]),
+            ("RGB", 3, 8, false, vec![0, 0, 0]),
+        ] {
+            let mut obj = image(pi, spp, bits, signed, 3);
+            let before = pixels(&obj);
+            let s = scrub_known_regions(&mut obj, &lib, 1 << 20)
+                .unwrap()
+                .unwrap();
+            assert_eq!(s.frames, 3);
+            assert_eq!(s.pixels_masked, 3 * 4, "{pi}");
+            let after = pixels(&obj);
+            let px = black.len();
+            for f in 0..3usize {
+                for y in 0..4usize {
+                    for x in 0..5usize {
+                        let at = ((f * 4 + y) * 5 + x) * px;
+                        let inside = (1..3).contains(&x) && (1..3).contains(&y);
+                        if inside {
+                            assert_eq!(&after[at..at + px], &black[..], "{pi} frame {f} ({x},{y})");
+                        } else {
+                            assert_eq!(
+                                &after[at..at + px],
+                                &before[at..at + px],
+                                "{pi} changed outside"
+                            );
+                        }
+                    }
+                }
+            }
+            assert_eq!(
+                obj.meta().transfer_syntax().trim_end_matches('\0'),
+                EXPLICIT_VR_LE
+            );
+            assert_eq!(
+                obj.element(Tag(0x0028, 0x0301)).unwrap().to_str().unwrap(),
+                "NO"
+            );
+            assert_eq!(
+                obj.element(Tag(0x0028, 0x0004))
+                    .unwrap()
+                    .to_str()
+                    .unwrap()
+                    .trim(),
+                pi
+            );
+        }
+    }
+
+    #[test]
+    fn a_header_that_matches_nothing_is_left_untouched() {
+        let lib = Library::parse(LIB).unwrap();
+        let mut obj = image("MONOCHROME2", 1, 8, false, 1);
+        obj.put(DataElement::new(
+            Tag(0x0008, 0x0060),
+            VR::CS,
+            PrimitiveValue::from("CT"),
+        ));
+        let before = pixels(&obj);
+        assert_eq!(scrub_known_regions(&mut obj, &lib, 1 << 20).unwrap(), None);
+        assert_eq!(pixels(&obj), before);
+        assert_eq!(
+            obj.element(Tag(0x0028, 0x0301)).unwrap().to_str().unwrap(),
+            "YES"
+        );
+    }
+
+    #[test]
+    fn an_image_that_cannot_be_decoded_is_an_error() {
+        let lib = Library::parse(LIB).unwrap();
+        let mut obj = image("MONOCHROME2", 1, 8, false, 2);
+        obj.put(DataElement::new(
+            Tag(0x7FE0, 0x0010),
+            VR::OB,
+            PrimitiveValue::from(vec![0u8; 6]),
+        ));
+        assert!(matches!(
+            scrub_known_regions(&mut obj, &lib, 1 << 20),
+            Err(ScrubError::Decode(DecodeError::Size { .. }))
+        ));
+    }
+
+    #[test]
+    fn header_values_come_from_any_depth_when_asked() {
+        let mut obj = image("MONOCHROME2", 1, 8, false, 1);
+        let mut item = InMemDicomObject::new_empty();
+        item.put(DataElement::new(
+            Tag(0x0008, 0x0104),
+            VR::LO,
+            PrimitiveValue::from("IEC Body Dosimetry Phantom"),
+        ));
+        obj.put(DataElement::new(
+            Tag(0x0040, 0x0260),
+            VR::SQ,
+            dicom_core::value::DataSetSequence::from(vec![item]),
+        ));
+        let h = ObjectHeader::new(&obj);
+        let cm = Attr::parse("CodeMeaning").unwrap();
+        assert_eq!(h.value(&cm), None);
+        assert_eq!(
+            h.values_anywhere(&cm),
+            vec!["IEC Body Dosimetry Phantom".to_string()]
+        );
+        assert_eq!(
+            h.value(&Attr::parse("Manufacturer").unwrap()).as_deref(),
+            Some("ACME Imaging")
+        );
+    }
+}
