@@ -7,6 +7,7 @@ cd "$(dirname "$0")/.."
 need=()
 command -v storescu >/dev/null 2>&1 || need+=(dcmtk)
 command -v dciodvfy >/dev/null 2>&1 || need+=(dicom3tools)
+command -v gdcmconv >/dev/null 2>&1 || need+=(libgdcm-tools)
 # Building the JPEG-LS decoder (charls, via dicom-pixeldata) needs CMake and a C++ compiler.
 command -v cmake >/dev/null 2>&1 || need+=(cmake)
 command -v c++ >/dev/null 2>&1 || need+=(g++)
