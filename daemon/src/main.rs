@@ -807,11 +807,19 @@ fn deid(
             event,
         },
     )?;
+    // The pixel stage: known regions from fiona's default signature library (OCR and
+    // per-project pixel settings come with the rest of issue 5).
+    let pixels = fiona::pixel::scrub::Stage::default_stage();
     let meta = std::fs::metadata(input).map_err(|e| format!("{}: {e}", input.display()))?;
     if meta.is_file() {
-        return file::deidentify_file(input, file::Output::File(output), &engine)
-            .map(|_| ())
-            .map_err(|e| format!("{}: {e}", input.display()));
+        return file::deidentify_file_with(
+            input,
+            file::Output::File(output),
+            &engine,
+            Some(&pixels),
+        )
+        .map(|_| ())
+        .map_err(|e| format!("{}: {e}", input.display()));
     }
     let mut files = Vec::new();
     collect_files(input, &mut files).map_err(|e| format!("{}: {e}", input.display()))?;
@@ -820,7 +828,7 @@ fn deid(
     let failures: Vec<String> = files
         .par_iter()
         .filter_map(|f| {
-            file::deidentify_file(f, file::Output::Dir(output), &engine)
+            file::deidentify_file_with(f, file::Output::Dir(output), &engine, Some(&pixels))
                 .err()
                 .map(|e| format!("{}: {e}", f.display()))
         })

@@ -132,6 +132,9 @@ pub struct Report {
     pub uids_mapped: u64,
     pub dates_shifted: u64,
     pub private_kept: u64,
+    /// Known burned-in regions blanked (the pixel stage), and pixels blanked in all frames.
+    pub pixel_regions: u64,
+    pub pixels_masked: u64,
 }
 
 /// Why an instance could not be de-identified. Carries tags, never values.

@@ -14,7 +14,10 @@
 //!
 //! A deflated data set, or one with elements after Pixel Data, is read whole instead (its
 //! pixel data in memory; such files are small in practice) and a deflated one is written as
-//! Explicit VR Little Endian: nothing is ever passed through unprocessed.
+//! Explicit VR Little Endian: nothing is ever passed through unprocessed. So is an image the
+//! pixel stage scrubs ([`deidentify_file_with`]): read whole, scrubbed before the header is
+//! de-identified (the signatures match on the original header), written as Explicit VR Little
+//! Endian.
 
 use std::fs::{self, File};
 use std::io::{self, BufReader, BufWriter, Read, Seek, SeekFrom, Write};
@@ -37,6 +40,8 @@ pub enum FileError {
     NotPart10(&'static str),
     #[error("data set does not parse: {0}")]
     Structure(#[from] crate::header::HeaderError),
+    #[error("pixel data cannot be scrubbed: {0}")]
+    Pixel(String),
     #[error("transfer syntax {0} is not supported here yet")]
     Unsupported(String),
     #[error("header cannot be read: {0}")]
@@ -104,11 +109,25 @@ pub enum Output<'a> {
     Dir(&'a Path),
 }
 
-/// De-identify `input` into `output`; returns what was done and the path written.
+/// De-identify `input` into `output` (header only, pixel data copied); returns what was done
+/// and the path written.
 pub fn deidentify_file(
     input: &Path,
     output: Output<'_>,
     engine: &Engine,
+) -> Result<(Report, std::path::PathBuf), FileError> {
+    deidentify_file_with(input, output, engine, None)
+}
+
+/// [`deidentify_file`] with the pixel stage: an image whose header matches a known-region
+/// signature is read whole, its regions blanked in every frame ([`crate::pixel::scrub`]),
+/// and written as Explicit VR Little Endian. An image that cannot be scrubbed fails with the
+/// reason; it never gets an output with its pixels unscrubbed.
+pub fn deidentify_file_with(
+    input: &Path,
+    output: Output<'_>,
+    engine: &Engine,
+    pixels: Option<&crate::pixel::scrub::Stage>,
 ) -> Result<(Report, std::path::PathBuf), FileError> {
     let mut f = File::open(input)?;
     let (ts_uid, ds_offset) = read_meta(&mut f)?;
@@ -148,8 +167,34 @@ pub fn deidentify_file(
     // 2. The header, now known to be well-formed. A deflated data set, or one with elements
     //    after Pixel Data, is read whole instead (pixel data in memory) and, when deflated,
     //    written as Explicit VR Little Endian.
-    let whole = deflated || trailing;
-    let out_ts_uid = if deflated {
+    let mut whole = deflated || trailing;
+    let open = |whole: bool| {
+        let options = dicom_object::OpenFileOptions::new();
+        let options = if whole {
+            options.read_all()
+        } else {
+            options.read_until(tags::PIXEL_DATA)
+        };
+        options
+            .open_file(input)
+            .map_err(|e| FileError::Header(e.to_string()))
+    };
+    let mut obj = open(whole)?;
+    // The pixel stage looks at the original header (before de-identification removes what
+    // the signatures match on), and needs the pixel data in memory.
+    let mut scrubbed = None;
+    if let Some(stage) = pixels.filter(|_| fields.pixel_data.is_some()) {
+        if stage.applies(&obj) {
+            if !whole {
+                obj = open(true)?;
+                whole = true;
+            }
+            scrubbed =
+                crate::pixel::scrub::scrub_known_regions(&mut obj, &stage.library, stage.limit)
+                    .map_err(|e| FileError::Pixel(e.to_string()))?;
+        }
+    }
+    let out_ts_uid = if deflated || scrubbed.is_some() {
         "1.2.840.10008.1.2.1".to_string()
     } else {
         ts_uid.clone()
@@ -157,18 +202,13 @@ pub fn deidentify_file(
     let ts = TransferSyntaxRegistry
         .get(&out_ts_uid)
         .ok_or_else(|| FileError::Unsupported(out_ts_uid.clone()))?;
-    let options = dicom_object::OpenFileOptions::new();
-    let options = if whole {
-        options.read_all()
-    } else {
-        options.read_until(tags::PIXEL_DATA)
-    };
-    let mut obj = options
-        .open_file(input)
-        .map_err(|e| FileError::Header(e.to_string()))?;
     let copy_pixels = if whole { None } else { fields.pixel_data };
     let sop_class = obj.meta().media_storage_sop_class_uid().to_string();
-    let report = engine.apply(&mut obj);
+    let mut report = engine.apply(&mut obj);
+    if let Some(s) = &scrubbed {
+        report.pixel_regions = s.regions.len() as u64;
+        report.pixels_masked = s.pixels_masked;
+    }
     let new_sop = obj
         .element(tags::SOP_INSTANCE_UID)
         .ok()

@@ -32,6 +32,31 @@ const LOSSY: &[&str] = &[
     "1.2.840.10008.1.2.4.203",
 ];
 
+/// Largest decoded image the stage accepts by default (all frames), 4 GiB.
+pub const DEFAULT_LIMIT: u64 = 4 << 30;
+
+/// The pixel stage as configured: the known-region library and the decoded-size limit.
+#[derive(Debug, Clone)]
+pub struct Stage {
+    pub library: Library,
+    pub limit: u64,
+}
+
+impl Stage {
+    /// The default library shipped with fiona.
+    pub fn default_stage() -> Stage {
+        Stage {
+            library: Library::default_library(),
+            limit: DEFAULT_LIMIT,
+        }
+    }
+
+    /// Whether any signature applies to this header (no pixel data needed to decide).
+    pub fn applies(&self, obj: &FileDicomObject<InMemDicomObject>) -> bool {
+        !self.library.regions_for(&ObjectHeader::new(obj)).is_empty()
+    }
+}
+
 /// What was done to an instance.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Scrubbed {
