@@ -786,7 +786,7 @@ fn deid(
     use fiona::deid::{engine, file};
     use rayon::prelude::*;
     fiona::project::validate_project_name(&project)?;
-    let deid_cfg = match cfg.projects.get(&project) {
+    let (deid_cfg, pixel_cfg) = match cfg.projects.get(&project) {
         Some(p) => {
             // A configured project's IDs and events are checked as on assignment.
             let projects = cfg.compile_projects().map_err(|e| e.to_string())?;
@@ -795,7 +795,7 @@ fn deid(
                 .check_participant(&participant)
                 .and_then(|()| compiled.check_event(&event))
                 .map_err(|e| e.to_string())?;
-            p.deid.clone()
+            (p.deid.clone(), p.pixel.clone())
         }
         None => Default::default(),
     };
@@ -807,39 +807,65 @@ fn deid(
             event,
         },
     )?;
-    // The pixel stage: known regions from fiona's default signature library (OCR and
-    // per-project pixel settings come with the rest of issue 5).
-    let pixels = fiona::pixel::scrub::Stage::default_stage();
+    // The pixel stage: known regions (the project's library or fiona's default), the
+    // project's exclusions and drops. OCR comes with the rest of issue 5.
+    let pixels = fiona::pixel::scrub::Stage::from_config(&pixel_cfg)?;
     let meta = std::fs::metadata(input).map_err(|e| format!("{}: {e}", input.display()))?;
     if meta.is_file() {
-        return file::deidentify_file_with(
+        return match file::deidentify_file_with(
             input,
             file::Output::File(output),
             &engine,
             Some(&pixels),
-        )
-        .map(|_| ())
-        .map_err(|e| format!("{}: {e}", input.display()));
+        ) {
+            Ok(_) => Ok(()),
+            Err(file::FileError::Dropped(why)) => {
+                println!("{}: no output: {why}", input.display());
+                Ok(())
+            }
+            Err(e) => Err(format!("{}: {e}", input.display())),
+        };
     }
     let mut files = Vec::new();
     collect_files(input, &mut files).map_err(|e| format!("{}: {e}", input.display()))?;
     files.sort();
     std::fs::create_dir_all(output).map_err(|e| format!("{}: {e}", output.display()))?;
-    let failures: Vec<String> = files
+    let results: Vec<Result<(), (bool, String)>> = files
         .par_iter()
-        .filter_map(|f| {
-            file::deidentify_file_with(f, file::Output::Dir(output), &engine, Some(&pixels))
-                .err()
-                .map(|e| format!("{}: {e}", f.display()))
+        .map(|f| {
+            match file::deidentify_file_with(f, file::Output::Dir(output), &engine, Some(&pixels)) {
+                Ok(_) => Ok(()),
+                Err(file::FileError::Dropped(why)) => {
+                    Err((false, format!("{}: {why}", f.display())))
+                }
+                Err(e) => Err((true, format!("{}: {e}", f.display()))),
+            }
         })
         .collect();
+    let mut failures = Vec::new();
+    let mut dropped = 0usize;
+    for r in results {
+        match r {
+            Ok(()) => {}
+            Err((true, msg)) => failures.push(msg),
+            Err((false, msg)) => {
+                dropped += 1;
+                println!("fiona deid: no output: {msg}");
+            }
+        }
+    }
     for f in &failures {
         eprintln!("fiona deid: FAILED {f}");
     }
     println!(
-        "{} de-identified, {} failed",
-        files.len() - failures.len(),
-        failures.len()
+        "{} de-identified, {} failed{}",
+        files.len() - failures.len() - dropped,
+        failures.len(),
+        if dropped > 0 {
+            format!(", {dropped} dropped by the project's settings")
+        } else {
+            String::new()
+        }
     );
     if failures.is_empty() {
         Ok(())

@@ -129,6 +129,51 @@ pub struct ProjectConfig {
     pub auto_id: Option<AutoIdConfig>,
     /// De-identification settings (`[projects.NAME.deid]`).
     pub deid: DeidConfig,
+    /// Pixel scrubbing settings (`[projects.NAME.pixel]`).
+    pub pixel: PixelConfig,
+}
+
+/// `[projects.NAME.pixel]`: how the pixel stage treats the project's images.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PixelConfig {
+    /// Blank the regions the known-region library names.
+    pub known_regions: bool,
+    /// A signature library file replacing fiona's default one (same format).
+    pub library: Option<std::path::PathBuf>,
+    /// Secondary captures (screenshots, scanned documents) get no output at all instead of
+    /// being scrubbed.
+    pub drop_secondary_capture: bool,
+    /// Regular expressions on SeriesDescription: series the project decided never carry
+    /// burned-in text are not scrubbed.
+    pub exclude_series: Vec<String>,
+}
+
+impl Default for PixelConfig {
+    fn default() -> Self {
+        PixelConfig {
+            known_regions: true,
+            library: None,
+            drop_secondary_capture: false,
+            exclude_series: Vec::new(),
+        }
+    }
+}
+
+impl PixelConfig {
+    /// Check the settings; the library file is read and validated too.
+    pub fn validate(&self) -> Result<(), String> {
+        for p in &self.exclude_series {
+            Regex::new(p).map_err(|e| format!("pixel.exclude_series: `{p}`: {e}"))?;
+        }
+        if let Some(path) = &self.library {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| format!("pixel.library: {}: {e}", path.display()))?;
+            crate::pixel::signatures::Library::parse(&text)
+                .map_err(|e| format!("pixel.library: {}: {e}", path.display()))?;
+        }
+        Ok(())
+    }
 }
 
 /// A research PACS (the forwarding side fills in the rest: TLS, query AE, limits).
@@ -315,6 +360,7 @@ impl Project {
             }
         }
         config.deid.validate().map_err(|r| format!("deid: {r}"))?;
+        config.pixel.validate()?;
         Ok(Project {
             name: name.to_string(),
             config: config.clone(),

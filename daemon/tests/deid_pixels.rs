@@ -110,3 +110,66 @@ fn known_regions_are_blanked_by_fiona_deid() {
     assert_eq!(px(&plain), px(&out));
     assert_eq!(corpus::transfer_syntax_uid(&out).unwrap(), ts_in);
 }
+
+#[test]
+fn project_settings_drop_secondary_captures_and_exclude_series() {
+    require_tool("dcmodify");
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let cfg = tmp.path().join("fiona.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "data_dir = \"{}\"\n[projects.PROJ1]\nparticipant_pattern = \"PROJ[0-9]{{3}}\"\n\
+             events = [\"baseline\"]\napproval_start = \"2025-01-01\"\napproval_end = \"2099-12-31\"\n\
+             [projects.PROJ1.pixel]\ndrop_secondary_capture = true\nexclude_series = [\"(?i)^loop\"]\n",
+            data.display()
+        ),
+    )
+    .unwrap();
+    let input = tmp.path().join("in");
+    // A secondary capture: dropped, no output, not a failure.
+    let mut sc = StudySpec::new(5, Modality::Sc);
+    sc.series = 1;
+    sc.instances_per_series = 1;
+    sc.rows = 16;
+    sc.cols = 16;
+    std::fs::create_dir_all(input.join("sc")).unwrap();
+    corpus::write_study(&sc, &input.join("sc")).unwrap();
+    // A LOGIQ9 image in an excluded series: copied through, not scrubbed.
+    let logiq = us_image(&input.join("us"), 6);
+    dcmodify(&logiq, "(0008,1090)=LOGIQ9");
+    dcmodify(&logiq, "(0008,103E)=Loop 3");
+    let out = tmp.path().join("out");
+    let r = fiona_deid(&bin(), ("--config", &cfg), &input, &out);
+    let stdout = String::from_utf8_lossy(&r.stdout);
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    assert!(
+        stdout.contains("1 de-identified, 0 failed, 1 dropped by the project's settings"),
+        "{stdout}"
+    );
+    let outputs: Vec<PathBuf> = std::fs::read_dir(&out)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(outputs.len(), 1);
+    assert_eq!(
+        corpus::transfer_syntax_uid(&outputs[0]).unwrap(),
+        corpus::transfer_syntax_uid(&logiq).unwrap()
+    );
+    let (before, ..) = decoded(&logiq);
+    let (after, ..) = decoded(&outputs[0]);
+    assert!(before == after, "an excluded series is not scrubbed");
+
+    // Bad settings are refused at start, naming the field.
+    std::fs::write(
+        &cfg,
+        "[projects.PROJ1]\nparticipant_pattern = \"PROJ[0-9]{3}\"\nevents = [\"baseline\"]\n\
+         approval_start = \"2025-01-01\"\napproval_end = \"2099-12-31\"\n\
+         [projects.PROJ1.pixel]\nlibrary = \"/nonexistent/signatures.toml\"\n",
+    )
+    .unwrap();
+    let r = fiona_deid(&bin(), ("--config", &cfg), &input, &tmp.path().join("out2"));
+    assert!(!r.status.success());
+    assert!(String::from_utf8_lossy(&r.stderr).contains("pixel.library"));
+}

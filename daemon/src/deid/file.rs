@@ -42,6 +42,9 @@ pub enum FileError {
     Structure(#[from] crate::header::HeaderError),
     #[error("pixel data cannot be scrubbed: {0}")]
     Pixel(String),
+    /// Not an error of the file: the project's settings drop it (no output).
+    #[error("dropped: {0}")]
+    Dropped(&'static str),
     #[error("transfer syntax {0} is not supported here yet")]
     Unsupported(String),
     #[error("header cannot be read: {0}")]
@@ -184,14 +187,19 @@ pub fn deidentify_file_with(
     // the signatures match on), and needs the pixel data in memory.
     let mut scrubbed = None;
     if let Some(stage) = pixels.filter(|_| fields.pixel_data.is_some()) {
-        if stage.applies(&obj) {
-            if !whole {
-                obj = open(true)?;
-                whole = true;
+        use crate::pixel::scrub::Decision;
+        match stage.decide(&obj) {
+            Decision::Keep => {}
+            Decision::Drop(why) => return Err(FileError::Dropped(why)),
+            Decision::Scrub => {
+                if !whole {
+                    obj = open(true)?;
+                    whole = true;
+                }
+                scrubbed =
+                    crate::pixel::scrub::scrub_known_regions(&mut obj, &stage.library, stage.limit)
+                        .map_err(|e| FileError::Pixel(e.to_string()))?;
             }
-            scrubbed =
-                crate::pixel::scrub::scrub_known_regions(&mut obj, &stage.library, stage.limit)
-                    .map_err(|e| FileError::Pixel(e.to_string()))?;
         }
     }
     let out_ts_uid = if deflated || scrubbed.is_some() {

@@ -35,25 +35,94 @@ const LOSSY: &[&str] = &[
 /// Largest decoded image the stage accepts by default (all frames), 4 GiB.
 pub const DEFAULT_LIMIT: u64 = 4 << 30;
 
-/// The pixel stage as configured: the known-region library and the decoded-size limit.
+/// The pixel stage as configured: the known-region library, the decoded-size limit, and the
+/// project's choices.
 #[derive(Debug, Clone)]
 pub struct Stage {
     pub library: Library,
     pub limit: u64,
+    pub known_regions: bool,
+    pub drop_secondary_capture: bool,
+    pub exclude_series: Vec<regex::Regex>,
 }
 
+/// What the stage does with one image, decided from its header.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    /// Nothing to do: pixel data copied through.
+    Keep,
+    /// Known regions apply: decode, blank, re-encode.
+    Scrub,
+    /// The project drops this kind of image: no output.
+    Drop(&'static str),
+}
+
+/// Secondary Capture Image Storage and its multi-frame variants.
+const SECONDARY_CAPTURE: &[&str] = &[
+    "1.2.840.10008.5.1.4.1.1.7",
+    "1.2.840.10008.5.1.4.1.1.7.1",
+    "1.2.840.10008.5.1.4.1.1.7.2",
+    "1.2.840.10008.5.1.4.1.1.7.3",
+    "1.2.840.10008.5.1.4.1.1.7.4",
+];
+
 impl Stage {
-    /// The default library shipped with fiona.
+    /// The default library shipped with fiona, known regions on, nothing dropped or excluded.
     pub fn default_stage() -> Stage {
         Stage {
             library: Library::default_library(),
             limit: DEFAULT_LIMIT,
+            known_regions: true,
+            drop_secondary_capture: false,
+            exclude_series: Vec::new(),
         }
     }
 
-    /// Whether any signature applies to this header (no pixel data needed to decide).
-    pub fn applies(&self, obj: &FileDicomObject<InMemDicomObject>) -> bool {
-        !self.library.regions_for(&ObjectHeader::new(obj)).is_empty()
+    /// The stage for a project's `[projects.NAME.pixel]` settings (validated beforehand).
+    pub fn from_config(c: &crate::project::PixelConfig) -> Result<Stage, String> {
+        let library = match &c.library {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|e| format!("pixel.library: {}: {e}", path.display()))?;
+                Library::parse(&text).map_err(|e| format!("pixel.library: {e}"))?
+            }
+            None => Library::default_library(),
+        };
+        let exclude_series = c
+            .exclude_series
+            .iter()
+            .map(|p| regex::Regex::new(p).map_err(|e| format!("pixel.exclude_series: {e}")))
+            .collect::<Result<_, _>>()?;
+        Ok(Stage {
+            library,
+            limit: DEFAULT_LIMIT,
+            known_regions: c.known_regions,
+            drop_secondary_capture: c.drop_secondary_capture,
+            exclude_series,
+        })
+    }
+
+    /// What to do with this image (its header is enough to decide).
+    pub fn decide(&self, obj: &FileDicomObject<InMemDicomObject>) -> Decision {
+        let h = ObjectHeader::new(obj);
+        let text = |tag: Tag| {
+            obj.element(tag)
+                .ok()
+                .and_then(element_text)
+                .unwrap_or_default()
+        };
+        let sop_class = text(Tag(0x0008, 0x0016));
+        if self.drop_secondary_capture && SECONDARY_CAPTURE.contains(&sop_class.as_str()) {
+            return Decision::Drop("secondary capture dropped by the project's settings");
+        }
+        let series = text(Tag(0x0008, 0x103E));
+        if self.exclude_series.iter().any(|r| r.is_match(&series)) {
+            return Decision::Keep;
+        }
+        if self.known_regions && !self.library.regions_for(&h).is_empty() {
+            return Decision::Scrub;
+        }
+        Decision::Keep
     }
 }
 
@@ -461,6 +530,33 @@ when = { all = [ { attr = "Manufacturer", contains = "acme" }, { attr = "Modalit
             scrub_known_regions(&mut obj, &lib, 1 << 20),
             Err(ScrubError::Decode(DecodeError::Size { .. }))
         ));
+    }
+
+    #[test]
+    fn the_project_decides_what_is_dropped_excluded_or_scrubbed() {
+        let obj = image("MONOCHROME2", 1, 8, false, 1);
+        let mut stage = Stage::default_stage();
+        stage.library = Library::parse(LIB).unwrap();
+        assert_eq!(stage.decide(&obj), Decision::Scrub);
+        let mut excluded = obj.clone();
+        excluded.put(DataElement::new(
+            Tag(0x0008, 0x103E),
+            VR::LO,
+            PrimitiveValue::from("Cardiac loop"),
+        ));
+        stage.exclude_series = vec![regex::Regex::new("(?i)cardiac").unwrap()];
+        assert_eq!(stage.decide(&excluded), Decision::Keep);
+        stage.known_regions = false;
+        assert_eq!(stage.decide(&obj), Decision::Keep);
+        let mut sc = obj.clone();
+        sc.put(DataElement::new(
+            Tag(0x0008, 0x0016),
+            VR::UI,
+            PrimitiveValue::from("1.2.840.10008.5.1.4.1.1.7"),
+        ));
+        stage.drop_secondary_capture = true;
+        assert!(matches!(stage.decide(&sc), Decision::Drop(_)));
+        assert_eq!(stage.decide(&obj), Decision::Keep);
     }
 
     #[test]
