@@ -62,16 +62,6 @@ pub struct ImportReport {
     pub errors: Vec<LineError>,
 }
 
-fn valid_uid(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 64
-        && s.split('.').all(|c| {
-            !c.is_empty()
-                && c.bytes().all(|b| b.is_ascii_digit())
-                && (c == "0" || !c.starts_with('0'))
-        })
-}
-
 /// Accession numbers are SH: at most 16 characters of the default repertoire. Printable ASCII
 /// without backslash or quote marks: a stray quote or an invisible character would load a row
 /// that can never match a study.
@@ -235,7 +225,7 @@ pub fn parse(text: &str, policy: &Policy, today: time::Date) -> Result<Vec<Row>,
         };
         let key_ok = match kind {
             KeyKind::AccessionNumber => valid_accession(key),
-            KeyKind::StudyInstanceUid => valid_uid(key),
+            KeyKind::StudyInstanceUid => crate::deid::uid::is_valid_uid(key),
         };
         if !key_ok {
             errors.push(LineError {

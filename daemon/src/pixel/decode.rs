@@ -192,7 +192,6 @@ mod tests {
     use super::*;
     use dicom_core::value::PrimitiveValue;
     use dicom_core::{DataElement, VR};
-    use dicom_object::meta::FileMetaTableBuilder;
 
     fn image(
         ts: &str,
@@ -201,49 +200,19 @@ mod tests {
         frames: u32,
         pixels: Vec<u8>,
     ) -> FileDicomObject<InMemDicomObject> {
-        let mut obj = InMemDicomObject::new_empty();
-        let us = |g, e, v: u16| DataElement::new(Tag(g, e), VR::US, PrimitiveValue::from(v));
-        obj.put(DataElement::new(
-            Tag(0x0008, 0x0016),
-            VR::UI,
-            PrimitiveValue::from("1.2.840.10008.5.1.4.1.1.7"),
-        ));
-        obj.put(DataElement::new(
-            Tag(0x0008, 0x0018),
-            VR::UI,
-            PrimitiveValue::from("1.2.3.4"),
-        ));
-        obj.put(us(0x0028, 0x0010, 4));
-        obj.put(us(0x0028, 0x0011, 6));
-        obj.put(us(0x0028, 0x0002, 1));
-        obj.put(us(0x0028, 0x0100, bits));
-        obj.put(us(0x0028, 0x0101, bits));
-        obj.put(us(0x0028, 0x0102, bits - 1));
-        obj.put(us(0x0028, 0x0103, 0));
-        obj.put(DataElement::new(
-            Tag(0x0028, 0x0004),
-            VR::CS,
-            PrimitiveValue::from(pi),
-        ));
-        if frames > 1 {
-            obj.put(DataElement::new(
-                Tag(0x0028, 0x0008),
-                VR::IS,
-                PrimitiveValue::from(frames.to_string()),
-            ));
+        super::super::test_image::Image {
+            ts,
+            sop_class: "1.2.840.10008.5.1.4.1.1.7",
+            photometric: pi,
+            rows: 4,
+            columns: 6,
+            samples_per_pixel: 1,
+            bits,
+            signed: false,
+            frames,
+            pixels,
         }
-        obj.put(DataElement::new(
-            Tag(0x7FE0, 0x0010),
-            if bits > 8 { VR::OW } else { VR::OB },
-            PrimitiveValue::from(pixels),
-        ));
-        obj.with_meta(
-            FileMetaTableBuilder::new()
-                .transfer_syntax(ts)
-                .media_storage_sop_class_uid("1.2.840.10008.5.1.4.1.1.7")
-                .media_storage_sop_instance_uid("1.2.3.4"),
-        )
-        .unwrap()
+        .build()
     }
 
     #[test]

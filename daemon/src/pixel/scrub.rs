@@ -349,7 +349,6 @@ fn write_back(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use dicom_object::meta::FileMetaTableBuilder;
 
     const LIB: &str = r#"
 format = 1
@@ -373,68 +372,24 @@ when = { all = [ { attr = "Manufacturer", contains = "acme" }, { attr = "Modalit
             * usize::from(spp)
             * usize::from(bits / 8)
             * frames as usize;
-        let mut obj = InMemDicomObject::new_empty();
-        let us = |g, e, v: u16| DataElement::new(Tag(g, e), VR::US, PrimitiveValue::from(v));
-        obj.put(DataElement::new(
-            Tag(0x0008, 0x0016),
-            VR::UI,
-            PrimitiveValue::from("1.2.840.10008.5.1.4.1.1.6.1"),
-        ));
-        obj.put(DataElement::new(
-            Tag(0x0008, 0x0018),
-            VR::UI,
-            PrimitiveValue::from("1.2.3.4"),
-        ));
-        obj.put(DataElement::new(
-            Tag(0x0008, 0x0060),
-            VR::CS,
-            PrimitiveValue::from("US"),
-        ));
-        obj.put(DataElement::new(
-            Tag(0x0008, 0x0070),
-            VR::LO,
-            PrimitiveValue::from("ACME Imaging"),
-        ));
-        obj.put(DataElement::new(
-            Tag(0x0028, 0x0301),
-            VR::CS,
-            PrimitiveValue::from("YES"),
-        ));
-        obj.put(us(0x0028, 0x0010, rows));
-        obj.put(us(0x0028, 0x0011, cols));
-        obj.put(us(0x0028, 0x0002, spp));
-        obj.put(us(0x0028, 0x0100, bits));
-        obj.put(us(0x0028, 0x0101, bits));
-        obj.put(us(0x0028, 0x0102, bits - 1));
-        obj.put(us(0x0028, 0x0103, u16::from(signed)));
-        if spp == 3 {
-            obj.put(us(0x0028, 0x0006, 0));
+        let mut obj = crate::pixel::test_image::Image {
+            ts: "1.2.840.10008.1.2",
+            sop_class: "1.2.840.10008.5.1.4.1.1.6.1",
+            photometric: pi,
+            rows,
+            columns: cols,
+            samples_per_pixel: spp,
+            bits,
+            signed,
+            frames,
+            pixels: (0..n).map(|i| (i % 100 + 50) as u8).collect(),
         }
-        obj.put(DataElement::new(
-            Tag(0x0028, 0x0004),
-            VR::CS,
-            PrimitiveValue::from(pi),
-        ));
-        if frames > 1 {
-            obj.put(DataElement::new(
-                Tag(0x0028, 0x0008),
-                VR::IS,
-                PrimitiveValue::from(frames.to_string()),
-            ));
-        }
-        let px: Vec<u8> = (0..n).map(|i| (i % 100 + 50) as u8).collect();
-        obj.put(DataElement::new(
-            Tag(0x7FE0, 0x0010),
-            if bits > 8 { VR::OW } else { VR::OB },
-            PrimitiveValue::from(px),
-        ));
-        obj.with_meta(
-            FileMetaTableBuilder::new()
-                .transfer_syntax("1.2.840.10008.1.2")
-                .media_storage_sop_class_uid("1.2.840.10008.5.1.4.1.1.6.1")
-                .media_storage_sop_instance_uid("1.2.3.4"),
-        )
-        .unwrap()
+        .build();
+        let text = |g, e, vr, v: &str| DataElement::new(Tag(g, e), vr, PrimitiveValue::from(v));
+        obj.put(text(0x0008, 0x0060, VR::CS, "US"));
+        obj.put(text(0x0008, 0x0070, VR::LO, "ACME Imaging"));
+        obj.put(text(0x0028, 0x0301, VR::CS, "YES"));
+        obj
     }
 
     fn pixels(obj: &FileDicomObject<InMemDicomObject>) -> Vec<u8> {
