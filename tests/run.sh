@@ -11,6 +11,11 @@ command -v gdcmconv >/dev/null 2>&1 || need+=(libgdcm-tools)
 # Building the JPEG-LS decoder (charls, via dicom-pixeldata) needs CMake and a C++ compiler.
 command -v cmake >/dev/null 2>&1 || need+=(cmake)
 command -v c++ >/dev/null 2>&1 || need+=(g++)
+# OCR: Tesseract and Leptonica headers and pkg-config data, libclang for the bindings'
+# build, and the English and Norwegian models.
+for p in libtesseract-dev libleptonica-dev libclang-dev pkg-config tesseract-ocr-eng tesseract-ocr-nor; do
+  dpkg -s "$p" >/dev/null 2>&1 || need+=("$p")
+done
 if ((${#need[@]})); then
   SUDO=""
   [ "$(id -u)" = 0 ] || SUDO="sudo"

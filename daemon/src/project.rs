@@ -147,6 +147,8 @@ pub struct PixelConfig {
     /// Regular expressions on SeriesDescription: series the project decided never carry
     /// burned-in text are not scrubbed.
     pub exclude_series: Vec<String>,
+    /// OCR detection (`[projects.NAME.pixel.ocr]`).
+    pub ocr: OcrConfig,
 }
 
 impl Default for PixelConfig {
@@ -156,7 +158,119 @@ impl Default for PixelConfig {
             library: None,
             drop_secondary_capture: false,
             exclude_series: Vec::new(),
+            ocr: OcrConfig::default(),
         }
+    }
+}
+
+/// `[projects.NAME.pixel.ocr]`: which images OCR reads and how. A list left out keeps the
+/// usual one; a list given replaces it.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OcrConfig {
+    pub enabled: bool,
+    /// Read every image, whatever its type.
+    pub all_images: bool,
+    /// Modalities read (usual: US, SC, OT).
+    pub modalities: Option<Vec<String>>,
+    /// SOP classes read (usual: secondary capture and ultrasound classes).
+    pub sop_classes: Option<Vec<String>>,
+    /// Regular expressions on SeriesDescription (usual: [`OcrConfig::USUAL_SERIES`]).
+    pub series_descriptions: Option<Vec<String>>,
+    /// Read images whose BurnedInAnnotation is YES.
+    pub burned_in_annotation: bool,
+    /// Tesseract languages, `+`-separated (each needs its tesseract-ocr-LANG package).
+    pub languages: String,
+    /// Words Tesseract is less sure of (0-100) do not count.
+    pub min_confidence: u8,
+    /// Pixels added around every word box before blanking.
+    pub margin: u32,
+    /// Masking rounds before an image OCR still reads text in is parked (1-5).
+    pub max_rounds: u32,
+}
+
+impl Default for OcrConfig {
+    fn default() -> Self {
+        let s = crate::pixel::ocr::OcrSettings::default();
+        OcrConfig {
+            enabled: true,
+            all_images: false,
+            modalities: None,
+            sop_classes: None,
+            series_descriptions: None,
+            burned_in_annotation: true,
+            languages: s.languages,
+            min_confidence: s.min_confidence as u8,
+            margin: s.margin,
+            max_rounds: s.max_rounds,
+        }
+    }
+}
+
+impl OcrConfig {
+    /// Series descriptions of dose reports and screen captures (GE "Dose Report", Siemens
+    /// "Patient Protocol", "Screen Save"), case-insensitive.
+    pub const USUAL_SERIES: &'static [&'static str] = &[
+        "(?i)dose",
+        "(?i)patient protocol",
+        "(?i)screen ?(save|shot|capture)",
+    ];
+
+    /// The stage's OCR part; `None` when switched off.
+    pub fn stage(&self) -> Result<Option<crate::pixel::scrub::OcrStage>, String> {
+        use crate::pixel::scrub::{OcrSelect, OcrStage};
+        if !self.enabled {
+            return Ok(None);
+        }
+        if self.languages.is_empty()
+            || !self
+                .languages
+                .split('+')
+                .all(|l| !l.is_empty() && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'))
+        {
+            return Err(format!(
+                "pixel.ocr.languages: `{}` is not a list like eng+nor",
+                self.languages
+            ));
+        }
+        if self.min_confidence > 100 {
+            return Err("pixel.ocr.min_confidence: 0 to 100".into());
+        }
+        if !(1..=5).contains(&self.max_rounds) {
+            return Err("pixel.ocr.max_rounds: 1 to 5".into());
+        }
+        if self.margin > 64 {
+            return Err("pixel.ocr.margin: at most 64 pixels".into());
+        }
+        let mut select = OcrSelect::usual();
+        select.all_images = self.all_images;
+        select.burned_in_annotation = self.burned_in_annotation;
+        if let Some(m) = &self.modalities {
+            select.modalities = m.clone();
+        }
+        if let Some(c) = &self.sop_classes {
+            if let Some(bad) = c.iter().find(|u| !crate::deid::uid::is_valid_uid(u)) {
+                return Err(format!("pixel.ocr.sop_classes: `{bad}` is not a UID"));
+            }
+            select.sop_classes = c.clone();
+        }
+        if let Some(d) = &self.series_descriptions {
+            select.series_descriptions = d
+                .iter()
+                .map(|p| {
+                    Regex::new(p).map_err(|e| format!("pixel.ocr.series_descriptions: `{p}`: {e}"))
+                })
+                .collect::<Result<_, _>>()?;
+        }
+        Ok(Some(OcrStage {
+            settings: crate::pixel::ocr::OcrSettings {
+                languages: self.languages.clone(),
+                min_confidence: f32::from(self.min_confidence),
+                margin: self.margin,
+                max_rounds: self.max_rounds,
+            },
+            select,
+        }))
     }
 }
 
@@ -171,6 +285,12 @@ impl PixelConfig {
                 .map_err(|e| format!("pixel.library: {}: {e}", path.display()))?;
             crate::pixel::signatures::Library::parse(&text)
                 .map_err(|e| format!("pixel.library: {}: {e}", path.display()))?;
+        }
+        if let Some(ocr) = self.ocr.stage()? {
+            // The engine starts here once, so a missing language package is a start-up
+            // error, not a failure on the first image.
+            crate::pixel::ocr::check_languages(&ocr.settings.languages)
+                .map_err(|e| format!("pixel.ocr: {e}"))?;
         }
         Ok(())
     }

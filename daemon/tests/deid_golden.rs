@@ -178,6 +178,16 @@ fn nested_private_latin1_golden_dump() {
         s(0x0010, 0x0020, VR::LO, "01017012345"),
         s(0x0020, 0x000D, VR::UI, "1.2.826.0.1.3680043.8.498.9"),
         s(0x0020, 0x000E, VR::UI, "1.2.826.0.1.3680043.8.498.9.0"),
+        // A 4x4 8-bit image: a secondary capture is read by OCR by default, so its pixel
+        // data must be a decodable image.
+        DataElement::new(Tag(0x0028, 0x0002), VR::US, PrimitiveValue::from(1u16)),
+        s(0x0028, 0x0004, VR::CS, "MONOCHROME2"),
+        DataElement::new(Tag(0x0028, 0x0010), VR::US, PrimitiveValue::from(4u16)),
+        DataElement::new(Tag(0x0028, 0x0011), VR::US, PrimitiveValue::from(4u16)),
+        DataElement::new(Tag(0x0028, 0x0100), VR::US, PrimitiveValue::from(8u16)),
+        DataElement::new(Tag(0x0028, 0x0101), VR::US, PrimitiveValue::from(8u16)),
+        DataElement::new(Tag(0x0028, 0x0102), VR::US, PrimitiveValue::from(7u16)),
+        DataElement::new(Tag(0x0028, 0x0103), VR::US, PrimitiveValue::from(0u16)),
         DataElement::new(
             Tag(0x7FE0, 0x0010),
             VR::OB,

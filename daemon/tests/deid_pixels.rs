@@ -42,18 +42,35 @@ fn decoded(file: &Path) -> (Vec<u8>, usize, usize) {
     (d.data, rows, cols)
 }
 
+/// A project with OCR switched off: these tests are about the known regions alone (OCR has
+/// its own, `deid_ocr.rs`).
+fn known_regions_only(tmp: &Path) -> PathBuf {
+    let cfg = tmp.join("regions-only.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "data_dir = \"{}\"\n[projects.PROJ1]\nparticipant_pattern = \"PROJ[0-9]{{3}}\"\n\
+             events = [\"baseline\"]\napproval_start = \"2025-01-01\"\napproval_end = \"2099-12-31\"\n\
+             [projects.PROJ1.pixel.ocr]\nenabled = false\n",
+            tmp.join("data").display()
+        ),
+    )
+    .unwrap();
+    cfg
+}
+
 #[test]
 fn known_regions_are_blanked_by_fiona_deid() {
     require_tool("dcmodify");
     let tmp = tempfile::tempdir().unwrap();
-    let data = tmp.path().join("data");
+    let cfg = known_regions_only(tmp.path());
 
     // A LOGIQ9 image: the library blanks [0, 0, 640, 40], clipped to 96 x 64.
     let logiq = us_image(&tmp.path().join("logiq"), 1);
     dcmodify(&logiq, "(0008,1090)=LOGIQ9");
     let (before, rows, cols) = decoded(&logiq);
     let out = tmp.path().join("logiq-out.dcm");
-    let r = fiona_deid(&bin(), ("--data-dir", &data), &logiq, &out);
+    let r = fiona_deid(&bin(), ("--config", &cfg), &logiq, &out);
     assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
     let obj = open_file(&out).unwrap();
     assert_eq!(
@@ -86,7 +103,7 @@ fn known_regions_are_blanked_by_fiona_deid() {
     dcmodify(&broken, "(0008,1090)=LOGIQ9");
     dcmodify(&broken, "(0028,0010)=200");
     let out = tmp.path().join("broken-out.dcm");
-    let r = fiona_deid(&bin(), ("--data-dir", &data), &broken, &out);
+    let r = fiona_deid(&bin(), ("--config", &cfg), &broken, &out);
     assert!(!r.status.success());
     let err = String::from_utf8_lossy(&r.stderr);
     assert!(err.contains("pixel data cannot be scrubbed"), "{err}");
@@ -96,7 +113,7 @@ fn known_regions_are_blanked_by_fiona_deid() {
     let plain = us_image(&tmp.path().join("plain"), 3);
     let (ts_in, _) = corpus::dataset_bytes(&plain).unwrap();
     let out = tmp.path().join("plain-out.dcm");
-    let r = fiona_deid(&bin(), ("--data-dir", &data), &plain, &out);
+    let r = fiona_deid(&bin(), ("--config", &cfg), &plain, &out);
     assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
     let px = |f: &Path| {
         open_file(f)

@@ -300,13 +300,19 @@ fn check_uid(uid: &str) -> io::Result<()> {
 
 /// Small deterministic PRNG (xorshift64*), so the corpus is reproducible
 /// without extra dependencies.
-struct Rng(u64);
+/// A small deterministic PRNG (xorshift*), so generated data is the same for the same seed.
+pub struct Rng(u64);
 
 impl Rng {
-    fn new(seed: u64) -> Self {
+    pub fn new(seed: u64) -> Self {
         Rng((seed ^ 0x9E37_79B9_7F4A_7C15) | 1)
     }
-    fn next(&mut self) -> u64 {
+    /// A number below `n` (n > 0).
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+    #[allow(clippy::should_implement_trait)]
+    pub fn next(&mut self) -> u64 {
         let mut x = self.0;
         x ^= x >> 12;
         x ^= x << 25;

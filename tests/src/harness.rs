@@ -377,20 +377,31 @@ pub fn partial_temp_files(data_dir: &Path) -> Vec<PathBuf> {
 /// `fiona deid` for the test assignment (project PROJ1, participant PROJ001, event baseline),
 /// with `location` = `("--data-dir", dir)` or `("--config", file)`.
 pub fn fiona_deid(bin: &Path, location: (&str, &Path), input: &Path, output: &Path) -> Output {
-    Command::new(bin)
-        .args([
-            "deid",
-            "--project",
-            "PROJ1",
-            "--participant",
-            "PROJ001",
-            "--event",
-            "baseline",
-            location.0,
-        ])
-        .arg(location.1)
-        .arg(input)
-        .arg(output)
+    fiona_deid_command(bin, location, input, output)
         .output()
         .expect("run fiona deid")
+}
+
+/// The command [`fiona_deid`] runs, to add to it (e.g. an environment) before running it.
+pub fn fiona_deid_command(
+    bin: &Path,
+    location: (&str, &Path),
+    input: &Path,
+    output: &Path,
+) -> Command {
+    let mut c = Command::new(bin);
+    c.args([
+        "deid",
+        "--project",
+        "PROJ1",
+        "--participant",
+        "PROJ001",
+        "--event",
+        "baseline",
+        location.0,
+    ])
+    .arg(location.1)
+    .arg(input)
+    .arg(output);
+    c
 }

@@ -135,6 +135,8 @@ pub struct Report {
     /// Known burned-in regions blanked (the pixel stage), and pixels blanked in all frames.
     pub pixel_regions: u64,
     pub pixels_masked: u64,
+    /// Word boxes OCR found and blanked.
+    pub ocr_words: u64,
 }
 
 /// Why an instance could not be de-identified. Carries tags, never values.

@@ -196,13 +196,12 @@ pub fn deidentify_file_with(
                     obj = open(true)?;
                     whole = true;
                 }
-                scrubbed =
-                    crate::pixel::scrub::scrub_known_regions(&mut obj, &stage.library, stage.limit)
-                        .map_err(|e| FileError::Pixel(e.to_string()))?;
+                scrubbed = crate::pixel::scrub::scrub(&mut obj, stage)
+                    .map_err(|e| FileError::Pixel(e.to_string()))?;
             }
         }
     }
-    let out_ts_uid = if deflated || scrubbed.is_some() {
+    let out_ts_uid = if deflated || scrubbed.as_ref().is_some_and(|s| s.pixels_masked > 0) {
         "1.2.840.10008.1.2.1".to_string()
     } else {
         ts_uid.clone()
@@ -216,6 +215,7 @@ pub fn deidentify_file_with(
     if let Some(s) = &scrubbed {
         report.pixel_regions = s.regions.len() as u64;
         report.pixels_masked = s.pixels_masked;
+        report.ocr_words = s.ocr_words;
     }
     let new_sop = obj
         .element(tags::SOP_INSTANCE_UID)

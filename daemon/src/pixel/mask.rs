@@ -233,6 +233,38 @@ pub fn darkest_palette_index(red: &[u16], green: &[u16], blue: &[u16], first_map
     first_mapped.wrapping_add(best.1 as u16)
 }
 
+/// A PALETTE COLOR image's lookup tables (entries as stored, any bit depth).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Palette {
+    /// The descriptor's first input value (mapped to the first entry).
+    pub first: u16,
+    pub red: Vec<u16>,
+    pub green: Vec<u16>,
+    pub blue: Vec<u16>,
+}
+
+impl Palette {
+    /// The index that renders darkest.
+    pub fn darkest(&self) -> u16 {
+        darkest_palette_index(&self.red, &self.green, &self.blue, self.first)
+    }
+
+    /// Brightness of an index: the luma of its entry (indexes outside the table take the
+    /// first or last entry, as the standard says).
+    pub fn brightness(&self, index: i32) -> i32 {
+        let n = self.red.len().min(self.green.len()).min(self.blue.len());
+        if n == 0 {
+            return index;
+        }
+        let i = (i64::from(index) - i64::from(self.first)).clamp(0, n as i64 - 1) as usize;
+        super::ocr::luma(
+            i32::from(self.red[i]),
+            i32::from(self.green[i]),
+            i32::from(self.blue[i]),
+        )
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -13,6 +13,7 @@
 //! secondary captures), and the wiring into `fiona deid` and the daemon.
 pub mod decode;
 pub mod mask;
+pub mod ocr;
 pub mod scrub;
 pub mod signatures;
 

@@ -16,8 +16,11 @@ use dicom_core::{DataElement, Tag, VR};
 use dicom_object::mem::InMemElement;
 use dicom_object::{FileDicomObject, InMemDicomObject};
 
+use rayon::prelude::*;
+
 use super::decode::{decode, DecodeError};
-use super::mask::{darkest_palette_index, mask_frame, Photometric};
+use super::mask::{mask_frame, Layout, Palette, Photometric};
+use super::ocr::{text_boxes, OcrError, OcrSettings};
 use super::signatures::{Attr, HeaderValues, Library, Rect};
 
 /// Explicit VR Little Endian.
@@ -44,6 +47,77 @@ pub struct Stage {
     pub known_regions: bool,
     pub drop_secondary_capture: bool,
     pub exclude_series: Vec<regex::Regex>,
+    /// OCR detection, and which images it reads; `None`: off.
+    pub ocr: Option<OcrStage>,
+}
+
+/// OCR as configured: how it reads, and which images.
+#[derive(Debug, Clone)]
+pub struct OcrStage {
+    pub settings: OcrSettings,
+    pub select: OcrSelect,
+}
+
+/// Which images OCR reads: every image, or those that match any of the conditions.
+#[derive(Debug, Clone)]
+pub struct OcrSelect {
+    pub all_images: bool,
+    /// Modality (0008,0060) values.
+    pub modalities: Vec<String>,
+    /// SOP Class UIDs.
+    pub sop_classes: Vec<String>,
+    /// Regular expressions on SeriesDescription (dose reports, screen saves).
+    pub series_descriptions: Vec<regex::Regex>,
+    /// Images whose BurnedInAnnotation is YES.
+    pub burned_in_annotation: bool,
+}
+
+/// Ultrasound image storage classes (current and retired, single- and multi-frame).
+const ULTRASOUND: &[&str] = &[
+    "1.2.840.10008.5.1.4.1.1.6.1",
+    "1.2.840.10008.5.1.4.1.1.6.2",
+    "1.2.840.10008.5.1.4.1.1.3.1",
+    "1.2.840.10008.5.1.4.1.1.6",
+    "1.2.840.10008.5.1.4.1.1.3",
+];
+
+impl OcrSelect {
+    /// What usually carries burned-in text: ultrasound, secondary and other screen captures,
+    /// dose reports and screen saves, and any image that says it has burned-in annotation.
+    pub fn usual() -> OcrSelect {
+        OcrSelect {
+            all_images: false,
+            modalities: ["US", "SC", "OT"].map(String::from).to_vec(),
+            sop_classes: SECONDARY_CAPTURE
+                .iter()
+                .chain(ULTRASOUND)
+                .map(|s| s.to_string())
+                .collect(),
+            series_descriptions: crate::project::OcrConfig::USUAL_SERIES
+                .iter()
+                .filter_map(|p| regex::Regex::new(p).ok())
+                .collect(),
+            burned_in_annotation: true,
+        }
+    }
+
+    /// Whether OCR reads this image (from its original header).
+    pub fn selects(&self, obj: &FileDicomObject<InMemDicomObject>) -> bool {
+        if self.all_images {
+            return true;
+        }
+        let text = |tag: Tag| header_text(obj, tag);
+        let modality = text(Tag(0x0008, 0x0060));
+        let sop_class = text(Tag(0x0008, 0x0016));
+        let series = text(Tag(0x0008, 0x103E));
+        (self.burned_in_annotation && text(Tag(0x0028, 0x0301)).eq_ignore_ascii_case("YES"))
+            || self
+                .modalities
+                .iter()
+                .any(|m| m.eq_ignore_ascii_case(&modality))
+            || self.sop_classes.contains(&sop_class)
+            || self.series_descriptions.iter().any(|r| r.is_match(&series))
+    }
 }
 
 /// What the stage does with one image, decided from its header.
@@ -75,6 +149,10 @@ impl Stage {
             known_regions: true,
             drop_secondary_capture: false,
             exclude_series: Vec::new(),
+            ocr: Some(OcrStage {
+                settings: OcrSettings::default(),
+                select: OcrSelect::usual(),
+            }),
         }
     }
 
@@ -99,18 +177,23 @@ impl Stage {
             known_regions: c.known_regions,
             drop_secondary_capture: c.drop_secondary_capture,
             exclude_series,
+            ocr: match c.ocr.stage()? {
+                Some(o) => {
+                    // Started once here: a missing language package is an error now, not
+                    // on every image.
+                    super::ocr::check_languages(&o.settings.languages)
+                        .map_err(|e| format!("pixel.ocr: {e}"))?;
+                    Some(o)
+                }
+                None => None,
+            },
         })
     }
 
     /// What to do with this image (its header is enough to decide).
     pub fn decide(&self, obj: &FileDicomObject<InMemDicomObject>) -> Decision {
         let h = ObjectHeader::new(obj);
-        let text = |tag: Tag| {
-            obj.element(tag)
-                .ok()
-                .and_then(element_text)
-                .unwrap_or_default()
-        };
+        let text = |tag: Tag| header_text(obj, tag);
         let sop_class = text(Tag(0x0008, 0x0016));
         if self.drop_secondary_capture && SECONDARY_CAPTURE.contains(&sop_class.as_str()) {
             return Decision::Drop("secondary capture dropped by the project's settings");
@@ -120,6 +203,9 @@ impl Stage {
             return Decision::Keep;
         }
         if self.known_regions && !self.library.regions_for(&h).is_empty() {
+            return Decision::Scrub;
+        }
+        if self.ocr.as_ref().is_some_and(|o| o.select.selects(obj)) {
             return Decision::Scrub;
         }
         Decision::Keep
@@ -133,6 +219,13 @@ pub struct Scrubbed {
     pub regions: Vec<(String, Rect)>,
     pub frames: u32,
     pub pixels_masked: u64,
+    /// Whether OCR read the image.
+    pub ocr: bool,
+    /// Word boxes OCR found and blanked (all frames, all rounds).
+    pub ocr_words: u64,
+    /// Most masking rounds any frame needed (0: OCR found nothing; 1: the check after
+    /// masking found nothing left; 2 or more: the check found more, blanked again).
+    pub ocr_rounds: u32,
     /// The transfer syntax before (now Explicit VR Little Endian).
     pub from_transfer_syntax: String,
 }
@@ -146,6 +239,10 @@ pub enum ScrubError {
     Mask(String),
     #[error("palette colour lookup tables missing or unreadable")]
     Palette,
+    #[error(transparent)]
+    Ocr(#[from] OcrError),
+    #[error("OCR still reads text in frame {frame} after {rounds} masking rounds")]
+    TextRemains { frame: u32, rounds: u32 },
 }
 
 /// Header values of a data set for the signature library: top-level values, and for
@@ -158,6 +255,14 @@ impl<'a> ObjectHeader<'a> {
     pub fn new(obj: &'a FileDicomObject<InMemDicomObject>) -> Self {
         ObjectHeader { obj }
     }
+}
+
+/// A top-level value as text ("" when absent).
+fn header_text(obj: &FileDicomObject<InMemDicomObject>, tag: Tag) -> String {
+    obj.element(tag)
+        .ok()
+        .and_then(element_text)
+        .unwrap_or_default()
 }
 
 fn element_text(e: &InMemElement) -> Option<String> {
@@ -230,21 +335,26 @@ fn lut_words(obj: &InMemDicomObject, tag: Tag) -> Option<Vec<u16>> {
     }
 }
 
-/// The darkest palette index of a PALETTE COLOR image, from its LUTs.
-fn palette_black(obj: &InMemDicomObject) -> Result<u16, ScrubError> {
+/// A PALETTE COLOR image's lookup tables.
+fn palette(obj: &InMemDicomObject) -> Result<Palette, ScrubError> {
     let first = obj
         .element(Tag(0x0028, 0x1101))
         .ok()
         .and_then(|e| e.to_multi_int::<i32>().ok())
         .and_then(|v| v.get(1).copied())
         .ok_or(ScrubError::Palette)?;
-    let r = lut_words(obj, Tag(0x0028, 0x1201)).ok_or(ScrubError::Palette)?;
-    let g = lut_words(obj, Tag(0x0028, 0x1202)).ok_or(ScrubError::Palette)?;
-    let b = lut_words(obj, Tag(0x0028, 0x1203)).ok_or(ScrubError::Palette)?;
-    if r.is_empty() {
+    let red = lut_words(obj, Tag(0x0028, 0x1201)).ok_or(ScrubError::Palette)?;
+    let green = lut_words(obj, Tag(0x0028, 0x1202)).ok_or(ScrubError::Palette)?;
+    let blue = lut_words(obj, Tag(0x0028, 0x1203)).ok_or(ScrubError::Palette)?;
+    if red.is_empty() {
         return Err(ScrubError::Palette);
     }
-    Ok(darkest_palette_index(&r, &g, &b, first as u16))
+    Ok(Palette {
+        first: first as u16,
+        red,
+        green,
+        blue,
+    })
 }
 
 /// Blank every region the library names for this instance, in every frame. `Ok(None)` when
@@ -254,12 +364,92 @@ pub fn scrub_known_regions(
     library: &Library,
     limit: u64,
 ) -> Result<Option<Scrubbed>, ScrubError> {
-    let regions: Vec<(String, Rect)> = library
-        .regions_for(&ObjectHeader::new(obj))
-        .into_iter()
-        .map(|(n, r)| (n.to_string(), r))
-        .collect();
-    if regions.is_empty() {
+    let stage = Stage {
+        library: library.clone(),
+        limit,
+        ocr: None,
+        ..Stage::default_stage()
+    };
+    scrub(obj, &stage)
+}
+
+/// What one frame needed.
+#[derive(Debug, Default)]
+struct FrameResult {
+    masked: u64,
+    words: u64,
+    rounds: u32,
+}
+
+/// Blank the known regions, then what OCR reads, in one frame; check by reading again.
+fn scrub_frame(
+    frame: &mut [u8],
+    index: u32,
+    layout: &Layout,
+    rects: &[Rect],
+    black: &[u32],
+    palette: Option<&Palette>,
+    ocr: Option<&OcrSettings>,
+) -> Result<FrameResult, ScrubError> {
+    let mask = |frame: &mut [u8], rects: &[Rect]| {
+        mask_frame(frame, layout, rects, black).map_err(|e| ScrubError::Mask(e.to_string()))
+    };
+    // The ink level comes from the frame as it arrived, before anything is blanked.
+    let mut level = match ocr {
+        Some(_) => Some(super::ocr::ink_level(&super::ocr::brightness(
+            frame, layout, palette,
+        )?)),
+        None => None,
+    };
+    let mut r = FrameResult {
+        masked: mask(frame, rects)?,
+        ..FrameResult::default()
+    };
+    let Some(settings) = ocr else {
+        return Ok(r);
+    };
+    loop {
+        let boxes = text_boxes(frame, layout, palette, &mut level, settings)?;
+        if boxes.is_empty() {
+            return Ok(r);
+        }
+        if r.rounds >= settings.max_rounds {
+            return Err(ScrubError::TextRemains {
+                frame: index,
+                rounds: r.rounds,
+            });
+        }
+        r.rounds += 1;
+        r.words += boxes.len() as u64;
+        r.masked += mask(frame, &boxes)?;
+    }
+}
+
+/// Run the stage on one instance: the known regions that match its header, and OCR if the
+/// stage reads this image, in every frame (frames in parallel on rayon). `Ok(None)` when
+/// neither applies (the instance is untouched, its pixels not even decoded). When nothing
+/// was blanked (`pixels_masked` 0) the instance is untouched too. An error means
+/// the instance must be parked: it is never passed on half scrubbed.
+pub fn scrub(
+    obj: &mut FileDicomObject<InMemDicomObject>,
+    stage: &Stage,
+) -> Result<Option<Scrubbed>, ScrubError> {
+    let regions: Vec<(String, Rect)> = if stage.known_regions {
+        stage
+            .library
+            .regions_for(&ObjectHeader::new(obj))
+            .into_iter()
+            .map(|(n, r)| (n.to_string(), r))
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let ocr = stage
+        .ocr
+        .as_ref()
+        .filter(|o| o.select.selects(obj))
+        .map(|o| &o.settings);
+    if regions.is_empty() && ocr.is_none() {
         return Ok(None);
     }
     let from = obj
@@ -267,24 +457,43 @@ pub fn scrub_known_regions(
         .transfer_syntax()
         .trim_end_matches('\0')
         .to_string();
-    let mut decoded = decode(obj, limit)?;
+    let mut decoded = decode(obj, stage.limit)?;
     let palette = match decoded.layout.photometric {
-        Photometric::PaletteColor => Some(palette_black(obj)?),
+        Photometric::PaletteColor => Some(palette(obj)?),
         _ => None,
     };
-    let black = decoded.layout.black(palette);
-    let rects: Vec<Rect> = regions.iter().map(|(_, r)| *r).collect();
-    let mut masked = 0;
     let layout = decoded.layout.clone();
-    for f in 0..decoded.frames {
-        masked += mask_frame(decoded.frame_mut(f), &layout, &rects, &black)
-            .map_err(|e| ScrubError::Mask(e.to_string()))?;
+    let black = layout.black(palette.as_ref().map(Palette::darkest));
+    let rects: Vec<Rect> = regions.iter().map(|(_, r)| *r).collect();
+    let results: Vec<FrameResult> = decoded
+        .data
+        .par_chunks_mut(layout.frame_bytes())
+        .enumerate()
+        .map(|(i, frame)| {
+            scrub_frame(
+                frame,
+                i as u32,
+                &layout,
+                &rects,
+                &black,
+                palette.as_ref(),
+                ocr,
+            )
+        })
+        .collect::<Result<_, _>>()?;
+    let pixels_masked = results.iter().map(|r| r.masked).sum();
+    // Nothing to blank (OCR read no text, the regions fell outside the image): the pixel
+    // data stays exactly as it came, in its transfer syntax.
+    if pixels_masked > 0 {
+        write_back(obj, decoded.data, &layout, &from);
     }
-    write_back(obj, decoded.data, &layout, &from);
     Ok(Some(Scrubbed {
         regions,
         frames: decoded.frames,
-        pixels_masked: masked,
+        pixels_masked,
+        ocr: ocr.is_some(),
+        ocr_words: results.iter().map(|r| r.words).sum(),
+        ocr_rounds: results.iter().map(|r| r.rounds).max().unwrap_or(0),
         from_transfer_syntax: from,
     }))
 }
@@ -293,7 +502,7 @@ pub fn scrub_known_regions(
 fn write_back(
     obj: &mut FileDicomObject<InMemDicomObject>,
     mut data: Vec<u8>,
-    layout: &super::mask::Layout,
+    layout: &Layout,
     from: &str,
 ) {
     if data.len() % 2 == 1 {
@@ -492,6 +701,7 @@ when = { all = [ { attr = "Manufacturer", contains = "acme" }, { attr = "Modalit
         let obj = image("MONOCHROME2", 1, 8, false, 1);
         let mut stage = Stage::default_stage();
         stage.library = Library::parse(LIB).unwrap();
+        stage.ocr = None;
         assert_eq!(stage.decide(&obj), Decision::Scrub);
         let mut excluded = obj.clone();
         excluded.put(DataElement::new(
@@ -512,6 +722,68 @@ when = { all = [ { attr = "Manufacturer", contains = "acme" }, { attr = "Modalit
         stage.drop_secondary_capture = true;
         assert!(matches!(stage.decide(&sc), Decision::Drop(_)));
         assert_eq!(stage.decide(&obj), Decision::Keep);
+    }
+
+    #[test]
+    fn ocr_reads_what_usually_carries_text_and_can_be_widened() {
+        let usual = OcrSelect::usual();
+        let set = |obj: &mut FileDicomObject<InMemDicomObject>, g, e, vr, v: &str| {
+            obj.put(DataElement::new(Tag(g, e), vr, PrimitiveValue::from(v)))
+        };
+        // A CT slice with nothing that suggests text.
+        let mut ct = image("MONOCHROME2", 1, 16, true, 1);
+        set(&mut ct, 0x0008, 0x0060, VR::CS, "CT");
+        set(&mut ct, 0x0008, 0x0016, VR::UI, "1.2.840.10008.5.1.4.1.1.2");
+        set(&mut ct, 0x0028, 0x0301, VR::CS, "NO");
+        set(&mut ct, 0x0008, 0x103E, VR::LO, "Abdomen 3.0 B30f");
+        assert!(!usual.selects(&ct));
+        // Each usual reason on its own.
+        let mut yes = ct.clone();
+        set(&mut yes, 0x0028, 0x0301, VR::CS, "YES");
+        let mut dose = ct.clone();
+        set(&mut dose, 0x0008, 0x103E, VR::LO, "Dose Report");
+        let mut us = ct.clone();
+        set(&mut us, 0x0008, 0x0060, VR::CS, "US");
+        let mut sc = ct.clone();
+        set(&mut sc, 0x0008, 0x0016, VR::UI, "1.2.840.10008.5.1.4.1.1.7");
+        for o in [&yes, &dose, &us, &sc] {
+            assert!(usual.selects(o));
+        }
+        let mut no_flag = usual.clone();
+        no_flag.burned_in_annotation = false;
+        assert!(!no_flag.selects(&yes));
+        let mut all = usual.clone();
+        all.all_images = true;
+        assert!(all.selects(&ct));
+        // A project's own modality list replaces the usual one.
+        let cfg = crate::project::OcrConfig {
+            modalities: Some(vec!["CT".into()]),
+            ..Default::default()
+        };
+        let mine = cfg.stage().unwrap().unwrap().select;
+        assert!(mine.selects(&ct));
+        assert!(!mine.selects(&us));
+        let off = crate::project::OcrConfig {
+            enabled: false,
+            ..Default::default()
+        };
+        assert!(off.stage().unwrap().is_none());
+        for bad in [
+            crate::project::OcrConfig {
+                languages: "eng; rm".into(),
+                ..Default::default()
+            },
+            crate::project::OcrConfig {
+                max_rounds: 0,
+                ..Default::default()
+            },
+            crate::project::OcrConfig {
+                series_descriptions: Some(vec!["(".into()]),
+                ..Default::default()
+            },
+        ] {
+            assert!(bad.stage().is_err());
+        }
     }
 
     #[test]
