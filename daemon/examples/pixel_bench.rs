@@ -158,7 +158,12 @@ fn image(
             for s in 0..spp {
                 let at = (p * spp + s) * bytes;
                 if bytes == 1 {
-                    px[at] = ink as u8;
+                    // Colour images: yellow text in every other one (no blue).
+                    px[at] = if spp == 3 && s == 2 && i % 2 == 1 {
+                        0
+                    } else {
+                        ink as u8
+                    };
                 } else {
                     px[at..at + 2].copy_from_slice(&(ink as u16).to_le_bytes());
                 }

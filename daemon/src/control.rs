@@ -180,6 +180,9 @@ pub struct StatusView {
     pub instances_duplicate_since_start: u64,
     pub instances_rejected_since_start: u64,
     pub instances_out_of_resources_since_start: u64,
+    /// Instances the pipeline parked (all transfers); `fiona parked` lists them.
+    #[serde(default)]
+    pub instances_parked: u64,
 }
 
 struct Ctl {
@@ -288,7 +291,7 @@ async fn blocking<T: Send + 'static>(
 async fn status(State(c): State<Arc<Ctl>>) -> Result<Json<StatusView>, ApiError> {
     let node = c.node.clone();
     let quiet = node.config.quiet_period().as_millis() as i64;
-    let (totals, receiving, arrived) = blocking(move || {
+    let (totals, receiving, arrived, parked) = blocking(move || {
         let totals = node.store.totals().map_err(|e| e.to_string())?;
         let now = now_ms();
         let studies = node.store.studies().map_err(|e| e.to_string())?;
@@ -296,7 +299,14 @@ async fn status(State(c): State<Arc<Ctl>>) -> Result<Json<StatusView>, ApiError>
             .iter()
             .filter(|s| now - s.last_received_ms < quiet)
             .count() as u64;
-        Ok((totals, receiving, studies.len() as u64 - receiving))
+        let parked = node
+            .store
+            .transfers()
+            .map_err(|e| e.to_string())?
+            .iter()
+            .map(|t| t.parked.len() as u64)
+            .sum();
+        Ok((totals, receiving, studies.len() as u64 - receiving, parked))
     })
     .await?;
     let n = &c.node;
@@ -322,6 +332,7 @@ async fn status(State(c): State<Arc<Ctl>>) -> Result<Json<StatusView>, ApiError>
         instances_out_of_resources_since_start: st
             .instances_out_of_resources
             .load(Ordering::Relaxed),
+        instances_parked: parked,
     }))
 }
 

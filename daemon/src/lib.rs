@@ -12,6 +12,7 @@ pub mod dimse;
 pub mod header;
 pub mod index;
 pub mod logging;
+pub mod pipeline;
 pub mod pixel;
 pub mod project;
 pub mod quarantine;

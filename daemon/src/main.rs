@@ -151,6 +151,13 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Instances the pipeline parked (could not scrub or de-identify), with the reasons.
+    Parked {
+        #[command(flatten)]
+        loc: Location,
+        #[arg(long)]
+        json: bool,
+    },
     /// Instances that were refused and kept in the rejected area, with the reason.
     Rejected {
         #[command(flatten)]
@@ -158,7 +165,8 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
-    /// De-identify a file or a directory tree (header profile; pixel data copied unchanged).
+    /// De-identify a file or a directory tree: header profile, and the pixel stage (known
+    /// regions and OCR) as the project sets it.
     ///
     /// Uses the project's `[projects.NAME.deid]` settings from `--config`, else the default
     /// profile: basic profile, dates shifted per participant, private attributes removed, and
@@ -341,6 +349,12 @@ fn run(cli: Cli) -> Result<(), String> {
         Cmd::Status { loc, json } => {
             show(&loc, "/v1/status", json, |s: StatusView| print_status(&s))
         }
+        Cmd::Parked { loc, json } => show(
+            &loc,
+            "/v1/transfers",
+            json,
+            |v: Vec<fiona::assign::TransferRecord>| print_parked(&v),
+        ),
         Cmd::Rejected { loc, json } => show(&loc, "/v1/rejected", json, |v: Vec<RejectRecord>| {
             print_rejected(&v)
         }),
@@ -674,6 +688,9 @@ struct ExportRow {
     state_changed: String,
     series: usize,
     instances: u64,
+    deidentified: u64,
+    parked: usize,
+    dropped: u64,
     sent: u64,
     verified: String,
     research_study_uid: String,
@@ -696,6 +713,9 @@ impl From<&fiona::assign::TransferRecord> for ExportRow {
             state_changed: iso_ms(t.state_ms),
             series: t.series.len(),
             instances: t.instances,
+            deidentified: t.deidentified,
+            parked: t.parked.len(),
+            dropped: t.dropped,
             sent: t.sent,
             verified: t.verified_ms.map(iso_ms).unwrap_or_default(),
             research_study_uid: t.research_study_uid.clone(),
@@ -712,13 +732,34 @@ fn transfers_csv(rows: &[ExportRow]) -> Result<Vec<u8>, String> {
     w.into_inner().map_err(|e| e.to_string())
 }
 
+fn print_parked(v: &[fiona::assign::TransferRecord]) {
+    let rows: Vec<_> = v
+        .iter()
+        .flat_map(|t| t.parked.iter().map(move |p| (t, p)))
+        .collect();
+    if rows.is_empty() {
+        println!("no parked instances");
+        return;
+    }
+    println!(
+        "{:<26} {:<26} {:<20} {:<26}  REASON",
+        "TRANSFER", "STUDY", "PROJECT", "INSTANCE"
+    );
+    for (t, p) in rows {
+        println!(
+            "{:<26} {:<26} {:<20} {:<26}  {}",
+            t.id, t.study_key, t.project, p.instance, p.reason
+        );
+    }
+}
+
 fn print_transfers(v: &[fiona::assign::TransferRecord]) {
     if v.is_empty() {
         println!("no transfers");
         return;
     }
     println!(
-        "{:<26} {:<26} {:<20} {:<20} {:<12} {:<10} {:<12} {:>6} {:>9} {:>6}  ACTOR",
+        "{:<26} {:<26} {:<20} {:<20} {:<12} {:<10} {:<12} {:>6} {:>9} {:>6} {:>6} {:>6}  ACTOR",
         "TRANSFER",
         "STUDY",
         "PROJECT",
@@ -728,11 +769,13 @@ fn print_transfers(v: &[fiona::assign::TransferRecord]) {
         "STATE",
         "SERIES",
         "INSTANCES",
+        "DEID",
+        "PARKED",
         "SENT"
     );
     for t in v {
         println!(
-            "{:<26} {:<26} {:<20} {:<20} {:<12} {:<10} {:<12} {:>6} {:>9} {:>6}  {}{}",
+            "{:<26} {:<26} {:<20} {:<20} {:<12} {:<10} {:<12} {:>6} {:>9} {:>6} {:>6} {:>6}  {}{}",
             t.id,
             t.study_key,
             t.project,
@@ -742,6 +785,8 @@ fn print_transfers(v: &[fiona::assign::TransferRecord]) {
             t.state.as_str(),
             t.series.len(),
             t.instances,
+            t.deidentified,
+            t.parked.len(),
             t.sent,
             t.actor,
             t.reason
@@ -808,7 +853,7 @@ fn deid(
         },
     )?;
     // The pixel stage: known regions (the project's library or fiona's default), the
-    // project's exclusions and drops. OCR comes with the rest of issue 5.
+    // project's exclusions and drops, and OCR as the project selects it.
     let pixels = fiona::pixel::scrub::Stage::from_config(&pixel_cfg)?;
     let meta = std::fs::metadata(input).map_err(|e| format!("{}: {e}", input.display()))?;
     if meta.is_file() {
@@ -1047,6 +1092,12 @@ fn print_status(s: &StatusView) {
         s.totals.rejected,
         human_bytes(s.totals.rejected_bytes)
     );
+    if s.instances_parked > 0 {
+        println!(
+            "parked       {} instances not passed on (see `fiona parked`)",
+            s.instances_parked
+        );
+    }
     println!(
         "disk         {} free of {} (floor {})",
         human_bytes(s.free_bytes),

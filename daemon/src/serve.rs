@@ -43,6 +43,8 @@ pub enum ServeError {
 /// [`Daemon::run`] directly.
 pub struct Daemon {
     pub node: Arc<Node>,
+    /// De-identification of assigned, arrived studies into the outbound area.
+    pub pipeline: Arc<crate::pipeline::Pipeline>,
 }
 
 impl Daemon {
@@ -93,14 +95,13 @@ impl Daemon {
         );
         let committer =
             Committer::start(store.clone(), quarantine.clone(), policy.clone()).map_err(dd)?;
-        let node = Arc::new(Node::new(
-            Arc::new(config),
-            store,
-            quarantine,
-            committer,
-            policy,
-        ));
-        Ok(Daemon { node })
+        let config = Arc::new(config);
+        let pipeline = Arc::new(
+            crate::pipeline::Pipeline::new(store.clone(), quarantine.clone(), config.clone())
+                .map_err(ServeError::Other)?,
+        );
+        let node = Arc::new(Node::new(config, store, quarantine, committer, policy));
+        Ok(Daemon { node, pipeline })
     }
 
     /// Bind, publish the bound address in `run/dicom.addr`, serve until `shutdown`.
@@ -130,7 +131,13 @@ impl Daemon {
             max_associations = cfg.max_associations,
             "fiona listening"
         );
+        let pipeline_stop = CancellationToken::new();
+        let pipeline = tokio::spawn(self.pipeline.clone().run(pipeline_stop.clone()));
         scp::run(listener, self.node.clone(), shutdown).await;
+        pipeline_stop.cancel();
+        if let Err(e) = pipeline.await {
+            tracing::error!(error = %e, "pipeline task");
+        }
         control_stop.cancel();
         match control.await {
             Ok(Ok(())) => {}

@@ -60,6 +60,10 @@ fn start(tmp: &Path) -> Daemon {
         &tmp.join("data"),
         &Options {
             extra_toml: PROJECTS.into(),
+            // Studies stay "receiving" for the whole test, so the pipeline leaves every
+            // transfer `requested` (these tests are about assignment; the pipeline has its
+            // own, pipeline.rs).
+            quiet_period_secs: 3600,
             ..Options::default()
         },
     )

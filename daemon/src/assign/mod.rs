@@ -166,6 +166,15 @@ pub struct TransferRecord {
     pub sent: u64,
     #[serde(default)]
     pub verified_ms: Option<i64>,
+    /// Instances the pipeline de-identified into the outbound area.
+    #[serde(default)]
+    pub deidentified: u64,
+    /// Instances the project's settings drop (no output, not an error).
+    #[serde(default)]
+    pub dropped: u64,
+    /// Instances the pipeline could not pass on, with the reasons (shown to the admin).
+    #[serde(default)]
+    pub parked: Vec<crate::pipeline::Parked>,
 }
 
 /// One line of the append-only audit trail.
@@ -511,6 +520,9 @@ pub fn assign(
         replaces: None,
         sent: 0,
         verified_ms: None,
+        deidentified: 0,
+        dropped: 0,
+        parked: Vec::new(),
     };
     let assignment = match existing {
         Some(mut a) => {
@@ -985,6 +997,9 @@ fn follow(
         replaces: None,
         sent: 0,
         verified_ms: None,
+        deidentified: 0,
+        dropped: 0,
+        parked: Vec::new(),
         ..current
     };
     t.put_transfer(&add)?;

@@ -13,8 +13,8 @@
 //! Tesseract then finds words in that picture (sparse text: no layout assumed).
 //!
 //! A word counts when its confidence is at or above the floor, its text has a letter or
-//! digit, and it is no taller than a quarter of the image (larger "words" are shapes of the
-//! anatomy). The recognised text never leaves this module: only boxes and confidences do (the
+//! digit, and it is no taller than a quarter of the image unless Tesseract read at least two
+//! letters or digits in it with some confidence (larger "words" are shapes of the anatomy). The recognised text never leaves this module: only boxes and confidences do (the
 //! text is patient data).
 //!
 //! One engine per thread, started on first use and kept ([`with_engine`]): rayon workers each
@@ -60,11 +60,13 @@ impl Default for OcrSettings {
     }
 }
 
-/// A word Tesseract found: where, and how sure it was. Never its text.
+/// A word Tesseract found: where, how sure it was, and how many letters and digits it has.
+/// Never its text.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Word {
     pub rect: Rect,
     pub confidence: f32,
+    pub alphanumerics: usize,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -78,6 +80,9 @@ pub enum OcrError {
     #[error("frame is {got} bytes, the layout needs {want}")]
     Size { got: usize, want: usize },
 }
+
+/// Confidence from which a tall word counts as text rather than a shape.
+const SURE: f32 = 50.0;
 
 /// Engines started in this process (for tests and metrics: one per worker thread).
 static STARTED: AtomicU64 = AtomicU64::new(0);
@@ -93,7 +98,8 @@ struct Engine {
 }
 
 thread_local! {
-    static ENGINE: RefCell<Option<Engine>> = const { RefCell::new(None) };
+    /// This thread's engines, one per languages setting (projects may differ).
+    static ENGINE: RefCell<Vec<Engine>> = const { RefCell::new(Vec::new()) };
     static STARTED_HERE: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
 }
 
@@ -146,21 +152,22 @@ fn with_engine<R>(
     f: impl FnOnce(&mut TessBaseApi) -> Result<R, OcrError>,
 ) -> Result<R, OcrError> {
     ENGINE.with(|cell| {
-        let mut slot = cell.borrow_mut();
-        if slot.as_ref().is_none_or(|e| e.languages != languages) {
-            *slot = Some(start(languages)?);
-        }
-        match slot.as_mut() {
-            Some(e) => f(&mut e.api),
-            None => Err(OcrError::Engine("no engine")),
-        }
+        let mut engines = cell.borrow_mut();
+        let i = match engines.iter().position(|e| e.languages == languages) {
+            Some(i) => i,
+            None => {
+                engines.push(start(languages)?);
+                engines.len() - 1
+            }
+        };
+        f(&mut engines[i].api)
     })
 }
 
 /// Drop this thread's engine (the next image starts a new one). For the benchmark's
 /// baseline: Tesseract started for every image.
 pub fn drop_engine() {
-    ENGINE.with(|cell| cell.borrow_mut().take());
+    ENGINE.with(|cell| cell.borrow_mut().clear());
 }
 
 /// Start this thread's engine now (to check the languages are installed before any image).
@@ -239,7 +246,8 @@ pub struct InkLevel {
 
 /// The ink level of a frame (its displayed brightness, [`brightness`]). Burned-in text is
 /// drawn at the brightest level the image has (or the darkest, on a light page). That level
-/// is the one at least 20 pixels (and 1 in 2000) reach, so a few hot pixels do not set it.
+/// is the one at least 20 pixels (and 1 in 2000) reach, so a few hot pixels do not set it;
+/// on a plain background with less text than that, the true extremes.
 /// `None`: (almost) no contrast, nothing can be text.
 pub fn ink_level(bright: &[i32]) -> Option<InkLevel> {
     let n = bright.len();
@@ -251,7 +259,13 @@ pub fn ink_level(bright: &[i32]) -> Option<InkLevel> {
     let (_, &mut top, _) = sorted.select_nth_unstable(n - 1 - k);
     let (_, &mut bottom, _) = sorted.select_nth_unstable(k);
     let (_, &mut median, _) = sorted.select_nth_unstable(n / 2);
-    let (lo, hi) = (i64::from(bottom), i64::from(top));
+    let (mut lo, mut hi) = (i64::from(bottom), i64::from(top));
+    if hi - lo < 16 {
+        // A plain background with less text than the robust level needs (a short label on
+        // a large blank screen): the true extremes. A few hot pixels then cost one reading.
+        lo = i64::from(*sorted.iter().min().unwrap_or(&bottom));
+        hi = i64::from(*sorted.iter().max().unwrap_or(&top));
+    }
     let range = hi - lo;
     if range < 16 {
         return None;
@@ -324,10 +338,12 @@ pub fn read_words(
             .get_tsv_text(0)
             .map_err(|_| OcrError::Engine("no result"))?;
         let mut words = parse_tsv(&tsv.as_ref().to_string_lossy(), settings.min_confidence);
-        // A "word" taller than a quarter of the image is a shape (an arc of the anatomy read
-        // as "C"), not a line of burned-in text.
+        // A "word" taller than a quarter of the image that is one character, or read with
+        // little confidence, is a shape (an arc of the anatomy read as "C"), not burned-in
+        // text. Tall words read as text count, in the check as in the first reading.
         let tallest = (rows / 4).max(16);
-        words.retain(|w| w.rect.height <= tallest);
+        words
+            .retain(|w| w.rect.height <= tallest || (w.alphanumerics >= 2 && w.confidence >= SURE));
         Ok(words)
     })
 }
@@ -346,7 +362,8 @@ fn parse_tsv(tsv: &str, floor: f32) -> Vec<Word> {
             continue;
         };
         let conf: f32 = f[10].trim().parse().unwrap_or(-1.0);
-        if conf < floor || !f[11].chars().any(char::is_alphanumeric) {
+        let alphanumerics = f[11].chars().filter(|c| c.is_alphanumeric()).count();
+        if conf < floor || alphanumerics == 0 {
             continue;
         }
         if x < 0 || y < 0 || w <= 0 || h <= 0 {
@@ -360,6 +377,7 @@ fn parse_tsv(tsv: &str, floor: f32) -> Vec<Word> {
                 height: h as u32,
             },
             confidence: conf,
+            alphanumerics,
         });
     }
     out
@@ -686,6 +704,27 @@ mod tests {
         .unwrap();
         assert_eq!(here, 1, "three images, one engine");
         assert!(engines_started() > started);
+    }
+
+    #[test]
+    fn a_short_label_on_a_large_plain_frame_is_found() {
+        // 2048 x 1024 black, the 4-digit number (scale 3) in one corner: fewer ink pixels
+        // than the robust level needs.
+        let (small, _) = text_frame();
+        let (w, h) = (2048u32, 1024u32);
+        let mut px = vec![0u8; (w * h) as usize];
+        for y in 0..160u32 {
+            for x in 0..200u32 {
+                if small[(y * 200 + x) as usize] == 255 {
+                    px[(y * w + x) as usize] = 255;
+                }
+            }
+        }
+        let ink_pixels = px.iter().filter(|&&v| v == 255).count();
+        assert!(ink_pixels < (w * h / 2000) as usize, "{ink_pixels}");
+        let layout = mono(h, w, 8, Photometric::Monochrome2);
+        let boxes = text_boxes(&px, &layout, None, &mut None, &OcrSettings::default()).unwrap();
+        assert_eq!(boxes.len(), 1, "{boxes:?}");
     }
 
     #[test]

@@ -199,7 +199,10 @@ impl Stage {
             return Decision::Drop("secondary capture dropped by the project's settings");
         }
         let series = text(Tag(0x0008, 0x103E));
-        if self.exclude_series.iter().any(|r| r.is_match(&series)) {
+        // An image that says it carries burned-in annotation is scrubbed whatever the
+        // project decided about its series.
+        let says_yes = text(Tag(0x0028, 0x0301)).eq_ignore_ascii_case("YES");
+        if !says_yes && self.exclude_series.iter().any(|r| r.is_match(&series)) {
             return Decision::Keep;
         }
         if self.known_regions && !self.library.regions_for(&h).is_empty() {
@@ -408,12 +411,40 @@ fn scrub_frame(
     let Some(settings) = ocr else {
         return Ok(r);
     };
+    let rounds = read_and_mask(
+        frame,
+        index,
+        settings.max_rounds,
+        &mut |f| Ok(text_boxes(f, layout, palette, &mut level, settings)?),
+        &mut |f, boxes| mask(f, boxes),
+    )?;
+    r.masked += rounds.masked;
+    r.words = rounds.words;
+    r.rounds = rounds.rounds;
+    Ok(r)
+}
+
+/// Reads a frame: the word boxes to blank.
+type ReadText<'a> = dyn FnMut(&[u8]) -> Result<Vec<Rect>, ScrubError> + 'a;
+/// Blanks boxes in a frame: the pixels blanked.
+type MaskBoxes<'a> = dyn FnMut(&mut [u8], &[Rect]) -> Result<u64, ScrubError> + 'a;
+
+/// OCR's rounds on one frame: read, blank what was read, read again, until a reading finds
+/// nothing. Text still read after `max_rounds` blankings is an error (the image is parked).
+fn read_and_mask(
+    frame: &mut [u8],
+    index: u32,
+    max_rounds: u32,
+    read: &mut ReadText<'_>,
+    mask: &mut MaskBoxes<'_>,
+) -> Result<FrameResult, ScrubError> {
+    let mut r = FrameResult::default();
     loop {
-        let boxes = text_boxes(frame, layout, palette, &mut level, settings)?;
+        let boxes = read(frame)?;
         if boxes.is_empty() {
             return Ok(r);
         }
-        if r.rounds >= settings.max_rounds {
+        if r.rounds >= max_rounds {
             return Err(ScrubError::TextRemains {
                 frame: index,
                 rounds: r.rounds,
@@ -710,6 +741,12 @@ when = { all = [ { attr = "Manufacturer", contains = "acme" }, { attr = "Modalit
             PrimitiveValue::from("Cardiac loop"),
         ));
         stage.exclude_series = vec![regex::Regex::new("(?i)cardiac").unwrap()];
+        // (The test image says YES, which wins over an exclusion; here it says NO.)
+        excluded.put(DataElement::new(
+            Tag(0x0028, 0x0301),
+            VR::CS,
+            PrimitiveValue::from("NO"),
+        ));
         assert_eq!(stage.decide(&excluded), Decision::Keep);
         stage.known_regions = false;
         assert_eq!(stage.decide(&obj), Decision::Keep);
@@ -784,6 +821,86 @@ when = { all = [ { attr = "Manufacturer", contains = "acme" }, { attr = "Modalit
         ] {
             assert!(bad.stage().is_err());
         }
+    }
+
+    /// A reader that "reads" every non-zero byte as a one-pixel word of a 1-row frame.
+    fn fake_read(f: &[u8]) -> Result<Vec<Rect>, ScrubError> {
+        Ok(f.iter()
+            .enumerate()
+            .filter(|(_, v)| **v != 0)
+            .map(|(i, _)| Rect {
+                x: i as u32,
+                y: 0,
+                width: 1,
+                height: 1,
+            })
+            .collect())
+    }
+
+    #[test]
+    fn the_check_after_masking_reads_again_masks_again_and_then_gives_up() {
+        // Each blanking of a pixel reveals text at the next one (a mask that "misses"):
+        // round after round something is read again.
+        let mut leaky = |f: &mut [u8], rects: &[Rect]| -> Result<u64, ScrubError> {
+            for r in rects {
+                let x = r.x as usize;
+                f[x] = 0;
+                if x + 1 < f.len() {
+                    f[x + 1] = 1;
+                }
+            }
+            Ok(rects.len() as u64)
+        };
+        let mut frame = vec![1u8, 0, 0, 0, 0, 0];
+        let r = read_and_mask(&mut frame, 4, 3, &mut fake_read, &mut leaky);
+        assert_eq!(
+            r.map(|_| ()),
+            Err(ScrubError::TextRemains {
+                frame: 4,
+                rounds: 3
+            })
+        );
+        // Text the second reading finds is blanked in a second round.
+        let mut once = 0;
+        let mut second = |f: &mut [u8], rects: &[Rect]| -> Result<u64, ScrubError> {
+            for r in rects {
+                f[r.x as usize] = 0;
+            }
+            once += 1;
+            if once == 1 {
+                f[5] = 9;
+            }
+            Ok(rects.len() as u64)
+        };
+        let mut frame = vec![1u8, 1, 0, 0, 0, 0];
+        let r = read_and_mask(&mut frame, 0, 3, &mut fake_read, &mut second).unwrap();
+        assert_eq!((r.rounds, r.words, r.masked), (2, 3, 3));
+        assert!(frame.iter().all(|&v| v == 0));
+        // Nothing read: no round, nothing masked, the frame untouched.
+        let mut frame = vec![0u8; 6];
+        let mut never =
+            |_: &mut [u8], _: &[Rect]| -> Result<u64, ScrubError> { panic!("nothing to mask") };
+        let r = read_and_mask(&mut frame, 0, 3, &mut fake_read, &mut never).unwrap();
+        assert_eq!((r.rounds, r.words, r.masked), (0, 0, 0));
+    }
+
+    #[test]
+    fn burned_in_annotation_yes_wins_over_a_series_exclusion() {
+        let mut obj = image("MONOCHROME2", 1, 8, false, 1);
+        obj.put(DataElement::new(
+            Tag(0x0008, 0x103E),
+            VR::LO,
+            PrimitiveValue::from("Loop 1"),
+        ));
+        let mut stage = Stage::default_stage();
+        stage.exclude_series = vec![regex::Regex::new("(?i)loop").unwrap()];
+        assert_eq!(stage.decide(&obj), Decision::Scrub);
+        obj.put(DataElement::new(
+            Tag(0x0028, 0x0301),
+            VR::CS,
+            PrimitiveValue::from("NO"),
+        ));
+        assert_eq!(stage.decide(&obj), Decision::Keep);
     }
 
     #[test]

@@ -1,0 +1,346 @@
+//! The pipeline: what happens to a transfer after assignment, without anyone acting.
+//!
+//! This release runs its first stage: **de-identification into the outbound area**. A
+//! transfer in state `requested` whose study has arrived (no new instance for the quiet
+//! period) is taken through the pixel stage and the header engine of its project, instance by
+//! instance on rayon (never on the async runtime's threads). Each output goes to
+//! `outbound/<transfer>/<instance key>.dcm` inside the data directory (written unnamed and
+//! linked into place, then fsynced with its directory): no image is written outside the
+//! quarantine's file system tree, and file names are fiona's own keys.
+//!
+//! An instance the pixel stage cannot scrub (undecodable, text still read after the masking
+//! rounds) or the header engine cannot process is **parked**: it gets no output, and the
+//! transfer records its key and the reason, which `fiona transfers`, `fiona parked` and the
+//! status show. It is never forwarded unscrubbed and never silently dropped. Images the
+//! project drops (secondary captures, by its settings) are counted apart.
+//!
+//! Write then acknowledge: the outputs are durable before the transfer moves to
+//! `deidentified` (one index transaction, with its audit record). A crash before that leaves
+//! the transfer `requested`, and the next pass writes the same outputs again (the engine is
+//! deterministic), so a replay never sends a different result. A transfer cancelled by a
+//! correction meanwhile is left cancelled and its outputs removed; one whose study gained
+//! instances meanwhile is done again on the next pass.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+use tokio_util::sync::CancellationToken;
+
+use crate::assign::{AuditRecord, TransferRecord, TransferState};
+use crate::config::Config;
+use crate::deid::{engine, file};
+use crate::index::Store;
+use crate::pixel::scrub::Stage;
+use crate::quarantine::{sync_dir, Quarantine};
+
+/// An instance the pipeline could not pass on, and why (never a value from the data set).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Parked {
+    /// Quarantine key of the instance.
+    pub instance: String,
+    pub reason: String,
+}
+
+/// What de-identifying one transfer gave.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    pub deidentified: u64,
+    pub dropped: u64,
+    pub parked: Vec<Parked>,
+    /// The transfer was no longer `requested` (cancelled), or changed meanwhile: nothing
+    /// recorded.
+    pub skipped: bool,
+}
+
+/// The pipeline's state: the index, the data directory and each project's stage.
+pub struct Pipeline {
+    store: Arc<dyn Store>,
+    quarantine: Quarantine,
+    config: Arc<Config>,
+    stages: BTreeMap<String, Arc<Stage>>,
+}
+
+fn now_ms() -> i64 {
+    (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64
+}
+
+impl Pipeline {
+    /// Build every configured project's pixel stage (a bad library or a missing OCR model is
+    /// a start-up error).
+    pub fn new(
+        store: Arc<dyn Store>,
+        quarantine: Quarantine,
+        config: Arc<Config>,
+    ) -> Result<Pipeline, String> {
+        let mut stages = BTreeMap::new();
+        for (name, p) in &config.projects {
+            let stage = Stage::from_config(&p.pixel).map_err(|e| format!("project {name}: {e}"))?;
+            stages.insert(name.clone(), Arc::new(stage));
+        }
+        Ok(Pipeline {
+            store,
+            quarantine,
+            config,
+            stages,
+        })
+    }
+
+    /// The outbound directory of a transfer.
+    pub fn outbound_dir(&self, transfer: &str) -> PathBuf {
+        self.quarantine.root().join("outbound").join(transfer)
+    }
+
+    /// Transfers ready for de-identification: `requested`, their study quiet.
+    pub fn ready(&self, now_ms: i64) -> Result<Vec<TransferRecord>, String> {
+        let quiet = self.config.quiet_period().as_millis() as i64;
+        let mut out = Vec::new();
+        for t in self.store.transfers().map_err(|e| e.to_string())? {
+            if t.state != TransferState::Requested {
+                continue;
+            }
+            let Some(study) = self.store.study(&t.study_key).map_err(|e| e.to_string())? else {
+                continue;
+            };
+            if now_ms - study.last_received_ms >= quiet {
+                out.push(t);
+            }
+        }
+        Ok(out)
+    }
+
+    /// De-identify one transfer into its outbound directory and record the result. Runs on
+    /// the calling thread and rayon; call it from a blocking context.
+    pub fn deidentify(&self, t: &TransferRecord) -> Result<Outcome, String> {
+        let project = self
+            .config
+            .projects
+            .get(&t.project)
+            .ok_or_else(|| format!("project {} is not configured", t.project))?;
+        let stage = self
+            .stages
+            .get(&t.project)
+            .ok_or_else(|| format!("project {} has no pixel stage", t.project))?;
+        let engine = project.deid.engine(
+            self.quarantine.root(),
+            engine::Assignment {
+                project: t.project.clone(),
+                participant: t.participant.clone(),
+                event: t.event.clone(),
+            },
+        )?;
+        let keys = self
+            .store
+            .transfer_instances(&t.id)
+            .map_err(|e| e.to_string())?;
+        let files: BTreeMap<String, String> = self
+            .store
+            .instances_of(&t.study_key)
+            .map_err(|e| e.to_string())?
+            .into_iter()
+            .map(|i| (i.key, i.file))
+            .collect();
+        let dir = self.outbound_dir(&t.id);
+        std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        enum One {
+            Done,
+            Dropped,
+            Parked(Parked),
+        }
+        let results: Vec<One> = keys
+            .par_iter()
+            .map(|key| {
+                let park = |reason: String| {
+                    One::Parked(Parked {
+                        instance: key.clone(),
+                        reason,
+                    })
+                };
+                let Some(rel) = files.get(key) else {
+                    return park("instance not in the index".into());
+                };
+                let input = self.quarantine.object_path(rel);
+                let output = dir.join(format!("{key}.dcm"));
+                match file::deidentify_file_with(
+                    &input,
+                    file::Output::File(&output),
+                    &engine,
+                    Some(stage),
+                ) {
+                    Ok(_) => match durable(&output) {
+                        Ok(()) => One::Done,
+                        Err(e) => park(format!("output not durable: {e}")),
+                    },
+                    Err(file::FileError::Dropped(_)) => One::Dropped,
+                    Err(e) => park(e.to_string()),
+                }
+            })
+            .collect();
+        sync_dir(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        let mut outcome = Outcome::default();
+        for r in results {
+            match r {
+                One::Done => outcome.deidentified += 1,
+                One::Dropped => outcome.dropped += 1,
+                One::Parked(p) => outcome.parked.push(p),
+            }
+        }
+        for p in &outcome.parked {
+            tracing::warn!(transfer = %t.id, instance = %p.instance, reason = %p.reason, "instance parked");
+        }
+        self.record(t, keys.len() as u64, &mut outcome)?;
+        if outcome.skipped {
+            let _ = std::fs::remove_dir_all(&dir);
+        }
+        Ok(outcome)
+    }
+
+    /// Move the transfer to `deidentified` with its counts, if it is still the transfer we
+    /// processed.
+    fn record(
+        &self,
+        t: &TransferRecord,
+        processed: u64,
+        outcome: &mut Outcome,
+    ) -> Result<(), String> {
+        let now = now_ms();
+        let mut skipped = false;
+        let o = outcome.clone();
+        self.store
+            .write_assign(&mut |tables| {
+                let Some(mut cur) = tables.transfer(&t.id)? else {
+                    skipped = true;
+                    return Ok(());
+                };
+                if cur.state != TransferState::Requested || cur.instances != processed {
+                    skipped = true;
+                    return Ok(());
+                }
+                cur.state = TransferState::Deidentified;
+                cur.state_ms = now;
+                cur.deidentified = o.deidentified;
+                cur.dropped = o.dropped;
+                cur.parked = o.parked.clone();
+                tables.put_transfer(&cur)?;
+                tables.append_audit(AuditRecord {
+                    seq: 0,
+                    time_ms: now,
+                    actor: "pipeline".into(),
+                    action: "deidentified".into(),
+                    study_key: Some(cur.study_key.clone()),
+                    project: Some(cur.project.clone()),
+                    participant: Some(cur.participant.clone()),
+                    event: Some(cur.event.clone()),
+                    transfer: Some(cur.id.clone()),
+                    detail: format!(
+                        "{} de-identified, {} parked, {} dropped by the project's settings",
+                        o.deidentified,
+                        o.parked.len(),
+                        o.dropped
+                    ),
+                })?;
+                Ok(())
+            })
+            .map_err(|e| e.to_string())?;
+        outcome.skipped = skipped;
+        Ok(())
+    }
+
+    /// Mark a transfer failed with the reason (if it is still `requested`).
+    fn fail(&self, t: &TransferRecord, reason: &str) -> Result<(), String> {
+        let now = now_ms();
+        self.store
+            .write_assign(&mut |tables| {
+                let Some(mut cur) = tables.transfer(&t.id)? else {
+                    return Ok(());
+                };
+                if cur.state != TransferState::Requested {
+                    return Ok(());
+                }
+                cur.state = TransferState::Failed;
+                cur.state_ms = now;
+                cur.reason = Some(reason.to_string());
+                tables.put_transfer(&cur)?;
+                tables.append_audit(AuditRecord {
+                    seq: 0,
+                    time_ms: now,
+                    actor: "pipeline".into(),
+                    action: "failed".into(),
+                    study_key: Some(cur.study_key.clone()),
+                    project: Some(cur.project.clone()),
+                    participant: Some(cur.participant.clone()),
+                    event: Some(cur.event.clone()),
+                    transfer: Some(cur.id.clone()),
+                    detail: reason.to_string(),
+                })?;
+                Ok(())
+            })
+            .map_err(|e| e.to_string())
+    }
+
+    /// Run until `shutdown`: every second, de-identify the transfers that are ready.
+    pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            }
+            let p = self.clone();
+            let stop = shutdown.clone();
+            let pass = tokio::task::spawn_blocking(move || p.pass(&stop)).await;
+            if let Err(e) = pass {
+                tracing::error!(error = %e, "pipeline pass failed");
+            }
+        }
+    }
+
+    /// One pass over the ready transfers.
+    pub fn pass(&self, stop: &CancellationToken) {
+        let ready = match self.ready(now_ms()) {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!(error = %e, "pipeline: cannot list transfers");
+                return;
+            }
+        };
+        for t in ready {
+            if stop.is_cancelled() {
+                return;
+            }
+            if !self.config.projects.contains_key(&t.project) {
+                // Removed from the configuration: nothing can de-identify it.
+                let why = format!("project {} is no longer configured", t.project);
+                if let Err(e) = self.fail(&t, &why) {
+                    tracing::error!(transfer = %t.id, error = %e, "cannot mark transfer failed");
+                }
+                continue;
+            }
+            let started = std::time::Instant::now();
+            match self.deidentify(&t) {
+                Ok(o) if o.skipped => {
+                    tracing::info!(transfer = %t.id, "transfer changed while de-identified; done again next pass");
+                }
+                Ok(o) => tracing::info!(
+                    transfer = %t.id,
+                    project = %t.project,
+                    deidentified = o.deidentified,
+                    parked = o.parked.len(),
+                    dropped = o.dropped,
+                    ms = started.elapsed().as_millis() as u64,
+                    "transfer de-identified"
+                ),
+                Err(e) => {
+                    tracing::error!(transfer = %t.id, error = %e, "transfer not de-identified")
+                }
+            }
+        }
+    }
+}
+
+/// Flush a written output to disk.
+fn durable(path: &Path) -> std::io::Result<()> {
+    std::fs::File::open(path)?.sync_all()
+}
