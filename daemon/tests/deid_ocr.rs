@@ -13,7 +13,7 @@ use std::process::Command;
 use dicom_core::Tag;
 use dicom_object::open_file;
 use fiona::pixel::decode::{decode, Decoded};
-use fiona_tests::burned::{burn_text, restyle, to_cine, Burn, Look};
+use fiona_tests::burned::{burn_text, restyle, sample_burns, to_cine, Burn, Look};
 use fiona_tests::corpus::{self, Modality, StudySpec, Variant};
 use fiona_tests::harness::{fiona_deid_command, require_tool};
 
@@ -28,18 +28,7 @@ fn bin() -> PathBuf {
 }
 
 fn burns() -> Vec<Burn> {
-    let b = |text: &str, x, y| Burn {
-        text: text.into(),
-        x,
-        y,
-        scale: 2,
-    };
-    vec![
-        b("NORDMANN^KARI", 6, 6),
-        b("01017012345", 110, 28),
-        b("2024-03-01", 6, 230),
-        b("HANSEN", 100, 120),
-    ]
+    sample_burns()
 }
 
 fn generated(dir: &Path, n: u32, m: Modality) -> PathBuf {
@@ -395,4 +384,45 @@ fn default_settings_read_what_usually_carries_text() {
     assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
     let p = check("CT with BurnedInAnnotation YES", &ct, &out, 1);
     assert!(p.is_empty(), "{}", p.join("\n"));
+}
+
+#[test]
+fn known_regions_and_ocr_run_together() {
+    require_tool("dcmodify");
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = config(tmp.path(), "");
+    let scratch = tmp.path().join("tmpdir");
+    std::fs::create_dir_all(&scratch).unwrap();
+    // A GE LOGIQ9 ultrasound image: the library blanks its top 40 rows; OCR finds the rest.
+    let f = generated(&tmp.path().join("logiq"), 650, Modality::Us);
+    burn_text(&f, &burns()).unwrap();
+    let st = Command::new("dcmodify")
+        .args(["-nb", "-i", "(0008,1090)=LOGIQ9"])
+        .arg(&f)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let out = tmp.path().join("logiq.dcm");
+    let r = deid(&cfg, &f, &out, &scratch);
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    let (before, after) = (decoded(&f), decoded(&out));
+    let cols = after.layout.columns;
+    let rects: Vec<_> = burns().iter().map(Burn::rect).collect();
+    for y in 0..after.layout.rows {
+        for x in 0..cols {
+            let at = ((y * cols + x) * 3) as usize;
+            let px = &after.data[at..at + 3];
+            let in_text = rects
+                .iter()
+                .any(|&(bx, by, bw, bh)| x >= bx && x < bx + bw && y >= by && y < by + bh);
+            if y < 40 || in_text {
+                assert_eq!(px, &[0, 0, 0], "({x},{y}) not black");
+            } else if !near(x, y, &rects) {
+                assert_eq!(px, &before.data[at..at + 3], "({x},{y}) changed");
+            }
+        }
+    }
+    // The text below the region (the ID's lower rows, the date, the name over the image)
+    // was OCR's: some of it lies outside the signature's rectangle.
+    assert!(rects.iter().any(|r| r.1 + r.3 > 40));
 }

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use dicom_core::Tag;
 use dicom_object::open_file;
 use fiona::pixel::decode::decode;
-use fiona_tests::burned::{burn_text, Burn};
+use fiona_tests::burned::{burn_text, sample_burns, Burn};
 use fiona_tests::corpus::{self, Modality, StudySpec};
 use fiona_tests::harness::{require_tool, storescu, Daemon, Options};
 use serde_json::Value;
@@ -31,17 +31,7 @@ approval_end = "2099-12-31"
 "#;
 
 fn burns() -> Vec<Burn> {
-    let b = |text: &str, x, y| Burn {
-        text: text.into(),
-        x,
-        y,
-        scale: 2,
-    };
-    vec![
-        b("NORDMANN^KARI", 6, 6),
-        b("01017012345", 110, 28),
-        b("2024-03-01", 6, 230),
-    ]
+    sample_burns()
 }
 
 fn wait_for(d: &Daemon, what: &str, mut done: impl FnMut() -> bool) {

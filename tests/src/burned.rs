@@ -29,6 +29,23 @@ impl Burn {
     }
 }
 
+/// The text most tests burn into a 256x256 image: a name, an 11-digit national ID number and
+/// a date in the border, and a name over the middle of the image.
+pub fn sample_burns() -> Vec<Burn> {
+    let b = |text: &str, x, y| Burn {
+        text: text.into(),
+        x,
+        y,
+        scale: 2,
+    };
+    vec![
+        b("NORDMANN^KARI", 6, 6),
+        b("01017012345", 110, 28),
+        b("2024-03-01", 6, 230),
+        b("HANSEN", 100, 120),
+    ]
+}
+
 fn invalid(m: String) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, m)
 }

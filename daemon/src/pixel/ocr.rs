@@ -707,6 +707,19 @@ mod tests {
     }
 
     #[test]
+    fn the_norwegian_model_reads_too() {
+        let (px, layout) = text_frame();
+        for languages in ["nor", "eng+nor"] {
+            let settings = OcrSettings {
+                languages: languages.into(),
+                ..OcrSettings::default()
+            };
+            let boxes = text_boxes(&px, &layout, None, &mut None, &settings).unwrap();
+            assert_eq!(boxes.len(), 1, "{languages}: {boxes:?}");
+        }
+    }
+
+    #[test]
     fn a_short_label_on_a_large_plain_frame_is_found() {
         // 2048 x 1024 black, the 4-digit number (scale 3) in one corner: fewer ink pixels
         // than the robust level needs.

@@ -404,6 +404,12 @@ fn scrub_frame(
         )?)),
         None => None,
     };
+    // OCR's first reading is of the frame as it arrived: a word a known region half covers
+    // is still read whole, and blanked whole.
+    let first = match ocr {
+        Some(settings) => Some(text_boxes(frame, layout, palette, &mut level, settings)?),
+        None => None,
+    };
     let mut r = FrameResult {
         masked: mask(frame, rects)?,
         ..FrameResult::default()
@@ -415,6 +421,7 @@ fn scrub_frame(
         frame,
         index,
         settings.max_rounds,
+        first,
         &mut |f| Ok(text_boxes(f, layout, palette, &mut level, settings)?),
         &mut |f, boxes| mask(f, boxes),
     )?;
@@ -429,18 +436,23 @@ type ReadText<'a> = dyn FnMut(&[u8]) -> Result<Vec<Rect>, ScrubError> + 'a;
 /// Blanks boxes in a frame: the pixels blanked.
 type MaskBoxes<'a> = dyn FnMut(&mut [u8], &[Rect]) -> Result<u64, ScrubError> + 'a;
 
-/// OCR's rounds on one frame: read, blank what was read, read again, until a reading finds
-/// nothing. Text still read after `max_rounds` blankings is an error (the image is parked).
+/// OCR's rounds on one frame: read (or take the `first` reading, done already), blank what
+/// was read, read again, until a reading finds nothing. Text still read after `max_rounds`
+/// blankings is an error (the image is parked).
 fn read_and_mask(
     frame: &mut [u8],
     index: u32,
     max_rounds: u32,
+    mut first: Option<Vec<Rect>>,
     read: &mut ReadText<'_>,
     mask: &mut MaskBoxes<'_>,
 ) -> Result<FrameResult, ScrubError> {
     let mut r = FrameResult::default();
     loop {
-        let boxes = read(frame)?;
+        let boxes = match first.take() {
+            Some(b) => b,
+            None => read(frame)?,
+        };
         if boxes.is_empty() {
             return Ok(r);
         }
@@ -852,7 +864,7 @@ when = { all = [ { attr = "Manufacturer", contains = "acme" }, { attr = "Modalit
             Ok(rects.len() as u64)
         };
         let mut frame = vec![1u8, 0, 0, 0, 0, 0];
-        let r = read_and_mask(&mut frame, 4, 3, &mut fake_read, &mut leaky);
+        let r = read_and_mask(&mut frame, 4, 3, None, &mut fake_read, &mut leaky);
         assert_eq!(
             r.map(|_| ()),
             Err(ScrubError::TextRemains {
@@ -873,14 +885,14 @@ when = { all = [ { attr = "Manufacturer", contains = "acme" }, { attr = "Modalit
             Ok(rects.len() as u64)
         };
         let mut frame = vec![1u8, 1, 0, 0, 0, 0];
-        let r = read_and_mask(&mut frame, 0, 3, &mut fake_read, &mut second).unwrap();
+        let r = read_and_mask(&mut frame, 0, 3, None, &mut fake_read, &mut second).unwrap();
         assert_eq!((r.rounds, r.words, r.masked), (2, 3, 3));
         assert!(frame.iter().all(|&v| v == 0));
         // Nothing read: no round, nothing masked, the frame untouched.
         let mut frame = vec![0u8; 6];
         let mut never =
             |_: &mut [u8], _: &[Rect]| -> Result<u64, ScrubError> { panic!("nothing to mask") };
-        let r = read_and_mask(&mut frame, 0, 3, &mut fake_read, &mut never).unwrap();
+        let r = read_and_mask(&mut frame, 0, 3, None, &mut fake_read, &mut never).unwrap();
         assert_eq!((r.rounds, r.words, r.masked), (0, 0, 0));
     }
 
