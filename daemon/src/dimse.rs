@@ -66,6 +66,9 @@ pub struct Command {
     pub affected_sop_class_uid: String,
     pub affected_sop_instance_uid: String,
     pub priority: u16,
+    /// Responses: Status (0000,0900) and Message ID Being Responded To (0000,0120).
+    pub status: u16,
+    pub message_id_responded: u16,
 }
 
 impl fmt::Debug for Command {
@@ -131,6 +134,8 @@ impl Command {
                 0x0700 => cmd.priority = us_value(value),
                 0x0800 => cmd.data_set_type = us_value(value),
                 0x1000 => cmd.affected_sop_instance_uid = uid_value(value),
+                0x0900 => cmd.status = us_value(value),
+                0x0120 => cmd.message_id_responded = us_value(value),
                 _ => {}
             }
             pos = start + len as usize;
@@ -200,6 +205,26 @@ pub fn encode_response(
     out
 }
 
+/// Encode a C-STORE-RQ command set (a data set follows), Implicit VR Little Endian, group
+/// length first.
+pub fn encode_store_request(
+    message_id: u16,
+    sop_class_uid: &str,
+    sop_instance_uid: &str,
+) -> Vec<u8> {
+    let mut body = Vec::with_capacity(256);
+    put_uid(&mut body, 0x0002, sop_class_uid);
+    put_us(&mut body, 0x0100, field::C_STORE_RQ);
+    put_us(&mut body, 0x0110, message_id);
+    put_us(&mut body, 0x0700, 0);
+    put_us(&mut body, 0x0800, 0x0000);
+    put_uid(&mut body, 0x1000, sop_instance_uid);
+    let mut out = Vec::with_capacity(body.len() + 12);
+    put_elem(&mut out, 0x0000, &(body.len() as u32).to_le_bytes());
+    out.extend_from_slice(&body);
+    out
+}
+
 fn put_elem(out: &mut Vec<u8>, elem: u16, value: &[u8]) {
     out.extend_from_slice(&0u16.to_le_bytes());
     out.extend_from_slice(&elem.to_le_bytes());
@@ -224,17 +249,7 @@ mod tests {
     use super::*;
 
     fn store_rq() -> Vec<u8> {
-        let mut body = Vec::new();
-        put_uid(&mut body, 0x0002, "1.2.840.10008.5.1.4.1.1.2");
-        put_us(&mut body, 0x0100, field::C_STORE_RQ);
-        put_us(&mut body, 0x0110, 7);
-        put_us(&mut body, 0x0700, 0);
-        put_us(&mut body, 0x0800, 0x0000);
-        put_uid(&mut body, 0x1000, "1.2.3.4.5");
-        let mut out = Vec::new();
-        put_elem(&mut out, 0x0000, &(body.len() as u32).to_le_bytes());
-        out.extend_from_slice(&body);
-        out
+        encode_store_request(7, "1.2.840.10008.5.1.4.1.1.2", "1.2.3.4.5")
     }
 
     #[test]

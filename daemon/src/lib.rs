@@ -9,6 +9,7 @@ pub mod config;
 pub mod control;
 pub mod deid;
 pub mod dimse;
+pub mod forward;
 pub mod header;
 pub mod index;
 pub mod logging;

@@ -55,6 +55,22 @@ pub enum FileError {
 
 /// Transfer syntax and data set offset from the file meta group.
 fn read_meta(f: &mut File) -> Result<(String, u64), FileError> {
+    let m = read_meta_info(f)?;
+    Ok((m.transfer_syntax, m.data_set_offset))
+}
+
+/// What the file meta group says (read by hand, bounded).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MetaInfo {
+    pub transfer_syntax: String,
+    pub sop_class_uid: String,
+    pub sop_instance_uid: String,
+    /// Where the data set starts in the file.
+    pub data_set_offset: u64,
+}
+
+/// Read the file meta group of a Part-10 file from its start.
+pub fn read_meta_info(f: &mut File) -> Result<MetaInfo, FileError> {
     let mut head = [0u8; 144];
     f.read_exact(&mut head)
         .map_err(|_| FileError::NotPart10("shorter than a preamble"))?;
@@ -73,6 +89,7 @@ fn read_meta(f: &mut File) -> Result<(String, u64), FileError> {
         .map_err(|_| FileError::NotPart10("meta group truncated"))?;
     let mut pos = 0;
     let mut ts = None;
+    let (mut class, mut instance) = (String::new(), String::new());
     while pos + 8 <= meta.len() {
         let elem = u16::from_le_bytes([meta[pos + 2], meta[pos + 3]]);
         let vr = [meta[pos + 4], meta[pos + 5]];
@@ -90,17 +107,26 @@ fn read_meta(f: &mut File) -> Result<(String, u64), FileError> {
         let v = meta
             .get(pos + hlen..pos + hlen + vlen)
             .ok_or(FileError::NotPart10("meta element truncated"))?;
-        if elem == 0x0010 {
-            ts = Some(
-                String::from_utf8_lossy(v)
-                    .trim_end_matches(['\0', ' '])
-                    .to_string(),
-            );
+        let text = || {
+            String::from_utf8_lossy(v)
+                .trim_end_matches(['\0', ' '])
+                .to_string()
+        };
+        match elem {
+            0x0010 => ts = Some(text()),
+            0x0002 => class = text(),
+            0x0003 => instance = text(),
+            _ => {}
         }
         pos += hlen + vlen;
     }
     let ts = ts.ok_or(FileError::NotPart10("no transfer syntax in meta group"))?;
-    Ok((ts, 144 + len as u64))
+    Ok(MetaInfo {
+        transfer_syntax: ts,
+        sop_class_uid: class,
+        sop_instance_uid: instance,
+        data_set_offset: 144 + len as u64,
+    })
 }
 
 /// Where the de-identified file goes.

@@ -1,0 +1,155 @@
+//! The C-STORE SCU (`fiona::forward`) against DCMTK `storescp` on 127.0.0.1: instances in
+//! several transfer syntaxes go over one association and arrive with their data sets byte
+//! for byte; a peer that accepts only uncompressed syntaxes gets those, and the compressed
+//! ones are reported as not sent with the reason; a peer that is down is an association
+//! error.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use fiona::forward::{store, Outgoing, Peer, Stored};
+use fiona_tests::corpus::{self, Modality, StudySpec, Variant};
+use fiona_tests::harness::require_tool;
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+struct Storescp(Child);
+
+impl Drop for Storescp {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn storescp(port: u16, out: &Path, accept_all: bool) -> Storescp {
+    std::fs::create_dir_all(out).unwrap();
+    let mut c = Command::new("storescp");
+    c.args(["-aet", "RESEARCH", "-od"]).arg(out);
+    if accept_all {
+        c.arg("+xa");
+    }
+    let child = c
+        .arg(port.to_string())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "storescp did not start"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Storescp(child)
+}
+
+fn peer(port: u16) -> Peer {
+    Peer {
+        host: "127.0.0.1".into(),
+        port,
+        called_ae_title: "RESEARCH".into(),
+        calling_ae_title: "FIONA".into(),
+    }
+}
+
+fn run<T>(f: impl std::future::Future<Output = T>) -> T {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(f)
+}
+
+/// A CT image native and in three compressed syntaxes, and an ultrasound image.
+fn files(dir: &Path) -> Vec<PathBuf> {
+    let mut spec = StudySpec::new(801, Modality::Ct);
+    spec.series = 1;
+    spec.instances_per_series = 4;
+    spec.rows = 32;
+    spec.cols = 32;
+    std::fs::create_dir_all(dir).unwrap();
+    let ct = corpus::write_study(&spec, dir).unwrap();
+    let mut out = vec![ct[0].clone()];
+    for (i, v) in [Variant::Rle, Variant::JpegLs, Variant::JpegLossless]
+        .into_iter()
+        .enumerate()
+    {
+        let o = dir.join(format!("enc{i}.dcm"));
+        corpus::transcode(&ct[i + 1], &o, v).unwrap();
+        out.push(o);
+    }
+    let mut us = StudySpec::new(802, Modality::Us);
+    us.series = 1;
+    us.instances_per_series = 1;
+    us.rows = 16;
+    us.cols = 16;
+    out.extend(corpus::write_study(&us, &dir.join("us")).unwrap());
+    out
+}
+
+#[test]
+fn instances_go_over_one_association_and_arrive_unchanged() {
+    for t in ["storescp", "dcmcrle", "dcmcjpls", "dcmcjpeg"] {
+        require_tool(t);
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let sent = files(&tmp.path().join("in"));
+    let outgoing: Vec<Outgoing> = sent.iter().map(|p| Outgoing::open(p).unwrap()).collect();
+
+    // A peer that accepts everything: all stored, data sets byte for byte.
+    let port = free_port();
+    let received = tmp.path().join("all");
+    let scp = storescp(port, &received, true);
+    let r = run(store(&peer(port), &outgoing, 16384)).unwrap();
+    assert_eq!(r, vec![Stored::Stored(0); 5]);
+    drop(scp);
+    let got: Vec<PathBuf> = std::fs::read_dir(&received)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(got.len(), 5);
+    for s in &sent {
+        let uid = corpus::sop_instance_uid(s).unwrap();
+        let twin = got
+            .iter()
+            .find(|g| corpus::sop_instance_uid(g).unwrap() == uid)
+            .expect("arrived");
+        let (ts, a) = corpus::dataset_bytes(s).unwrap();
+        let (ts2, b) = corpus::dataset_bytes(twin).unwrap();
+        assert_eq!(ts, ts2);
+        assert!(corpus::same_dataset(&ts, &a, &b), "data set changed");
+    }
+
+    // A peer that accepts only uncompressed syntaxes: the native ones go, the compressed
+    // ones are not sent, with the reason.
+    let port = free_port();
+    let scp = storescp(port, &tmp.path().join("plain"), false);
+    let r = run(store(&peer(port), &outgoing, 16384)).unwrap();
+    drop(scp);
+    assert_eq!(r[0], Stored::Stored(0));
+    assert_eq!(r[4], Stored::Stored(0));
+    for s in &r[1..4] {
+        match s {
+            Stored::NotSent(why) => assert!(why.contains("transcoding"), "{why}"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    // Nobody listening: an association error, nothing confirmed.
+    let port = free_port();
+    let (done, e) = run(store(&peer(port), &outgoing, 16384)).unwrap_err();
+    assert!(done.is_empty());
+    assert!(e.0.contains("association"), "{}", e.0);
+}
