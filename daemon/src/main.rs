@@ -792,6 +792,20 @@ fn print_transfers(v: &[fiona::assign::TransferRecord]) {
             t.reason
                 .as_deref()
                 .map(|r| format!(" ({r})"))
+                .or_else(|| {
+                    // A delivery being retried: its last problem.
+                    t.deliveries
+                        .iter()
+                        .find(|d| !d.done && !d.failed && d.reason.is_some())
+                        .map(|d| {
+                            format!(
+                                " ({}: attempt {} failed: {})",
+                                d.destination,
+                                d.attempts,
+                                d.reason.as_deref().unwrap_or_default()
+                            )
+                        })
+                })
                 .unwrap_or_default()
         );
     }

@@ -1,6 +1,13 @@
 //! The pipeline: what happens to a transfer after assignment, without anyone acting.
 //!
-//! This release runs its first stage: **de-identification into the outbound area**. A
+//! Two stages run: **de-identification into the outbound area**, then **sending** to the
+//! project's destinations (C-STORE, `forward.rs`): each destination's progress (instances it
+//! confirmed, attempts, next attempt, reason) is kept on the transfer; failures and network
+//! errors retry with exponential backoff and jitter up to the destination's `max_attempts`,
+//! then the transfer is `failed` with the reason; when every destination has every instance
+//! it is `sent`. Verification by C-FIND and TLS come next.
+//!
+//! De-identification: a
 //! transfer in state `requested` whose study has arrived (no new instance for the quiet
 //! period) is taken through the pixel stage and the header engine of its project, instance by
 //! instance on rayon (never on the async runtime's threads). Each output goes to
@@ -33,8 +40,10 @@ use tokio_util::sync::CancellationToken;
 use crate::assign::{AuditRecord, TransferRecord, TransferState};
 use crate::config::Config;
 use crate::deid::{engine, file};
+use crate::forward::{self, Outgoing, Peer, Stored};
 use crate::index::Store;
 use crate::pixel::scrub::Stage;
+use crate::project::DestinationConfig;
 use crate::quarantine::{sync_dir, Quarantine};
 
 /// An instance the pipeline could not pass on, and why (never a value from the data set).
@@ -43,6 +52,25 @@ pub struct Parked {
     /// Quarantine key of the instance.
     pub instance: String,
     pub reason: String,
+}
+
+/// A transfer's progress towards one destination. Sending is idempotent at the destination
+/// (by SOP Instance UID), so a retry sends what is not yet confirmed.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Delivery {
+    pub destination: String,
+    /// Instance keys the destination confirmed (success or warning status).
+    pub stored: Vec<String>,
+    /// Associations tried so far.
+    pub attempts: u32,
+    /// Not before this time (Unix ms) for the next attempt.
+    pub next_attempt_ms: i64,
+    /// Every instance confirmed.
+    pub done: bool,
+    /// Given up after the destination's `max_attempts`.
+    pub failed: bool,
+    /// What went wrong last (statuses, network errors); never a value from a data set.
+    pub reason: Option<String>,
 }
 
 /// What de-identifying one transfer gave.
@@ -281,7 +309,8 @@ impl Pipeline {
             .map_err(|e| e.to_string())
     }
 
-    /// Run until `shutdown`: every second, de-identify the transfers that are ready.
+    /// Run until `shutdown`: every second, de-identify the transfers that are ready, then send
+    /// what is de-identified and due.
     pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
         loop {
             tokio::select! {
@@ -294,7 +323,230 @@ impl Pipeline {
             if let Err(e) = pass {
                 tracing::error!(error = %e, "pipeline pass failed");
             }
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = self.send_pass() => {}
+            }
         }
+    }
+
+    /// The de-identified files of a transfer, by instance key.
+    fn outgoing(&self, transfer: &str) -> Result<Vec<(String, Outgoing)>, String> {
+        let dir = self.outbound_dir(transfer);
+        let mut out = Vec::new();
+        for e in std::fs::read_dir(&dir).map_err(|e| format!("{}: {e}", dir.display()))? {
+            let path = e.map_err(|e| e.to_string())?.path();
+            let Some(key) = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .and_then(|n| n.strip_suffix(".dcm"))
+                .map(str::to_string)
+            else {
+                continue;
+            };
+            out.push((key, Outgoing::open(&path)?));
+        }
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(out)
+    }
+
+    /// Send every de-identified transfer to each of its project's destinations that is due.
+    pub async fn send_pass(&self) {
+        let now = now_ms();
+        let transfers = match self.store.transfers() {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::error!(error = %e, "pipeline: cannot list transfers");
+                return;
+            }
+        };
+        for t in transfers
+            .into_iter()
+            .filter(|t| t.state == TransferState::Deidentified)
+        {
+            let Some(project) = self.config.projects.get(&t.project) else {
+                continue;
+            };
+            if project.destinations.is_empty() {
+                continue;
+            }
+            let files = match self.outgoing(&t.id) {
+                Ok(f) => f,
+                Err(e) => {
+                    tracing::error!(transfer = %t.id, error = %e, "outbound files unreadable");
+                    continue;
+                }
+            };
+            for name in &project.destinations {
+                let Some(dest) = self.config.destinations.get(name) else {
+                    continue;
+                };
+                let mut d = t
+                    .deliveries
+                    .iter()
+                    .find(|d| &d.destination == name)
+                    .cloned()
+                    .unwrap_or_else(|| Delivery {
+                        destination: name.clone(),
+                        ..Delivery::default()
+                    });
+                if d.done || d.failed || now < d.next_attempt_ms {
+                    continue;
+                }
+                self.deliver(&t, dest, &files, &mut d).await;
+                if let Err(e) = self.record_delivery(&t, d, files.len() as u64) {
+                    tracing::error!(transfer = %t.id, error = %e, "delivery not recorded");
+                }
+            }
+        }
+    }
+
+    /// One attempt: send what the destination has not confirmed yet.
+    async fn deliver(
+        &self,
+        t: &TransferRecord,
+        dest: &DestinationConfig,
+        files: &[(String, Outgoing)],
+        d: &mut Delivery,
+    ) {
+        let todo: Vec<&(String, Outgoing)> = files
+            .iter()
+            .filter(|(k, _)| !d.stored.contains(k))
+            .collect();
+        let peer = Peer {
+            host: dest.host.clone(),
+            port: dest.port,
+            called_ae_title: dest.ae_title.clone(),
+            calling_ae_title: dest
+                .calling_ae_title
+                .clone()
+                .unwrap_or_else(|| self.config.ae_title.clone()),
+        };
+        let outs: Vec<Outgoing> = todo.iter().map(|(_, o)| o.clone()).collect();
+        // A destination that hangs must not hold the others: a bound on the whole attempt.
+        let limit = Duration::from_secs(30 + 5 * outs.len() as u64);
+        let (results, link) =
+            match tokio::time::timeout(limit, forward::store(&peer, &outs, self.config.max_pdu))
+                .await
+            {
+                Ok(Ok(r)) => (r, None),
+                Ok(Err((r, e))) => (r, Some(e.0)),
+                Err(_) => (
+                    Vec::new(),
+                    Some(format!("no answer within {} s", limit.as_secs())),
+                ),
+            };
+        let mut problems = Vec::new();
+        for ((key, _), r) in todo.iter().zip(&results) {
+            match r {
+                Stored::Stored(_) => d.stored.push(key.clone()),
+                Stored::Refused(status) => {
+                    problems.push(format!("instance {key} refused with status {status:#06x}"))
+                }
+                Stored::NotSent(why) => problems.push(format!("instance {key} not sent: {why}")),
+            }
+        }
+        if let Some(e) = link {
+            problems.push(e);
+        }
+        d.attempts += 1;
+        if d.stored.len() == files.len() {
+            d.done = true;
+            d.reason = None;
+            tracing::info!(transfer = %t.id, destination = %d.destination, instances = files.len(), attempts = d.attempts, "transfer sent");
+            return;
+        }
+        let mut why = problems.join("; ");
+        if why.len() > 2000 {
+            why.truncate(why.floor_char_boundary(2000));
+            why.push_str(" ...");
+        }
+        if d.attempts >= dest.max_attempts {
+            d.failed = true;
+            tracing::warn!(transfer = %t.id, destination = %d.destination, attempts = d.attempts, reason = %why, "transfer failed");
+        } else {
+            let wait = backoff(dest, d.attempts);
+            d.next_attempt_ms = now_ms() + wait.as_millis() as i64;
+            tracing::warn!(transfer = %t.id, destination = %d.destination, attempts = d.attempts, retry_in_s = wait.as_secs(), reason = %why, "transfer attempt failed");
+        }
+        d.reason = Some(why);
+    }
+
+    /// Store a delivery's progress on its transfer; the transfer becomes `sent` when every
+    /// destination has every instance, `failed` when one gave up and the rest are finished.
+    fn record_delivery(&self, t: &TransferRecord, d: Delivery, files: u64) -> Result<(), String> {
+        let now = now_ms();
+        let names: Vec<String> = self
+            .config
+            .projects
+            .get(&t.project)
+            .map(|p| p.destinations.clone())
+            .unwrap_or_default();
+        self.store
+            .write_assign(&mut |tables| {
+                let Some(mut cur) = tables.transfer(&t.id)? else {
+                    return Ok(());
+                };
+                if cur.state != TransferState::Deidentified {
+                    return Ok(());
+                }
+                cur.deliveries.retain(|x| x.destination != d.destination);
+                cur.deliveries.push(d.clone());
+                let of = |n: &String| cur.deliveries.iter().find(|x| &x.destination == n);
+                let all_done = names.iter().all(|n| of(n).is_some_and(|x| x.done));
+                let finished = names
+                    .iter()
+                    .all(|n| of(n).is_some_and(|x| x.done || x.failed));
+                let mut action = None;
+                if all_done {
+                    cur.state = TransferState::Sent;
+                    cur.sent = files;
+                    action = Some((
+                        "sent",
+                        format!("{files} instances stored at {}", names.join(", ")),
+                    ));
+                } else if finished {
+                    cur.state = TransferState::Failed;
+                    let why: Vec<String> = cur
+                        .deliveries
+                        .iter()
+                        .filter(|x| x.failed)
+                        .map(|x| {
+                            format!(
+                                "{}: {}",
+                                x.destination,
+                                x.reason.clone().unwrap_or_default()
+                            )
+                        })
+                        .collect();
+                    cur.reason = Some(why.join("; "));
+                    cur.sent = cur
+                        .deliveries
+                        .iter()
+                        .map(|x| x.stored.len() as u64)
+                        .min()
+                        .unwrap_or(0);
+                    action = Some(("failed", cur.reason.clone().unwrap_or_default()));
+                }
+                if let Some((a, detail)) = action {
+                    cur.state_ms = now;
+                    tables.append_audit(AuditRecord {
+                        seq: 0,
+                        time_ms: now,
+                        actor: "pipeline".into(),
+                        action: a.into(),
+                        study_key: Some(cur.study_key.clone()),
+                        project: Some(cur.project.clone()),
+                        participant: Some(cur.participant.clone()),
+                        event: Some(cur.event.clone()),
+                        transfer: Some(cur.id.clone()),
+                        detail,
+                    })?;
+                }
+                tables.put_transfer(&cur)?;
+                Ok(())
+            })
+            .map_err(|e| e.to_string())
     }
 
     /// One pass over the ready transfers.
@@ -338,6 +590,16 @@ impl Pipeline {
             }
         }
     }
+}
+
+/// The wait before attempt `attempts + 1`: the base doubled per attempt, capped, with up to
+/// a quarter of it added or taken at random (so many transfers do not retry in step).
+fn backoff(dest: &DestinationConfig, attempts: u32) -> Duration {
+    let base = dest.retry_base_secs.max(1);
+    let exp = base.saturating_mul(1u64 << attempts.saturating_sub(1).min(20));
+    let secs = exp.min(dest.retry_max_secs.max(base)) as f64;
+    let r = getrandom::u64().unwrap_or(0) as f64 / u64::MAX as f64;
+    Duration::from_secs_f64(secs * (0.75 + 0.5 * r))
 }
 
 /// Flush a written output to disk.

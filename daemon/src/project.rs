@@ -296,7 +296,7 @@ impl PixelConfig {
     }
 }
 
-/// A research PACS (the forwarding side fills in the rest: TLS, query AE, limits).
+/// A research PACS (`[destinations.NAME]`). TLS and the query AE come with verification.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DestinationConfig {
@@ -304,6 +304,27 @@ pub struct DestinationConfig {
     pub port: u16,
     /// The destination's AE title (called AE of our associations).
     pub ae_title: String,
+    /// Our AE title towards it; fiona's own when absent.
+    #[serde(default)]
+    pub calling_ae_title: Option<String>,
+    /// Attempts (associations) before a transfer to it is marked failed.
+    #[serde(default = "default_max_attempts")]
+    pub max_attempts: u32,
+    /// First wait before a retry, doubled each time (with jitter) up to `retry_max_secs`.
+    #[serde(default = "default_retry_base")]
+    pub retry_base_secs: u64,
+    #[serde(default = "default_retry_max")]
+    pub retry_max_secs: u64,
+}
+
+fn default_max_attempts() -> u32 {
+    8
+}
+fn default_retry_base() -> u64 {
+    30
+}
+fn default_retry_max() -> u64 {
+    3600
 }
 
 /// Which header value a routing rule matches.

@@ -6,7 +6,7 @@
 //! decoded parked with its reason, shown by `fiona transfers`, `fiona parked` and the status,
 //! with no output.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -46,6 +46,55 @@ fn wait_for(d: &Daemon, what: &str, mut done: impl FnMut() -> bool) {
     }
 }
 
+/// A study of `series` x `per_series` instances, written under `dir`.
+fn write(
+    dir: &Path,
+    n: u32,
+    m: Modality,
+    series: u32,
+    per_series: u32,
+    size: u16,
+) -> (StudySpec, Vec<PathBuf>) {
+    let mut spec = StudySpec::new(n, m);
+    spec.series = series;
+    spec.instances_per_series = per_series;
+    spec.rows = size;
+    spec.cols = size;
+    std::fs::create_dir_all(dir).unwrap();
+    let files = corpus::write_study(&spec, dir).unwrap();
+    (spec, files)
+}
+
+/// A de-identified file: no clinical identifier in its bytes, the research study and the
+/// pseudonym in its header.
+fn check_deidentified(path: &Path, spec: &StudySpec, research_uid: &str, participant: &str) {
+    let bytes = std::fs::read(path).unwrap();
+    for secret in [
+        spec.patient_id.as_bytes(),
+        spec.accession.as_bytes(),
+        spec.study_uid.as_bytes(),
+    ] {
+        assert!(
+            !contains(&bytes, secret),
+            "{} keeps a clinical identifier",
+            path.display()
+        );
+    }
+    let obj = open_file(path).unwrap();
+    let text = |tag| header_text(&obj, tag);
+    assert_eq!(text(Tag(0x0020, 0x000D)), research_uid);
+    assert_eq!(text(Tag(0x0010, 0x0020)), participant);
+}
+
+fn header_text(obj: &dicom_object::DefaultDicomObject, tag: Tag) -> String {
+    obj.element(tag)
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .trim_end_matches(['\0', ' '])
+        .to_string()
+}
+
 fn contains(hay: &[u8], needle: &[u8]) -> bool {
     hay.windows(needle.len()).any(|w| w == needle)
 }
@@ -67,14 +116,7 @@ fn an_assigned_study_is_deidentified_and_scrubbed_without_anyone_acting() {
 
     // Three ultrasound images with burned-in text, and a fourth whose pixel data does not
     // fit its attributes (it is stored, but cannot be decoded).
-    let mut spec = StudySpec::new(701, Modality::Us);
-    spec.series = 1;
-    spec.instances_per_series = 4;
-    spec.rows = 256;
-    spec.cols = 256;
-    let dir = tmp.path().join("in");
-    std::fs::create_dir_all(&dir).unwrap();
-    let files = corpus::write_study(&spec, &dir).unwrap();
+    let (spec, files) = write(&tmp.path().join("in"), 701, Modality::Us, 1, 4, 256);
     for f in &files[..3] {
         burn_text(f, &burns()).unwrap();
     }
@@ -147,28 +189,9 @@ fn an_assigned_study_is_deidentified_and_scrubbed_without_anyone_acting() {
     for o in &outputs {
         let name = o.file_name().unwrap().to_string_lossy().to_string();
         assert!(!name.contains(&spec.study_uid) && !name.contains(&spec.patient_id));
-        let bytes = std::fs::read(o).unwrap();
-        for secret in [
-            spec.patient_id.as_bytes(),
-            spec.accession.as_bytes(),
-            spec.study_uid.as_bytes(),
-        ] {
-            assert!(
-                !contains(&bytes, secret),
-                "{name} keeps a clinical identifier"
-            );
-        }
+        check_deidentified(o, &spec, research_uid, "PROJ1-0042");
         let obj = open_file(o).unwrap();
-        let text = |tag| {
-            obj.element(tag)
-                .unwrap()
-                .to_str()
-                .unwrap()
-                .trim_end_matches(['\0', ' '])
-                .to_string()
-        };
-        assert_eq!(text(Tag(0x0020, 0x000D)), research_uid);
-        assert_eq!(text(Tag(0x0010, 0x0020)), "PROJ1-0042");
+        let text = |tag| header_text(&obj, tag);
         assert_eq!(text(Tag(0x0028, 0x0301)), "NO");
         let dec = decode(&obj, 1 << 30).unwrap();
         let cols = dec.layout.columns;
@@ -203,4 +226,104 @@ fn an_assigned_study_is_deidentified_and_scrubbed_without_anyone_acting() {
     ] {
         assert!(!log.contains(secret.as_str()), "the log holds patient data");
     }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+struct Scp(std::process::Child);
+
+impl Drop for Scp {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn a_study_goes_out_to_the_research_pacs_once_it_is_back() {
+    require_tool("storescp");
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let port = free_port();
+    let d = Daemon::start(
+        &bin(),
+        &data,
+        &Options {
+            extra_toml: format!(
+                "{}destinations = [\"research\"]\n\n[destinations.research]\nhost = \"127.0.0.1\"\n\
+                 port = {port}\nae_title = \"RESEARCH\"\nretry_base_secs = 1\nretry_max_secs = 2\n\
+                 max_attempts = 50\n",
+                PROJECT.trim_start()
+            ),
+            quiet_period_secs: 1,
+            ..Options::default()
+        },
+    );
+    let (spec, files) = write(&tmp.path().join("in"), 702, Modality::Ct, 2, 3, 32);
+    let out = storescu(d.addr, "FIONA", &[], &files);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    d.json(&[
+        "assign",
+        &spec.accession,
+        "--project",
+        "PROJ1",
+        "--participant",
+        "PROJ1-0007",
+        "--event",
+        "baseline",
+    ]);
+
+    // The research PACS is down: attempts fail, the reason is on the transfer.
+    let mut t = Value::Null;
+    wait_for(&d, "a failed attempt", || {
+        t = d.json(&["transfers"])[0].clone();
+        t["deliveries"][0]["attempts"].as_u64().unwrap_or(0) >= 1
+    });
+    assert_eq!(t["state"], "deidentified");
+    let reason = t["deliveries"][0]["reason"].as_str().unwrap_or_default();
+    assert!(reason.contains("association"), "{reason}");
+
+    // It comes back: everything arrives, nothing twice (unique file names per received
+    // instance, so a duplicate would show as a seventh file).
+    let received = tmp.path().join("pacs");
+    std::fs::create_dir_all(&received).unwrap();
+    let child = Command::new("storescp")
+        .args(["-aet", "RESEARCH", "+xa", "-uf", "-od"])
+        .arg(&received)
+        .arg(port.to_string())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let _scp = Scp(child);
+    wait_for(&d, "the transfer to be sent", || {
+        t = d.json(&["transfers"])[0].clone();
+        t["state"] == "sent"
+    });
+    assert_eq!(t["sent"], 6);
+    let got: Vec<PathBuf> = std::fs::read_dir(&received)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(got.len(), 6, "{got:?}");
+    let research_uid = t["research_study_uid"].as_str().unwrap();
+    for g in &got {
+        check_deidentified(g, &spec, research_uid, "PROJ1-0007");
+    }
+    let audit = d.json(&["audit"]);
+    assert!(audit
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|a| a["action"] == "sent"));
 }

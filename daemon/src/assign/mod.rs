@@ -175,6 +175,9 @@ pub struct TransferRecord {
     /// Instances the pipeline could not pass on, with the reasons (shown to the admin).
     #[serde(default)]
     pub parked: Vec<crate::pipeline::Parked>,
+    /// Progress towards each of the project's destinations.
+    #[serde(default)]
+    pub deliveries: Vec<crate::pipeline::Delivery>,
 }
 
 /// One line of the append-only audit trail.
@@ -523,6 +526,7 @@ pub fn assign(
         deidentified: 0,
         dropped: 0,
         parked: Vec::new(),
+        deliveries: Vec::new(),
     };
     let assignment = match existing {
         Some(mut a) => {
@@ -1000,6 +1004,7 @@ fn follow(
         deidentified: 0,
         dropped: 0,
         parked: Vec::new(),
+        deliveries: Vec::new(),
         ..current
     };
     t.put_transfer(&add)?;
