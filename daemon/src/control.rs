@@ -14,6 +14,7 @@
 //! | `POST /v1/coupling?replace=BOOL` | CSV body -> [`ImportReport`] (422 if any line is bad) |
 //! | `GET /v1/coupling`    | `[CouplingEntry]`                        |
 //! | `GET /v1/transfers?project=&state=&since=&until=` | `[TransferRecord]`, oldest first |
+//! | `POST /v1/resend`     | [`ResendBody`] -> [`ResendOutcome`] (the transfers re-queued) |
 //! | `GET /v1/audit`       | `[AuditRecord]`, oldest first            |
 //! | `GET /v1/projects`    | `[ProjectView]`                          |
 //!
@@ -710,6 +711,68 @@ fn day_start_ms(d: time::Date) -> i64 {
     (d.midnight().assume_utc().unix_timestamp_nanos() / 1_000_000) as i64
 }
 
+/// `POST /v1/resend`: re-queue the transfers of a study (key or accession number), or of a
+/// project (optionally those created on or after `since`, YYYY-MM-DD).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ResendBody {
+    #[serde(default)]
+    pub study: Option<String>,
+    #[serde(default)]
+    pub project: Option<String>,
+    #[serde(default)]
+    pub since: Option<String>,
+}
+
+/// What `POST /v1/resend` did: the transfers re-queued.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ResendOutcome {
+    pub transfers: Vec<String>,
+}
+
+async fn post_resend(
+    State(c): State<Arc<Ctl>>,
+    ConnectInfo(peer): ConnectInfo<Peer>,
+    Json(b): Json<ResendBody>,
+) -> Result<Json<ResendOutcome>, ApiError> {
+    let bad = |m: String| ApiError(StatusCode::BAD_REQUEST, m);
+    if b.study.is_none() == b.project.is_none() {
+        return Err(bad("give a study or a project (one of them)".into()));
+    }
+    if b.study.is_some() && b.since.is_some() {
+        return Err(bad("--since goes with --project".into()));
+    }
+    let since = match &b.since {
+        Some(s) => Some(day_start_ms(
+            crate::project::parse_date(s)
+                .ok_or_else(|| bad(format!("since: `{s}` is not a YYYY-MM-DD date")))?,
+        )),
+        None => None,
+    };
+    let node = c.node.clone();
+    let r = tokio::task::spawn_blocking(move || -> Result<ResendOutcome, ApiError> {
+        let actor = actor_of(&peer).ok_or_else(no_actor)?;
+        let key = match &b.study {
+            Some(s) => Some(resolve_study(&node, s)?),
+            None => None,
+        };
+        let ids = crate::pipeline::resend(
+            node.store.as_ref(),
+            node.quarantine.root(),
+            key.as_deref(),
+            b.project.as_deref(),
+            since,
+            &actor,
+            now_ms(),
+        )
+        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e))?;
+        tracing::info!(transfers = ids.len(), actor = %actor, "transfers re-queued");
+        Ok(ResendOutcome { transfers: ids })
+    })
+    .await
+    .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))??;
+    Ok(Json(r))
+}
+
 async fn get_transfers(
     State(c): State<Arc<Ctl>>,
     Query(q): Query<TransferQuery>,
@@ -790,6 +853,7 @@ pub async fn serve(
                 .layer(axum::extract::DefaultBodyLimit::max(COUPLING_MAX_BYTES)),
         )
         .route("/v1/transfers", get(get_transfers))
+        .route("/v1/resend", post(post_resend))
         .route("/v1/audit", get(get_audit))
         .route("/v1/projects", get(get_projects))
         .with_state(ctl);

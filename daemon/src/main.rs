@@ -151,6 +151,23 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Send transfers again (e.g. after the research PACS lost data): a study's, or a
+    /// project's (optionally those created since a date). The PACS keeps one copy per SOP
+    /// Instance UID.
+    Resend {
+        #[command(flatten)]
+        loc: Location,
+        /// A study: quarantine key or accession number.
+        #[arg(long, conflicts_with = "project")]
+        study: Option<String>,
+        #[arg(long, required_unless_present = "study")]
+        project: Option<String>,
+        /// With --project: transfers created on or after this date (YYYY-MM-DD, UTC).
+        #[arg(long, requires = "project")]
+        since: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
     /// Instances the pipeline parked (could not scrub or de-identify), with the reasons.
     Parked {
         #[command(flatten)]
@@ -348,6 +365,37 @@ fn run(cli: Cli) -> Result<(), String> {
         }
         Cmd::Status { loc, json } => {
             show(&loc, "/v1/status", json, |s: StatusView| print_status(&s))
+        }
+        Cmd::Resend {
+            loc,
+            study,
+            project,
+            since,
+            json,
+        } => {
+            let dir = load_config(&loc)?.data_dir;
+            let body = serde_json::to_vec(&control::ResendBody {
+                study,
+                project,
+                since,
+            })
+            .map_err(|e| e.to_string())?;
+            let (status, answer) =
+                control::request_post(&dir, "/v1/resend", "application/json", &body)
+                    .map_err(|e| e.to_string())?;
+            let out = control::check_status(status, answer).map_err(|e| match e {
+                control::ClientError::Status { body, .. } => format!("resend refused: {body}"),
+                other => other.to_string(),
+            })?;
+            if json {
+                return print_raw(&out);
+            }
+            let o: control::ResendOutcome = parse(&out)?;
+            println!("{} transfers re-queued", o.transfers.len());
+            for t in o.transfers {
+                println!("  {t}");
+            }
+            Ok(())
         }
         Cmd::Parked { loc, json } => show(
             &loc,

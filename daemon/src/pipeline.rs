@@ -592,6 +592,75 @@ impl Pipeline {
     }
 }
 
+/// Re-queue transfers that were sent, verified or failed (e.g. after the research PACS lost
+/// data): those of `study`, or of `project` created at or after `since_ms`. A transfer whose
+/// outputs are still in the outbound area is sent again (every destination, every instance;
+/// the PACS keeps one copy per SOP Instance UID); one whose outputs are gone is de-identified
+/// again first (same bytes: the engine is deterministic). Returns the transfer IDs.
+pub fn resend(
+    store: &dyn Store,
+    data_dir: &Path,
+    study: Option<&str>,
+    project: Option<&str>,
+    since_ms: Option<i64>,
+    actor: &str,
+    now: i64,
+) -> Result<Vec<String>, String> {
+    let mut ids = Vec::new();
+    store
+        .write_assign(&mut |tables| {
+            ids.clear();
+            let candidates: Vec<TransferRecord> = tables
+                .all_assignments()?
+                .iter()
+                .flat_map(|a| a.transfers.clone())
+                .filter_map(|id| tables.transfer(&id).ok().flatten())
+                .collect();
+            for mut t in candidates {
+                if study.is_some_and(|s| s != t.study_key)
+                    || project.is_some_and(|p| p != t.project)
+                    || since_ms.is_some_and(|s| t.created_ms < s)
+                    || !matches!(
+                        t.state,
+                        TransferState::Sent | TransferState::Verified | TransferState::Failed
+                    )
+                    || ids.contains(&t.id)
+                {
+                    continue;
+                }
+                let outputs = data_dir.join("outbound").join(&t.id);
+                let have = std::fs::read_dir(&outputs).is_ok_and(|mut d| d.next().is_some());
+                t.state = if have {
+                    TransferState::Deidentified
+                } else {
+                    TransferState::Requested
+                };
+                t.state_ms = now;
+                t.reason = None;
+                t.sent = 0;
+                t.verified_ms = None;
+                t.deliveries.clear();
+                tables.put_transfer(&t)?;
+                tables.append_audit(AuditRecord {
+                    seq: 0,
+                    time_ms: now,
+                    actor: actor.to_string(),
+                    action: "resend".into(),
+                    study_key: Some(t.study_key.clone()),
+                    project: Some(t.project.clone()),
+                    participant: Some(t.participant.clone()),
+                    event: Some(t.event.clone()),
+                    transfer: Some(t.id.clone()),
+                    detail: format!("re-queued as {}", t.state.as_str()),
+                })?;
+                ids.push(t.id.clone());
+            }
+            Ok(())
+        })
+        .map_err(|e| e.to_string())?;
+    Ok(ids)
+}
+
 /// The wait before attempt `attempts + 1`: the base doubled per attempt, capped, with up to
 /// a quarter of it added or taken at random (so many transfers do not retry in step).
 fn backoff(dest: &DestinationConfig, attempts: u32) -> Duration {

@@ -293,12 +293,12 @@ fn a_study_goes_out_to_the_research_pacs_once_it_is_back() {
     let reason = t["deliveries"][0]["reason"].as_str().unwrap_or_default();
     assert!(reason.contains("association"), "{reason}");
 
-    // It comes back: everything arrives, nothing twice (unique file names per received
-    // instance, so a duplicate would show as a seventh file).
+    // It comes back: everything arrives, nothing twice (storescp +uf: a unique file name per
+    // instance received, so a duplicate would show as a seventh file).
     let received = tmp.path().join("pacs");
     std::fs::create_dir_all(&received).unwrap();
     let child = Command::new("storescp")
-        .args(["-aet", "RESEARCH", "+xa", "-uf", "-od"])
+        .args(["-aet", "RESEARCH", "+xa", "+uf", "-od"])
         .arg(&received)
         .arg(port.to_string())
         .stdout(std::process::Stdio::null())
@@ -326,4 +326,41 @@ fn a_study_goes_out_to_the_research_pacs_once_it_is_back() {
         .unwrap()
         .iter()
         .any(|a| a["action"] == "sent"));
+
+    // The research PACS lost the study: `fiona resend` sends it again, all of it.
+    let r = d.json(&["resend", "--study", &spec.accession]);
+    assert_eq!(r["transfers"].as_array().unwrap().len(), 1, "{r}");
+    wait_for(&d, "the resent transfer to be sent", || {
+        t = d.json(&["transfers"])[0].clone();
+        t["state"] == "sent" && t["deliveries"][0]["attempts"] == 1
+    });
+    let got: Vec<PathBuf> = std::fs::read_dir(&received)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(got.len(), 12, "every instance once more");
+    let mut uids: Vec<String> = got
+        .iter()
+        .map(|g| corpus::sop_instance_uid(g).unwrap())
+        .collect();
+    uids.sort();
+    uids.dedup();
+    assert_eq!(
+        uids.len(),
+        6,
+        "the same SOP Instance UIDs: the PACS keeps one copy of each"
+    );
+    // By project and date: none created after a future date, this one (created today)
+    // since an old date; a request naming neither is refused.
+    let r = d.json(&["resend", "--project", "PROJ1", "--since", "2099-01-01"]);
+    assert_eq!(r["transfers"].as_array().unwrap().len(), 0, "{r}");
+    let r = d.json(&["resend", "--project", "PROJ1", "--since", "2020-01-01"]);
+    assert_eq!(r["transfers"].as_array().unwrap().len(), 1, "{r}");
+    assert!(!d.cli(&["resend"]).status.success());
+    assert!(d
+        .json(&["audit"])
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|a| a["action"] == "resend"));
 }
