@@ -15,6 +15,7 @@
 //! | `GET /v1/coupling`    | `[CouplingEntry]`                        |
 //! | `GET /v1/transfers?project=&state=&since=&until=` | `[TransferRecord]`, oldest first |
 //! | `POST /v1/resend`     | [`ResendBody`] -> [`ResendOutcome`] (the transfers re-queued) |
+//! | `POST /v1/verify`     | [`VerifyBody`] -> `[VerifyRow]` (C-FIND at each destination; changes nothing) |
 //! | `GET /v1/audit`       | `[AuditRecord]`, oldest first            |
 //! | `GET /v1/projects`    | `[ProjectView]`                          |
 //!
@@ -773,6 +774,23 @@ async fn post_resend(
     Ok(Json(r))
 }
 
+/// `POST /v1/verify`: ask the research PACS what it holds of a project's sent studies.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct VerifyBody {
+    pub project: String,
+}
+
+async fn post_verify(
+    State(c): State<Arc<Ctl>>,
+    Json(b): Json<VerifyBody>,
+) -> Result<Json<Vec<crate::pipeline::VerifyRow>>, ApiError> {
+    let n = &c.node;
+    crate::pipeline::verify_report(&n.config, n.store.as_ref(), n.quarantine.root(), &b.project)
+        .await
+        .map(Json)
+        .map_err(|e| ApiError(StatusCode::BAD_REQUEST, e))
+}
+
 async fn get_transfers(
     State(c): State<Arc<Ctl>>,
     Query(q): Query<TransferQuery>,
@@ -854,6 +872,7 @@ pub async fn serve(
         )
         .route("/v1/transfers", get(get_transfers))
         .route("/v1/resend", post(post_resend))
+        .route("/v1/verify", post(post_verify))
         .route("/v1/audit", get(get_audit))
         .route("/v1/projects", get(get_projects))
         .with_state(ctl);

@@ -225,6 +225,20 @@ pub fn encode_store_request(
     out
 }
 
+/// Encode a C-FIND-RQ command set (an identifier follows).
+pub fn encode_find_request(message_id: u16, sop_class_uid: &str) -> Vec<u8> {
+    let mut body = Vec::with_capacity(128);
+    put_uid(&mut body, 0x0002, sop_class_uid);
+    put_us(&mut body, 0x0100, 0x0020);
+    put_us(&mut body, 0x0110, message_id);
+    put_us(&mut body, 0x0700, 0);
+    put_us(&mut body, 0x0800, 0x0000);
+    let mut out = Vec::with_capacity(body.len() + 12);
+    put_elem(&mut out, 0x0000, &(body.len() as u32).to_le_bytes());
+    out.extend_from_slice(&body);
+    out
+}
+
 fn put_elem(out: &mut Vec<u8>, elem: u16, value: &[u8]) {
     out.extend_from_slice(&0u16.to_le_bytes());
     out.extend_from_slice(&elem.to_le_bytes());

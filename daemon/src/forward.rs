@@ -283,3 +283,231 @@ where
     }
     Ok(rsp.status)
 }
+
+/// Study Root Query/Retrieve Information Model - FIND.
+const STUDY_ROOT_FIND: &str = "1.2.840.10008.5.1.4.1.2.2.1";
+/// Implicit VR Little Endian (what the queries use).
+const IMPLICIT_VR_LE: &str = "1.2.840.10008.1.2";
+/// Largest C-FIND response identifier accepted.
+const MAX_IDENTIFIER: usize = 1 << 20;
+
+/// What the research PACS holds of a study.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Holdings {
+    /// NumberOfStudyRelatedInstances, when the PACS returns it (study level).
+    pub study_count: Option<u64>,
+    /// The SOP Instance UIDs it lists (series then image level); `None` when not asked.
+    pub instances: Option<Vec<String>>,
+}
+
+/// Ask `peer` (its query AE) what it holds of `study_uid`: the study-level count, and, when
+/// `list` is true or the count is missing, every SOP Instance UID (series level, then image
+/// level per series). One association.
+pub async fn holdings(
+    peer: &Peer,
+    study_uid: &str,
+    list: bool,
+) -> Result<Holdings, AssociationError> {
+    let err = |m: String| AssociationError(m);
+    let addr = format!("{}:{}", peer.host, peer.port);
+    let mut assoc = ClientAssociationOptions::new()
+        .calling_ae_title(peer.calling_ae_title.clone())
+        .called_ae_title(peer.called_ae_title.clone())
+        .with_presentation_context(STUDY_ROOT_FIND, vec![IMPLICIT_VR_LE])
+        .establish_async(addr.as_str())
+        .await
+        .map_err(|e| {
+            err(format!(
+                "query association with {} at {addr} failed: {e}",
+                peer.called_ae_title
+            ))
+        })?;
+    let Some(pc) = assoc
+        .presentation_contexts()
+        .iter()
+        .find(|c| c.reason == PresentationContextResultReason::Acceptance)
+        .map(|c| c.id)
+    else {
+        let _ = assoc.abort().await;
+        return Err(err("the peer does not answer Study Root C-FIND".into()));
+    };
+    let mut out = Holdings::default();
+    let study = find(
+        &mut assoc,
+        pc,
+        1,
+        vec![
+            (0x0008, 0x0052, "STUDY".into()),
+            (0x0020, 0x000D, study_uid.into()),
+            (0x0020, 0x1208, String::new()),
+        ],
+    )
+    .await?;
+    out.study_count = study
+        .iter()
+        .find_map(|r| r.get(&(0x0020, 0x1208)))
+        .and_then(|v| v.trim().parse().ok());
+    if list || out.study_count.is_none() {
+        let series = find(
+            &mut assoc,
+            pc,
+            2,
+            vec![
+                (0x0008, 0x0052, "SERIES".into()),
+                (0x0020, 0x000D, study_uid.into()),
+                (0x0020, 0x000E, String::new()),
+            ],
+        )
+        .await?;
+        let mut sops = Vec::new();
+        for (i, s) in series
+            .iter()
+            .filter_map(|r| r.get(&(0x0020, 0x000E)))
+            .enumerate()
+        {
+            let images = find(
+                &mut assoc,
+                pc,
+                (3 + i % 60000) as u16,
+                vec![
+                    (0x0008, 0x0018, String::new()),
+                    (0x0008, 0x0052, "IMAGE".into()),
+                    (0x0020, 0x000D, study_uid.into()),
+                    (0x0020, 0x000E, s.clone()),
+                ],
+            )
+            .await?;
+            sops.extend(
+                images
+                    .iter()
+                    .filter_map(|r| r.get(&(0x0008, 0x0018)).cloned()),
+            );
+        }
+        out.instances = Some(sops);
+    }
+    let _ = assoc.release().await;
+    Ok(out)
+}
+
+type Identifier = std::collections::BTreeMap<(u16, u16), String>;
+
+/// Encode a flat identifier in Implicit VR Little Endian (elements in tag order).
+fn encode_identifier(keys: &[(u16, u16, String)]) -> Vec<u8> {
+    let mut keys = keys.to_vec();
+    keys.sort_by_key(|(g, e, _)| (*g, *e));
+    let mut out = Vec::new();
+    for (g, e, v) in keys {
+        let mut b = v.into_bytes();
+        if b.len() % 2 == 1 {
+            // UIDs pad with NUL, text with a space.
+            b.push(if (g, e) == (0x0008, 0x0052) { b' ' } else { 0 });
+        }
+        out.extend_from_slice(&g.to_le_bytes());
+        out.extend_from_slice(&e.to_le_bytes());
+        out.extend_from_slice(&(b.len() as u32).to_le_bytes());
+        out.extend_from_slice(&b);
+    }
+    out
+}
+
+/// Parse a flat Implicit VR Little Endian identifier; values as trimmed text.
+fn parse_identifier(b: &[u8]) -> Result<Identifier, String> {
+    let mut out = Identifier::new();
+    let mut pos = 0;
+    while pos + 8 <= b.len() {
+        let g = u16::from_le_bytes([b[pos], b[pos + 1]]);
+        let e = u16::from_le_bytes([b[pos + 2], b[pos + 3]]);
+        let len = u32::from_le_bytes([b[pos + 4], b[pos + 5], b[pos + 6], b[pos + 7]]) as usize;
+        let start = pos + 8;
+        if len == 0xFFFF_FFFF || start + len > b.len() {
+            return Err("identifier does not parse".into());
+        }
+        let v = String::from_utf8_lossy(&b[start..start + len])
+            .trim_end_matches(['\0', ' '])
+            .trim_start()
+            .to_string();
+        out.insert((g, e), v);
+        pos = start + len;
+    }
+    Ok(out)
+}
+
+/// One C-FIND: every pending response's identifier.
+async fn find<S>(
+    assoc: &mut dicom_ul::association::client::AsyncClientAssociation<S>,
+    pc: u8,
+    message_id: u16,
+    keys: Vec<(u16, u16, String)>,
+) -> Result<Vec<Identifier>, AssociationError>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send,
+{
+    let err = |m: String| AssociationError(m);
+    assoc
+        .send(&Pdu::PData {
+            data: vec![
+                PDataValue {
+                    presentation_context_id: pc,
+                    value_type: PDataValueType::Command,
+                    is_last: true,
+                    data: dimse::encode_find_request(message_id, STUDY_ROOT_FIND),
+                },
+                PDataValue {
+                    presentation_context_id: pc,
+                    value_type: PDataValueType::Data,
+                    is_last: true,
+                    data: encode_identifier(&keys),
+                },
+            ],
+        })
+        .await
+        .map_err(|e| err(format!("query failed: {e}")))?;
+    let mut found = Vec::new();
+    loop {
+        let (mut cmd, mut data) = (Vec::new(), Vec::new());
+        let (mut cmd_done, mut data_done) = (false, false);
+        let mut rsp: Option<Command> = None;
+        loop {
+            let pdu = assoc
+                .receive()
+                .await
+                .map_err(|e| err(format!("query failed: {e}")))?;
+            let Pdu::PData { data: values } = pdu else {
+                return Err(err("the peer ended the query".into()));
+            };
+            for v in values {
+                match v.value_type {
+                    PDataValueType::Command => {
+                        cmd.extend_from_slice(&v.data);
+                        cmd_done |= v.is_last;
+                    }
+                    PDataValueType::Data => {
+                        data.extend_from_slice(&v.data);
+                        data_done |= v.is_last;
+                    }
+                }
+                if cmd.len() > dimse::MAX_COMMAND_LEN || data.len() > MAX_IDENTIFIER {
+                    return Err(err("query response too large".into()));
+                }
+            }
+            if cmd_done && rsp.is_none() {
+                rsp = Some(
+                    Command::parse(&cmd).map_err(|e| err(format!("bad query response: {e}")))?,
+                );
+            }
+            if let Some(r) = &rsp {
+                if !r.has_data_set() || data_done {
+                    break;
+                }
+            }
+        }
+        let Some(r) = rsp else {
+            return Err(err("no query response".into()));
+        };
+        match r.status {
+            0xFF00 | 0xFF01 => found.push(parse_identifier(&data).map_err(err)?),
+            0x0000 => return Ok(found),
+            s => return Err(err(format!("query failed with status {s:#06x}"))),
+        }
+    }
+}

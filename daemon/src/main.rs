@@ -168,6 +168,16 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Ask the research PACS (C-FIND) what it holds of a project's sent studies and report
+    /// what it is missing. Exit status 1 when anything is missing or a PACS cannot be asked.
+    Verify {
+        #[command(flatten)]
+        loc: Location,
+        #[arg(long)]
+        project: String,
+        #[arg(long)]
+        json: bool,
+    },
     /// Instances the pipeline parked (could not scrub or de-identify), with the reasons.
     Parked {
         #[command(flatten)]
@@ -396,6 +406,55 @@ fn run(cli: Cli) -> Result<(), String> {
                 println!("  {t}");
             }
             Ok(())
+        }
+        Cmd::Verify { loc, project, json } => {
+            let dir = load_config(&loc)?.data_dir;
+            let body =
+                serde_json::to_vec(&control::VerifyBody { project }).map_err(|e| e.to_string())?;
+            let (status, answer) =
+                control::request_post(&dir, "/v1/verify", "application/json", &body)
+                    .map_err(|e| e.to_string())?;
+            let out = control::check_status(status, answer).map_err(|e| match e {
+                control::ClientError::Status { body, .. } => format!("verify refused: {body}"),
+                other => other.to_string(),
+            })?;
+            let rows: Vec<fiona::pipeline::VerifyRow> = parse(&out)?;
+            if json {
+                print_raw(&out)?;
+            } else {
+                println!(
+                    "{:<26} {:<20} {:<12} {:<16} {:>6} {:>6} {:>8}  PROBLEM",
+                    "TRANSFER", "PARTICIPANT", "EVENT", "DESTINATION", "SENT", "HELD", "MISSING"
+                );
+                for r in &rows {
+                    println!(
+                        "{:<26} {:<20} {:<12} {:<16} {:>6} {:>6} {:>8}  {}",
+                        r.transfer,
+                        r.participant,
+                        r.event,
+                        r.destination,
+                        r.sent,
+                        r.held,
+                        r.missing,
+                        r.error.as_deref().unwrap_or_default()
+                    );
+                }
+            }
+            let missing: u64 = rows.iter().map(|r| r.missing).sum();
+            let errors = rows.iter().filter(|r| r.error.is_some()).count();
+            if !json {
+                println!(
+                    "{} transfers checked, {missing} instances missing, {errors} destinations not answering",
+                    rows.len()
+                );
+            }
+            if missing > 0 || errors > 0 {
+                Err(format!(
+                    "{missing} instances missing, {errors} destinations not answering"
+                ))
+            } else {
+                Ok(())
+            }
         }
         Cmd::Parked { loc, json } => show(
             &loc,

@@ -71,7 +71,16 @@ pub struct Delivery {
     pub failed: bool,
     /// What went wrong last (statuses, network errors); never a value from a data set.
     pub reason: Option<String>,
+    /// The destination's C-FIND answer matched what was sent (Unix ms).
+    #[serde(default)]
+    pub verified_ms: Option<i64>,
+    /// Times verification found instances missing and sent them again.
+    #[serde(default)]
+    pub resent_after_verify: u32,
 }
+
+/// Re-sends after a failed verification before the transfer is marked failed.
+const MAX_VERIFY_RESENDS: u32 = 3;
 
 /// What de-identifying one transfer gave.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -253,23 +262,18 @@ impl Pipeline {
                 cur.dropped = o.dropped;
                 cur.parked = o.parked.clone();
                 tables.put_transfer(&cur)?;
-                tables.append_audit(AuditRecord {
-                    seq: 0,
-                    time_ms: now,
-                    actor: "pipeline".into(),
-                    action: "deidentified".into(),
-                    study_key: Some(cur.study_key.clone()),
-                    project: Some(cur.project.clone()),
-                    participant: Some(cur.participant.clone()),
-                    event: Some(cur.event.clone()),
-                    transfer: Some(cur.id.clone()),
-                    detail: format!(
+                tables.append_audit(transfer_audit(
+                    &cur,
+                    "pipeline",
+                    "deidentified",
+                    format!(
                         "{} de-identified, {} parked, {} dropped by the project's settings",
                         o.deidentified,
                         o.parked.len(),
                         o.dropped
                     ),
-                })?;
+                    now,
+                ))?;
                 Ok(())
             })
             .map_err(|e| e.to_string())?;
@@ -292,18 +296,13 @@ impl Pipeline {
                 cur.state_ms = now;
                 cur.reason = Some(reason.to_string());
                 tables.put_transfer(&cur)?;
-                tables.append_audit(AuditRecord {
-                    seq: 0,
-                    time_ms: now,
-                    actor: "pipeline".into(),
-                    action: "failed".into(),
-                    study_key: Some(cur.study_key.clone()),
-                    project: Some(cur.project.clone()),
-                    participant: Some(cur.participant.clone()),
-                    event: Some(cur.event.clone()),
-                    transfer: Some(cur.id.clone()),
-                    detail: reason.to_string(),
-                })?;
+                tables.append_audit(transfer_audit(
+                    &cur,
+                    "pipeline",
+                    "failed",
+                    reason.to_string(),
+                    now,
+                ))?;
                 Ok(())
             })
             .map_err(|e| e.to_string())
@@ -327,27 +326,16 @@ impl Pipeline {
                 _ = shutdown.cancelled() => break,
                 _ = self.send_pass() => {}
             }
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = self.verify_pass() => {}
+            }
         }
     }
 
     /// The de-identified files of a transfer, by instance key.
     fn outgoing(&self, transfer: &str) -> Result<Vec<(String, Outgoing)>, String> {
-        let dir = self.outbound_dir(transfer);
-        let mut out = Vec::new();
-        for e in std::fs::read_dir(&dir).map_err(|e| format!("{}: {e}", dir.display()))? {
-            let path = e.map_err(|e| e.to_string())?.path();
-            let Some(key) = path
-                .file_name()
-                .and_then(|n| n.to_str())
-                .and_then(|n| n.strip_suffix(".dcm"))
-                .map(str::to_string)
-            else {
-                continue;
-            };
-            out.push((key, Outgoing::open(&path)?));
-        }
-        out.sort_by(|a, b| a.0.cmp(&b.0));
-        Ok(out)
+        outgoing_files(self.quarantine.root(), transfer)
     }
 
     /// Send every de-identified transfer to each of its project's destinations that is due.
@@ -399,6 +387,177 @@ impl Pipeline {
                 }
             }
         }
+    }
+
+    /// Verify every `sent` transfer at each destination: the research PACS must hold every
+    /// instance sent (C-FIND on the research StudyInstanceUID: study level, then series and
+    /// image level when the count is missing or differs). Missing instances are sent again
+    /// (the transfer goes back to `deidentified`), up to three times, then it is `failed`.
+    pub async fn verify_pass(&self) {
+        let now = now_ms();
+        let Ok(transfers) = self.store.transfers() else {
+            return;
+        };
+        for t in transfers
+            .into_iter()
+            .filter(|t| t.state == TransferState::Sent)
+        {
+            let Some(project) = self.config.projects.get(&t.project) else {
+                continue;
+            };
+            let Ok(files) = self.outgoing(&t.id) else {
+                continue;
+            };
+            for d in &t.deliveries {
+                let Some(dest) = self.config.destinations.get(&d.destination) else {
+                    continue;
+                };
+                if !project.destinations.contains(&d.destination)
+                    || d.verified_ms.is_some()
+                    || now < d.next_attempt_ms
+                {
+                    continue;
+                }
+                if !dest.verify {
+                    // The destination cannot answer C-FIND: the transfer stays `sent`.
+                    continue;
+                }
+                let mut d = d.clone();
+                self.verify_one(&t, dest, &files, &mut d).await;
+                if let Err(e) = self.record_verification(&t, d) {
+                    tracing::error!(transfer = %t.id, error = %e, "verification not recorded");
+                }
+            }
+        }
+    }
+
+    async fn verify_one(
+        &self,
+        t: &TransferRecord,
+        dest: &DestinationConfig,
+        files: &[(String, Outgoing)],
+        d: &mut Delivery,
+    ) {
+        let peer = query_peer(dest, &self.config.ae_title);
+        let sent: Vec<&str> = files
+            .iter()
+            .map(|(_, o)| o.sop_instance_uid.as_str())
+            .collect();
+        let mut h = match forward::holdings(&peer, &t.research_study_uid, false).await {
+            Ok(h) => h,
+            Err(e) => {
+                d.reason = Some(format!("verification: {}", e.0));
+                d.next_attempt_ms = now_ms() + backoff(dest, 1).as_millis() as i64;
+                return;
+            }
+        };
+        if h.study_count != Some(sent.len() as u64) && h.instances.is_none() {
+            match forward::holdings(&peer, &t.research_study_uid, true).await {
+                Ok(list) => h = list,
+                Err(e) => {
+                    d.reason = Some(format!("verification: {}", e.0));
+                    d.next_attempt_ms = now_ms() + backoff(dest, 1).as_millis() as i64;
+                    return;
+                }
+            }
+        }
+        let missing: Vec<String> = match &h.instances {
+            None => Vec::new(),
+            Some(held) => files
+                .iter()
+                .filter(|(_, o)| !held.contains(&o.sop_instance_uid))
+                .map(|(k, _)| k.clone())
+                .collect(),
+        };
+        if missing.is_empty() {
+            d.verified_ms = Some(now_ms());
+            d.reason = None;
+            tracing::info!(transfer = %t.id, destination = %d.destination, instances = files.len(), "transfer verified");
+            return;
+        }
+        tracing::warn!(transfer = %t.id, destination = %d.destination, missing = missing.len(), "verification: instances missing at the destination");
+        d.reason = Some(format!(
+            "verification: the destination lacks {} of {} instances",
+            missing.len(),
+            files.len()
+        ));
+        d.stored.retain(|k| !missing.contains(k));
+        d.done = false;
+        d.resent_after_verify += 1;
+        if d.resent_after_verify > MAX_VERIFY_RESENDS {
+            d.failed = true;
+        }
+    }
+
+    /// Store a verification: `verified` when every destination is; back to `deidentified`
+    /// (to send what is missing) or `failed` otherwise.
+    fn record_verification(&self, t: &TransferRecord, d: Delivery) -> Result<(), String> {
+        let now = now_ms();
+        self.update_delivery(t, TransferState::Sent, d, &mut |cur, names, d| {
+            let of = |n: &String| cur.deliveries.iter().find(|x| &x.destination == n);
+            if d.failed {
+                cur.state = TransferState::Failed;
+                cur.reason = Some(format!(
+                    "{}: {} after {} re-sends",
+                    d.destination,
+                    d.reason.clone().unwrap_or_default(),
+                    MAX_VERIFY_RESENDS
+                ));
+                Some(("failed", cur.reason.clone().unwrap_or_default()))
+            } else if !d.done {
+                cur.state = TransferState::Deidentified;
+                Some(("resend", d.reason.clone().unwrap_or_default()))
+            } else if names
+                .iter()
+                .all(|n| of(n).is_some_and(|x| x.verified_ms.is_some()))
+            {
+                cur.state = TransferState::Verified;
+                cur.verified_ms = Some(now);
+                Some((
+                    "verified",
+                    format!("{} instances held at {}", cur.sent, names.join(", ")),
+                ))
+            } else {
+                None
+            }
+        })
+    }
+
+    /// Replace one delivery on a transfer that is still in `expect`, let `decide` move the
+    /// transfer on (returning the audit action and detail), and record it all in one
+    /// transaction.
+    fn update_delivery(
+        &self,
+        t: &TransferRecord,
+        expect: TransferState,
+        d: Delivery,
+        decide: &mut Decide<'_>,
+    ) -> Result<(), String> {
+        let now = now_ms();
+        let names: Vec<String> = self
+            .config
+            .projects
+            .get(&t.project)
+            .map(|p| p.destinations.clone())
+            .unwrap_or_default();
+        self.store
+            .write_assign(&mut |tables| {
+                let Some(mut cur) = tables.transfer(&t.id)? else {
+                    return Ok(());
+                };
+                if cur.state != expect {
+                    return Ok(());
+                }
+                cur.deliveries.retain(|x| x.destination != d.destination);
+                cur.deliveries.push(d.clone());
+                if let Some((action, detail)) = decide(&mut cur, &names, &d) {
+                    cur.state_ms = now;
+                    tables.append_audit(transfer_audit(&cur, "pipeline", action, detail, now))?;
+                }
+                tables.put_transfer(&cur)?;
+                Ok(())
+            })
+            .map_err(|e| e.to_string())
     }
 
     /// One attempt: send what the destination has not confirmed yet.
@@ -475,78 +634,45 @@ impl Pipeline {
     /// Store a delivery's progress on its transfer; the transfer becomes `sent` when every
     /// destination has every instance, `failed` when one gave up and the rest are finished.
     fn record_delivery(&self, t: &TransferRecord, d: Delivery, files: u64) -> Result<(), String> {
-        let now = now_ms();
-        let names: Vec<String> = self
-            .config
-            .projects
-            .get(&t.project)
-            .map(|p| p.destinations.clone())
-            .unwrap_or_default();
-        self.store
-            .write_assign(&mut |tables| {
-                let Some(mut cur) = tables.transfer(&t.id)? else {
-                    return Ok(());
-                };
-                if cur.state != TransferState::Deidentified {
-                    return Ok(());
-                }
-                cur.deliveries.retain(|x| x.destination != d.destination);
-                cur.deliveries.push(d.clone());
-                let of = |n: &String| cur.deliveries.iter().find(|x| &x.destination == n);
-                let all_done = names.iter().all(|n| of(n).is_some_and(|x| x.done));
-                let finished = names
+        self.update_delivery(t, TransferState::Deidentified, d, &mut |cur, names, _| {
+            let of = |n: &String| cur.deliveries.iter().find(|x| &x.destination == n);
+            let all_done = names.iter().all(|n| of(n).is_some_and(|x| x.done));
+            let finished = names
+                .iter()
+                .all(|n| of(n).is_some_and(|x| x.done || x.failed));
+            if all_done {
+                cur.state = TransferState::Sent;
+                cur.sent = files;
+                Some((
+                    "sent",
+                    format!("{files} instances stored at {}", names.join(", ")),
+                ))
+            } else if finished {
+                cur.state = TransferState::Failed;
+                let why: Vec<String> = cur
+                    .deliveries
                     .iter()
-                    .all(|n| of(n).is_some_and(|x| x.done || x.failed));
-                let mut action = None;
-                if all_done {
-                    cur.state = TransferState::Sent;
-                    cur.sent = files;
-                    action = Some((
-                        "sent",
-                        format!("{files} instances stored at {}", names.join(", ")),
-                    ));
-                } else if finished {
-                    cur.state = TransferState::Failed;
-                    let why: Vec<String> = cur
-                        .deliveries
-                        .iter()
-                        .filter(|x| x.failed)
-                        .map(|x| {
-                            format!(
-                                "{}: {}",
-                                x.destination,
-                                x.reason.clone().unwrap_or_default()
-                            )
-                        })
-                        .collect();
-                    cur.reason = Some(why.join("; "));
-                    cur.sent = cur
-                        .deliveries
-                        .iter()
-                        .map(|x| x.stored.len() as u64)
-                        .min()
-                        .unwrap_or(0);
-                    action = Some(("failed", cur.reason.clone().unwrap_or_default()));
-                }
-                if let Some((a, detail)) = action {
-                    cur.state_ms = now;
-                    tables.append_audit(AuditRecord {
-                        seq: 0,
-                        time_ms: now,
-                        actor: "pipeline".into(),
-                        action: a.into(),
-                        study_key: Some(cur.study_key.clone()),
-                        project: Some(cur.project.clone()),
-                        participant: Some(cur.participant.clone()),
-                        event: Some(cur.event.clone()),
-                        transfer: Some(cur.id.clone()),
-                        detail,
-                    })?;
-                }
-                tables.put_transfer(&cur)?;
-                Ok(())
-            })
-            .map_err(|e| e.to_string())
+                    .filter(|x| x.failed)
+                    .map(|x| {
+                        format!(
+                            "{}: {}",
+                            x.destination,
+                            x.reason.clone().unwrap_or_default()
+                        )
+                    })
+                    .collect();
+                cur.reason = Some(why.join("; "));
+                cur.sent = cur
+                    .deliveries
+                    .iter()
+                    .map(|x| x.stored.len() as u64)
+                    .min()
+                    .unwrap_or(0);
+                Some(("failed", cur.reason.clone().unwrap_or_default()))
+            } else {
+                None
+            }
+        })
     }
 
     /// One pass over the ready transfers.
@@ -641,24 +767,156 @@ pub fn resend(
                 t.verified_ms = None;
                 t.deliveries.clear();
                 tables.put_transfer(&t)?;
-                tables.append_audit(AuditRecord {
-                    seq: 0,
-                    time_ms: now,
-                    actor: actor.to_string(),
-                    action: "resend".into(),
-                    study_key: Some(t.study_key.clone()),
-                    project: Some(t.project.clone()),
-                    participant: Some(t.participant.clone()),
-                    event: Some(t.event.clone()),
-                    transfer: Some(t.id.clone()),
-                    detail: format!("re-queued as {}", t.state.as_str()),
-                })?;
+                tables.append_audit(transfer_audit(
+                    &t,
+                    actor,
+                    "resend",
+                    format!("re-queued as {}", t.state.as_str()),
+                    now,
+                ))?;
                 ids.push(t.id.clone());
             }
             Ok(())
         })
         .map_err(|e| e.to_string())?;
     Ok(ids)
+}
+
+/// The de-identified files of a transfer in `data_dir`'s outbound area, by instance key.
+pub fn outgoing_files(data_dir: &Path, transfer: &str) -> Result<Vec<(String, Outgoing)>, String> {
+    let dir = data_dir.join("outbound").join(transfer);
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(&dir).map_err(|e| format!("{}: {e}", dir.display()))? {
+        let path = e.map_err(|e| e.to_string())?.path();
+        let Some(key) = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.strip_suffix(".dcm"))
+            .map(str::to_string)
+        else {
+            continue;
+        };
+        out.push((key, Outgoing::open(&path)?));
+    }
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(out)
+}
+
+/// One line of `fiona verify`: what a destination holds of one transfer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VerifyRow {
+    pub transfer: String,
+    pub study_key: String,
+    pub participant: String,
+    pub event: String,
+    pub destination: String,
+    /// Instances fiona sent.
+    pub sent: u64,
+    /// Of those, how many the destination lists.
+    pub held: u64,
+    pub missing: u64,
+    /// Why the destination could not be asked.
+    pub error: Option<String>,
+}
+
+/// Ask every destination of `project` what it holds of each sent or verified transfer (the
+/// C-FIND check on demand; changes nothing).
+pub async fn verify_report(
+    config: &Config,
+    store: &dyn Store,
+    data_dir: &Path,
+    project: &str,
+) -> Result<Vec<VerifyRow>, String> {
+    let p = config
+        .projects
+        .get(project)
+        .ok_or_else(|| format!("project {project} is not configured"))?;
+    let mut rows = Vec::new();
+    for t in store.transfers().map_err(|e| e.to_string())? {
+        if t.project != project || !matches!(t.state, TransferState::Sent | TransferState::Verified)
+        {
+            continue;
+        }
+        let files = outgoing_files(data_dir, &t.id).unwrap_or_default();
+        for name in &p.destinations {
+            let Some(dest) = config.destinations.get(name) else {
+                continue;
+            };
+            let mut row = VerifyRow {
+                transfer: t.id.clone(),
+                study_key: t.study_key.clone(),
+                participant: t.participant.clone(),
+                event: t.event.clone(),
+                destination: name.clone(),
+                sent: files.len() as u64,
+                held: 0,
+                missing: 0,
+                error: None,
+            };
+            match forward::holdings(
+                &query_peer(dest, &config.ae_title),
+                &t.research_study_uid,
+                true,
+            )
+            .await
+            {
+                Ok(h) => {
+                    let held = h.instances.unwrap_or_default();
+                    row.held = files
+                        .iter()
+                        .filter(|(_, o)| held.contains(&o.sop_instance_uid))
+                        .count() as u64;
+                    row.missing = row.sent - row.held;
+                }
+                Err(e) => row.error = Some(e.0),
+            }
+            rows.push(row);
+        }
+    }
+    Ok(rows)
+}
+
+/// Moves a transfer on after a delivery changed: the new state set on it, and the audit
+/// action and detail (given the project's destination names and the delivery).
+type Decide<'a> =
+    dyn FnMut(&mut TransferRecord, &[String], &Delivery) -> Option<(&'static str, String)> + 'a;
+
+/// An audit record about a transfer.
+fn transfer_audit(
+    t: &TransferRecord,
+    actor: impl Into<String>,
+    action: impl Into<String>,
+    detail: impl Into<String>,
+    now: i64,
+) -> AuditRecord {
+    AuditRecord {
+        seq: 0,
+        time_ms: now,
+        actor: actor.into(),
+        action: action.into(),
+        study_key: Some(t.study_key.clone()),
+        project: Some(t.project.clone()),
+        participant: Some(t.participant.clone()),
+        event: Some(t.event.clone()),
+        transfer: Some(t.id.clone()),
+        detail: detail.into(),
+    }
+}
+
+/// The destination's query side as a peer.
+pub fn query_peer(dest: &DestinationConfig, our_ae: &str) -> Peer {
+    Peer {
+        host: dest.host.clone(),
+        port: dest.query_port.unwrap_or(dest.port),
+        called_ae_title: dest
+            .query_ae_title
+            .clone()
+            .unwrap_or_else(|| dest.ae_title.clone()),
+        calling_ae_title: dest
+            .calling_ae_title
+            .clone()
+            .unwrap_or_else(|| our_ae.to_string()),
+    }
 }
 
 /// The wait before attempt `attempts + 1`: the base doubled per attempt, capped, with up to

@@ -315,6 +315,19 @@ pub struct DestinationConfig {
     pub retry_base_secs: u64,
     #[serde(default = "default_retry_max")]
     pub retry_max_secs: u64,
+    /// The AE title that answers C-FIND for verification; `ae_title` when absent.
+    #[serde(default)]
+    pub query_ae_title: Option<String>,
+    /// Its port; `port` when absent.
+    #[serde(default)]
+    pub query_port: Option<u16>,
+    /// Verify by C-FIND after sending (switch off for a destination that cannot answer).
+    #[serde(default = "default_true")]
+    pub verify: bool,
+}
+
+fn default_true() -> bool {
+    true
 }
 
 fn default_max_attempts() -> u32 {

@@ -4,33 +4,14 @@
 //! ones are reported as not sent with the reason; a peer that is down is an association
 //! error.
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
 
 use fiona::forward::{store, Outgoing, Peer, Stored};
 use fiona_tests::corpus::{self, Modality, StudySpec, Variant};
-use fiona_tests::harness::require_tool;
+use fiona_tests::harness::{free_port, require_tool, wait_until_listening, KillOnDrop};
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-struct Storescp(Child);
-
-impl Drop for Storescp {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn storescp(port: u16, out: &Path, accept_all: bool) -> Storescp {
+fn storescp(port: u16, out: &Path, accept_all: bool) -> KillOnDrop {
     std::fs::create_dir_all(out).unwrap();
     let mut c = Command::new("storescp");
     c.args(["-aet", "RESEARCH", "-od"]).arg(out);
@@ -43,15 +24,9 @@ fn storescp(port: u16, out: &Path, accept_all: bool) -> Storescp {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let start = Instant::now();
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "storescp did not start"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    Storescp(child)
+    let guard = KillOnDrop(child);
+    wait_until_listening(port, "storescp");
+    guard
 }
 
 fn peer(port: u16) -> Peer {

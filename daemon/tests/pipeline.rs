@@ -15,7 +15,9 @@ use dicom_object::open_file;
 use fiona::pixel::decode::decode;
 use fiona_tests::burned::{burn_text, sample_burns, Burn};
 use fiona_tests::corpus::{self, Modality, StudySpec};
-use fiona_tests::harness::{require_tool, storescu, Daemon, Options};
+use fiona_tests::harness::{
+    free_port, require_tool, storescu, wait_until_listening, Daemon, KillOnDrop, Options,
+};
 use serde_json::Value;
 
 fn bin() -> PathBuf {
@@ -84,6 +86,49 @@ fn check_deidentified(path: &Path, spec: &StudySpec, research_uid: &str, partici
     let text = |tag| header_text(&obj, tag);
     assert_eq!(text(Tag(0x0020, 0x000D)), research_uid);
     assert_eq!(text(Tag(0x0010, 0x0020)), participant);
+}
+
+/// fiona with project PROJ1 forwarding to `[destinations.research]` (its settings after
+/// host and port in `extra`), a study sent to it and assigned to `participant`.
+fn forwarding(
+    tmp: &Path,
+    port: u16,
+    extra: &str,
+    study: (u32, Modality, u32, u32),
+    participant: &str,
+) -> (Daemon, StudySpec) {
+    let d = Daemon::start(
+        &bin(),
+        &tmp.join("data"),
+        &Options {
+            extra_toml: format!(
+                "{}destinations = [\"research\"]\n\n[destinations.research]\nhost = \"127.0.0.1\"\n\
+                 port = {port}\nae_title = \"RESEARCH\"\n{extra}",
+                PROJECT.trim_start()
+            ),
+            quiet_period_secs: 1,
+            ..Options::default()
+        },
+    );
+    let (n, m, series, per) = study;
+    let (spec, files) = write(&tmp.join("in"), n, m, series, per, 32);
+    let out = storescu(d.addr, "FIONA", &[], &files);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    d.json(&[
+        "assign",
+        &spec.accession,
+        "--project",
+        "PROJ1",
+        "--participant",
+        participant,
+        "--event",
+        "baseline",
+    ]);
+    (d, spec)
 }
 
 fn header_text(obj: &dicom_object::DefaultDicomObject, tag: Tag) -> String {
@@ -228,60 +273,18 @@ fn an_assigned_study_is_deidentified_and_scrubbed_without_anyone_acting() {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-struct Scp(std::process::Child);
-
-impl Drop for Scp {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[test]
 fn a_study_goes_out_to_the_research_pacs_once_it_is_back() {
     require_tool("storescp");
     let tmp = tempfile::tempdir().unwrap();
-    let data = tmp.path().join("data");
     let port = free_port();
-    let d = Daemon::start(
-        &bin(),
-        &data,
-        &Options {
-            extra_toml: format!(
-                "{}destinations = [\"research\"]\n\n[destinations.research]\nhost = \"127.0.0.1\"\n\
-                 port = {port}\nae_title = \"RESEARCH\"\nretry_base_secs = 1\nretry_max_secs = 2\n\
-                 max_attempts = 50\n",
-                PROJECT.trim_start()
-            ),
-            quiet_period_secs: 1,
-            ..Options::default()
-        },
-    );
-    let (spec, files) = write(&tmp.path().join("in"), 702, Modality::Ct, 2, 3, 32);
-    let out = storescu(d.addr, "FIONA", &[], &files);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    d.json(&[
-        "assign",
-        &spec.accession,
-        "--project",
-        "PROJ1",
-        "--participant",
+    let (d, spec) = forwarding(
+        tmp.path(),
+        port,
+        "retry_base_secs = 1\nretry_max_secs = 2\nmax_attempts = 50\nverify = false\n",
+        (702, Modality::Ct, 2, 3),
         "PROJ1-0007",
-        "--event",
-        "baseline",
-    ]);
+    );
 
     // The research PACS is down: attempts fail, the reason is on the transfer.
     let mut t = Value::Null;
@@ -305,7 +308,7 @@ fn a_study_goes_out_to_the_research_pacs_once_it_is_back() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    let _scp = Scp(child);
+    let _scp = KillOnDrop(child);
     wait_for(&d, "the transfer to be sent", || {
         t = d.json(&["transfers"])[0].clone();
         t["state"] == "sent"
@@ -363,4 +366,79 @@ fn a_study_goes_out_to_the_research_pacs_once_it_is_back() {
         .unwrap()
         .iter()
         .any(|a| a["action"] == "resend"));
+}
+
+/// DCMTK `dcmqrscp` as the research PACS: it stores what it receives and answers C-FIND.
+fn dcmqrscp(dir: &Path, port: u16) -> KillOnDrop {
+    require_tool("dcmqrscp");
+    let db = dir.join("db");
+    std::fs::create_dir_all(&db).unwrap();
+    let cfg = dir.join("qr.cfg");
+    std::fs::write(
+        &cfg,
+        format!(
+            "NetworkTCPPort = {port}\nMaxPDUSize = 16384\nMaxAssociations = 16\n\
+             HostTable BEGIN\nHostTable END\nVendorTable BEGIN\nVendorTable END\n\
+             AETable BEGIN\nRESEARCH {} RW (200, 1024mb) ANY\nAETable END\n",
+            db.display()
+        ),
+    )
+    .unwrap();
+    let child = Command::new("dcmqrscp")
+        .arg("-c")
+        .arg(&cfg)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let guard = KillOnDrop(child);
+    wait_until_listening(port, "dcmqrscp");
+    guard
+}
+
+#[test]
+fn a_sent_study_is_verified_by_c_find_at_the_research_pacs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let pacs = dcmqrscp(&tmp.path().join("pacs"), port);
+    let (d, _) = forwarding(
+        tmp.path(),
+        port,
+        "retry_base_secs = 1\n",
+        (703, Modality::Mr, 2, 2),
+        "PROJ1-0003",
+    );
+    let mut t = Value::Null;
+    wait_for(&d, "the transfer to be verified", || {
+        t = d.json(&["transfers"])[0].clone();
+        t["state"] == "verified"
+    });
+    assert_eq!(t["sent"], 4);
+    assert!(t["verified_ms"].as_i64().unwrap() > 0);
+    assert!(t["deliveries"][0]["verified_ms"].as_i64().is_some());
+    let audit = d.json(&["audit"]);
+    assert!(audit
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|a| a["action"] == "verified"));
+
+    // On demand: `fiona verify` asks the PACS again and reports nothing missing...
+    let r = d.cli(&["verify", "--project", "PROJ1"]);
+    let text = String::from_utf8_lossy(&r.stdout).to_string();
+    assert!(
+        r.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&r.stderr)
+    );
+    assert!(
+        text.contains("1 transfers checked, 0 instances missing"),
+        "{text}"
+    );
+    // ... and fails, saying so, when the PACS cannot be asked.
+    drop(pacs);
+    let r = d.cli(&["verify", "--project", "PROJ1"]);
+    let text = String::from_utf8_lossy(&r.stdout).to_string();
+    assert!(!r.status.success(), "{text}");
+    assert!(text.contains("1 destinations not answering"), "{text}");
 }
