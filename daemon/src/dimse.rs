@@ -66,8 +66,9 @@ pub struct Command {
     pub affected_sop_class_uid: String,
     pub affected_sop_instance_uid: String,
     pub priority: u16,
-    /// Responses: Status (0000,0900) and Message ID Being Responded To (0000,0120).
-    pub status: u16,
+    /// Responses: Status (0000,0900), absent when the response has none (a protocol error),
+    /// and Message ID Being Responded To (0000,0120).
+    pub status: Option<u16>,
     pub message_id_responded: u16,
 }
 
@@ -134,7 +135,7 @@ impl Command {
                 0x0700 => cmd.priority = us_value(value),
                 0x0800 => cmd.data_set_type = us_value(value),
                 0x1000 => cmd.affected_sop_instance_uid = uid_value(value),
-                0x0900 => cmd.status = us_value(value),
+                0x0900 => cmd.status = Some(us_value(value)),
                 0x0120 => cmd.message_id_responded = us_value(value),
                 _ => {}
             }

@@ -28,6 +28,11 @@ use crate::dimse::{self, Command};
 const EXPLICIT_VR_LE: &str = "1.2.840.10008.1.2.1";
 /// Most presentation contexts one association may propose (PS3.8: odd IDs 1..255).
 const MAX_CONTEXTS: usize = 128;
+/// How long a peer may stay silent (connecting, answering, taking data) before the
+/// association is given up.
+pub const PEER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+/// Most C-FIND responses one query may return (a study's series, a series' instances).
+const MAX_MATCHES: usize = 100_000;
 
 /// A file to send, as its meta group describes it.
 #[derive(Clone, PartialEq, Eq)]
@@ -153,7 +158,10 @@ async fn one_association(
     let mut options = ClientAssociationOptions::new()
         .calling_ae_title(peer.calling_ae_title.clone())
         .called_ae_title(peer.called_ae_title.clone())
-        .max_pdu_length(max_pdu);
+        .max_pdu_length(max_pdu)
+        .connection_timeout(PEER_TIMEOUT)
+        .read_timeout(PEER_TIMEOUT)
+        .write_timeout(PEER_TIMEOUT);
     for (class, ts) in pairs {
         let mut offered = vec![ts.to_string()];
         if *ts != EXPLICIT_VR_LE {
@@ -266,6 +274,9 @@ where
                         last |= v.is_last;
                     }
                 }
+                if bytes.len() > dimse::MAX_COMMAND_LEN {
+                    return Err(SendError::Link("response too large".into()));
+                }
                 if last {
                     break;
                 }
@@ -281,7 +292,8 @@ where
             "response does not answer the request".into(),
         ));
     }
-    Ok(rsp.status)
+    rsp.status
+        .ok_or_else(|| SendError::Link("response without a status".into()))
 }
 
 /// Study Root Query/Retrieve Information Model - FIND.
@@ -313,6 +325,9 @@ pub async fn holdings(
     let mut assoc = ClientAssociationOptions::new()
         .calling_ae_title(peer.calling_ae_title.clone())
         .called_ae_title(peer.called_ae_title.clone())
+        .connection_timeout(PEER_TIMEOUT)
+        .read_timeout(PEER_TIMEOUT)
+        .write_timeout(PEER_TIMEOUT)
         .with_presentation_context(STUDY_ROOT_FIND, vec![IMPLICIT_VR_LE])
         .establish_async(addr.as_str())
         .await
@@ -463,51 +478,69 @@ where
         .await
         .map_err(|e| err(format!("query failed: {e}")))?;
     let mut found = Vec::new();
+    // Messages may share a PDU, and one may span several: PDVs are taken one at a time and
+    // each response is handled when its command (and identifier, if any) is complete.
+    let (mut cmd, mut data) = (Vec::new(), Vec::new());
+    let mut rsp: Option<Command> = None;
     loop {
-        let (mut cmd, mut data) = (Vec::new(), Vec::new());
-        let (mut cmd_done, mut data_done) = (false, false);
-        let mut rsp: Option<Command> = None;
-        loop {
-            let pdu = assoc
-                .receive()
-                .await
-                .map_err(|e| err(format!("query failed: {e}")))?;
-            let Pdu::PData { data: values } = pdu else {
-                return Err(err("the peer ended the query".into()));
-            };
-            for v in values {
-                match v.value_type {
-                    PDataValueType::Command => {
-                        cmd.extend_from_slice(&v.data);
-                        cmd_done |= v.is_last;
-                    }
-                    PDataValueType::Data => {
-                        data.extend_from_slice(&v.data);
-                        data_done |= v.is_last;
-                    }
-                }
-                if cmd.len() > dimse::MAX_COMMAND_LEN || data.len() > MAX_IDENTIFIER {
-                    return Err(err("query response too large".into()));
-                }
-            }
-            if cmd_done && rsp.is_none() {
-                rsp = Some(
-                    Command::parse(&cmd).map_err(|e| err(format!("bad query response: {e}")))?,
-                );
-            }
-            if let Some(r) = &rsp {
-                if !r.has_data_set() || data_done {
-                    break;
-                }
-            }
-        }
-        let Some(r) = rsp else {
-            return Err(err("no query response".into()));
+        let pdu = assoc
+            .receive()
+            .await
+            .map_err(|e| err(format!("query failed: {e}")))?;
+        let Pdu::PData { data: values } = pdu else {
+            return Err(err("the peer ended the query".into()));
         };
-        match r.status {
-            0xFF00 | 0xFF01 => found.push(parse_identifier(&data).map_err(err)?),
-            0x0000 => return Ok(found),
-            s => return Err(err(format!("query failed with status {s:#06x}"))),
+        for v in values {
+            let mut complete = false;
+            match v.value_type {
+                PDataValueType::Command => {
+                    if rsp.is_some() {
+                        return Err(err("query response out of order".into()));
+                    }
+                    cmd.extend_from_slice(&v.data);
+                    if cmd.len() > dimse::MAX_COMMAND_LEN {
+                        return Err(err("query response too large".into()));
+                    }
+                    if v.is_last {
+                        let r = Command::parse(&cmd)
+                            .map_err(|e| err(format!("bad query response: {e}")))?;
+                        if r.command_field != 0x8020 || r.message_id_responded != message_id {
+                            return Err(err("query response does not answer the query".into()));
+                        }
+                        complete = !r.has_data_set();
+                        rsp = Some(r);
+                        cmd.clear();
+                    }
+                }
+                PDataValueType::Data => {
+                    if rsp.is_none() {
+                        return Err(err("query identifier before its response".into()));
+                    }
+                    data.extend_from_slice(&v.data);
+                    if data.len() > MAX_IDENTIFIER {
+                        return Err(err("query response too large".into()));
+                    }
+                    complete = v.is_last;
+                }
+            }
+            if !complete {
+                continue;
+            }
+            let Some(r) = rsp.take() else {
+                return Err(err("no query response".into()));
+            };
+            let identifier = std::mem::take(&mut data);
+            match r.status {
+                Some(0xFF00 | 0xFF01) => {
+                    if found.len() >= MAX_MATCHES {
+                        return Err(err("query returned too many matches".into()));
+                    }
+                    found.push(parse_identifier(&identifier).map_err(err)?);
+                }
+                Some(0x0000) => return Ok(found),
+                Some(s) => return Err(err(format!("query failed with status {s:#06x}"))),
+                None => return Err(err("query response without a status".into())),
+            }
         }
     }
 }

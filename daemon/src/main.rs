@@ -903,7 +903,7 @@ fn print_transfers(v: &[fiona::assign::TransferRecord]) {
                     // A delivery being retried: its last problem.
                     t.deliveries
                         .iter()
-                        .find(|d| !d.done && !d.failed && d.reason.is_some())
+                        .find(|d| !d.failed && d.verified_ms.is_none() && d.reason.is_some())
                         .map(|d| {
                             format!(
                                 " ({}: attempt {} failed: {})",

@@ -77,6 +77,9 @@ pub struct Delivery {
     /// Times verification found instances missing and sent them again.
     #[serde(default)]
     pub resent_after_verify: u32,
+    /// Verification attempts that could not ask the destination (query refused, no answer).
+    #[serde(default)]
+    pub verify_errors: u32,
 }
 
 /// Re-sends after a failed verification before the transfer is marked failed.
@@ -443,22 +446,23 @@ impl Pipeline {
             .iter()
             .map(|(_, o)| o.sop_instance_uid.as_str())
             .collect();
-        let mut h = match forward::holdings(&peer, &t.research_study_uid, false).await {
-            Ok(h) => h,
-            Err(e) => {
-                d.reason = Some(format!("verification: {}", e.0));
-                d.next_attempt_ms = now_ms() + backoff(dest, 1).as_millis() as i64;
-                return;
-            }
+        // The whole check is bounded: a query AE that hangs must not hold the pipeline.
+        let ask = |list| {
+            tokio::time::timeout(
+                forward::PEER_TIMEOUT * 2,
+                forward::holdings(&peer, &t.research_study_uid, list),
+            )
+        };
+        let mut h = match ask(false).await {
+            Ok(Ok(h)) => h,
+            Ok(Err(e)) => return self.verify_error(t, dest, d, &e.0),
+            Err(_) => return self.verify_error(t, dest, d, "no answer to C-FIND"),
         };
         if h.study_count != Some(sent.len() as u64) && h.instances.is_none() {
-            match forward::holdings(&peer, &t.research_study_uid, true).await {
-                Ok(list) => h = list,
-                Err(e) => {
-                    d.reason = Some(format!("verification: {}", e.0));
-                    d.next_attempt_ms = now_ms() + backoff(dest, 1).as_millis() as i64;
-                    return;
-                }
+            match ask(true).await {
+                Ok(Ok(list)) => h = list,
+                Ok(Err(e)) => return self.verify_error(t, dest, d, &e.0),
+                Err(_) => return self.verify_error(t, dest, d, "no answer to C-FIND"),
             }
         }
         let missing: Vec<String> = match &h.instances {
@@ -477,15 +481,37 @@ impl Pipeline {
         }
         tracing::warn!(transfer = %t.id, destination = %d.destination, missing = missing.len(), "verification: instances missing at the destination");
         d.reason = Some(format!(
-            "verification: the destination lacks {} of {} instances",
+            "verification: the destination lacks {} of {} instances (re-send {} of {MAX_VERIFY_RESENDS})",
             missing.len(),
-            files.len()
+            files.len(),
+            d.resent_after_verify + 1
         ));
         d.stored.retain(|k| !missing.contains(k));
         d.done = false;
         d.resent_after_verify += 1;
         if d.resent_after_verify > MAX_VERIFY_RESENDS {
             d.failed = true;
+        }
+    }
+
+    /// The destination could not be asked: retry with backoff, and give up (the transfer
+    /// fails, with the reason) after the destination's `max_attempts`.
+    fn verify_error(
+        &self,
+        t: &TransferRecord,
+        dest: &DestinationConfig,
+        d: &mut Delivery,
+        why: &str,
+    ) {
+        d.verify_errors += 1;
+        d.reason = Some(format!("verification: {why}"));
+        if d.verify_errors >= dest.max_attempts {
+            d.failed = true;
+            tracing::warn!(transfer = %t.id, destination = %d.destination, attempts = d.verify_errors, reason = %why, "verification failed");
+        } else {
+            let wait = backoff(dest, d.verify_errors);
+            d.next_attempt_ms = now_ms() + wait.as_millis() as i64;
+            tracing::warn!(transfer = %t.id, destination = %d.destination, attempts = d.verify_errors, retry_in_s = wait.as_secs(), reason = %why, "verification attempt failed");
         }
     }
 
@@ -498,10 +524,9 @@ impl Pipeline {
             if d.failed {
                 cur.state = TransferState::Failed;
                 cur.reason = Some(format!(
-                    "{}: {} after {} re-sends",
+                    "{}: {}",
                     d.destination,
-                    d.reason.clone().unwrap_or_default(),
-                    MAX_VERIFY_RESENDS
+                    d.reason.clone().unwrap_or_default()
                 ));
                 Some(("failed", cur.reason.clone().unwrap_or_default()))
             } else if !d.done {

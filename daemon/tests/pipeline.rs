@@ -435,6 +435,9 @@ fn a_sent_study_is_verified_by_c_find_at_the_research_pacs() {
         text.contains("1 transfers checked, 0 instances missing"),
         "{text}"
     );
+    let rows = d.json(&["verify", "--project", "PROJ1"]);
+    assert_eq!(rows[0]["sent"], 4, "{rows}");
+    assert_eq!(rows[0]["held"], 4, "{rows}");
     // ... and fails, saying so, when the PACS cannot be asked.
     drop(pacs);
     let r = d.cli(&["verify", "--project", "PROJ1"]);
