@@ -488,6 +488,9 @@ impl Pipeline {
         ));
         d.stored.retain(|k| !missing.contains(k));
         d.done = false;
+        // The re-send gets its own attempts, now.
+        d.attempts = 0;
+        d.next_attempt_ms = 0;
         d.resent_after_verify += 1;
         if d.resent_after_verify > MAX_VERIFY_RESENDS {
             d.failed = true;
@@ -637,6 +640,8 @@ impl Pipeline {
         if d.stored.len() == files.len() {
             d.done = true;
             d.reason = None;
+            // Verification waits a little: the PACS may index what it received later.
+            d.next_attempt_ms = now_ms() + (dest.verify_after_secs * 1000) as i64;
             tracing::info!(transfer = %t.id, destination = %d.destination, instances = files.len(), attempts = d.attempts, "transfer sent");
             return;
         }
@@ -862,7 +867,7 @@ pub async fn verify_report(
         {
             continue;
         }
-        let files = outgoing_files(data_dir, &t.id).unwrap_or_default();
+        let files = outgoing_files(data_dir, &t.id);
         for name in &p.destinations {
             let Some(dest) = config.destinations.get(name) else {
                 continue;
@@ -873,11 +878,21 @@ pub async fn verify_report(
                 participant: t.participant.clone(),
                 event: t.event.clone(),
                 destination: name.clone(),
-                sent: files.len() as u64,
+                sent: t.sent,
                 held: 0,
                 missing: 0,
                 error: None,
             };
+            let files = match &files {
+                Ok(f) => f,
+                Err(e) => {
+                    // Without the outputs there is no list of what was sent to compare.
+                    row.error = Some(format!("the transfer's outbound files cannot be read: {e}"));
+                    rows.push(row);
+                    continue;
+                }
+            };
+            row.sent = files.len() as u64;
             match forward::holdings(
                 &query_peer(dest, &config.ae_title),
                 &t.research_study_uid,

@@ -324,6 +324,14 @@ pub struct DestinationConfig {
     /// Verify by C-FIND after sending (switch off for a destination that cannot answer).
     #[serde(default = "default_true")]
     pub verify: bool,
+    /// Seconds to wait after sending before the first verification (a PACS may index what
+    /// it received a little later).
+    #[serde(default = "default_verify_after")]
+    pub verify_after_secs: u64,
+}
+
+fn default_verify_after() -> u64 {
+    10
 }
 
 fn default_true() -> bool {

@@ -404,7 +404,7 @@ fn a_sent_study_is_verified_by_c_find_at_the_research_pacs() {
     let (d, _) = forwarding(
         tmp.path(),
         port,
-        "retry_base_secs = 1\n",
+        "retry_base_secs = 1\nverify_after_secs = 0\n",
         (703, Modality::Mr, 2, 2),
         "PROJ1-0003",
     );
