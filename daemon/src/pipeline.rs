@@ -336,9 +336,16 @@ impl Pipeline {
         }
     }
 
-    /// The de-identified files of a transfer, by instance key.
-    fn outgoing(&self, transfer: &str) -> Result<Vec<(String, Outgoing)>, String> {
-        outgoing_files(self.quarantine.root(), transfer)
+    /// The de-identified files of a transfer, by instance key; `None` (logged) when they
+    /// cannot be read.
+    fn outgoing_logged(&self, transfer: &str) -> Option<Vec<(String, Outgoing)>> {
+        match outgoing_files(self.quarantine.root(), transfer) {
+            Ok(f) => Some(f),
+            Err(e) => {
+                tracing::error!(transfer = %transfer, error = %e, "outbound files unreadable");
+                None
+            }
+        }
     }
 
     /// Send every de-identified transfer to each of its project's destinations that is due.
@@ -361,29 +368,31 @@ impl Pipeline {
             if project.destinations.is_empty() {
                 continue;
             }
-            let files = match self.outgoing(&t.id) {
-                Ok(f) => f,
-                Err(e) => {
-                    tracing::error!(transfer = %t.id, error = %e, "outbound files unreadable");
-                    continue;
-                }
+            // Destinations due now; the outbound files are read only when there is one.
+            let due: Vec<(&DestinationConfig, Delivery)> = project
+                .destinations
+                .iter()
+                .filter_map(|name| {
+                    let dest = self.config.destinations.get(name)?;
+                    let d = t
+                        .deliveries
+                        .iter()
+                        .find(|d| &d.destination == name)
+                        .cloned()
+                        .unwrap_or_else(|| Delivery {
+                            destination: name.clone(),
+                            ..Delivery::default()
+                        });
+                    (!d.done && !d.failed && now >= d.next_attempt_ms).then_some((dest, d))
+                })
+                .collect();
+            if due.is_empty() {
+                continue;
+            }
+            let Some(files) = self.outgoing_logged(&t.id) else {
+                continue;
             };
-            for name in &project.destinations {
-                let Some(dest) = self.config.destinations.get(name) else {
-                    continue;
-                };
-                let mut d = t
-                    .deliveries
-                    .iter()
-                    .find(|d| &d.destination == name)
-                    .cloned()
-                    .unwrap_or_else(|| Delivery {
-                        destination: name.clone(),
-                        ..Delivery::default()
-                    });
-                if d.done || d.failed || now < d.next_attempt_ms {
-                    continue;
-                }
+            for (dest, mut d) in due {
                 self.deliver(&t, dest, &files, &mut d).await;
                 if let Err(e) = self.record_delivery(&t, d, files.len() as u64) {
                     tracing::error!(transfer = %t.id, error = %e, "delivery not recorded");
@@ -398,8 +407,12 @@ impl Pipeline {
     /// (the transfer goes back to `deidentified`), up to three times, then it is `failed`.
     pub async fn verify_pass(&self) {
         let now = now_ms();
-        let Ok(transfers) = self.store.transfers() else {
-            return;
+        let transfers = match self.store.transfers() {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::error!(error = %e, "pipeline: cannot list transfers");
+                return;
+            }
         };
         for t in transfers
             .into_iter()
@@ -408,23 +421,28 @@ impl Pipeline {
             let Some(project) = self.config.projects.get(&t.project) else {
                 continue;
             };
-            let Ok(files) = self.outgoing(&t.id) else {
+            // Deliveries due for verification (a destination that cannot answer C-FIND
+            // leaves its transfers `sent`); the outbound files are read only when there is one.
+            let due: Vec<(&DestinationConfig, &Delivery)> = t
+                .deliveries
+                .iter()
+                .filter(|d| {
+                    project.destinations.contains(&d.destination)
+                        && d.verified_ms.is_none()
+                        && now >= d.next_attempt_ms
+                })
+                .filter_map(|d| {
+                    let dest = self.config.destinations.get(&d.destination)?;
+                    dest.verify.then_some((dest, d))
+                })
+                .collect();
+            if due.is_empty() {
+                continue;
+            }
+            let Some(files) = self.outgoing_logged(&t.id) else {
                 continue;
             };
-            for d in &t.deliveries {
-                let Some(dest) = self.config.destinations.get(&d.destination) else {
-                    continue;
-                };
-                if !project.destinations.contains(&d.destination)
-                    || d.verified_ms.is_some()
-                    || now < d.next_attempt_ms
-                {
-                    continue;
-                }
-                if !dest.verify {
-                    // The destination cannot answer C-FIND: the transfer stays `sent`.
-                    continue;
-                }
+            for (dest, d) in due {
                 let mut d = d.clone();
                 self.verify_one(&t, dest, &files, &mut d).await;
                 if let Err(e) = self.record_verification(&t, d) {

@@ -383,13 +383,7 @@ mod tests {
         spec.rows = 48;
         spec.cols = 160;
         let f = corpus::write_study(&spec, tmp.path()).unwrap().remove(0);
-        let before = open_file(&f)
-            .unwrap()
-            .element(Tag(0x7FE0, 0x0010))
-            .unwrap()
-            .to_bytes()
-            .unwrap()
-            .to_vec();
+        let before = pixel_bytes(&open_file(&f).unwrap()).unwrap();
         let burn = Burn {
             text: "01017012345".into(),
             x: 4,
@@ -397,13 +391,7 @@ mod tests {
             scale: 2,
         };
         burn_text(&f, std::slice::from_ref(&burn)).unwrap();
-        let after = open_file(&f)
-            .unwrap()
-            .element(Tag(0x7FE0, 0x0010))
-            .unwrap()
-            .to_bytes()
-            .unwrap()
-            .to_vec();
+        let after = pixel_bytes(&open_file(&f).unwrap()).unwrap();
         let (bx, by, bw, bh) = burn.rect();
         let mut ink = 0;
         for y in 0..48u32 {

@@ -397,15 +397,10 @@ fn scrub_frame(
     let mask = |frame: &mut [u8], rects: &[Rect]| {
         mask_frame(frame, layout, rects, black).map_err(|e| ScrubError::Mask(e.to_string()))
     };
-    // The ink level comes from the frame as it arrived, before anything is blanked.
-    let mut level = match ocr {
-        Some(_) => Some(super::ocr::ink_level(&super::ocr::brightness(
-            frame, layout, palette,
-        )?)),
-        None => None,
-    };
     // OCR's first reading is of the frame as it arrived: a word a known region half covers
-    // is still read whole, and blanked whole.
+    // is still read whole, and blanked whole. It also fixes the ink level (found on the
+    // frame before anything is blanked) that the checks reuse.
+    let mut level = None;
     let first = match ocr {
         Some(settings) => Some(text_boxes(frame, layout, palette, &mut level, settings)?),
         None => None,
