@@ -16,12 +16,19 @@ command -v c++ >/dev/null 2>&1 || need+=(g++)
 for p in libtesseract-dev libleptonica-dev libclang-dev pkg-config tesseract-ocr-eng tesseract-ocr-nor; do
   dpkg -s "$p" >/dev/null 2>&1 || need+=("$p")
 done
+# Orthanc as a research PACS (the tests start their own instances on free ports).
+[ -x /usr/sbin/Orthanc ] || need+=(orthanc)
+command -v openssl >/dev/null 2>&1 || need+=(openssl)
 if ((${#need[@]})); then
   SUDO=""
   [ "$(id -u)" = 0 ] || SUDO="sudo"
   echo "installing missing test tools: ${need[*]}"
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
+  if [[ " ${need[*]} " == *" orthanc "* ]]; then
+    # The package's own service (ports 4242 and 8042 on every interface) is not wanted.
+    $SUDO systemctl disable --now orthanc >/dev/null 2>&1 || $SUDO service orthanc stop >/dev/null 2>&1 || true
+  fi
 fi
 
 cargo fmt --all --check

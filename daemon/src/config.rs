@@ -73,6 +73,9 @@ pub struct Config {
     pub shutdown_grace_secs: u64,
     /// Optional allow-list of peers. Empty lists allow everyone.
     pub allow: AllowList,
+    /// A second listener for DICOM over TLS (`[tls]`, port 2762 by convention); none by
+    /// default. Same AE titles, allow-list and association limit as the plain listener.
+    pub tls: Option<crate::tls::ListenTls>,
     /// Research projects by name (see [`crate::project`]).
     pub projects: BTreeMap<String, ProjectConfig>,
     /// Routing rules for data that arrives already pseudonymized (`[[routing]]`).
@@ -112,6 +115,7 @@ impl Default for Config {
             min_free_bytes: 1 << 30,
             shutdown_grace_secs: 10,
             allow: AllowList::default(),
+            tls: None,
             projects: BTreeMap::new(),
             routing: Vec::new(),
             destinations: BTreeMap::new(),
@@ -188,6 +192,15 @@ impl Config {
                 "unassigned_visible_days",
                 "must be more than 0 and at most 3650 days",
             ));
+        }
+        if let Some(t) = &self.tls {
+            // Port 0 (any free port, as in tests) cannot clash.
+            if t.listen == self.listen && t.listen.port() != 0 {
+                return Err(invalid(
+                    "tls.listen",
+                    "must differ from `listen` (TLS has its own port, 2762 by convention)",
+                ));
+            }
         }
         self.compile_projects()?;
         Ok(())

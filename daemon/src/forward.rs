@@ -6,8 +6,8 @@
 //! transfer syntax; the data set is sent as the file holds it (after the meta group), in
 //! P-DATA fragments of the peer's maximum length, never loaded whole. Success (0x0000) and
 //! warnings (0x0001, 0xB000-0xBFFF) count as stored; anything else is a failure with its
-//! status. Transcoding for a peer that accepts only Explicit VR Little Endian is not done
-//! yet: such an instance fails with that reason.
+//! status. A peer that accepts only Explicit VR Little Endian for an instance's class gets
+//! it transcoded (compressed pixel data decoded, in memory, one instance at a time).
 //!
 //! Log lines and errors carry AE titles, addresses, statuses and counts, never a UID.
 //!
@@ -23,6 +23,7 @@ use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 
 use crate::deid::file::read_meta_info;
 use crate::dimse::{self, Command};
+use crate::tls::DestinationTls;
 
 /// Explicit VR Little Endian.
 const EXPLICIT_VR_LE: &str = "1.2.840.10008.1.2.1";
@@ -74,13 +75,66 @@ impl Outgoing {
     }
 }
 
-/// Where to send: the peer's address and AE titles.
+/// Where to send: the peer's address and AE titles, and TLS when configured.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Peer {
     pub host: String,
     pub port: u16,
     pub called_ae_title: String,
     pub calling_ae_title: String,
+    pub tls: Option<DestinationTls>,
+}
+
+type ClientAssoc<S> = dicom_ul::association::client::AsyncClientAssociation<S>;
+
+/// An established association, plain or over TLS.
+enum Link {
+    Plain(ClientAssoc<tokio::net::TcpStream>),
+    Tls(Box<ClientAssoc<dicom_ul::association::client::AsyncTlsStream>>),
+}
+
+/// Connect and negotiate with `peer`, over TLS when it has TLS settings (read afresh, so a
+/// renewed certificate is used without a restart).
+async fn connect(
+    peer: &Peer,
+    options: ClientAssociationOptions<'_>,
+    what: &str,
+) -> Result<Link, AssociationError> {
+    let addr = format!("{}:{}", peer.host, peer.port);
+    let refused = |e: &dyn std::fmt::Display| {
+        AssociationError(format!(
+            "{what} with {} at {addr} failed: {e}",
+            peer.called_ae_title
+        ))
+    };
+    let Some(t) = &peer.tls else {
+        return options
+            .establish_async(addr.as_str())
+            .await
+            .map(Link::Plain)
+            .map_err(|e| refused(&e));
+    };
+    let config = crate::tls::client_config(t).map_err(|e| refused(&format!("TLS: {e}")))?;
+    let name = crate::tls::server_name(t, &peer.host).map_err(|e| refused(&format!("TLS: {e}")))?;
+    options
+        .tls_config(config)
+        .server_name(name)
+        .establish_tls_async(addr.as_str())
+        .await
+        .map(|a| Link::Tls(Box::new(a)))
+        .map_err(|e| refused(&tls_error(&e)))
+}
+
+/// A TLS failure with its cause (dicom-ul's message alone says only "TLS handshake").
+fn tls_error(e: &dicom_ul::association::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
 }
 
 /// What happened to one instance.
@@ -120,6 +174,20 @@ pub async fn store(
     max_pdu: u32,
 ) -> Result<Vec<Stored>, (Vec<Stored>, AssociationError)> {
     let mut results = Vec::with_capacity(files.len());
+    match store_into(peer, files, max_pdu, &mut results).await {
+        Ok(()) => Ok(results),
+        Err(e) => Err((results, e)),
+    }
+}
+
+/// [`store`], pushing each file's result onto `results` as its response arrives: when the
+/// future is dropped (a timeout), `results` still holds what the peer confirmed.
+pub async fn store_into(
+    peer: &Peer,
+    files: &[Outgoing],
+    max_pdu: u32,
+    results: &mut Vec<Stored>,
+) -> Result<(), AssociationError> {
     let mut start = 0;
     while start < files.len() {
         // As many files as fit in one association's contexts.
@@ -136,16 +204,10 @@ pub async fn store(
             }
             end += 1;
         }
-        match one_association(peer, &pairs, &files[start..end], max_pdu).await {
-            Ok(r) => results.extend(r),
-            Err((partial, e)) => {
-                results.extend(partial);
-                return Err((results, e));
-            }
-        }
+        one_association(peer, &pairs, &files[start..end], max_pdu, results).await?;
         start = end;
     }
-    Ok(results)
+    Ok(())
 }
 
 async fn one_association(
@@ -153,8 +215,8 @@ async fn one_association(
     pairs: &[(&str, &str)],
     files: &[Outgoing],
     max_pdu: u32,
-) -> Result<Vec<Stored>, (Vec<Stored>, AssociationError)> {
-    let fail = |done: Vec<Stored>, m: String| (done, AssociationError(m));
+    out: &mut Vec<Stored>,
+) -> Result<(), AssociationError> {
     let mut options = ClientAssociationOptions::new()
         .calling_ae_title(peer.calling_ae_title.clone())
         .called_ae_title(peer.called_ae_title.clone())
@@ -169,49 +231,91 @@ async fn one_association(
         }
         options = options.with_presentation_context(class.to_string(), offered);
     }
-    let addr = format!("{}:{}", peer.host, peer.port);
-    let mut assoc = options.establish_async(addr.as_str()).await.map_err(|e| {
-        fail(
-            Vec::new(),
-            format!(
-                "association with {} at {addr} failed: {e}",
-                peer.called_ae_title
-            ),
-        )
-    })?;
+    match connect(peer, options, "association").await? {
+        Link::Plain(a) => send_on(a, files, out).await,
+        Link::Tls(a) => send_on(*a, files, out).await,
+    }
+}
+
+/// Send `files` over an established association, then release it.
+async fn send_on<S>(
+    mut assoc: ClientAssoc<S>,
+    files: &[Outgoing],
+    out: &mut Vec<Stored>,
+) -> Result<(), AssociationError>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send,
+{
     let contexts: Vec<(u8, String, String)> = assoc
         .presentation_contexts()
         .iter()
         .filter(|c| c.reason == PresentationContextResultReason::Acceptance)
         .map(|c| (c.id, c.abstract_syntax.clone(), c.transfer_syntax.clone()))
         .collect();
-    let mut out = Vec::with_capacity(files.len());
-    for (i, f) in files.iter().enumerate() {
-        let Some(pc) = contexts
+    let context = |ts: &str, class: &str| {
+        contexts
             .iter()
-            .find(|(_, a, t)| *a == f.sop_class_uid && *t == f.transfer_syntax)
+            .find(|(_, a, t)| a == class && t == ts)
             .map(|(id, ..)| *id)
-        else {
-            out.push(Stored::NotSent(
-                "the peer accepted no presentation context for its SOP class in its transfer syntax (transcoding is not done yet)".into(),
-            ));
-            continue;
+    };
+    for (i, f) in files.iter().enumerate() {
+        // As stored when the peer takes that; Explicit VR Little Endian (transcoded) when
+        // that is all it takes.
+        let (pc, body) = match (
+            context(&f.transfer_syntax, &f.sop_class_uid),
+            context(EXPLICIT_VR_LE, &f.sop_class_uid),
+        ) {
+            (Some(pc), _) => (pc, None),
+            (None, Some(pc)) => match transcode(f).await {
+                Ok(bytes) => (pc, Some(bytes)),
+                Err(why) => {
+                    out.push(Stored::NotSent(why));
+                    continue;
+                }
+            },
+            (None, None) => {
+                out.push(Stored::NotSent(
+                    "the peer accepted no presentation context for its SOP class".into(),
+                ));
+                continue;
+            }
         };
         let message_id = (i % 0xFFFF) as u16 + 1;
-        match send_one(&mut assoc, pc, message_id, f).await {
+        match send_one(&mut assoc, pc, message_id, f, body).await {
             Ok(status) if status_is_stored(status) => out.push(Stored::Stored(status)),
             Ok(status) => out.push(Stored::Refused(status)),
             Err(SendError::File(m)) => out.push(Stored::NotSent(m)),
             Err(SendError::Link(m)) => {
                 let _ = assoc.abort().await;
-                return Err(fail(out, m));
+                return Err(AssociationError(m));
             }
         }
     }
     if let Err(e) = assoc.release().await {
         tracing::debug!(error = %e, "release failed after the last instance was confirmed");
     }
-    Ok(out)
+    Ok(())
+}
+
+/// The data set of `f` in Explicit VR Little Endian, compressed pixel data decoded, for a
+/// peer that accepts nothing else (on a blocking thread; one instance in memory).
+async fn transcode(f: &Outgoing) -> Result<Vec<u8>, String> {
+    let path = f.path.clone();
+    let work = move || -> Result<Vec<u8>, String> {
+        let what = |e: &dyn std::fmt::Display| format!("{}: transcoding: {e}", path.display());
+        let mut obj = dicom_object::OpenFileOptions::new()
+            .read_all()
+            .open_file(&path)
+            .map_err(|e| what(&e))?;
+        crate::pixel::scrub::to_explicit_le(&mut obj, crate::pixel::scrub::DEFAULT_LIMIT)
+            .map_err(|e| what(&e))?;
+        let mut bytes = Vec::new();
+        obj.write_dataset(&mut bytes).map_err(|e| what(&e))?;
+        Ok(bytes)
+    };
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| format!("transcoding stopped: {e}"))?
 }
 
 enum SendError {
@@ -226,16 +330,24 @@ async fn send_one<S>(
     pc: u8,
     message_id: u16,
     f: &Outgoing,
+    transcoded: Option<Vec<u8>>,
 ) -> Result<u16, SendError>
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send,
 {
-    let mut file = tokio::fs::File::open(&f.path)
-        .await
-        .map_err(|e| SendError::File(format!("{}: {e}", f.path.display())))?;
-    file.seek(std::io::SeekFrom::Start(f.data_set_offset))
-        .await
-        .map_err(|e| SendError::File(format!("{}: {e}", f.path.display())))?;
+    // The data set: from the file as stored, or transcoded bytes.
+    let mut source: Box<dyn tokio::io::AsyncRead + Unpin + Send> = match transcoded {
+        Some(bytes) => Box::new(std::io::Cursor::new(bytes)),
+        None => {
+            let mut file = tokio::fs::File::open(&f.path)
+                .await
+                .map_err(|e| SendError::File(format!("{}: {e}", f.path.display())))?;
+            file.seek(std::io::SeekFrom::Start(f.data_set_offset))
+                .await
+                .map_err(|e| SendError::File(format!("{}: {e}", f.path.display())))?;
+            Box::new(file)
+        }
+    };
     let link = |e: &dyn std::fmt::Display| SendError::Link(format!("association broke: {e}"));
     let cmd = dimse::encode_store_request(message_id, &f.sop_class_uid, &f.sop_instance_uid);
     assoc
@@ -253,7 +365,7 @@ where
         let mut w = assoc.send_pdata(pc);
         let mut buf = vec![0u8; 256 * 1024];
         loop {
-            let n = file.read(&mut buf).await.map_err(|e| link(&e))?;
+            let n = source.read(&mut buf).await.map_err(|e| link(&e))?;
             if n == 0 {
                 break;
             }
@@ -320,23 +432,29 @@ pub async fn holdings(
     study_uid: &str,
     list: bool,
 ) -> Result<Holdings, AssociationError> {
-    let err = |m: String| AssociationError(m);
-    let addr = format!("{}:{}", peer.host, peer.port);
-    let mut assoc = ClientAssociationOptions::new()
+    let options = ClientAssociationOptions::new()
         .calling_ae_title(peer.calling_ae_title.clone())
         .called_ae_title(peer.called_ae_title.clone())
         .connection_timeout(PEER_TIMEOUT)
         .read_timeout(PEER_TIMEOUT)
         .write_timeout(PEER_TIMEOUT)
-        .with_presentation_context(STUDY_ROOT_FIND, vec![IMPLICIT_VR_LE])
-        .establish_async(addr.as_str())
-        .await
-        .map_err(|e| {
-            err(format!(
-                "query association with {} at {addr} failed: {e}",
-                peer.called_ae_title
-            ))
-        })?;
+        .with_presentation_context(STUDY_ROOT_FIND, vec![IMPLICIT_VR_LE]);
+    match connect(peer, options, "query association").await? {
+        Link::Plain(a) => query_on(a, study_uid, list).await,
+        Link::Tls(a) => query_on(*a, study_uid, list).await,
+    }
+}
+
+/// The queries of [`holdings`] over an established association.
+async fn query_on<S>(
+    mut assoc: ClientAssoc<S>,
+    study_uid: &str,
+    list: bool,
+) -> Result<Holdings, AssociationError>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send,
+{
+    let err = |m: String| AssociationError(m);
     let Some(pc) = assoc
         .presentation_contexts()
         .iter()

@@ -20,3 +20,4 @@ pub mod quarantine;
 pub mod scp;
 pub mod serve;
 pub mod storage_classes;
+pub mod tls;

@@ -121,6 +121,12 @@ impl Pipeline {
             let stage = Stage::from_config(&p.pixel).map_err(|e| format!("project {name}: {e}"))?;
             stages.insert(name.clone(), Arc::new(stage));
         }
+        for (name, d) in &config.destinations {
+            if let Some(t) = &d.tls {
+                crate::tls::client_config(t)
+                    .map_err(|e| format!("destination {name}: tls: {e}"))?;
+            }
+        }
         Ok(Pipeline {
             store,
             quarantine,
@@ -286,13 +292,23 @@ impl Pipeline {
 
     /// Mark a transfer failed with the reason (if it is still `requested`).
     fn fail(&self, t: &TransferRecord, reason: &str) -> Result<(), String> {
+        self.fail_from(t, TransferState::Requested, reason)
+    }
+
+    /// Mark a transfer that is still in `expect` failed, with the reason, audited.
+    fn fail_from(
+        &self,
+        t: &TransferRecord,
+        expect: TransferState,
+        reason: &str,
+    ) -> Result<(), String> {
         let now = now_ms();
         self.store
             .write_assign(&mut |tables| {
                 let Some(mut cur) = tables.transfer(&t.id)? else {
                     return Ok(());
                 };
-                if cur.state != TransferState::Requested {
+                if cur.state != expect {
                     return Ok(());
                 }
                 cur.state = TransferState::Failed;
@@ -314,6 +330,16 @@ impl Pipeline {
     /// Run until `shutdown`: every second, de-identify the transfers that are ready, then send
     /// what is de-identified and due.
     pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
+        // One task per destination, sending and verifying with one association at a time: a
+        // destination that is down or hangs holds only its own queue, never the others, the
+        // de-identification or the receive side.
+        let mut senders = tokio::task::JoinSet::new();
+        for name in self.config.destinations.keys() {
+            let p = self.clone();
+            let stop = shutdown.clone();
+            let name = name.clone();
+            senders.spawn(async move { p.destination_loop(&name, stop).await });
+        }
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => break,
@@ -325,31 +351,55 @@ impl Pipeline {
             if let Err(e) = pass {
                 tracing::error!(error = %e, "pipeline pass failed");
             }
-            tokio::select! {
-                _ = shutdown.cancelled() => break,
-                _ = self.send_pass() => {}
-            }
-            tokio::select! {
-                _ = shutdown.cancelled() => break,
-                _ = self.verify_pass() => {}
+        }
+        while let Some(r) = senders.join_next().await {
+            if let Err(e) = r {
+                tracing::error!(error = %e, "destination task failed");
             }
         }
     }
 
-    /// The de-identified files of a transfer, by instance key; `None` (logged) when they
-    /// cannot be read.
-    fn outgoing_logged(&self, transfer: &str) -> Option<Vec<(String, Outgoing)>> {
-        match outgoing_files(self.quarantine.root(), transfer) {
+    /// Send and verify for one destination every second until `shutdown`.
+    async fn destination_loop(&self, name: &str, shutdown: CancellationToken) {
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = self.send_pass(Some(name)) => {}
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = self.verify_pass(Some(name)) => {}
+            }
+        }
+    }
+
+    /// The de-identified files of a transfer, by instance key. When they cannot be read or
+    /// are not what was recorded, the transfer fails with the reason (logged once), so it is
+    /// never sent or verified short.
+    fn outgoing_logged(&self, t: &TransferRecord) -> Option<Vec<(String, Outgoing)>> {
+        match outgoing_files(self.quarantine.root(), t) {
             Ok(f) => Some(f),
             Err(e) => {
-                tracing::error!(transfer = %transfer, error = %e, "outbound files unreadable");
+                tracing::error!(transfer = %t.id, error = %e, "outbound files unusable");
+                let why = format!(
+                    "{e}; `fiona resend --study {}` de-identifies it again",
+                    t.study_key
+                );
+                if let Err(e) = self.fail_from(t, t.state, &why) {
+                    tracing::error!(transfer = %t.id, error = %e, "failure not recorded");
+                }
                 None
             }
         }
     }
 
-    /// Send every de-identified transfer to each of its project's destinations that is due.
-    pub async fn send_pass(&self) {
+    /// Send every de-identified transfer to each of its project's destinations that is due
+    /// (`only` that destination when given).
+    pub async fn send_pass(&self, only: Option<&str>) {
         let now = now_ms();
         let transfers = match self.store.transfers() {
             Ok(t) => t,
@@ -372,6 +422,7 @@ impl Pipeline {
             let due: Vec<(&DestinationConfig, Delivery)> = project
                 .destinations
                 .iter()
+                .filter(|name| only.is_none_or(|o| o == name.as_str()))
                 .filter_map(|name| {
                     let dest = self.config.destinations.get(name)?;
                     let d = t
@@ -389,7 +440,7 @@ impl Pipeline {
             if due.is_empty() {
                 continue;
             }
-            let Some(files) = self.outgoing_logged(&t.id) else {
+            let Some(files) = self.outgoing_logged(&t) else {
                 continue;
             };
             for (dest, mut d) in due {
@@ -405,7 +456,7 @@ impl Pipeline {
     /// instance sent (C-FIND on the research StudyInstanceUID: study level, then series and
     /// image level when the count is missing or differs). Missing instances are sent again
     /// (the transfer goes back to `deidentified`), up to three times, then it is `failed`.
-    pub async fn verify_pass(&self) {
+    pub async fn verify_pass(&self, only: Option<&str>) {
         let now = now_ms();
         let transfers = match self.store.transfers() {
             Ok(t) => t,
@@ -427,7 +478,8 @@ impl Pipeline {
                 .deliveries
                 .iter()
                 .filter(|d| {
-                    project.destinations.contains(&d.destination)
+                    only.is_none_or(|o| o == d.destination)
+                        && project.destinations.contains(&d.destination)
                         && d.verified_ms.is_none()
                         && now >= d.next_attempt_ms
                 })
@@ -439,7 +491,7 @@ impl Pipeline {
             if due.is_empty() {
                 continue;
             }
-            let Some(files) = self.outgoing_logged(&t.id) else {
+            let Some(files) = self.outgoing_logged(&t) else {
                 continue;
             };
             for (dest, d) in due {
@@ -618,29 +670,18 @@ impl Pipeline {
             .iter()
             .filter(|(k, _)| !d.stored.contains(k))
             .collect();
-        let peer = Peer {
-            host: dest.host.clone(),
-            port: dest.port,
-            called_ae_title: dest.ae_title.clone(),
-            calling_ae_title: dest
-                .calling_ae_title
-                .clone()
-                .unwrap_or_else(|| self.config.ae_title.clone()),
-        };
+        let peer = store_peer(dest, &self.config.ae_title);
         let outs: Vec<Outgoing> = todo.iter().map(|(_, o)| o.clone()).collect();
         // A destination that hangs must not hold the others: a bound on the whole attempt.
         let limit = Duration::from_secs(30 + 5 * outs.len() as u64);
-        let (results, link) =
-            match tokio::time::timeout(limit, forward::store(&peer, &outs, self.config.max_pdu))
-                .await
-            {
-                Ok(Ok(r)) => (r, None),
-                Ok(Err((r, e))) => (r, Some(e.0)),
-                Err(_) => (
-                    Vec::new(),
-                    Some(format!("no answer within {} s", limit.as_secs())),
-                ),
-            };
+        // What the peer confirmed before a timeout still counts.
+        let mut results = Vec::with_capacity(outs.len());
+        let attempt = forward::store_into(&peer, &outs, self.config.max_pdu, &mut results);
+        let link = match tokio::time::timeout(limit, attempt).await {
+            Ok(Ok(())) => None,
+            Ok(Err(e)) => Some(e.0),
+            Err(_) => Some(format!("no answer within {} s", limit.as_secs())),
+        };
         let mut problems = Vec::new();
         for ((key, _), r) in todo.iter().zip(&results) {
             match r {
@@ -802,8 +843,9 @@ pub fn resend(
                 {
                     continue;
                 }
-                let outputs = data_dir.join("outbound").join(&t.id);
-                let have = std::fs::read_dir(&outputs).is_ok_and(|mut d| d.next().is_some());
+                // Outputs as recorded are sent again; otherwise the study is de-identified
+                // again (deterministic: the same UIDs and values).
+                let have = t.deidentified > 0 && outgoing_files(data_dir, &t).is_ok();
                 t.state = if have {
                     TransferState::Deidentified
                 } else {
@@ -830,9 +872,13 @@ pub fn resend(
     Ok(ids)
 }
 
-/// The de-identified files of a transfer in `data_dir`'s outbound area, by instance key.
-pub fn outgoing_files(data_dir: &Path, transfer: &str) -> Result<Vec<(String, Outgoing)>, String> {
-    let dir = data_dir.join("outbound").join(transfer);
+/// The de-identified files of a transfer in `data_dir`'s outbound area, by instance key; an
+/// error unless there are as many as were recorded de-identified.
+pub fn outgoing_files(
+    data_dir: &Path,
+    t: &TransferRecord,
+) -> Result<Vec<(String, Outgoing)>, String> {
+    let dir = data_dir.join("outbound").join(&t.id);
     let mut out = Vec::new();
     for e in std::fs::read_dir(&dir).map_err(|e| format!("{}: {e}", dir.display()))? {
         let path = e.map_err(|e| e.to_string())?.path();
@@ -847,6 +893,13 @@ pub fn outgoing_files(data_dir: &Path, transfer: &str) -> Result<Vec<(String, Ou
         out.push((key, Outgoing::open(&path)?));
     }
     out.sort_by(|a, b| a.0.cmp(&b.0));
+    if out.len() as u64 != t.deidentified {
+        return Err(format!(
+            "the outbound area holds {} files of the {} de-identified (changed outside fiona)",
+            out.len(),
+            t.deidentified
+        ));
+    }
     Ok(out)
 }
 
@@ -885,7 +938,7 @@ pub async fn verify_report(
         {
             continue;
         }
-        let files = outgoing_files(data_dir, &t.id);
+        let files = outgoing_files(data_dir, &t);
         for name in &p.destinations {
             let Some(dest) = config.destinations.get(name) else {
                 continue;
@@ -961,19 +1014,29 @@ fn transfer_audit(
     }
 }
 
-/// The destination's query side as a peer.
-pub fn query_peer(dest: &DestinationConfig, our_ae: &str) -> Peer {
+/// The destination's storage side as a peer.
+pub fn store_peer(dest: &DestinationConfig, our_ae: &str) -> Peer {
     Peer {
         host: dest.host.clone(),
+        port: dest.port,
+        called_ae_title: dest.ae_title.clone(),
+        calling_ae_title: dest
+            .calling_ae_title
+            .clone()
+            .unwrap_or_else(|| our_ae.to_string()),
+        tls: dest.tls.clone(),
+    }
+}
+
+/// The destination's query side as a peer (same TLS settings).
+pub fn query_peer(dest: &DestinationConfig, our_ae: &str) -> Peer {
+    Peer {
         port: dest.query_port.unwrap_or(dest.port),
         called_ae_title: dest
             .query_ae_title
             .clone()
             .unwrap_or_else(|| dest.ae_title.clone()),
-        calling_ae_title: dest
-            .calling_ae_title
-            .clone()
-            .unwrap_or_else(|| our_ae.to_string()),
+        ..store_peer(dest, our_ae)
     }
 }
 

@@ -296,7 +296,8 @@ impl PixelConfig {
     }
 }
 
-/// A research PACS (`[destinations.NAME]`). TLS and the query AE come with verification.
+/// A research PACS (`[destinations.NAME]`), optionally over TLS, with the query AE used for
+/// verification.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DestinationConfig {
@@ -328,6 +329,9 @@ pub struct DestinationConfig {
     /// it received a little later).
     #[serde(default = "default_verify_after")]
     pub verify_after_secs: u64,
+    /// Send and query over TLS (`[destinations.NAME.tls]`); plain TCP when absent.
+    #[serde(default)]
+    pub tls: Option<crate::tls::DestinationTls>,
 }
 
 fn default_verify_after() -> u64 {
@@ -665,6 +669,16 @@ impl Projects {
             }
             validate_ae_title(&d.ae_title)
                 .map_err(|r| ("destinations", format!("`{name}`: ae_title: {r}")))?;
+            if let Some(t) = &d.tls {
+                crate::tls::server_name(t, &d.host)
+                    .map_err(|r| ("destinations", format!("`{name}`: tls.server_name: {r}")))?;
+                if t.certificate.is_some() != t.private_key.is_some() {
+                    return Err((
+                        "destinations",
+                        format!("`{name}`: tls.certificate and tls.private_key go together"),
+                    ));
+                }
+            }
         }
         let mut out = Projects::default();
         let mut auto_aes: BTreeMap<String, String> = BTreeMap::new();

@@ -123,7 +123,12 @@ impl Node {
 
 /// Accept associations until `shutdown` fires, then give in-flight associations the
 /// configured grace period and abort the rest.
-pub async fn run(listener: TcpListener, node: Arc<Node>, shutdown: CancellationToken) {
+pub async fn run(
+    listener: TcpListener,
+    node: Arc<Node>,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    shutdown: CancellationToken,
+) {
     let tracker = TaskTracker::new();
     let hard_stop = CancellationToken::new();
     loop {
@@ -134,8 +139,9 @@ pub async fn run(listener: TcpListener, node: Arc<Node>, shutdown: CancellationT
                     let node = node.clone();
                     let shutdown = shutdown.clone();
                     let hard_stop = hard_stop.clone();
+                    let tls = tls.clone();
                     tracker.spawn(async move {
-                        handle_connection(sock, peer, node, shutdown, hard_stop).await;
+                        handle_connection(sock, peer, node, tls, shutdown, hard_stop).await;
                     });
                 }
                 Err(e) => {
@@ -203,7 +209,10 @@ impl AccessControl for Access {
 /// Refuse an association over the limit: read (and drop) its A-ASSOCIATE-RQ, so closing does
 /// not reset the connection before the peer reads our answer, then send A-ASSOCIATE-RJ
 /// (transient, local limit exceeded). Bounded in time and bytes.
-async fn refuse_busy(mut sock: TcpStream) {
+async fn refuse_busy<S>(mut sock: S)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
     use tokio::io::AsyncReadExt;
     let read_rq = async {
         let mut head = [0u8; 6];
@@ -232,6 +241,7 @@ async fn handle_connection(
     sock: TcpStream,
     peer: SocketAddr,
     node: Arc<Node>,
+    tls: Option<Arc<rustls::ServerConfig>>,
     shutdown: CancellationToken,
     hard_stop: CancellationToken,
 ) {
@@ -242,7 +252,16 @@ async fn handle_connection(
             .associations_refused
             .fetch_add(1, Ordering::Relaxed);
         tracing::warn!(peer = %peer, "association refused: limit of concurrent associations reached");
-        refuse_busy(sock).await;
+        match tls {
+            None => refuse_busy(sock).await,
+            // The refusal must be readable by a TLS peer: handshake first (bounded).
+            Some(config) => {
+                let accept = tokio_rustls::TlsAcceptor::from(config).accept(sock);
+                if let Ok(Ok(s)) = tokio::time::timeout(Duration::from_secs(5), accept).await {
+                    refuse_busy(s).await;
+                }
+            }
+        }
         return;
     };
     let access = Access {
@@ -263,24 +282,69 @@ async fn handle_connection(
     for (uid, _) in STORAGE_SOP_CLASSES {
         options = options.with_abstract_syntax(*uid);
     }
-    let assoc = match tokio::time::timeout(cfg.acse_timeout(), options.establish_async(sock)).await
-    {
-        Ok(Ok(a)) => a,
-        Ok(Err(e)) => {
-            node.stats
-                .associations_refused
-                .fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(peer = %peer, error = %e, "association not established");
-            return;
+    // The ARTIM bound covers the TLS handshake as well as the A-ASSOCIATE-RQ.
+    let artim = cfg.acse_timeout();
+    match tls {
+        None => {
+            let r = tokio::time::timeout(artim, options.establish_async(sock)).await;
+            if let Some(assoc) = established(r, &node, peer, false) {
+                serve_association(assoc, peer, node, false, shutdown, hard_stop).await;
+            }
         }
-        Err(_) => {
-            node.stats
-                .associations_refused
-                .fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(peer = %peer, "association request timed out");
-            return;
+        Some(config) => {
+            let options = options.tls_config(config);
+            let r = tokio::time::timeout(artim, options.establish_tls_async(sock)).await;
+            if let Some(assoc) = established(r, &node, peer, true) {
+                serve_association(assoc, peer, node, true, shutdown, hard_stop).await;
+            }
         }
+    }
+}
+
+/// The association, or `None` after counting and logging why there is none.
+fn established<S>(
+    r: Result<
+        Result<AsyncServerAssociation<S>, dicom_ul::association::Error>,
+        tokio::time::error::Elapsed,
+    >,
+    node: &Node,
+    peer: SocketAddr,
+    tls: bool,
+) -> Option<AsyncServerAssociation<S>> {
+    let why = match r {
+        Ok(Ok(a)) => return Some(a),
+        Ok(Err(e)) => error_chain(&e),
+        Err(_) => "association request timed out".to_string(),
     };
+    node.stats
+        .associations_refused
+        .fetch_add(1, Ordering::Relaxed);
+    tracing::warn!(peer = %peer, tls, error = %why, "association not established");
+    None
+}
+
+/// An error with its causes (a TLS refusal says why only in its source).
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
+}
+
+async fn serve_association<S>(
+    assoc: AsyncServerAssociation<S>,
+    peer: SocketAddr,
+    node: Arc<Node>,
+    tls: bool,
+    shutdown: CancellationToken,
+    hard_stop: CancellationToken,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send,
+{
     node.stats
         .associations_active
         .fetch_add(1, Ordering::Relaxed);
@@ -307,6 +371,7 @@ async fn handle_connection(
     tracing::info!(
         peer_ae = %a.origin.calling_ae,
         peer = %a.origin.peer,
+        tls,
         stored = a.stored,
         failed = a.failed,
         bytes = a.bytes,
@@ -357,9 +422,9 @@ fn now_ms() -> i64 {
 /// Why the association loop ended, for the log.
 type End = &'static str;
 
-struct AssocTask {
+struct AssocTask<S> {
     node: Arc<Node>,
-    assoc: AsyncServerAssociation<TcpStream>,
+    assoc: AsyncServerAssociation<S>,
     origin: Origin,
     /// Command fragments collected so far.
     cmd_buf: Vec<u8>,
@@ -370,7 +435,10 @@ struct AssocTask {
     bytes: u64,
 }
 
-impl AssocTask {
+impl<S> AssocTask<S>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send,
+{
     async fn serve(&mut self, shutdown: CancellationToken, hard_stop: CancellationToken) -> End {
         let deadline = self
             .node

@@ -45,6 +45,8 @@ pub struct Daemon {
     pub node: Arc<Node>,
     /// De-identification of assigned, arrived studies into the outbound area.
     pub pipeline: Arc<crate::pipeline::Pipeline>,
+    /// The TLS listener's configuration, when `[tls]` is set.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 impl Daemon {
@@ -95,16 +97,27 @@ impl Daemon {
         );
         let committer =
             Committer::start(store.clone(), quarantine.clone(), policy.clone()).map_err(dd)?;
+        let tls = match &config.tls {
+            Some(t) => Some(
+                crate::tls::server_config(t).map_err(|e| ServeError::Other(format!("tls: {e}")))?,
+            ),
+            None => None,
+        };
         let config = Arc::new(config);
         let pipeline = Arc::new(
             crate::pipeline::Pipeline::new(store.clone(), quarantine.clone(), config.clone())
                 .map_err(ServeError::Other)?,
         );
         let node = Arc::new(Node::new(config, store, quarantine, committer, policy));
-        Ok(Daemon { node, pipeline })
+        Ok(Daemon {
+            node,
+            pipeline,
+            tls,
+        })
     }
 
-    /// Bind, publish the bound address in `run/dicom.addr`, serve until `shutdown`.
+    /// Bind, publish the bound address in `run/dicom.addr` (and the TLS listener's in
+    /// `run/dicom-tls.addr`), serve until `shutdown`.
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), ServeError> {
         let cfg = self.node.config.clone();
         let listener =
@@ -118,7 +131,27 @@ impl Daemon {
             addr: cfg.listen.to_string(),
             source,
         })?;
-        publish_addr(&self.node.quarantine, &local.to_string()).map_err(ServeError::Control)?;
+        let tls_listener = match (&cfg.tls, &self.tls) {
+            (Some(t), Some(config)) => {
+                let l = TcpListener::bind(t.listen)
+                    .await
+                    .map_err(|source| ServeError::Listen {
+                        addr: t.listen.to_string(),
+                        source,
+                    })?;
+                let addr = l.local_addr().map_err(|source| ServeError::Listen {
+                    addr: t.listen.to_string(),
+                    source,
+                })?;
+                publish_addr(&self.node.quarantine, "dicom-tls.addr", &addr.to_string())
+                    .map_err(ServeError::Control)?;
+                tracing::info!(listen = %addr, "fiona listening for DICOM over TLS");
+                Some((l, config.clone()))
+            }
+            _ => None,
+        };
+        publish_addr(&self.node.quarantine, "dicom.addr", &local.to_string())
+            .map_err(ServeError::Control)?;
         let control_stop = CancellationToken::new();
         let control = tokio::spawn(crate::control::serve(
             self.node.clone(),
@@ -133,7 +166,16 @@ impl Daemon {
         );
         let pipeline_stop = CancellationToken::new();
         let pipeline = tokio::spawn(self.pipeline.clone().run(pipeline_stop.clone()));
-        scp::run(listener, self.node.clone(), shutdown).await;
+        let plain = scp::run(listener, self.node.clone(), None, shutdown.clone());
+        match tls_listener {
+            Some((l, config)) => {
+                tokio::join!(
+                    plain,
+                    scp::run(l, self.node.clone(), Some(config), shutdown)
+                );
+            }
+            None => plain.await,
+        }
         pipeline_stop.cancel();
         if let Err(e) = pipeline.await {
             tracing::error!(error = %e, "pipeline task");
@@ -144,19 +186,21 @@ impl Daemon {
             Ok(Err(e)) => return Err(ServeError::Control(e)),
             Err(e) => return Err(ServeError::Other(format!("control task: {e}"))),
         }
-        let _ = std::fs::remove_file(self.node.quarantine.run_dir().join("dicom.addr"));
+        for f in ["dicom.addr", "dicom-tls.addr"] {
+            let _ = std::fs::remove_file(self.node.quarantine.run_dir().join(f));
+        }
         tracing::info!("fiona stopped");
         Ok(())
     }
 }
 
-fn publish_addr(q: &Quarantine, addr: &str) -> std::io::Result<()> {
+fn publish_addr(q: &Quarantine, name: &str, addr: &str) -> std::io::Result<()> {
     let run = q.run_dir();
-    let tmp = run.join("dicom.addr.tmp");
+    let tmp = run.join(format!("{name}.tmp"));
     let mut f = std::fs::File::create(&tmp)?;
     writeln!(f, "{addr}")?;
     f.sync_all()?;
-    std::fs::rename(&tmp, run.join("dicom.addr"))
+    std::fs::rename(&tmp, run.join(name))
 }
 
 /// Resolve on the first SIGTERM or SIGINT.

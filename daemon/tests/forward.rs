@@ -1,8 +1,8 @@
 //! The C-STORE SCU (`fiona::forward`) against DCMTK `storescp` on 127.0.0.1: instances in
 //! several transfer syntaxes go over one association and arrive with their data sets byte
-//! for byte; a peer that accepts only uncompressed syntaxes gets those, and the compressed
-//! ones are reported as not sent with the reason; a peer that is down is an association
-//! error.
+//! for byte; a peer that accepts only uncompressed syntaxes gets the compressed ones
+//! transcoded to Explicit VR Little Endian with the same samples; a peer that is down is an
+//! association error.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -35,6 +35,7 @@ fn peer(port: u16) -> Peer {
         port,
         called_ae_title: "RESEARCH".into(),
         calling_ae_title: "FIONA".into(),
+        tls: None,
     }
 }
 
@@ -48,7 +49,8 @@ fn run<T>(f: impl std::future::Future<Output = T>) -> T {
 }
 
 /// A CT image native and in three compressed syntaxes, and an ultrasound image.
-fn files(dir: &Path) -> Vec<PathBuf> {
+/// (what is sent, the native original of each).
+fn files(dir: &Path) -> (Vec<PathBuf>, Vec<PathBuf>) {
     let mut spec = StudySpec::new(801, Modality::Ct);
     spec.series = 1;
     spec.instances_per_series = 4;
@@ -70,8 +72,11 @@ fn files(dir: &Path) -> Vec<PathBuf> {
     us.instances_per_series = 1;
     us.rows = 16;
     us.cols = 16;
-    out.extend(corpus::write_study(&us, &dir.join("us")).unwrap());
-    out
+    let us = corpus::write_study(&us, &dir.join("us")).unwrap();
+    out.extend(us.iter().cloned());
+    let mut originals = ct;
+    originals.extend(us);
+    (out, originals)
 }
 
 #[test]
@@ -80,7 +85,7 @@ fn instances_go_over_one_association_and_arrive_unchanged() {
         require_tool(t);
     }
     let tmp = tempfile::tempdir().unwrap();
-    let sent = files(&tmp.path().join("in"));
+    let (sent, originals) = files(&tmp.path().join("in"));
     let outgoing: Vec<Outgoing> = sent.iter().map(|p| Outgoing::open(p).unwrap()).collect();
 
     // A peer that accepts everything: all stored, data sets byte for byte.
@@ -107,19 +112,40 @@ fn instances_go_over_one_association_and_arrive_unchanged() {
         assert!(corpus::same_dataset(&ts, &a, &b), "data set changed");
     }
 
-    // A peer that accepts only uncompressed syntaxes: the native ones go, the compressed
-    // ones are not sent, with the reason.
+    // A peer that accepts only uncompressed syntaxes: the native ones go as they are, the
+    // compressed ones are transcoded to Explicit VR Little Endian with exactly the original
+    // samples (all three encodings are lossless).
     let port = free_port();
-    let scp = storescp(port, &tmp.path().join("plain"), false);
+    let plain = tmp.path().join("plain");
+    let scp = storescp(port, &plain, false);
     let r = run(store(&peer(port), &outgoing, 16384)).unwrap();
     drop(scp);
-    assert_eq!(r[0], Stored::Stored(0));
-    assert_eq!(r[4], Stored::Stored(0));
-    for s in &r[1..4] {
-        match s {
-            Stored::NotSent(why) => assert!(why.contains("transcoding"), "{why}"),
-            other => panic!("{other:?}"),
-        }
+    assert_eq!(r, vec![Stored::Stored(0); 5]);
+    for (s, original) in sent[1..4].iter().zip(&originals[1..4]) {
+        let uid = corpus::sop_instance_uid(s).unwrap();
+        let twin = std::fs::read_dir(&plain)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .find(|g| corpus::sop_instance_uid(g).unwrap() == uid)
+            .expect("arrived");
+        let got = dicom_object::open_file(&twin).unwrap();
+        assert_eq!(
+            got.meta().transfer_syntax().trim_end_matches('\0'),
+            "1.2.840.10008.1.2.1"
+        );
+        let want = dicom_object::open_file(original).unwrap();
+        let pixels = |o: &dicom_object::DefaultDicomObject| {
+            o.element(dicom_core::Tag(0x7FE0, 0x0010))
+                .unwrap()
+                .to_bytes()
+                .unwrap()
+                .to_vec()
+        };
+        assert_eq!(
+            pixels(&got),
+            pixels(&want),
+            "samples changed in transcoding"
+        );
     }
 
     // Nobody listening: an association error, nothing confirmed.

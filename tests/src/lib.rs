@@ -5,4 +5,6 @@ pub mod burned;
 pub mod corpus;
 pub mod glyphs;
 pub mod harness;
+pub mod orthanc;
+pub mod pki;
 pub mod scu;

@@ -92,7 +92,7 @@ pub enum TransferState {
     Sent,
     Verified,
     Failed,
-    /// Replaced by a correction before it started.
+    /// Replaced by a correction before it was sent.
     Cancelled,
 }
 
@@ -530,13 +530,28 @@ pub fn assign(
     };
     let assignment = match existing {
         Some(mut a) => {
-            // A correction: cancel what has not started, then a new transfer.
+            // A correction: cancel what has not been sent yet (requested, or de-identified
+            // and still queued for a destination), then a new transfer. A partly sent one
+            // says how much went out under the old assignment.
             for old_id in &a.transfers {
                 if let Some(mut old) = t.transfer(old_id)? {
-                    if old.state == TransferState::Requested {
+                    if matches!(
+                        old.state,
+                        TransferState::Requested | TransferState::Deidentified
+                    ) {
+                        let already = old
+                            .deliveries
+                            .iter()
+                            .map(|d| d.stored.len())
+                            .max()
+                            .unwrap_or(0);
                         old.state = TransferState::Cancelled;
                         old.state_ms = now;
-                        old.reason = Some(format!("superseded by correction {id}"));
+                        old.reason = Some(if already > 0 {
+                            format!("superseded by correction {id}; {already} instances had already been sent")
+                        } else {
+                            format!("superseded by correction {id}")
+                        });
                         t.put_transfer(&old)?;
                     }
                 }

@@ -255,7 +255,7 @@ fn refusals_say_why_and_are_audited() {
 }
 
 #[test]
-fn correction_cancels_what_has_not_started_and_makes_a_new_transfer() {
+fn correction_cancels_what_has_not_been_sent_and_makes_a_new_transfer() {
     let p = policy("");
     let mut t = MemTables::default();
     let s = arrive(&mut t, &p, "1.2.3", "1.2.3.1", "", "PAT1", "FIONA", NOW);
@@ -291,7 +291,29 @@ fn correction_cancels_what_has_not_started_and_makes_a_new_transfer() {
     assert_eq!(audit.action, "reassign");
     assert!(audit.detail.contains("PROJ1-0001"), "{}", audit.detail);
 
-    // A transfer that has started is left alone by a correction.
+    // De-identified and partly sent: cancelled too (the rest of it would go out under the
+    // old participant), saying how much already went.
+    let mut queued = current(&t, &s, "PROJ1");
+    queued.state = TransferState::Deidentified;
+    queued.deliveries = vec![crate::pipeline::Delivery {
+        destination: "research".into(),
+        stored: vec!["k1".into(), "k2".into()],
+        ..Default::default()
+    }];
+    t.put_transfer(&queued).unwrap();
+    assign(
+        &mut t,
+        &p,
+        &manual(&s, "PROJ1", "PROJ1-0004", "followup"),
+        NOW + 1500,
+    )
+    .unwrap();
+    let old = &t.transfers[&queued.id];
+    assert_eq!(old.state, TransferState::Cancelled);
+    let why = old.reason.as_deref().unwrap();
+    assert!(why.contains("2 instances had already been sent"), "{why}");
+
+    // A transfer that has been sent is left alone by a correction.
     let mut started = current(&t, &s, "PROJ1");
     started.state = TransferState::Sent;
     t.put_transfer(&started).unwrap();

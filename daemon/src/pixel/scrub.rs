@@ -536,8 +536,51 @@ pub fn scrub(
     }))
 }
 
-/// Put the masked native pixels back and make the attributes agree with them.
+/// Put the masked native pixels back and make the attributes agree with them; the text that
+/// was burned in is gone.
 fn write_back(
+    obj: &mut FileDicomObject<InMemDicomObject>,
+    data: Vec<u8>,
+    layout: &Layout,
+    from: &str,
+) {
+    put_native(obj, data, layout, from);
+    obj.put(DataElement::new(
+        Tag(0x0028, 0x0301),
+        VR::CS,
+        PrimitiveValue::from("NO"),
+    ));
+}
+
+/// Make an instance Explicit VR Little Endian for a peer that accepts nothing else:
+/// encapsulated (compressed) pixel data is decoded to native samples, with the photometric
+/// interpretation, planar configuration and lossy-compression history made to agree; native
+/// data only changes its encoding. Nothing else in the data set changes.
+pub fn to_explicit_le(
+    obj: &mut FileDicomObject<InMemDicomObject>,
+    limit: u64,
+) -> Result<(), DecodeError> {
+    let encapsulated = obj
+        .element(Tag(0x7FE0, 0x0010))
+        .is_ok_and(|e| matches!(e.value(), dicom_core::DicomValue::PixelSequence(_)));
+    if encapsulated {
+        let from = obj
+            .meta()
+            .transfer_syntax()
+            .trim_end_matches('\0')
+            .to_string();
+        let decoded = decode(obj, limit)?;
+        put_native(obj, decoded.data, &decoded.layout, &from);
+    }
+    obj.meta_mut().set_transfer_syntax(
+        &dicom_transfer_syntax_registry::entries::EXPLICIT_VR_LITTLE_ENDIAN.erased(),
+    );
+    Ok(())
+}
+
+/// Native pixels in place of what was there, the attributes made to agree, and the transfer
+/// syntax Explicit VR Little Endian.
+fn put_native(
     obj: &mut FileDicomObject<InMemDicomObject>,
     mut data: Vec<u8>,
     layout: &Layout,
@@ -576,11 +619,6 @@ fn write_back(
             PrimitiveValue::from(layout.planar),
         ));
     }
-    obj.put(DataElement::new(
-        Tag(0x0028, 0x0301),
-        VR::CS,
-        PrimitiveValue::from("NO"),
-    ));
     if LOSSY.contains(&from) {
         obj.put(DataElement::new(
             Tag(0x0028, 0x2110),

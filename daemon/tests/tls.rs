@@ -1,0 +1,345 @@
+//! DICOM over TLS, with certificates made by the test (`openssl`):
+//!
+//! - fiona's TLS listener (second port) takes a C-STORE from DCMTK `storescu` presenting a
+//!   client certificate from the configured CA, and refuses a certificate from another CA, no
+//!   certificate, a plain connection, and TLS 1.1; the plain port keeps working.
+//! - Forwarding over mutual TLS: a study sent to fiona over TLS, assigned, reaches Orthanc
+//!   (DICOM TLS, client certificates required) de-identified and is verified by C-FIND over
+//!   TLS. With a CA that does not match Orthanc's certificate, nothing is sent and the
+//!   transfer shows the certificate problem.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use fiona_tests::corpus::{self, Modality, StudySpec};
+use fiona_tests::harness::{free_port, require_tool, storescu, Daemon, Options};
+use fiona_tests::orthanc::{Orthanc, Settings};
+use fiona_tests::pki::{Ca, Identity};
+use serde_json::Value;
+
+fn bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_fiona"))
+}
+
+const PROJECT: &str = r#"
+[projects.PROJ1]
+participant_pattern = "PROJ1-[0-9]{4}"
+events = ["baseline"]
+approval_start = "2025-01-01"
+approval_end = "2099-12-31"
+"#;
+
+/// The test's certificates: fiona's CA (signs fiona, the modality and the research PACS) and
+/// an unrelated one.
+struct Pki {
+    ca: Ca,
+    fiona: Identity,
+    modality: Identity,
+    pacs: Identity,
+    rogue_ca: Ca,
+    rogue: Identity,
+}
+
+fn pki(dir: &Path) -> Pki {
+    let ca = Ca::new(&dir.join("ca"), "fiona-test-ca");
+    let rogue_ca = Ca::new(&dir.join("rogue"), "rogue-ca");
+    Pki {
+        fiona: ca.leaf("fiona"),
+        modality: ca.leaf("modality"),
+        pacs: ca.leaf("pacs"),
+        rogue: rogue_ca.leaf("rogue"),
+        ca,
+        rogue_ca,
+    }
+}
+
+fn listen_tls(p: &Pki) -> String {
+    format!(
+        "[tls]\nlisten = \"127.0.0.1:0\"\ncertificate = \"{}\"\nprivate_key = \"{}\"\nclient_ca = \"{}\"\n",
+        p.fiona.cert.display(),
+        p.fiona.key.display(),
+        p.ca.id.cert.display()
+    )
+}
+
+fn tls_addr(d: &Daemon) -> SocketAddr {
+    std::fs::read_to_string(d.data_dir.join("run/dicom-tls.addr"))
+        .expect("run/dicom-tls.addr")
+        .trim()
+        .parse()
+        .expect("tls addr")
+}
+
+/// DCMTK's TLS options: `identity` (or anonymous TLS), trusting `ca`.
+fn tls_args<'a>(identity: Option<&'a Identity>, ca: &'a Path) -> Vec<String> {
+    let mut a = Vec::new();
+    match identity {
+        Some(id) => a.extend([
+            "+tls".to_string(),
+            id.key.display().to_string(),
+            id.cert.display().to_string(),
+        ]),
+        None => a.push("+tla".to_string()),
+    }
+    a.extend(["+cf".to_string(), ca.display().to_string()]);
+    a
+}
+
+fn echoscu(addr: SocketAddr, extra: &[String]) -> Output {
+    require_tool("echoscu");
+    Command::new("echoscu")
+        .args(["-aet", "TESTSCU", "-aec", "FIONA"])
+        .args(extra)
+        .arg(addr.ip().to_string())
+        .arg(addr.port().to_string())
+        .output()
+        .expect("run echoscu")
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+fn write(dir: &Path, n: u32, series: u32, per: u32) -> (StudySpec, Vec<PathBuf>) {
+    let mut spec = StudySpec::new(n, Modality::Ct);
+    spec.series = series;
+    spec.instances_per_series = per;
+    spec.rows = 32;
+    spec.cols = 32;
+    std::fs::create_dir_all(dir).unwrap();
+    let files = corpus::write_study(&spec, dir).unwrap();
+    (spec, files)
+}
+
+/// `openssl s_client` with `version` (e.g. `-tls1_1`) and fiona's client certificate:
+/// whether the handshake completed.
+fn handshake(addr: SocketAddr, version: &str, p: &Pki) -> (bool, String) {
+    let out = Command::new("openssl")
+        .args(["s_client", version, "-connect", &addr.to_string()])
+        .args(["-cert", &p.modality.cert.to_string_lossy()])
+        .args(["-key", &p.modality.key.to_string_lossy()])
+        .args(["-CAfile", &p.ca.id.cert.to_string_lossy()])
+        .args(["-verify_return_error", "-brief"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("run openssl s_client");
+    let t = text(&out);
+    (t.contains("CONNECTION ESTABLISHED"), t)
+}
+
+#[test]
+fn the_tls_listener_takes_mutual_tls_and_refuses_everything_else() {
+    let tmp = tempfile::tempdir().unwrap();
+    let p = pki(&tmp.path().join("pki"));
+    let d = Daemon::start(
+        &bin(),
+        &tmp.path().join("data"),
+        &Options {
+            extra_toml: listen_tls(&p),
+            ..Options::default()
+        },
+    );
+    let addr = tls_addr(&d);
+    assert_ne!(addr.port(), d.addr.port());
+
+    // The modality's certificate from fiona's CA: a study is stored over TLS.
+    let (_, files) = write(&tmp.path().join("in"), 801, 1, 3);
+    let ok = tls_args(Some(&p.modality), &p.ca.id.cert);
+    let argv: Vec<&str> = ok.iter().map(String::as_str).collect();
+    let out = storescu(addr, "FIONA", &argv, &files);
+    assert!(out.status.success(), "{}", text(&out));
+    let status = d.json(&["status"]);
+    assert_eq!(status["instances_stored_since_start"], 3, "{status}");
+
+    // Refused: a certificate from another CA, no certificate, plain DICOM on the TLS port.
+    let refused_before = status["associations_refused"].as_u64().unwrap();
+    for (what, args) in [
+        (
+            "a certificate from another CA",
+            tls_args(Some(&p.rogue), &p.ca.id.cert),
+        ),
+        ("no client certificate", tls_args(None, &p.ca.id.cert)),
+        ("a plain connection", Vec::new()),
+    ] {
+        let out = echoscu(addr, &args);
+        assert!(!out.status.success(), "{what} was accepted: {}", text(&out));
+    }
+    // A peer fiona's certificate does not chain for refuses fiona (the client checks too).
+    let out = echoscu(addr, &tls_args(Some(&p.modality), &p.rogue_ca.id.cert));
+    assert!(!out.status.success(), "{}", text(&out));
+    let status = d.json(&["status"]);
+    assert!(
+        status["associations_refused"].as_u64().unwrap() >= refused_before + 3,
+        "{status}"
+    );
+    assert_eq!(status["instances_stored_since_start"], 3, "{status}");
+    let log = d.log();
+    // The log says why, per refusal.
+    for why in [
+        "UnknownIssuer",
+        "peer sent no certificates",
+        "InvalidContentType",
+    ] {
+        assert!(log.contains(why), "no {why:?} in the log:\n{log}");
+    }
+
+    // TLS 1.2 minimum: a TLS 1.1 handshake fails, 1.2 and 1.3 complete.
+    let (established, t) = handshake(addr, "-tls1_1", &p);
+    assert!(!established, "TLS 1.1 was accepted: {t}");
+    for v in ["-tls1_2", "-tls1_3"] {
+        let (established, t) = handshake(addr, v, &p);
+        assert!(established, "{v} failed: {t}");
+    }
+
+    // The plain port is unchanged.
+    let out = echoscu(d.addr, &[]);
+    assert!(out.status.success(), "{}", text(&out));
+}
+
+/// fiona listening on TLS and forwarding to `[destinations.research]` over TLS with `ca`;
+/// a study sent to it over TLS and assigned.
+fn forwarding_over_tls(tmp: &Path, p: &Pki, port: u16, ca: &Path) -> (Daemon, StudySpec) {
+    let d = Daemon::start(
+        &bin(),
+        &tmp.join("data"),
+        &Options {
+            extra_toml: format!(
+                "{}destinations = [\"research\"]\n\n{}\n[destinations.research]\nhost = \"127.0.0.1\"\n\
+                 port = {port}\nae_title = \"RESEARCH\"\nretry_base_secs = 1\nmax_attempts = 2\n\
+                 verify_after_secs = 0\n\
+                 [destinations.research.tls]\nca = \"{}\"\ncertificate = \"{}\"\nprivate_key = \"{}\"\n",
+                PROJECT.trim_start(),
+                listen_tls(p),
+                ca.display(),
+                p.fiona.cert.display(),
+                p.fiona.key.display(),
+            ),
+            quiet_period_secs: 1,
+            ..Options::default()
+        },
+    );
+    let (spec, files) = write(&tmp.join("in"), 802, 2, 3);
+    let args = tls_args(Some(&p.modality), &p.ca.id.cert);
+    let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = storescu(tls_addr(&d), "FIONA", &argv, &files);
+    assert!(out.status.success(), "{}", text(&out));
+    d.json(&[
+        "assign",
+        &spec.accession,
+        "--project",
+        "PROJ1",
+        "--participant",
+        "PROJ1-0801",
+        "--event",
+        "baseline",
+    ]);
+    (d, spec)
+}
+
+fn wait_for_transfer(d: &Daemon, what: &str, done: impl Fn(&Value) -> bool) -> Value {
+    let start = Instant::now();
+    loop {
+        let t = d.json(&["transfers"])[0].clone();
+        if done(&t) {
+            return t;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(90),
+            "timed out waiting for {what}: {t}\n{}",
+            d.log()
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+/// findscu over TLS with fiona's identity: the SOP Instance UIDs Orthanc holds of a study.
+fn orthanc_holds(o: &Orthanc, p: &Pki, study_uid: &str, dir: &Path) -> usize {
+    require_tool("findscu");
+    std::fs::create_dir_all(dir).unwrap();
+    let out = Command::new("findscu")
+        .current_dir(dir)
+        .args(["-S", "-X", "-aet", "FIONA", "-aec", &o.ae_title])
+        .args(tls_args(Some(&p.fiona), &p.ca.id.cert))
+        .args(["-k", "QueryRetrieveLevel=IMAGE"])
+        .args(["-k", &format!("StudyInstanceUID={study_uid}")])
+        .args(["-k", "SOPInstanceUID"])
+        .args(["127.0.0.1", &o.port.to_string()])
+        .output()
+        .expect("run findscu");
+    assert!(out.status.success(), "{}", text(&out));
+    std::fs::read_dir(dir)
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .map(|e| e.file_name().to_string_lossy().starts_with("rsp"))
+                .unwrap_or(false)
+        })
+        .count()
+}
+
+/// Orthanc as the research PACS, DICOM over TLS only, client certificates from the test CA.
+fn tls_orthanc(tmp: &Path, p: &Pki) -> (Orthanc, u16) {
+    let port = free_port();
+    let o = Orthanc::start(
+        &tmp.join("orthanc"),
+        port,
+        "RESEARCH",
+        Settings {
+            tls: Some((&p.pacs, &p.ca.id.cert)),
+            ..Settings::default()
+        },
+    );
+    (o, port)
+}
+
+#[test]
+fn a_study_goes_to_orthanc_over_mutual_tls_and_is_verified() {
+    let tmp = tempfile::tempdir().unwrap();
+    let p = pki(&tmp.path().join("pki"));
+    let (orthanc, port) = tls_orthanc(tmp.path(), &p);
+    let (d, spec) = forwarding_over_tls(tmp.path(), &p, port, &p.ca.id.cert);
+    let t = wait_for_transfer(&d, "the transfer to be verified", |t| {
+        t["state"] == "verified" || t["state"] == "failed"
+    });
+    assert_eq!(t["state"], "verified", "{t}\n{}", d.log());
+    assert_eq!(t["sent"], 6, "{t}");
+    let research_uid = t["research_study_uid"].as_str().expect("research uid");
+    assert_ne!(research_uid, spec.study_uid);
+    assert_eq!(
+        orthanc_holds(&orthanc, &p, research_uid, &tmp.path().join("q1")),
+        6
+    );
+    assert_eq!(
+        orthanc_holds(&orthanc, &p, &spec.study_uid, &tmp.path().join("q2")),
+        0
+    );
+    let rows = d.json(&["verify", "--project", "PROJ1"]);
+    assert_eq!(rows[0]["held"], 6, "{rows}");
+}
+
+#[test]
+fn a_research_pacs_whose_certificate_does_not_chain_gets_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let p = pki(&tmp.path().join("pki"));
+    let (orthanc, port) = tls_orthanc(tmp.path(), &p);
+    // fiona trusts only the rogue CA: Orthanc's certificate is refused.
+    let (d, spec) = forwarding_over_tls(tmp.path(), &p, port, &p.rogue_ca.id.cert);
+    let t = wait_for_transfer(&d, "the transfer to fail", |t| t["state"] == "failed");
+    let reason = t["deliveries"][0]["reason"].as_str().unwrap_or_default();
+    assert!(reason.contains("certificate"), "{t}");
+    assert_eq!(t["sent"], 0, "{t}");
+    let out = d.cli(&["transfers"]);
+    assert!(text(&out).contains("certificate"), "{}", text(&out));
+    assert_ne!(t["research_study_uid"], spec.study_uid.as_str());
+    let research_uid = t["research_study_uid"].as_str().expect("research uid");
+    assert_eq!(
+        orthanc_holds(&orthanc, &p, research_uid, &tmp.path().join("q")),
+        0
+    );
+}
