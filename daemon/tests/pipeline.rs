@@ -18,6 +18,7 @@ use fiona_tests::corpus::{self, Modality, StudySpec};
 use fiona_tests::harness::{
     free_port, require_tool, storescu, wait_until_listening, Daemon, KillOnDrop, Options,
 };
+use fiona_tests::orthanc::{Orthanc, Settings};
 use serde_json::Value;
 
 fn bin() -> PathBuf {
@@ -444,4 +445,215 @@ fn a_sent_study_is_verified_by_c_find_at_the_research_pacs() {
     let text = String::from_utf8_lossy(&r.stdout).to_string();
     assert!(!r.status.success(), "{text}");
     assert!(text.contains("1 destinations not answering"), "{text}");
+}
+
+/// Orthanc as the research PACS on `port` (plain DICOM), with a Lua script.
+fn orthanc(tmp: &Path, port: u16, lua: &str) -> Orthanc {
+    Orthanc::start(
+        &tmp.join("orthanc"),
+        port,
+        "RESEARCH",
+        Settings {
+            lua: Some(lua),
+            ..Settings::default()
+        },
+    )
+}
+
+/// Orthanc with `lua` as the research PACS, fiona forwarding to it (`extra` destination
+/// settings) with a study assigned.
+fn to_orthanc(
+    tmp: &Path,
+    lua: &str,
+    extra: &str,
+    study: (u32, Modality, u32, u32),
+    participant: &str,
+) -> (Orthanc, Daemon) {
+    let port = free_port();
+    let pacs = orthanc(tmp, port, lua);
+    let (d, _) = forwarding(tmp, port, extra, study, participant);
+    (pacs, d)
+}
+
+/// The first transfer once `done` holds for it.
+fn transfer_when(d: &Daemon, what: &str, done: impl Fn(&Value) -> bool) -> Value {
+    let mut t = Value::Null;
+    wait_for(d, what, || {
+        t = d.json(&["transfers"])[0].clone();
+        done(&t)
+    });
+    t
+}
+
+fn finished(t: &Value) -> bool {
+    t["state"] == "verified" || t["state"] == "failed"
+}
+
+#[test]
+fn a_research_pacs_refusing_one_instance_fails_the_transfer_with_the_status() {
+    let tmp = tempfile::tempdir().unwrap();
+    // Orthanc 1.10 answers 0xA700 for an instance its filter raises an error on.
+    let (pacs, d) = to_orthanc(
+        tmp.path(),
+        "function ReceivedInstanceFilter(dicom, origin, info)\n\
+           if dicom.InstanceNumber == '3' then error('refused by the test filter') end\n\
+           return true\nend\n",
+        "retry_base_secs = 1\nretry_max_secs = 1\nmax_attempts = 3\nverify_after_secs = 0\n",
+        (704, Modality::Ct, 1, 4),
+        "PROJ1-0004",
+    );
+    let t = transfer_when(&d, "the transfer to fail", |t| t["state"] == "failed");
+    let reason = t["reason"].as_str().unwrap_or_default();
+    assert!(reason.contains("status 0xa700"), "{t}");
+    assert!(reason.contains("research:"), "{t}");
+    assert_eq!(t["deliveries"][0]["attempts"], 3, "{t}");
+    // The three others were stored once each, and only they.
+    assert_eq!(t["deliveries"][0]["stored"].as_array().unwrap().len(), 3);
+    let uid = t["research_study_uid"].as_str().unwrap();
+    assert_eq!(pacs.held(uid, "FIONA", &[], &tmp.path().join("q")), 3);
+    // The admin sees it in the transfers table.
+    let table = String::from_utf8_lossy(&d.cli(&["transfers"]).stdout).to_string();
+    assert!(
+        table.contains("failed") && table.contains("0xa700"),
+        "{table}"
+    );
+}
+
+#[test]
+fn an_instance_the_pacs_acknowledged_but_lost_is_found_by_verification_and_sent_again() {
+    let tmp = tempfile::tempdir().unwrap();
+    // The first time instance 2 arrives, Orthanc answers success and drops it (its filter
+    // returns false); the second time it keeps it.
+    let (pacs, d) = to_orthanc(
+        tmp.path(),
+        "seen = false\n\
+         function ReceivedInstanceFilter(dicom, origin, info)\n\
+           if dicom.InstanceNumber == '2' and not seen then seen = true return false end\n\
+           return true\nend\n",
+        "retry_base_secs = 1\nverify_after_secs = 0\n",
+        (705, Modality::Mr, 1, 4),
+        "PROJ1-0005",
+    );
+    let t = transfer_when(&d, "the transfer to be verified", finished);
+    assert_eq!(t["state"], "verified", "{t}");
+    assert_eq!(t["deliveries"][0]["resent_after_verify"], 1, "{t}");
+    let audit = d.json(&["audit"]);
+    assert!(
+        audit
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a["action"] == "resend"
+                && a["detail"].as_str().unwrap_or("").contains("lacks 1 of 4")),
+        "{audit}"
+    );
+    let uid = t["research_study_uid"].as_str().unwrap();
+    assert_eq!(pacs.held(uid, "FIONA", &[], &tmp.path().join("q")), 4);
+}
+
+#[test]
+fn after_kill_9_mid_transfer_the_transfer_completes_and_verifies() {
+    let tmp = tempfile::tempdir().unwrap();
+    let total = 40;
+    // A slow PACS (a busy loop per instance) so that fiona is killed mid-association.
+    let (pacs, mut d) = to_orthanc(
+        tmp.path(),
+        "function ReceivedInstanceFilter(dicom, origin, info)\n\
+           local x = 0\n for i = 1, 3000000 do x = x + i end\n return true\nend\n",
+        "retry_base_secs = 1\nverify_after_secs = 0\n",
+        (706, Modality::Ct, 1, total),
+        "PROJ1-0006",
+    );
+    let start = Instant::now();
+    let mut at_kill = 0;
+    while at_kill < 3 {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "nothing reached the PACS\n{}",
+            d.log()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+        at_kill = pacs.stored_files();
+    }
+    d.kill9();
+    assert!(
+        (at_kill as u32) < total,
+        "not killed mid-transfer: {at_kill} stored"
+    );
+    d.restart();
+    let t = transfer_when(
+        &d,
+        "the transfer to be verified after the restart",
+        finished,
+    );
+    assert_eq!(t["state"], "verified", "{t}");
+    assert_eq!(t["sent"], total, "{t}");
+    let uid = t["research_study_uid"].as_str().unwrap();
+    assert_eq!(
+        pacs.held(uid, "FIONA", &[], &tmp.path().join("q")),
+        total as usize
+    );
+}
+
+#[test]
+fn a_hung_research_pacs_holds_neither_the_other_destination_nor_the_receive_side() {
+    let tmp = tempfile::tempdir().unwrap();
+    // "stuck" accepts connections and never answers.
+    let stuck = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let stuck_port = stuck.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for c in stuck.incoming() {
+            held.push(c);
+        }
+    });
+    let port = free_port();
+    let pacs = orthanc(tmp.path(), port, "");
+    let d = Daemon::start(
+        &bin(),
+        &tmp.path().join("data"),
+        &Options {
+            extra_toml: format!(
+                "{}destinations = [\"stuck\", \"research\"]\n\n\
+                 [destinations.stuck]\nhost = \"127.0.0.1\"\nport = {stuck_port}\nae_title = \"STUCK\"\n\n\
+                 [destinations.research]\nhost = \"127.0.0.1\"\nport = {port}\nae_title = \"RESEARCH\"\n\
+                 verify_after_secs = 0\n",
+                PROJECT.trim_start()
+            ),
+            quiet_period_secs: 1,
+            ..Options::default()
+        },
+    );
+    let (spec, files) = write(&tmp.path().join("in"), 707, Modality::Ct, 1, 3, 32);
+    assert!(storescu(d.addr, "FIONA", &[], &files).status.success());
+    d.json(&[
+        "assign",
+        &spec.accession,
+        "--project",
+        "PROJ1",
+        "--participant",
+        "PROJ1-0007",
+        "--event",
+        "baseline",
+    ]);
+    let delivery = |t: &Value, name: &str| {
+        t["deliveries"]
+            .as_array()
+            .and_then(|a| a.iter().find(|x| x["destination"] == name).cloned())
+            .unwrap_or(Value::Null)
+    };
+    let t = transfer_when(&d, "the responsive destination to have everything", |t| {
+        delivery(t, "research")["done"] == true
+    });
+    // The stuck one is still on its first attempt (bounded at 30 s + 5 s per instance); the
+    // transfer waits for it before verification.
+    assert_eq!(t["state"], "deidentified", "{t}");
+    assert!(delivery(&t, "stuck")["done"] != true, "{t}");
+    let uid = t["research_study_uid"].as_str().unwrap();
+    assert_eq!(pacs.held(uid, "FIONA", &[], &tmp.path().join("q")), 3);
+    // Receiving goes on meanwhile.
+    let (_, more) = write(&tmp.path().join("more"), 708, Modality::Ct, 1, 2, 32);
+    let started = Instant::now();
+    assert!(storescu(d.addr, "FIONA", &[], &more).status.success());
+    assert!(started.elapsed() < Duration::from_secs(5));
 }

@@ -258,29 +258,14 @@ fn wait_for_transfer(d: &Daemon, what: &str, done: impl Fn(&Value) -> bool) -> V
     }
 }
 
-/// findscu over TLS with fiona's identity: the SOP Instance UIDs Orthanc holds of a study.
+/// What Orthanc lists of a study, asked over TLS with fiona's identity.
 fn orthanc_holds(o: &Orthanc, p: &Pki, study_uid: &str, dir: &Path) -> usize {
-    require_tool("findscu");
-    std::fs::create_dir_all(dir).unwrap();
-    let out = Command::new("findscu")
-        .current_dir(dir)
-        .args(["-S", "-X", "-aet", "FIONA", "-aec", &o.ae_title])
-        .args(tls_args(Some(&p.fiona), &p.ca.id.cert))
-        .args(["-k", "QueryRetrieveLevel=IMAGE"])
-        .args(["-k", &format!("StudyInstanceUID={study_uid}")])
-        .args(["-k", "SOPInstanceUID"])
-        .args(["127.0.0.1", &o.port.to_string()])
-        .output()
-        .expect("run findscu");
-    assert!(out.status.success(), "{}", text(&out));
-    std::fs::read_dir(dir)
-        .unwrap()
-        .filter(|e| {
-            e.as_ref()
-                .map(|e| e.file_name().to_string_lossy().starts_with("rsp"))
-                .unwrap_or(false)
-        })
-        .count()
+    o.held(
+        study_uid,
+        "FIONA",
+        &tls_args(Some(&p.fiona), &p.ca.id.cert),
+        dir,
+    )
 }
 
 /// Orthanc as the research PACS, DICOM over TLS only, client certificates from the test CA.

@@ -19,6 +19,7 @@ pub const ORTHANC: &str = "/usr/sbin/Orthanc";
 /// A running Orthanc.
 pub struct Orthanc {
     pub port: u16,
+    pub storage: PathBuf,
     pub ae_title: String,
     pub log: PathBuf,
     _child: KillOnDrop,
@@ -84,9 +85,67 @@ impl Orthanc {
         wait_until_listening(port, "Orthanc");
         Orthanc {
             port,
+            storage: dir.join("storage"),
             ae_title: ae_title.to_string(),
             log,
             _child: guard,
         }
+    }
+}
+
+impl Orthanc {
+    /// How many instances of `study_uid` Orthanc lists (C-FIND at image level by `findscu`,
+    /// calling as `calling_ae`, with DCMTK TLS options in `tls_args` when the port is TLS).
+    /// The responses are written into `dir`.
+    pub fn held(
+        &self,
+        study_uid: &str,
+        calling_ae: &str,
+        tls_args: &[String],
+        dir: &Path,
+    ) -> usize {
+        crate::harness::require_tool("findscu");
+        std::fs::create_dir_all(dir).expect("query dir");
+        let out = Command::new("findscu")
+            .current_dir(dir)
+            .args(["-S", "-X", "-aet", calling_ae, "-aec", &self.ae_title])
+            .args(tls_args)
+            .args(["-k", "QueryRetrieveLevel=IMAGE"])
+            .args(["-k", &format!("StudyInstanceUID={study_uid}")])
+            .args(["-k", "SOPInstanceUID"])
+            .args(["127.0.0.1", &self.port.to_string()])
+            .output()
+            .expect("run findscu");
+        assert!(
+            out.status.success(),
+            "findscu: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        std::fs::read_dir(dir)
+            .expect("read query dir")
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_name().to_string_lossy().starts_with("rsp"))
+            .count()
+    }
+
+    /// Files in Orthanc's storage area (one per stored instance).
+    pub fn stored_files(&self) -> usize {
+        fn count(dir: &Path) -> usize {
+            std::fs::read_dir(dir)
+                .map(|rd| {
+                    rd.filter_map(|e| e.ok())
+                        .map(|e| {
+                            let p = e.path();
+                            if p.is_dir() {
+                                count(&p)
+                            } else {
+                                1
+                            }
+                        })
+                        .sum()
+                })
+                .unwrap_or(0)
+        }
+        count(&self.storage)
     }
 }
