@@ -306,6 +306,45 @@ fn a_study_goes_to_orthanc_over_mutual_tls_and_is_verified() {
     );
     let rows = d.json(&["verify", "--project", "PROJ1"]);
     assert_eq!(rows[0]["held"], 6, "{rows}");
+
+    // What arrived (Orthanc keeps each instance as a DICOM file): no clinical identifier
+    // anywhere in the bytes (the original series and instance UIDs begin with the study
+    // UID), the pseudonym and the research study in the header.
+    let mut files = Vec::new();
+    let mut dirs = vec![orthanc.storage.clone()];
+    while let Some(dir) = dirs.pop() {
+        for e in std::fs::read_dir(&dir).unwrap() {
+            let path = e.unwrap().path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else {
+                files.push(path);
+            }
+        }
+    }
+    assert_eq!(files.len(), 6);
+    let family = spec.patient_name.split('^').next().unwrap();
+    for f in &files {
+        let bytes = std::fs::read(f).unwrap();
+        for secret in [&spec.patient_id, &spec.accession, &spec.study_uid, family] {
+            assert!(
+                !bytes.windows(secret.len()).any(|w| w == secret.as_bytes()),
+                "{} keeps a clinical identifier",
+                f.display()
+            );
+        }
+        let obj = dicom_object::open_file(f).unwrap();
+        let text = |g, e| {
+            obj.element(dicom_core::Tag(g, e))
+                .unwrap()
+                .to_str()
+                .unwrap()
+                .trim_end_matches(['\0', ' '])
+                .to_string()
+        };
+        assert_eq!(text(0x0020, 0x000D), research_uid);
+        assert_eq!(text(0x0010, 0x0020), "PROJ1-0801");
+    }
 }
 
 #[test]
