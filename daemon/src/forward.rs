@@ -89,7 +89,7 @@ type ClientAssoc<S> = dicom_ul::association::client::AsyncClientAssociation<S>;
 
 /// An established association, plain or over TLS.
 enum Link {
-    Plain(ClientAssoc<tokio::net::TcpStream>),
+    Plain(Box<ClientAssoc<tokio::net::TcpStream>>),
     Tls(Box<ClientAssoc<dicom_ul::association::client::AsyncTlsStream>>),
 }
 
@@ -111,7 +111,7 @@ async fn connect(
         return options
             .establish_async(addr.as_str())
             .await
-            .map(Link::Plain)
+            .map(|a| Link::Plain(Box::new(a)))
             .map_err(|e| refused(&e));
     };
     let config = crate::tls::client_config(t).map_err(|e| refused(&format!("TLS: {e}")))?;
@@ -232,7 +232,7 @@ async fn one_association(
         options = options.with_presentation_context(class.to_string(), offered);
     }
     match connect(peer, options, "association").await? {
-        Link::Plain(a) => send_on(a, files, out).await,
+        Link::Plain(a) => send_on(*a, files, out).await,
         Link::Tls(a) => send_on(*a, files, out).await,
     }
 }
@@ -440,7 +440,7 @@ pub async fn holdings(
         .write_timeout(PEER_TIMEOUT)
         .with_presentation_context(STUDY_ROOT_FIND, vec![IMPLICIT_VR_LE]);
     match connect(peer, options, "query association").await? {
-        Link::Plain(a) => query_on(a, study_uid, list).await,
+        Link::Plain(a) => query_on(*a, study_uid, list).await,
         Link::Tls(a) => query_on(*a, study_uid, list).await,
     }
 }
