@@ -622,6 +622,7 @@ async fn post_assign(
         match result {
             Some(Ok(o)) => {
                 tracing::info!(study = %o.study_key, project = %o.project, result = %o.result, transfer = ?o.transfer, actor = %actor, "manual assignment");
+                node.pipeline_wake.notify_one();
                 Ok(o)
             }
             Some(Err(e)) => {
@@ -673,6 +674,7 @@ async fn post_coupling(
     match res {
         Ok(r) if r.errors.is_empty() => {
             tracing::info!(import = %r.import_id, rows = r.rows, assigned = r.assigned.len(), "coupling list imported");
+            c.node.pipeline_wake.notify_one();
             Json(r).into_response()
         }
         Ok(r) => {
@@ -767,6 +769,7 @@ async fn post_resend(
         )
         .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e))?;
         tracing::info!(transfers = ids.len(), actor = %actor, "transfers re-queued");
+        node.pipeline_wake.notify_one();
         Ok(ResendOutcome { transfers: ids })
     })
     .await

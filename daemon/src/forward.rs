@@ -27,6 +27,11 @@ use crate::tls::DestinationTls;
 
 /// Explicit VR Little Endian.
 const EXPLICIT_VR_LE: &str = "1.2.840.10008.1.2.1";
+/// Largest stored file transcoded, and largest decoded pixel data (bytes).
+const MAX_TRANSCODE: u64 = 1 << 30;
+const MAX_DECODED: u64 = 2 << 30;
+/// The error when `keep_going` said no.
+pub const STOPPED: &str = "stopped: the transfer is no longer to be sent";
 /// Most presentation contexts one association may propose (PS3.8: odd IDs 1..255).
 const MAX_CONTEXTS: usize = 128;
 /// How long a peer may stay silent (connecting, answering, taking data) before the
@@ -94,7 +99,10 @@ enum Link {
 }
 
 /// Connect and negotiate with `peer`, over TLS when it has TLS settings (read afresh, so a
-/// renewed certificate is used without a restart).
+/// renewed certificate is used without a restart). Bounded by [`PEER_TIMEOUT`] as a whole
+/// (dicom-ul bounds only the TCP connect, not the TLS handshake). Nagle is switched off:
+/// a C-STORE ends with a short fragment followed by a wait for the response, which would
+/// otherwise stall on the peer's delayed ACK (about 40 ms per instance).
 async fn connect(
     peer: &Peer,
     options: ClientAssociationOptions<'_>,
@@ -107,22 +115,34 @@ async fn connect(
             peer.called_ae_title
         ))
     };
-    let Some(t) = &peer.tls else {
-        return options
-            .establish_async(addr.as_str())
+    let establish = async {
+        let Some(t) = &peer.tls else {
+            let mut a = options
+                .establish_async(addr.as_str())
+                .await
+                .map_err(|e| refused(&e))?;
+            let _ = a.inner_stream().set_nodelay(true);
+            return Ok(Link::Plain(Box::new(a)));
+        };
+        let config = crate::tls::client_config(t).map_err(|e| refused(&format!("TLS: {e}")))?;
+        let name =
+            crate::tls::server_name(t, &peer.host).map_err(|e| refused(&format!("TLS: {e}")))?;
+        let mut a = options
+            .tls_config(config)
+            .server_name(name)
+            .establish_tls_async(addr.as_str())
             .await
-            .map(|a| Link::Plain(Box::new(a)))
-            .map_err(|e| refused(&e));
+            .map_err(|e| refused(&tls_error(&e)))?;
+        let _ = a.inner_stream().get_ref().0.set_nodelay(true);
+        Ok(Link::Tls(Box::new(a)))
     };
-    let config = crate::tls::client_config(t).map_err(|e| refused(&format!("TLS: {e}")))?;
-    let name = crate::tls::server_name(t, &peer.host).map_err(|e| refused(&format!("TLS: {e}")))?;
-    options
-        .tls_config(config)
-        .server_name(name)
-        .establish_tls_async(addr.as_str())
-        .await
-        .map(|a| Link::Tls(Box::new(a)))
-        .map_err(|e| refused(&tls_error(&e)))
+    match tokio::time::timeout(PEER_TIMEOUT, establish).await {
+        Ok(r) => r,
+        Err(_) => Err(refused(&format!(
+            "no association within {} s",
+            PEER_TIMEOUT.as_secs()
+        ))),
+    }
 }
 
 /// A TLS failure with its cause (dicom-ul's message alone says only "TLS handshake").
@@ -174,19 +194,25 @@ pub async fn store(
     max_pdu: u32,
 ) -> Result<Vec<Stored>, (Vec<Stored>, AssociationError)> {
     let mut results = Vec::with_capacity(files.len());
-    match store_into(peer, files, max_pdu, &mut results).await {
+    match store_into(peer, files, max_pdu, &mut results, &|| true).await {
         Ok(()) => Ok(results),
         Err(e) => Err((results, e)),
     }
 }
 
+/// Asked before each instance: whether to go on (false stops the association, released,
+/// with an error saying so).
+pub type KeepGoing<'a> = &'a (dyn Fn() -> bool + Send + Sync);
+
 /// [`store`], pushing each file's result onto `results` as its response arrives: when the
-/// future is dropped (a timeout), `results` still holds what the peer confirmed.
+/// future is dropped (a timeout), `results` still holds what the peer confirmed. Before each
+/// instance `keep_going` is asked (a transfer cancelled meanwhile stops here).
 pub async fn store_into(
     peer: &Peer,
     files: &[Outgoing],
     max_pdu: u32,
     results: &mut Vec<Stored>,
+    keep_going: KeepGoing<'_>,
 ) -> Result<(), AssociationError> {
     let mut start = 0;
     while start < files.len() {
@@ -204,7 +230,18 @@ pub async fn store_into(
             }
             end += 1;
         }
-        one_association(peer, &pairs, &files[start..end], max_pdu, results).await?;
+        if !keep_going() {
+            return Err(AssociationError(STOPPED.into()));
+        }
+        one_association(
+            peer,
+            &pairs,
+            &files[start..end],
+            max_pdu,
+            results,
+            keep_going,
+        )
+        .await?;
         start = end;
     }
     Ok(())
@@ -216,6 +253,7 @@ async fn one_association(
     files: &[Outgoing],
     max_pdu: u32,
     out: &mut Vec<Stored>,
+    keep_going: KeepGoing<'_>,
 ) -> Result<(), AssociationError> {
     let mut options = ClientAssociationOptions::new()
         .calling_ae_title(peer.calling_ae_title.clone())
@@ -232,8 +270,8 @@ async fn one_association(
         options = options.with_presentation_context(class.to_string(), offered);
     }
     match connect(peer, options, "association").await? {
-        Link::Plain(a) => send_on(*a, files, out).await,
-        Link::Tls(a) => send_on(*a, files, out).await,
+        Link::Plain(a) => send_on(*a, files, out, keep_going).await,
+        Link::Tls(a) => send_on(*a, files, out, keep_going).await,
     }
 }
 
@@ -242,6 +280,7 @@ async fn send_on<S>(
     mut assoc: ClientAssoc<S>,
     files: &[Outgoing],
     out: &mut Vec<Stored>,
+    keep_going: KeepGoing<'_>,
 ) -> Result<(), AssociationError>
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send,
@@ -259,6 +298,10 @@ where
             .map(|(id, ..)| *id)
     };
     for (i, f) in files.iter().enumerate() {
+        if !keep_going() {
+            let _ = assoc.release().await;
+            return Err(AssociationError(STOPPED.into()));
+        }
         // As stored when the peer takes that; Explicit VR Little Endian (transcoded) when
         // that is all it takes.
         let (pc, body) = match (
@@ -300,15 +343,30 @@ where
 /// The data set of `f` in Explicit VR Little Endian, compressed pixel data decoded, for a
 /// peer that accepts nothing else (on a blocking thread; one instance in memory).
 async fn transcode(f: &Outgoing) -> Result<Vec<u8>, String> {
+    // One at a time across destinations: an instance is held two or three times over in
+    // memory while it is re-encoded.
+    static TRANSCODING: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(1);
+    let _turn = TRANSCODING
+        .acquire()
+        .await
+        .map_err(|e| format!("transcoding: {e}"))?;
     let path = f.path.clone();
+    let size = std::fs::metadata(&path)
+        .map_err(|e| format!("{}: {e}", path.display()))?
+        .len();
+    if size > MAX_TRANSCODE {
+        return Err(format!(
+            "{}: {size} bytes is too large to transcode (at most {MAX_TRANSCODE})",
+            path.display()
+        ));
+    }
     let work = move || -> Result<Vec<u8>, String> {
         let what = |e: &dyn std::fmt::Display| format!("{}: transcoding: {e}", path.display());
         let mut obj = dicom_object::OpenFileOptions::new()
             .read_all()
             .open_file(&path)
             .map_err(|e| what(&e))?;
-        crate::pixel::scrub::to_explicit_le(&mut obj, crate::pixel::scrub::DEFAULT_LIMIT)
-            .map_err(|e| what(&e))?;
+        crate::pixel::scrub::to_explicit_le(&mut obj, MAX_DECODED).map_err(|e| what(&e))?;
         let mut bytes = Vec::new();
         obj.write_dataset(&mut bytes).map_err(|e| what(&e))?;
         Ok(bytes)

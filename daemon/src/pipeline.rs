@@ -102,6 +102,10 @@ pub struct Pipeline {
     quarantine: Quarantine,
     config: Arc<Config>,
     stages: BTreeMap<String, Arc<Stage>>,
+    /// Wakes the de-identification loop before its next tick (an assignment, a re-send).
+    wake: Arc<tokio::sync::Notify>,
+    /// Wakes the destination tasks after a de-identification pass.
+    sendable: tokio::sync::Notify,
 }
 
 fn now_ms() -> i64 {
@@ -115,6 +119,7 @@ impl Pipeline {
         store: Arc<dyn Store>,
         quarantine: Quarantine,
         config: Arc<Config>,
+        wake: Arc<tokio::sync::Notify>,
     ) -> Result<Pipeline, String> {
         let mut stages = BTreeMap::new();
         for (name, p) in &config.projects {
@@ -132,6 +137,8 @@ impl Pipeline {
             quarantine,
             config,
             stages,
+            wake,
+            sendable: tokio::sync::Notify::new(),
         })
     }
 
@@ -190,6 +197,13 @@ impl Pipeline {
             .map(|i| (i.key, i.file))
             .collect();
         let dir = self.outbound_dir(&t.id);
+        // A replay starts clean: outputs of an earlier, interrupted pass (or of instances
+        // parked or dropped this time) must not be taken for this pass's.
+        match std::fs::remove_dir_all(&dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(format!("{}: {e}", dir.display())),
+        }
         std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
         enum One {
             Done,
@@ -216,16 +230,20 @@ impl Pipeline {
                     &engine,
                     Some(stage),
                 ) {
-                    Ok(_) => match durable(&output) {
-                        Ok(()) => One::Done,
-                        Err(e) => park(format!("output not durable: {e}")),
-                    },
+                    Ok(_) => One::Done,
                     Err(file::FileError::Dropped(_)) => One::Dropped,
                     Err(e) => park(e.to_string()),
                 }
             })
             .collect();
-        sync_dir(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        // Every output durable before the transfer says so: one flush of the file system
+        // (one journal commit) instead of one fsync per output; an error fails the whole pass,
+        // which is then replayed.
+        let flush = || -> std::io::Result<()> {
+            nix::unistd::syncfs(std::fs::File::open(&dir)?).map_err(std::io::Error::from)?;
+            sync_dir(&dir)
+        };
+        flush().map_err(|e| format!("{}: outputs not durable: {e}", dir.display()))?;
         let mut outcome = Outcome::default();
         for r in results {
             match r {
@@ -344,6 +362,7 @@ impl Pipeline {
             tokio::select! {
                 _ = shutdown.cancelled() => break,
                 _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                _ = self.wake.notified() => {}
             }
             let p = self.clone();
             let stop = shutdown.clone();
@@ -351,6 +370,7 @@ impl Pipeline {
             if let Err(e) = pass {
                 tracing::error!(error = %e, "pipeline pass failed");
             }
+            self.sendable.notify_waiters();
         }
         while let Some(r) = senders.join_next().await {
             if let Err(e) = r {
@@ -359,12 +379,14 @@ impl Pipeline {
         }
     }
 
-    /// Send and verify for one destination every second until `shutdown`.
+    /// Send and verify for one destination every second (or right after a de-identification
+    /// pass) until `shutdown`.
     async fn destination_loop(&self, name: &str, shutdown: CancellationToken) {
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => break,
                 _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                _ = self.sendable.notified() => {}
             }
             tokio::select! {
                 _ = shutdown.cancelled() => break,
@@ -383,7 +405,12 @@ impl Pipeline {
     fn outgoing_logged(&self, t: &TransferRecord) -> Option<Vec<(String, Outgoing)>> {
         match outgoing_files(self.quarantine.root(), t) {
             Ok(f) => Some(f),
-            Err(e) => {
+            Err(Outbound::Io(e)) => {
+                // Perhaps passing (EMFILE, a busy disk): tried again on the next tick.
+                tracing::error!(transfer = %t.id, error = %e, "outbound files unreadable");
+                None
+            }
+            Err(Outbound::Mismatch(e)) => {
                 tracing::error!(transfer = %t.id, error = %e, "outbound files unusable");
                 let why = format!(
                     "{e}; `fiona resend --study {}` de-identifies it again",
@@ -643,6 +670,33 @@ impl Pipeline {
                 let Some(mut cur) = tables.transfer(&t.id)? else {
                     return Ok(());
                 };
+                if cur.state == TransferState::Cancelled && expect == TransferState::Deidentified {
+                    // Cancelled by a correction while this attempt ran: keep the record of
+                    // what went out under the old assignment, and say so.
+                    let before = cur
+                        .deliveries
+                        .iter()
+                        .find(|x| x.destination == d.destination)
+                        .map_or(0, |x| x.stored.len());
+                    if d.stored.len() > before {
+                        let detail = format!(
+                            "{} instances had been sent to {} when the correction stopped it",
+                            d.stored.len(),
+                            d.destination
+                        );
+                        cur.deliveries.retain(|x| x.destination != d.destination);
+                        cur.deliveries.push(d.clone());
+                        tables.append_audit(transfer_audit(
+                            &cur,
+                            "pipeline",
+                            "cancelled_send",
+                            detail,
+                            now,
+                        ))?;
+                        tables.put_transfer(&cur)?;
+                    }
+                    return Ok(());
+                }
                 if cur.state != expect {
                     return Ok(());
                 }
@@ -676,7 +730,20 @@ impl Pipeline {
         let limit = Duration::from_secs(30 + 5 * outs.len() as u64);
         // What the peer confirmed before a timeout still counts.
         let mut results = Vec::with_capacity(outs.len());
-        let attempt = forward::store_into(&peer, &outs, self.config.max_pdu, &mut results);
+        // A correction may cancel the transfer meanwhile: then nothing more goes out.
+        let still_wanted = || {
+            self.store
+                .transfer(&t.id)
+                .map(|cur| cur.is_some_and(|c| c.state == TransferState::Deidentified))
+                .unwrap_or(true)
+        };
+        let attempt = forward::store_into(
+            &peer,
+            &outs,
+            self.config.max_pdu,
+            &mut results,
+            &still_wanted,
+        );
         let link = match tokio::time::timeout(limit, attempt).await {
             Ok(Ok(())) => None,
             Ok(Err(e)) => Some(e.0),
@@ -821,6 +888,20 @@ pub fn resend(
     actor: &str,
     now: i64,
 ) -> Result<Vec<String>, String> {
+    // Which transfers still have their outputs as recorded: read before the write
+    // transaction (it would hold up receiving while files are opened).
+    let complete: BTreeMap<String, u64> = store
+        .transfers()
+        .map_err(|e| e.to_string())?
+        .into_iter()
+        .filter(|t| {
+            study.is_none_or(|s| s == t.study_key)
+                && project.is_none_or(|p| p == t.project)
+                && t.deidentified > 0
+                && outgoing_files(data_dir, t).is_ok()
+        })
+        .map(|t| (t.id, t.deidentified))
+        .collect();
     let mut ids = Vec::new();
     store
         .write_assign(&mut |tables| {
@@ -845,7 +926,7 @@ pub fn resend(
                 }
                 // Outputs as recorded are sent again; otherwise the study is de-identified
                 // again (deterministic: the same UIDs and values).
-                let have = t.deidentified > 0 && outgoing_files(data_dir, &t).is_ok();
+                let have = complete.get(&t.id) == Some(&t.deidentified);
                 t.state = if have {
                     TransferState::Deidentified
                 } else {
@@ -872,16 +953,39 @@ pub fn resend(
     Ok(ids)
 }
 
+/// Why a transfer's outbound files cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outbound {
+    /// They could not be read (perhaps passing).
+    Io(String),
+    /// They are not what was recorded: missing, extra or unreadable as DICOM.
+    Mismatch(String),
+}
+
+impl std::fmt::Display for Outbound {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Outbound::Io(m) | Outbound::Mismatch(m) => f.write_str(m),
+        }
+    }
+}
+
 /// The de-identified files of a transfer in `data_dir`'s outbound area, by instance key; an
 /// error unless there are as many as were recorded de-identified.
 pub fn outgoing_files(
     data_dir: &Path,
     t: &TransferRecord,
-) -> Result<Vec<(String, Outgoing)>, String> {
+) -> Result<Vec<(String, Outgoing)>, Outbound> {
     let dir = data_dir.join("outbound").join(&t.id);
+    let io = |e: std::io::Error| match e.kind() {
+        std::io::ErrorKind::NotFound => {
+            Outbound::Mismatch(format!("{}: the outbound files are gone", dir.display()))
+        }
+        _ => Outbound::Io(format!("{}: {e}", dir.display())),
+    };
     let mut out = Vec::new();
-    for e in std::fs::read_dir(&dir).map_err(|e| format!("{}: {e}", dir.display()))? {
-        let path = e.map_err(|e| e.to_string())?.path();
+    for e in std::fs::read_dir(&dir).map_err(io)? {
+        let path = e.map_err(io)?.path();
         let Some(key) = path
             .file_name()
             .and_then(|n| n.to_str())
@@ -890,15 +994,15 @@ pub fn outgoing_files(
         else {
             continue;
         };
-        out.push((key, Outgoing::open(&path)?));
+        out.push((key, Outgoing::open(&path).map_err(Outbound::Mismatch)?));
     }
     out.sort_by(|a, b| a.0.cmp(&b.0));
     if out.len() as u64 != t.deidentified {
-        return Err(format!(
+        return Err(Outbound::Mismatch(format!(
             "the outbound area holds {} files of the {} de-identified (changed outside fiona)",
             out.len(),
             t.deidentified
-        ));
+        )));
     }
     Ok(out)
 }
@@ -1048,9 +1152,4 @@ fn backoff(dest: &DestinationConfig, attempts: u32) -> Duration {
     let secs = exp.min(dest.retry_max_secs.max(base)) as f64;
     let r = getrandom::u64().unwrap_or(0) as f64 / u64::MAX as f64;
     Duration::from_secs_f64(secs * (0.75 + 0.5 * r))
-}
-
-/// Flush a written output to disk.
-fn durable(path: &Path) -> std::io::Result<()> {
-    std::fs::File::open(path)?.sync_all()
 }

@@ -89,6 +89,8 @@ pub struct Node {
     limit: Arc<Semaphore>,
     /// Parsed address allow-list (empty: everyone).
     allow_addrs: Vec<IpNet>,
+    /// Wakes the pipeline (a new assignment or re-send need not wait for its next tick).
+    pub pipeline_wake: Arc<tokio::sync::Notify>,
 }
 
 impl std::fmt::Debug for Node {
@@ -104,6 +106,7 @@ impl Node {
         quarantine: Quarantine,
         committer: Committer,
         policy: Arc<Policy>,
+        pipeline_wake: Arc<tokio::sync::Notify>,
     ) -> Node {
         let mut called_titles = vec![config.ae_title.trim().to_string()];
         called_titles.extend(policy.projects.extra_called_ae_titles());
@@ -117,6 +120,7 @@ impl Node {
             quarantine,
             committer,
             stats: Arc::new(Stats::default()),
+            pipeline_wake,
         }
     }
 }
@@ -234,7 +238,8 @@ where
     if dicom_ul::write_pdu(&mut buf, &pdu).is_ok() {
         let _ = tokio::time::timeout(Duration::from_secs(5), sock.write_all(&buf)).await;
     }
-    let _ = sock.shutdown().await;
+    // Over TLS the shutdown sends close_notify: bounded like the rest.
+    let _ = tokio::time::timeout(Duration::from_secs(5), sock.shutdown()).await;
 }
 
 async fn handle_connection(
@@ -252,8 +257,12 @@ async fn handle_connection(
             .associations_refused
             .fetch_add(1, Ordering::Relaxed);
         tracing::warn!(peer = %peer, "association refused: limit of concurrent associations reached");
+        let allowed =
+            node.allow_addrs.is_empty() || node.allow_addrs.iter().any(|n| n.contains(peer.ip()));
         match tls {
             None => refuse_busy(sock).await,
+            // A peer not on the allow-list gets no handshake.
+            Some(_) if !allowed => {}
             // The refusal must be readable by a TLS peer: handshake first (bounded).
             Some(config) => {
                 let accept = tokio_rustls::TlsAcceptor::from(config).accept(sock);

@@ -104,11 +104,19 @@ impl Daemon {
             None => None,
         };
         let config = Arc::new(config);
+        let wake = Arc::new(tokio::sync::Notify::new());
         let pipeline = Arc::new(
-            crate::pipeline::Pipeline::new(store.clone(), quarantine.clone(), config.clone())
-                .map_err(ServeError::Other)?,
+            crate::pipeline::Pipeline::new(
+                store.clone(),
+                quarantine.clone(),
+                config.clone(),
+                wake.clone(),
+            )
+            .map_err(ServeError::Other)?,
         );
-        let node = Arc::new(Node::new(config, store, quarantine, committer, policy));
+        let node = Arc::new(Node::new(
+            config, store, quarantine, committer, policy, wake,
+        ));
         Ok(Daemon {
             node,
             pipeline,

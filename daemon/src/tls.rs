@@ -9,9 +9,9 @@
 //!   `server_name`); fiona presents `certificate` and `private_key` when given.
 //!
 //! Certificates and keys are PEM files named in the configuration. They are read when the
-//! daemon starts (so a bad file stops it with the field and file named) and again for every
-//! outgoing association, so a renewed certificate is used without a restart. Errors name
-//! files, never their contents.
+//! daemon starts (so a bad file stops it with the file named); a destination's are read again
+//! for every outgoing association, so a renewed certificate is used without a restart (the
+//! listener's need a restart). Errors name files, never their contents.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

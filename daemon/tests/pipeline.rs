@@ -554,7 +554,7 @@ fn an_instance_the_pacs_acknowledged_but_lost_is_found_by_verification_and_sent_
 #[test]
 fn after_kill_9_mid_transfer_the_transfer_completes_and_verifies() {
     let tmp = tempfile::tempdir().unwrap();
-    let total = 40;
+    let total = 60;
     // A slow PACS (a busy loop per instance) so that fiona is killed mid-association.
     let (pacs, mut d) = to_orthanc(
         tmp.path(),
@@ -587,6 +587,8 @@ fn after_kill_9_mid_transfer_the_transfer_completes_and_verifies() {
         finished,
     );
     assert_eq!(t["state"], "verified", "{t}");
+    // Complete by the replay itself, not by verification finding gaps.
+    assert_eq!(t["deliveries"][0]["resent_after_verify"], 0, "{t}");
     assert_eq!(t["sent"], total, "{t}");
     let uid = t["research_study_uid"].as_str().unwrap();
     assert_eq!(
@@ -642,13 +644,20 @@ fn a_hung_research_pacs_holds_neither_the_other_destination_nor_the_receive_side
             .and_then(|a| a.iter().find(|x| x["destination"] == name).cloned())
             .unwrap_or(Value::Null)
     };
+    let assigned = Instant::now();
     let t = transfer_when(&d, "the responsive destination to have everything", |t| {
         delivery(t, "research")["done"] == true
     });
-    // The stuck one is still on its first attempt (bounded at 30 s + 5 s per instance); the
-    // transfer waits for it before verification.
+    // Well before the stuck attempt's bound (30 s + 5 s per instance), which a single queue
+    // would have waited for; the stuck one has not finished its first attempt. The transfer
+    // waits for it before verification.
+    assert!(assigned.elapsed() < Duration::from_secs(20), "{t}");
+    assert_eq!(
+        delivery(&t, "stuck")["attempts"].as_u64().unwrap_or(0),
+        0,
+        "{t}"
+    );
     assert_eq!(t["state"], "deidentified", "{t}");
-    assert!(delivery(&t, "stuck")["done"] != true, "{t}");
     let uid = t["research_study_uid"].as_str().unwrap();
     assert_eq!(pacs.held(uid, "FIONA", &[], &tmp.path().join("q")), 3);
     // Receiving goes on meanwhile.
@@ -656,4 +665,78 @@ fn a_hung_research_pacs_holds_neither_the_other_destination_nor_the_receive_side
     let started = Instant::now();
     assert!(storescu(d.addr, "FIONA", &[], &more).status.success());
     assert!(started.elapsed() < Duration::from_secs(5));
+}
+
+#[test]
+fn a_correction_stops_a_transfer_that_is_being_sent() {
+    let tmp = tempfile::tempdir().unwrap();
+    let total = 60;
+    let (pacs, d) = to_orthanc(
+        tmp.path(),
+        "function ReceivedInstanceFilter(dicom, origin, info)\n\
+           local x = 0\n for i = 1, 3000000 do x = x + i end\n return true\nend\n",
+        "retry_base_secs = 1\nverify_after_secs = 0\n",
+        (709, Modality::Ct, 1, total),
+        "PROJ1-0009",
+    );
+    let start = Instant::now();
+    while pacs.stored_files() < 3 {
+        assert!(start.elapsed() < Duration::from_secs(60), "{}", d.log());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let first = d.json(&["transfers"])[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let accession = StudySpec::new(709, Modality::Ct).accession;
+    d.json(&[
+        "assign",
+        &accession,
+        "--project",
+        "PROJ1",
+        "--participant",
+        "PROJ1-0010",
+        "--event",
+        "baseline",
+    ]);
+    // The old transfer stops within an instance or so, and says how much went out.
+    let old = |d: &Daemon| {
+        d.json(&["transfers"])
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["id"] == first.as_str())
+            .cloned()
+            .unwrap()
+    };
+    let audit_says = |d: &Daemon| {
+        d.json(&["audit"]).as_array().unwrap().iter().any(|a| {
+            a["action"] == "cancelled_send"
+                && a["transfer"] == first.as_str()
+                && a["detail"]
+                    .as_str()
+                    .unwrap_or("")
+                    .contains("when the correction stopped it")
+        })
+    };
+    wait_for(&d, "the stopped send to be recorded", || audit_says(&d));
+    let t = old(&d);
+    assert_eq!(t["state"], "cancelled", "{t}");
+    let sent_before = t["deliveries"][0]["stored"].as_array().unwrap().len();
+    assert!(sent_before < total as usize, "{t}");
+    // The correction goes out in full and is verified.
+    let mut t = Value::Null;
+    wait_for(&d, "the correction to be verified", || {
+        t = d
+            .json(&["transfers"])
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["id"] != first.as_str())
+            .cloned()
+            .unwrap_or(Value::Null);
+        finished(&t)
+    });
+    assert_eq!(t["state"], "verified", "{t}");
+    assert_eq!(t["participant"], "PROJ1-0010", "{t}");
 }

@@ -120,8 +120,11 @@ fn write(dir: &Path, n: u32, series: u32, per: u32) -> (StudySpec, Vec<PathBuf>)
 /// `openssl s_client` with `version` (e.g. `-tls1_1`) and fiona's client certificate:
 /// whether the handshake completed.
 fn handshake(addr: SocketAddr, version: &str, p: &Pki) -> (bool, String) {
+    // OpenSSL 3 refuses TLS 1.0/1.1 itself at its default security level: level 0 lets it
+    // offer them, so that a refusal is fiona's.
     let out = Command::new("openssl")
-        .args(["s_client", version, "-connect", &addr.to_string()])
+        .args(["s_client", version, "-cipher", "DEFAULT:@SECLEVEL=0"])
+        .args(["-connect", &addr.to_string()])
         .args(["-cert", &p.modality.cert.to_string_lossy()])
         .args(["-key", &p.modality.key.to_string_lossy()])
         .args(["-CAfile", &p.ca.id.cert.to_string_lossy()])
@@ -192,6 +195,11 @@ fn the_tls_listener_takes_mutual_tls_and_refuses_everything_else() {
     // TLS 1.2 minimum: a TLS 1.1 handshake fails, 1.2 and 1.3 complete.
     let (established, t) = handshake(addr, "-tls1_1", &p);
     assert!(!established, "TLS 1.1 was accepted: {t}");
+    let log = d.log();
+    assert!(
+        log.contains("incompatible") || log.contains("ProtocolVersion"),
+        "fiona did not refuse TLS 1.1 itself:\n{t}\n{log}"
+    );
     for v in ["-tls1_2", "-tls1_3"] {
         let (established, t) = handshake(addr, v, &p);
         assert!(established, "{v} failed: {t}");

@@ -625,7 +625,26 @@ fn put_native(
             VR::CS,
             PrimitiveValue::from("01"),
         ));
+        // The method goes with it (Type 1C in the enhanced IODs); the encoder's own value,
+        // when there is one, is kept.
+        let method = match from {
+            "1.2.840.10008.1.2.4.50" | "1.2.840.10008.1.2.4.51" => Some("ISO_10918_1"),
+            "1.2.840.10008.1.2.4.81" => Some("ISO_14495_1"),
+            "1.2.840.10008.1.2.4.91" => Some("ISO_15444_1"),
+            "1.2.840.10008.1.2.4.203" => Some("ISO_15444_15"),
+            _ => None,
+        };
+        if let (Some(m), Err(_)) = (method, obj.element(Tag(0x0028, 0x2114))) {
+            obj.put(DataElement::new(
+                Tag(0x0028, 0x2114),
+                VR::CS,
+                PrimitiveValue::from(m),
+            ));
+        }
     }
+    // An Extended Offset Table describes fragments; native pixel data has none.
+    obj.remove_element(Tag(0x7FE0, 0x0001));
+    obj.remove_element(Tag(0x7FE0, 0x0002));
     obj.meta_mut().set_transfer_syntax(
         &dicom_transfer_syntax_registry::entries::EXPLICIT_VR_LITTLE_ENDIAN.erased(),
     );
