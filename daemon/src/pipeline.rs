@@ -492,9 +492,11 @@ impl Pipeline {
                 return;
             }
         };
+        // A destination's delivery is verified once it is done, whether or not the
+        // transfer's other destinations are (a slow one does not hold the others' check).
         for t in transfers
             .into_iter()
-            .filter(|t| t.state == TransferState::Sent)
+            .filter(|t| matches!(t.state, TransferState::Sent | TransferState::Deidentified))
         {
             let Some(project) = self.config.projects.get(&t.project) else {
                 continue;
@@ -507,6 +509,8 @@ impl Pipeline {
                 .filter(|d| {
                     only.is_none_or(|o| o == d.destination)
                         && project.destinations.contains(&d.destination)
+                        && d.done
+                        && !d.failed
                         && d.verified_ms.is_none()
                         && now >= d.next_attempt_ms
                 })
@@ -607,6 +611,8 @@ impl Pipeline {
         d.reason = Some(format!("verification: {why}"));
         if d.verify_errors >= dest.max_attempts {
             d.failed = true;
+            // Failed, not done: the transfer's outcome counts it as a destination that gave up.
+            d.done = false;
             tracing::warn!(transfer = %t.id, destination = %d.destination, attempts = d.verify_errors, reason = %why, "verification failed");
         } else {
             let wait = backoff(dest, d.verify_errors);
@@ -619,9 +625,20 @@ impl Pipeline {
     /// (to send what is missing) or `failed` otherwise.
     fn record_verification(&self, t: &TransferRecord, d: Delivery) -> Result<(), String> {
         let now = now_ms();
-        self.update_delivery(t, TransferState::Sent, d, &mut |cur, names, d| {
+        self.update_delivery(t, t.state, d, &mut |cur, names, d| {
             let of = |n: &String| cur.deliveries.iter().find(|x| &x.destination == n);
-            if d.failed {
+            if d.failed && cur.state == TransferState::Deidentified {
+                // Other destinations are still sending: the transfer fails once they finish
+                // (see `record_delivery`).
+                Some((
+                    "verify_failed",
+                    format!(
+                        "{}: {}",
+                        d.destination,
+                        d.reason.clone().unwrap_or_default()
+                    ),
+                ))
+            } else if d.failed {
                 cur.state = TransferState::Failed;
                 cur.reason = Some(format!(
                     "{}: {}",

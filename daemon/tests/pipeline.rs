@@ -645,12 +645,12 @@ fn a_hung_research_pacs_holds_neither_the_other_destination_nor_the_receive_side
             .unwrap_or(Value::Null)
     };
     let assigned = Instant::now();
-    let t = transfer_when(&d, "the responsive destination to have everything", |t| {
-        delivery(t, "research")["done"] == true
+    let t = transfer_when(&d, "the responsive destination to be verified", |t| {
+        delivery(t, "research")["verified_ms"].is_i64()
     });
     // Well before the stuck attempt's bound (30 s + 5 s per instance), which a single queue
-    // would have waited for; the stuck one has not finished its first attempt. The transfer
-    // waits for it before verification.
+    // would have waited for; the stuck one has not finished its first attempt, and the
+    // transfer as a whole waits for it.
     assert!(assigned.elapsed() < Duration::from_secs(20), "{t}");
     assert_eq!(
         delivery(&t, "stuck")["attempts"].as_u64().unwrap_or(0),
