@@ -2,7 +2,8 @@
 //!
 //! - fiona's TLS listener (second port) takes a C-STORE from DCMTK `storescu` presenting a
 //!   client certificate from the configured CA, and refuses a certificate from another CA, no
-//!   certificate, a plain connection, and TLS 1.1; the plain port keeps working.
+//!   certificate, a plain connection, and TLS 1.1; the plain port keeps working. fiona's
+//!   client side does not talk to a TLS 1.1-only server either.
 //! - Forwarding over mutual TLS: a study sent to fiona over TLS, assigned, reaches Orthanc
 //!   (DICOM TLS, client certificates required) de-identified and is verified by C-FIND over
 //!   TLS. With a CA that does not match Orthanc's certificate, nothing is sent and the
@@ -374,4 +375,51 @@ fn a_research_pacs_whose_certificate_does_not_chain_gets_nothing() {
         orthanc_holds(&orthanc, &p, research_uid, &tmp.path().join("q")),
         0
     );
+}
+
+#[test]
+fn fiona_does_not_send_to_a_peer_that_speaks_only_tls_1_1() {
+    let tmp = tempfile::tempdir().unwrap();
+    let p = pki(&tmp.path().join("pki"));
+    let port = free_port();
+    // OpenSSL as a TLS 1.1-only server (security level 0 so that it offers 1.1 at all).
+    let server = Command::new("openssl")
+        .args(["s_server", "-tls1_1", "-cipher", "DEFAULT:@SECLEVEL=0"])
+        .args(["-accept", &port.to_string()])
+        .args(["-cert", &p.pacs.cert.to_string_lossy()])
+        .args(["-key", &p.pacs.key.to_string_lossy()])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("openssl s_server");
+    let _server = fiona_tests::harness::KillOnDrop(server);
+    fiona_tests::harness::wait_until_listening(port, "openssl s_server");
+    let (_, files) = write(&tmp.path().join("in"), 803, 1, 1);
+    let outgoing: Vec<fiona::forward::Outgoing> = files
+        .iter()
+        .map(|f| fiona::forward::Outgoing::open(f).unwrap())
+        .collect();
+    let peer = fiona::forward::Peer {
+        host: "127.0.0.1".into(),
+        port,
+        called_ae_title: "RESEARCH".into(),
+        calling_ae_title: "FIONA".into(),
+        tls: Some(fiona::tls::DestinationTls {
+            ca: p.ca.id.cert.clone(),
+            certificate: Some(p.fiona.cert.clone()),
+            private_key: Some(p.fiona.key.clone()),
+            server_name: None,
+        }),
+    };
+    let r = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(fiona::forward::store(&peer, &outgoing, 16384));
+    let (done, e) = r.expect_err("a TLS 1.1 peer was accepted");
+    assert!(done.is_empty());
+    // fiona offers 1.2 and 1.3 only; the 1.1 server answers with a protocol_version alert.
+    assert!(e.0.contains("ProtocolVersion"), "{}", e.0);
 }
