@@ -132,7 +132,7 @@ async fn connect(
             .server_name(name)
             .establish_tls_async(addr.as_str())
             .await
-            .map_err(|e| refused(&tls_error(&e)))?;
+            .map_err(|e| refused(&crate::tls::error_chain(&e)))?;
         let _ = a.inner_stream().get_ref().0.set_nodelay(true);
         Ok(Link::Tls(Box::new(a)))
     };
@@ -143,18 +143,6 @@ async fn connect(
             PEER_TIMEOUT.as_secs()
         ))),
     }
-}
-
-/// A TLS failure with its cause (dicom-ul's message alone says only "TLS handshake").
-fn tls_error(e: &dicom_ul::association::Error) -> String {
-    let mut out = e.to_string();
-    let mut source = std::error::Error::source(e);
-    while let Some(s) = source {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        source = s.source();
-    }
-    out
 }
 
 /// What happened to one instance.
@@ -351,17 +339,14 @@ async fn transcode(f: &Outgoing) -> Result<Vec<u8>, String> {
         .await
         .map_err(|e| format!("transcoding: {e}"))?;
     let path = f.path.clone();
-    let size = std::fs::metadata(&path)
-        .map_err(|e| format!("{}: {e}", path.display()))?
-        .len();
-    if size > MAX_TRANSCODE {
-        return Err(format!(
-            "{}: {size} bytes is too large to transcode (at most {MAX_TRANSCODE})",
-            path.display()
-        ));
-    }
     let work = move || -> Result<Vec<u8>, String> {
         let what = |e: &dyn std::fmt::Display| format!("{}: transcoding: {e}", path.display());
+        let size = std::fs::metadata(&path).map_err(|e| what(&e))?.len();
+        if size > MAX_TRANSCODE {
+            return Err(what(&format!(
+                "{size} bytes is too large (at most {MAX_TRANSCODE})"
+            )));
+        }
         let mut obj = dicom_object::OpenFileOptions::new()
             .read_all()
             .open_file(&path)

@@ -424,16 +424,20 @@ impl Pipeline {
         }
     }
 
+    /// Every transfer; `None` (logged) when the index cannot be read.
+    fn transfers_logged(&self) -> Option<Vec<TransferRecord>> {
+        self.store
+            .transfers()
+            .map_err(|e| tracing::error!(error = %e, "pipeline: cannot list transfers"))
+            .ok()
+    }
+
     /// Send every de-identified transfer to each of its project's destinations that is due
     /// (`only` that destination when given).
     pub async fn send_pass(&self, only: Option<&str>) {
         let now = now_ms();
-        let transfers = match self.store.transfers() {
-            Ok(t) => t,
-            Err(e) => {
-                tracing::error!(error = %e, "pipeline: cannot list transfers");
-                return;
-            }
+        let Some(transfers) = self.transfers_logged() else {
+            return;
         };
         for t in transfers
             .into_iter()
@@ -479,21 +483,19 @@ impl Pipeline {
         }
     }
 
-    /// Verify every `sent` transfer at each destination: the research PACS must hold every
-    /// instance sent (C-FIND on the research StudyInstanceUID: study level, then series and
-    /// image level when the count is missing or differs). Missing instances are sent again
-    /// (the transfer goes back to `deidentified`), up to three times, then it is `failed`.
+    /// Verify each destination's delivery once it is done (`only` that destination when
+    /// given): the research PACS must hold every instance sent (C-FIND on the research
+    /// StudyInstanceUID: study level, then series and image level when the count is missing
+    /// or differs). Missing instances are sent again (the transfer goes back to
+    /// `deidentified`), up to three times, then it is `failed`; the transfer is `verified`
+    /// when every destination's delivery is.
     pub async fn verify_pass(&self, only: Option<&str>) {
         let now = now_ms();
-        let transfers = match self.store.transfers() {
-            Ok(t) => t,
-            Err(e) => {
-                tracing::error!(error = %e, "pipeline: cannot list transfers");
-                return;
-            }
+        let Some(transfers) = self.transfers_logged() else {
+            return;
         };
-        // A destination's delivery is verified once it is done, whether or not the
-        // transfer's other destinations are (a slow one does not hold the others' check).
+        // Whether or not the transfer's other destinations are done (a slow one does not
+        // hold the others' check).
         for t in transfers
             .into_iter()
             .filter(|t| matches!(t.state, TransferState::Sent | TransferState::Deidentified))
@@ -663,19 +665,21 @@ impl Pipeline {
                 None
             }
         })
+        .map(|_| ())
     }
 
     /// Replace one delivery on a transfer that is still in `expect`, let `decide` move the
     /// transfer on (returning the audit action and detail), and record it all in one
-    /// transaction.
+    /// transaction. Returns the transfer's state when it was not `expect` (nothing done).
     fn update_delivery(
         &self,
         t: &TransferRecord,
         expect: TransferState,
         d: Delivery,
         decide: &mut Decide<'_>,
-    ) -> Result<(), String> {
+    ) -> Result<Option<TransferState>, String> {
         let now = now_ms();
+        let mut other = None;
         let names: Vec<String> = self
             .config
             .projects
@@ -684,37 +688,12 @@ impl Pipeline {
             .unwrap_or_default();
         self.store
             .write_assign(&mut |tables| {
+                other = None;
                 let Some(mut cur) = tables.transfer(&t.id)? else {
                     return Ok(());
                 };
-                if cur.state == TransferState::Cancelled && expect == TransferState::Deidentified {
-                    // Cancelled by a correction while this attempt ran: keep the record of
-                    // what went out under the old assignment, and say so.
-                    let before = cur
-                        .deliveries
-                        .iter()
-                        .find(|x| x.destination == d.destination)
-                        .map_or(0, |x| x.stored.len());
-                    if d.stored.len() > before {
-                        let detail = format!(
-                            "{} instances had been sent to {} when the correction stopped it",
-                            d.stored.len(),
-                            d.destination
-                        );
-                        cur.deliveries.retain(|x| x.destination != d.destination);
-                        cur.deliveries.push(d.clone());
-                        tables.append_audit(transfer_audit(
-                            &cur,
-                            "pipeline",
-                            "cancelled_send",
-                            detail,
-                            now,
-                        ))?;
-                        tables.put_transfer(&cur)?;
-                    }
-                    return Ok(());
-                }
                 if cur.state != expect {
+                    other = Some(cur.state);
                     return Ok(());
                 }
                 cur.deliveries.retain(|x| x.destination != d.destination);
@@ -726,7 +705,8 @@ impl Pipeline {
                 tables.put_transfer(&cur)?;
                 Ok(())
             })
-            .map_err(|e| e.to_string())
+            .map_err(|e| e.to_string())?;
+        Ok(other)
     }
 
     /// One attempt: send what the destination has not confirmed yet.
@@ -807,45 +787,90 @@ impl Pipeline {
     /// Store a delivery's progress on its transfer; the transfer becomes `sent` when every
     /// destination has every instance, `failed` when one gave up and the rest are finished.
     fn record_delivery(&self, t: &TransferRecord, d: Delivery, files: u64) -> Result<(), String> {
-        self.update_delivery(t, TransferState::Deidentified, d, &mut |cur, names, _| {
-            let of = |n: &String| cur.deliveries.iter().find(|x| &x.destination == n);
-            let all_done = names.iter().all(|n| of(n).is_some_and(|x| x.done));
-            let finished = names
-                .iter()
-                .all(|n| of(n).is_some_and(|x| x.done || x.failed));
-            if all_done {
-                cur.state = TransferState::Sent;
-                cur.sent = files;
-                Some((
-                    "sent",
-                    format!("{files} instances stored at {}", names.join(", ")),
-                ))
-            } else if finished {
-                cur.state = TransferState::Failed;
-                let why: Vec<String> = cur
+        let state = self.update_delivery(
+            t,
+            TransferState::Deidentified,
+            d.clone(),
+            &mut |cur, names, _| {
+                let of = |n: &String| cur.deliveries.iter().find(|x| &x.destination == n);
+                let all_done = names.iter().all(|n| of(n).is_some_and(|x| x.done));
+                let finished = names
+                    .iter()
+                    .all(|n| of(n).is_some_and(|x| x.done || x.failed));
+                if all_done {
+                    cur.state = TransferState::Sent;
+                    cur.sent = files;
+                    Some((
+                        "sent",
+                        format!("{files} instances stored at {}", names.join(", ")),
+                    ))
+                } else if finished {
+                    cur.state = TransferState::Failed;
+                    let why: Vec<String> = cur
+                        .deliveries
+                        .iter()
+                        .filter(|x| x.failed)
+                        .map(|x| {
+                            format!(
+                                "{}: {}",
+                                x.destination,
+                                x.reason.clone().unwrap_or_default()
+                            )
+                        })
+                        .collect();
+                    cur.reason = Some(why.join("; "));
+                    cur.sent = cur
+                        .deliveries
+                        .iter()
+                        .map(|x| x.stored.len() as u64)
+                        .min()
+                        .unwrap_or(0);
+                    Some(("failed", cur.reason.clone().unwrap_or_default()))
+                } else {
+                    None
+                }
+            },
+        )?;
+        if state == Some(TransferState::Cancelled) {
+            self.record_cancelled_send(t, d)?;
+        }
+        Ok(())
+    }
+
+    /// A correction cancelled the transfer while this attempt ran: keep on the cancelled
+    /// transfer what went out under the old assignment, audited.
+    fn record_cancelled_send(&self, t: &TransferRecord, d: Delivery) -> Result<(), String> {
+        let now = now_ms();
+        self.store
+            .write_assign(&mut |tables| {
+                let Some(mut cur) = tables.transfer(&t.id)? else {
+                    return Ok(());
+                };
+                let before = cur
                     .deliveries
                     .iter()
-                    .filter(|x| x.failed)
-                    .map(|x| {
-                        format!(
-                            "{}: {}",
-                            x.destination,
-                            x.reason.clone().unwrap_or_default()
-                        )
-                    })
-                    .collect();
-                cur.reason = Some(why.join("; "));
-                cur.sent = cur
-                    .deliveries
-                    .iter()
-                    .map(|x| x.stored.len() as u64)
-                    .min()
-                    .unwrap_or(0);
-                Some(("failed", cur.reason.clone().unwrap_or_default()))
-            } else {
-                None
-            }
-        })
+                    .find(|x| x.destination == d.destination)
+                    .map_or(0, |x| x.stored.len());
+                if cur.state != TransferState::Cancelled || d.stored.len() <= before {
+                    return Ok(());
+                }
+                cur.deliveries.retain(|x| x.destination != d.destination);
+                cur.deliveries.push(d.clone());
+                let detail = format!(
+                    "{} instances had been sent to {} when the correction stopped it",
+                    d.stored.len(),
+                    d.destination
+                );
+                tables.append_audit(transfer_audit(
+                    &cur,
+                    "pipeline",
+                    "cancelled_send",
+                    detail,
+                    now,
+                ))?;
+                tables.put_transfer(&cur)
+            })
+            .map_err(|e| e.to_string())
     }
 
     /// One pass over the ready transfers.
@@ -907,16 +932,20 @@ pub fn resend(
 ) -> Result<Vec<String>, String> {
     // Which transfers still have their outputs as recorded: read before the write
     // transaction (it would hold up receiving while files are opened).
+    let wanted = |t: &TransferRecord| {
+        study.is_none_or(|s| s == t.study_key)
+            && project.is_none_or(|p| p == t.project)
+            && since_ms.is_none_or(|s| t.created_ms >= s)
+            && matches!(
+                t.state,
+                TransferState::Sent | TransferState::Verified | TransferState::Failed
+            )
+    };
     let complete: BTreeMap<String, u64> = store
         .transfers()
         .map_err(|e| e.to_string())?
         .into_iter()
-        .filter(|t| {
-            study.is_none_or(|s| s == t.study_key)
-                && project.is_none_or(|p| p == t.project)
-                && t.deidentified > 0
-                && outgoing_files(data_dir, t).is_ok()
-        })
+        .filter(|t| wanted(t) && t.deidentified > 0 && outgoing_files(data_dir, t).is_ok())
         .map(|t| (t.id, t.deidentified))
         .collect();
     let mut ids = Vec::new();
@@ -930,15 +959,7 @@ pub fn resend(
                 .filter_map(|id| tables.transfer(&id).ok().flatten())
                 .collect();
             for mut t in candidates {
-                if study.is_some_and(|s| s != t.study_key)
-                    || project.is_some_and(|p| p != t.project)
-                    || since_ms.is_some_and(|s| t.created_ms < s)
-                    || !matches!(
-                        t.state,
-                        TransferState::Sent | TransferState::Verified | TransferState::Failed
-                    )
-                    || ids.contains(&t.id)
-                {
+                if !wanted(&t) || ids.contains(&t.id) {
                     continue;
                 }
                 // Outputs as recorded are sent again; otherwise the study is de-identified

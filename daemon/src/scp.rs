@@ -252,17 +252,17 @@ async fn handle_connection(
 ) {
     let _ = sock.set_nodelay(true);
     let cfg = &node.config;
+    let peer_allowed =
+        node.allow_addrs.is_empty() || node.allow_addrs.iter().any(|n| n.contains(peer.ip()));
     let Ok(_permit) = node.limit.clone().try_acquire_owned() else {
         node.stats
             .associations_refused
             .fetch_add(1, Ordering::Relaxed);
         tracing::warn!(peer = %peer, "association refused: limit of concurrent associations reached");
-        let allowed =
-            node.allow_addrs.is_empty() || node.allow_addrs.iter().any(|n| n.contains(peer.ip()));
         match tls {
             None => refuse_busy(sock).await,
             // A peer not on the allow-list gets no handshake.
-            Some(_) if !allowed => {}
+            Some(_) if !peer_allowed => {}
             // The refusal must be readable by a TLS peer: handshake first (bounded).
             Some(config) => {
                 let accept = tokio_rustls::TlsAcceptor::from(config).accept(sock);
@@ -274,8 +274,7 @@ async fn handle_connection(
         return;
     };
     let access = Access {
-        peer_allowed: node.allow_addrs.is_empty()
-            || node.allow_addrs.iter().any(|n| n.contains(peer.ip())),
+        peer_allowed,
         allowed_callers: cfg.allow.calling_ae_titles.clone(),
         accept_any_called: cfg.accept_any_called_ae,
         called_titles: node.called_titles.clone(),
@@ -322,7 +321,7 @@ fn established<S>(
 ) -> Option<AsyncServerAssociation<S>> {
     let why = match r {
         Ok(Ok(a)) => return Some(a),
-        Ok(Err(e)) => error_chain(&e),
+        Ok(Err(e)) => crate::tls::error_chain(&e),
         Err(_) => "association request timed out".to_string(),
     };
     node.stats
@@ -330,18 +329,6 @@ fn established<S>(
         .fetch_add(1, Ordering::Relaxed);
     tracing::warn!(peer = %peer, tls, error = %why, "association not established");
     None
-}
-
-/// An error with its causes (a TLS refusal says why only in its source).
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        source = s.source();
-    }
-    out
 }
 
 async fn serve_association<S>(

@@ -191,9 +191,7 @@ fn an_assigned_study_is_deidentified_and_scrubbed_without_anyone_acting() {
     ]);
     let transfer = assigned["transfer"].as_str().unwrap().to_string();
 
-    let mut t = Value::Null;
-    wait_for(&d, "the transfer to be de-identified", || {
-        t = d.json(&["transfers"])[0].clone();
+    let t = d.transfer_when("the transfer to be de-identified", |t| {
         t["state"] == "deidentified"
     });
     assert_eq!(t["id"], transfer.as_str());
@@ -288,9 +286,7 @@ fn a_study_goes_out_to_the_research_pacs_once_it_is_back() {
     );
 
     // The research PACS is down: attempts fail, the reason is on the transfer.
-    let mut t = Value::Null;
-    wait_for(&d, "a failed attempt", || {
-        t = d.json(&["transfers"])[0].clone();
+    let t = d.transfer_when("a failed attempt", |t| {
         t["deliveries"][0]["attempts"].as_u64().unwrap_or(0) >= 1
     });
     assert_eq!(t["state"], "deidentified");
@@ -310,10 +306,7 @@ fn a_study_goes_out_to_the_research_pacs_once_it_is_back() {
         .spawn()
         .unwrap();
     let _scp = KillOnDrop(child);
-    wait_for(&d, "the transfer to be sent", || {
-        t = d.json(&["transfers"])[0].clone();
-        t["state"] == "sent"
-    });
+    let t = d.transfer_when("the transfer to be sent", |t| t["state"] == "sent");
     assert_eq!(t["sent"], 6);
     let got: Vec<PathBuf> = std::fs::read_dir(&received)
         .unwrap()
@@ -334,8 +327,7 @@ fn a_study_goes_out_to_the_research_pacs_once_it_is_back() {
     // The research PACS lost the study: `fiona resend` sends it again, all of it.
     let r = d.json(&["resend", "--study", &spec.accession]);
     assert_eq!(r["transfers"].as_array().unwrap().len(), 1, "{r}");
-    wait_for(&d, "the resent transfer to be sent", || {
-        t = d.json(&["transfers"])[0].clone();
+    d.transfer_when("the resent transfer to be sent", |t| {
         t["state"] == "sent" && t["deliveries"][0]["attempts"] == 1
     });
     let got: Vec<PathBuf> = std::fs::read_dir(&received)
@@ -409,11 +401,7 @@ fn a_sent_study_is_verified_by_c_find_at_the_research_pacs() {
         (703, Modality::Mr, 2, 2),
         "PROJ1-0003",
     );
-    let mut t = Value::Null;
-    wait_for(&d, "the transfer to be verified", || {
-        t = d.json(&["transfers"])[0].clone();
-        t["state"] == "verified"
-    });
+    let t = d.transfer_when("the transfer to be verified", |t| t["state"] == "verified");
     assert_eq!(t["sent"], 4);
     assert!(t["verified_ms"].as_i64().unwrap() > 0);
     assert!(t["deliveries"][0]["verified_ms"].as_i64().is_some());
@@ -475,16 +463,6 @@ fn to_orthanc(
     (pacs, d)
 }
 
-/// The first transfer once `done` holds for it.
-fn transfer_when(d: &Daemon, what: &str, done: impl Fn(&Value) -> bool) -> Value {
-    let mut t = Value::Null;
-    wait_for(d, what, || {
-        t = d.json(&["transfers"])[0].clone();
-        done(&t)
-    });
-    t
-}
-
 fn finished(t: &Value) -> bool {
     t["state"] == "verified" || t["state"] == "failed"
 }
@@ -502,7 +480,7 @@ fn a_research_pacs_refusing_one_instance_fails_the_transfer_with_the_status() {
         (704, Modality::Ct, 1, 4),
         "PROJ1-0004",
     );
-    let t = transfer_when(&d, "the transfer to fail", |t| t["state"] == "failed");
+    let t = d.transfer_when("the transfer to fail", |t| t["state"] == "failed");
     let reason = t["reason"].as_str().unwrap_or_default();
     assert!(reason.contains("status 0xa700"), "{t}");
     assert!(reason.contains("research:"), "{t}");
@@ -534,7 +512,7 @@ fn an_instance_the_pacs_acknowledged_but_lost_is_found_by_verification_and_sent_
         (705, Modality::Mr, 1, 4),
         "PROJ1-0005",
     );
-    let t = transfer_when(&d, "the transfer to be verified", finished);
+    let t = d.transfer_when("the transfer to be verified", finished);
     assert_eq!(t["state"], "verified", "{t}");
     assert_eq!(t["deliveries"][0]["resent_after_verify"], 1, "{t}");
     let audit = d.json(&["audit"]);
@@ -581,11 +559,7 @@ fn after_kill_9_mid_transfer_the_transfer_completes_and_verifies() {
         "not killed mid-transfer: {at_kill} stored"
     );
     d.restart();
-    let t = transfer_when(
-        &d,
-        "the transfer to be verified after the restart",
-        finished,
-    );
+    let t = d.transfer_when("the transfer to be verified after the restart", finished);
     assert_eq!(t["state"], "verified", "{t}");
     // Complete by the replay itself, not by verification finding gaps.
     assert_eq!(t["deliveries"][0]["resent_after_verify"], 0, "{t}");
@@ -645,7 +619,7 @@ fn a_hung_research_pacs_holds_neither_the_other_destination_nor_the_receive_side
             .unwrap_or(Value::Null)
     };
     let assigned = Instant::now();
-    let t = transfer_when(&d, "the responsive destination to be verified", |t| {
+    let t = d.transfer_when("the responsive destination to be verified", |t| {
         delivery(t, "research")["verified_ms"].is_i64()
     });
     // Well before the stuck attempt's bound (30 s + 5 s per instance), which a single queue

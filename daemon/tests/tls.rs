@@ -12,13 +12,11 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
 
 use fiona_tests::corpus::{self, Modality, StudySpec};
-use fiona_tests::harness::{free_port, require_tool, storescu, Daemon, Options};
+use fiona_tests::harness::{free_port, storescu, Daemon, Options};
 use fiona_tests::orthanc::{Orthanc, Settings};
 use fiona_tests::pki::{Ca, Identity};
-use serde_json::Value;
 
 fn bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_fiona"))
@@ -89,14 +87,7 @@ fn tls_args<'a>(identity: Option<&'a Identity>, ca: &'a Path) -> Vec<String> {
 }
 
 fn echoscu(addr: SocketAddr, extra: &[String]) -> Output {
-    require_tool("echoscu");
-    Command::new("echoscu")
-        .args(["-aet", "TESTSCU", "-aec", "FIONA"])
-        .args(extra)
-        .arg(addr.ip().to_string())
-        .arg(addr.port().to_string())
-        .output()
-        .expect("run echoscu")
+    fiona_tests::harness::echoscu_with(addr, "TESTSCU", "FIONA", extra)
 }
 
 fn text(o: &Output) -> String {
@@ -251,22 +242,6 @@ fn forwarding_over_tls(tmp: &Path, p: &Pki, port: u16, ca: &Path) -> (Daemon, St
     (d, spec)
 }
 
-fn wait_for_transfer(d: &Daemon, what: &str, done: impl Fn(&Value) -> bool) -> Value {
-    let start = Instant::now();
-    loop {
-        let t = d.json(&["transfers"])[0].clone();
-        if done(&t) {
-            return t;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(90),
-            "timed out waiting for {what}: {t}\n{}",
-            d.log()
-        );
-        std::thread::sleep(Duration::from_millis(250));
-    }
-}
-
 /// What Orthanc lists of a study, asked over TLS with fiona's identity.
 fn orthanc_holds(o: &Orthanc, p: &Pki, study_uid: &str, dir: &Path) -> usize {
     o.held(
@@ -298,7 +273,7 @@ fn a_study_goes_to_orthanc_over_mutual_tls_and_is_verified() {
     let p = pki(&tmp.path().join("pki"));
     let (orthanc, port) = tls_orthanc(tmp.path(), &p);
     let (d, spec) = forwarding_over_tls(tmp.path(), &p, port, &p.ca.id.cert);
-    let t = wait_for_transfer(&d, "the transfer to be verified", |t| {
+    let t = d.transfer_when("the transfer to be verified", |t| {
         t["state"] == "verified" || t["state"] == "failed"
     });
     assert_eq!(t["state"], "verified", "{t}\n{}", d.log());
@@ -319,18 +294,7 @@ fn a_study_goes_to_orthanc_over_mutual_tls_and_is_verified() {
     // What arrived (Orthanc keeps each instance as a DICOM file): no clinical identifier
     // anywhere in the bytes (the original series and instance UIDs begin with the study
     // UID), the pseudonym and the research study in the header.
-    let mut files = Vec::new();
-    let mut dirs = vec![orthanc.storage.clone()];
-    while let Some(dir) = dirs.pop() {
-        for e in std::fs::read_dir(&dir).unwrap() {
-            let path = e.unwrap().path();
-            if path.is_dir() {
-                dirs.push(path);
-            } else {
-                files.push(path);
-            }
-        }
-    }
+    let files = orthanc.stored_paths();
     assert_eq!(files.len(), 6);
     let family = spec.patient_name.split('^').next().unwrap();
     for f in &files {
@@ -363,7 +327,7 @@ fn a_research_pacs_whose_certificate_does_not_chain_gets_nothing() {
     let (orthanc, port) = tls_orthanc(tmp.path(), &p);
     // fiona trusts only the rogue CA: Orthanc's certificate is refused.
     let (d, spec) = forwarding_over_tls(tmp.path(), &p, port, &p.rogue_ca.id.cert);
-    let t = wait_for_transfer(&d, "the transfer to fail", |t| t["state"] == "failed");
+    let t = d.transfer_when("the transfer to fail", |t| t["state"] == "failed");
     let reason = t["deliveries"][0]["reason"].as_str().unwrap_or_default();
     assert!(reason.contains("certificate"), "{t}");
     assert_eq!(t["sent"], 0, "{t}");

@@ -167,6 +167,28 @@ impl Daemon {
         serde_json::from_slice(&out.stdout).expect("json output")
     }
 
+    /// The first transfer (`fiona transfers`) once `done` holds for it; panics with the
+    /// transfer and the log after 90 s.
+    pub fn transfer_when(
+        &self,
+        what: &str,
+        done: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
+        let start = Instant::now();
+        loop {
+            let t = self.json(&["transfers"])[0].clone();
+            if done(&t) {
+                return t;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(90),
+                "timed out waiting for {what}: {t}\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
     /// kill -9, as a crash would.
     pub fn kill9(&mut self) {
         if let Some(mut c) = self.child.take() {
@@ -232,10 +254,21 @@ pub fn storescu(addr: SocketAddr, called_ae: &str, args: &[&str], files: &[PathB
 
 /// `echoscu` to the daemon.
 pub fn echoscu(addr: SocketAddr, calling_ae: &str, called_ae: &str) -> Output {
+    echoscu_with(addr, calling_ae, called_ae, &[])
+}
+
+/// `echoscu` to the daemon with extra options (e.g. DCMTK's TLS options).
+pub fn echoscu_with(
+    addr: SocketAddr,
+    calling_ae: &str,
+    called_ae: &str,
+    extra: &[String],
+) -> Output {
     require_tool("echoscu");
     Command::new("echoscu")
         .env("TCP_NODELAY", "1")
         .args(["-aet", calling_ae, "-aec", called_ae])
+        .args(extra)
         .arg(addr.ip().to_string())
         .arg(addr.port().to_string())
         .output()

@@ -128,24 +128,27 @@ impl Orthanc {
             .count()
     }
 
-    /// Files in Orthanc's storage area (one per stored instance).
-    pub fn stored_files(&self) -> usize {
-        fn count(dir: &Path) -> usize {
-            std::fs::read_dir(dir)
-                .map(|rd| {
-                    rd.filter_map(|e| e.ok())
-                        .map(|e| {
-                            let p = e.path();
-                            if p.is_dir() {
-                                count(&p)
-                            } else {
-                                1
-                            }
-                        })
-                        .sum()
-                })
-                .unwrap_or(0)
+    /// The files in Orthanc's storage area (one DICOM file per stored instance).
+    pub fn stored_paths(&self) -> Vec<PathBuf> {
+        let mut files = Vec::new();
+        let mut dirs = vec![self.storage.clone()];
+        while let Some(dir) = dirs.pop() {
+            let Ok(entries) = std::fs::read_dir(&dir) else {
+                continue;
+            };
+            for path in entries.filter_map(|e| e.ok()).map(|e| e.path()) {
+                if path.is_dir() {
+                    dirs.push(path);
+                } else {
+                    files.push(path);
+                }
+            }
         }
-        count(&self.storage)
+        files
+    }
+
+    /// How many instances Orthanc has stored.
+    pub fn stored_files(&self) -> usize {
+        self.stored_paths().len()
     }
 }
