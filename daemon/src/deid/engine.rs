@@ -132,6 +132,8 @@ pub struct Report {
     pub uids_mapped: u64,
     pub dates_shifted: u64,
     pub private_kept: u64,
+    /// Standard attributes that arrived as UN, read with their dictionary VR.
+    pub un_reinterpreted: u64,
     /// Known burned-in regions blanked (the pixel stage), and pixels blanked in all frames.
     pub pixel_regions: u64,
     pub pixels_masked: u64,
@@ -278,6 +280,10 @@ impl Engine {
     /// De-identify the data set in place.
     pub fn apply(&self, obj: &mut InMemDicomObject) -> Report {
         let mut report = Report::default();
+        // Standard attributes encoded as UN go through the same rules as any other.
+        let un = super::un::resolve(obj);
+        report.un_reinterpreted = un.reinterpreted;
+        report.removed += un.removed;
         let needles = identifying_strings(obj);
         let original = |t: Tag| -> String {
             obj.get(t)
@@ -569,13 +575,17 @@ impl Engine {
             }
             VR::UI if !self.options.retain_uids => {
                 let Ok(values) = e.to_multi_str() else {
-                    return Some(e);
+                    // Not readable as text: never passed on.
+                    r.removed += 1;
+                    return None;
                 };
                 let mapped: Vec<String> = values
                     .iter()
                     .map(|u| {
                         let u = u.trim_end_matches(['\0', ' ']);
-                        if u.is_empty() || u.starts_with("1.2.840.10008.") {
+                        if u.is_empty()
+                            || (u.starts_with("1.2.840.10008.") && super::uid::is_valid_uid(u))
+                        {
                             u.to_string()
                         } else {
                             r.uids_mapped += 1;

@@ -209,6 +209,9 @@ pub fn deidentify_file_with(
             .map_err(|e| FileError::Header(e.to_string()))
     };
     let mut obj = open(whole)?;
+    // Standard attributes encoded as UN are read with their dictionary VR before anything
+    // looks at the header (the pixel stage's signatures, the engine).
+    let un = super::un::resolve(&mut obj);
     // The pixel stage looks at the original header (before de-identification removes what
     // the signatures match on), and needs the pixel data in memory.
     let mut scrubbed = None;
@@ -236,8 +239,26 @@ pub fn deidentify_file_with(
         .get(&out_ts_uid)
         .ok_or_else(|| FileError::Unsupported(out_ts_uid.clone()))?;
     let copy_pixels = if whole { None } else { fields.pixel_data };
-    let sop_class = obj.meta().media_storage_sop_class_uid().to_string();
     let mut report = engine.apply(&mut obj);
+    report.un_reinterpreted += un.reinterpreted;
+    report.removed += un.removed;
+    // The file meta says what the data set says: its SOP Class UID (the input's meta only
+    // where the data set has none).
+    let sop_class = obj
+        .element(tags::SOP_CLASS_UID)
+        .ok()
+        .and_then(|e| {
+            e.to_str()
+                .ok()
+                .map(|s| crate::deid::uid::trim_uid(&s).to_string())
+        })
+        .filter(|s| crate::deid::uid::is_valid_uid(s))
+        .unwrap_or_else(|| {
+            crate::deid::uid::trim_uid(obj.meta().media_storage_sop_class_uid()).to_string()
+        });
+    if !crate::deid::uid::is_valid_uid(&sop_class) {
+        return Err(FileError::Header("no valid SOP Class UID".into()));
+    }
     if let Some(s) = &scrubbed {
         report.pixel_regions = s.regions.len() as u64;
         report.pixels_masked = s.pixels_masked;
@@ -246,18 +267,21 @@ pub fn deidentify_file_with(
     let new_sop = obj
         .element(tags::SOP_INSTANCE_UID)
         .ok()
-        .and_then(|e| e.to_str().ok().map(|s| s.to_string()))
+        .and_then(|e| {
+            e.to_str()
+                .ok()
+                .map(|s| crate::deid::uid::trim_uid(&s).to_string())
+        })
         .unwrap_or_default();
+    // Never a value that is not a UID in the file meta (nor a name built from it).
+    if !crate::deid::uid::is_valid_uid(&new_sop) {
+        return Err(FileError::Header("no valid SOP Instance UID".into()));
+    }
 
     // 3. Write: temp file, then rename into place.
     let output = match output {
         Output::File(p) => p.to_path_buf(),
-        Output::Dir(d) => {
-            if !crate::deid::uid::is_valid_uid(&new_sop) {
-                return Err(FileError::Header("no valid SOP Instance UID".into()));
-            }
-            d.join(format!("{new_sop}.dcm"))
-        }
+        Output::Dir(d) => d.join(format!("{new_sop}.dcm")),
     };
     let output = output.as_path();
     let dir = output.parent().unwrap_or(Path::new("."));
@@ -266,7 +290,7 @@ pub fn deidentify_file_with(
     if !dir.is_dir() {
         fs::create_dir_all(dir)?;
     }
-    let meta = crate::scp::file_meta(sop_class.trim_end_matches('\0'), &new_sop, &out_ts_uid, "");
+    let meta = crate::scp::file_meta(&sop_class, &new_sop, &out_ts_uid, "");
     let write = |out: &File, f: &mut File| -> Result<(), FileError> {
         let mut w = BufWriter::with_capacity(256 * 1024, out);
         w.write_all(&meta)?;
@@ -500,5 +524,93 @@ mod tests {
                 &[1, 2, 3, 4]
             );
         }
+    }
+
+    /// Standard attributes encoded as UN (explicit VR) are de-identified like any other: no
+    /// original UID or name in the output, also inside a UN sequence; the file meta names the
+    /// data set's new SOP Instance UID; a UN "UID" that is not one is removed.
+    #[test]
+    fn un_encoded_standard_attributes_are_deidentified() {
+        let d = tempfile::tempdir().unwrap();
+        let input = d.path().join("un.dcm");
+        let un =
+            |g, e, v: &[u8]| DataElement::new(Tag(g, e), VR::UN, PrimitiveValue::from(v.to_vec()));
+        let implicit = |g: u16, e: u16, v: &[u8]| {
+            let mut out = Vec::new();
+            out.extend_from_slice(&g.to_le_bytes());
+            out.extend_from_slice(&e.to_le_bytes());
+            out.extend_from_slice(&(v.len() as u32).to_le_bytes());
+            out.extend_from_slice(v);
+            out
+        };
+        let mut item = implicit(0x0008, 0x1150, b"1.2.840.10008.5.1.4.1.1.481.5\0");
+        item.extend(implicit(0x0008, 0x1155, b"1.2.826.0.1.3680043.8.498.77.5"));
+        let mut seq = vec![0xFE, 0xFF, 0x00, 0xE0];
+        seq.extend_from_slice(&(item.len() as u32).to_le_bytes());
+        seq.extend(item);
+        let obj = InMemDicomObject::from_element_iter([
+            un(0x0008, 0x0016, b"1.2.840.10008.5.1.4.1.1.7\0"),
+            un(0x0008, 0x0018, b"1.2.826.0.1.3680043.8.498.77.1\0"),
+            un(0x0008, 0x1155, b"Nordmann^Kari"),
+            un(0x0010, 0x0010, b"Nordmann^Kari "),
+            un(0x0010, 0x0020, b"NO12345678"),
+            un(0x0020, 0x000D, b"1.2.826.0.1.3680043.8.498.77.2\0"),
+            un(0x0020, 0x000E, b"1.2.826.0.1.3680043.8.498.77.3\0"),
+            un(0x0020, 0x0052, b"1.2.826.0.1.3680043.8.498.77.4\0"),
+            un(0x300C, 0x0002, &seq),
+            DataElement::new(
+                Tag(0x7FE0, 0x0010),
+                VR::OB,
+                PrimitiveValue::from(vec![1u8, 2, 3, 4]),
+            ),
+        ]);
+        // Written by hand: dicom-object's own meta builder would take the UIDs from the
+        // UN bytes (as decimals), the very damage this test is about.
+        let mut file = crate::scp::file_meta(
+            "1.2.840.10008.5.1.4.1.1.7",
+            "1.2.826.0.1.3680043.8.498.77.1",
+            "1.2.840.10008.1.2.1",
+            "",
+        );
+        let ts = TransferSyntaxRegistry.get("1.2.840.10008.1.2.1").unwrap();
+        obj.write_dataset_with_ts(&mut file, ts).unwrap();
+        std::fs::write(&input, file).unwrap();
+        let out_dir = d.path().join("out");
+        let (report, path) = deidentify_file(&input, Output::Dir(&out_dir), &engine()).unwrap();
+        assert_eq!(report.un_reinterpreted, 8, "{report:?}");
+        let bytes = std::fs::read(&path).unwrap();
+        for leak in [
+            &b"1.2.826.0.1.3680043.8.498.77"[..],
+            b"Nordmann",
+            b"NO12345678",
+        ] {
+            assert!(!bytes.windows(leak.len()).any(|w| w == leak), "leak");
+        }
+        let back = dicom_object::open_file(&path).unwrap();
+        let sop = back.element(Tag(0x0008, 0x0018)).unwrap();
+        assert_eq!(sop.vr(), VR::UI);
+        let sop = sop.to_str().unwrap().to_string();
+        assert!(crate::deid::uid::is_valid_uid(&sop));
+        assert_eq!(
+            back.meta()
+                .media_storage_sop_instance_uid()
+                .trim_end_matches('\0'),
+            sop
+        );
+        assert_eq!(
+            back.element(Tag(0x0010, 0x0010)).unwrap().to_str().unwrap(),
+            "PROJ001"
+        );
+        assert!(
+            back.element(Tag(0x0008, 0x1155)).is_err(),
+            "a UN that is no UID is removed"
+        );
+        let refd = back.element(Tag(0x300C, 0x0002)).unwrap().items().unwrap()[0]
+            .element(Tag(0x0008, 0x1155))
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .to_string();
+        assert!(refd.starts_with("2.25."), "referenced UID mapped");
     }
 }

@@ -7,6 +7,7 @@
 //! * [`uid`]: the UID mapping (conformant and legacy modes);
 //! * [`secret`]: the per-project secret, generated once and kept durably;
 //! * [`settings`]: a project's settings as configuration, and the engine they make;
+//! * [`un`]: standard attributes encoded as UN read again with their dictionary VR;
 //! * [`values`]: VR length limits, padding, character-safe cutting, dummy values;
 //! * [`file`]: one Part-10 file: bounded structural check, the header through dicom-object,
 //!   pixel data copied through unread, the output written unnamed and linked into place.
@@ -21,6 +22,7 @@ pub mod profile;
 pub mod secret;
 pub mod settings;
 pub mod uid;
+pub mod un;
 pub mod values;
 
 /// `HMAC-SHA256(key, domain || data)`: every value derived from a project secret goes through
