@@ -31,6 +31,26 @@ if ((${#need[@]})); then
   fi
 fi
 
+# The real-file test's Python side (daemon/tests/real_files.rs, tests/real/): a venv outside
+# the tree with the pinned packages of tests/real/requirements.txt, created when missing and
+# brought up to date when the pins change. The test finds it through FIONA_TEST_PYTHON.
+venv="${FIONA_TEST_VENV:-$HOME/.cache/fiona-real-venv}"
+if ! python3 -c 'import venv, ensurepip' >/dev/null 2>&1; then
+  SUDO=""
+  [ "$(id -u)" = 0 ] || SUDO="sudo"
+  echo "installing missing test tools: python3-venv"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq python3-venv >/dev/null
+fi
+[ -x "$venv/bin/python" ] || python3 -m venv "$venv"
+pins=$(sha256sum tests/real/requirements.txt | cut -d' ' -f1)
+if [ "$(cat "$venv/.fiona-pins" 2>/dev/null)" != "$pins" ]; then
+  echo "installing the real-file test's Python packages into $venv"
+  "$venv/bin/python" -m pip install -q --disable-pip-version-check -r tests/real/requirements.txt
+  echo "$pins" >"$venv/.fiona-pins"
+fi
+export FIONA_TEST_PYTHON="$venv/bin/python"
+
 cargo fmt --all --check
 cargo clippy --workspace --all-targets -- -D warnings
 

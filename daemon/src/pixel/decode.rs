@@ -149,6 +149,11 @@ pub fn decode(obj: &FileDicomObject<InMemDicomObject>, limit: u64) -> Result<Dec
     if bound > limit {
         return Err(DecodeError::TooLarge { bytes: want, limit });
     }
+    if let Some(colour) = jpeg_colour(obj, &ts, &declared_layout) {
+        if colour != StreamColour::YCbCr {
+            return decode_jpeg_rgb(obj, declared_layout, frames);
+        }
+    }
     let (data, pi, planar) = contained(|| {
         obj.decode_pixel_data()
             .map(|d| {
@@ -180,6 +185,154 @@ pub fn decode(obj: &FileDicomObject<InMemDicomObject>, limit: u64) -> Result<Dec
     }
     let mut data = data;
     data.truncate(need);
+    Ok(Decoded {
+        layout,
+        frames,
+        data,
+    })
+}
+
+/// JPEG processes (baseline, extended, lossless) whose decoder guesses the colour space of a
+/// three-component stream from its markers.
+const JPEG_PROCESSES: [&str; 4] = [
+    "1.2.840.10008.1.2.4.50",
+    JPEG_EXTENDED,
+    "1.2.840.10008.1.2.4.57",
+    "1.2.840.10008.1.2.4.70",
+];
+
+/// The colour space a JPEG stream itself states.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum StreamColour {
+    /// Adobe APP14 with transform 0: the components are R, G, B.
+    Rgb,
+    /// Adobe APP14 with transform 1, or a JFIF APP0: YCbCr.
+    YCbCr,
+    /// Neither: the DICOM header decides.
+    Unsaid,
+}
+
+/// For an 8-bit, three-sample RGB image in a JPEG process: what its first frame's stream
+/// says about colour. `None` for every other image.
+///
+/// Photometric Interpretation RGB means the JPEG components are R, G and B (PS3.5 8.2.1: no
+/// colour transform was applied), but jpeg-decoder (inside dicom-pixeldata) assumes YCbCr for
+/// three components without an Adobe or JFIF marker unless the component IDs spell "RGB", and
+/// converts: such an image comes out with wrong colours (a uniform magenta cast). Only a
+/// stream that states YCbCr itself is converted.
+fn jpeg_colour(
+    obj: &FileDicomObject<InMemDicomObject>,
+    ts: &str,
+    declared: &Layout,
+) -> Option<StreamColour> {
+    if !JPEG_PROCESSES.contains(&ts)
+        || declared.photometric != Photometric::Rgb
+        || declared.samples_per_pixel != 3
+        || declared.bits_allocated != 8
+    {
+        return None;
+    }
+    let e = obj.element(Tag(0x7FE0, 0x0010)).ok()?;
+    let first = e.value().fragments()?.iter().find(|f| !f.is_empty())?;
+    Some(stream_colour(first))
+}
+
+/// Read the markers before the first scan (bounded by the fragment).
+fn stream_colour(jpeg: &[u8]) -> StreamColour {
+    let mut jfif = false;
+    let mut i = 2; // after SOI
+    while i + 1 < jpeg.len() {
+        if jpeg[i] != 0xFF {
+            break;
+        }
+        let marker = jpeg[i + 1];
+        if marker == 0xFF {
+            i += 1; // fill byte
+            continue;
+        }
+        if marker == 0xDA || marker == 0xD9 {
+            break; // start of scan, end of image
+        }
+        if (0xD0..=0xD8).contains(&marker) || marker == 0x01 {
+            i += 2; // no length
+            continue;
+        }
+        let Some(len) = jpeg
+            .get(i + 2..i + 4)
+            .map(|b| usize::from(u16::from_be_bytes([b[0], b[1]])))
+        else {
+            break;
+        };
+        let payload = jpeg
+            .get(i + 4..(i + 2 + len).min(jpeg.len()))
+            .unwrap_or(&[]);
+        match marker {
+            0xE0 if payload.starts_with(b"JFIF\0") => jfif = true,
+            0xEE if payload.starts_with(b"Adobe") && payload.len() >= 12 => {
+                return match payload[11] {
+                    0 => StreamColour::Rgb,
+                    _ => StreamColour::YCbCr,
+                };
+            }
+            _ => {}
+        }
+        i += 2 + len;
+    }
+    if jfif {
+        StreamColour::YCbCr
+    } else {
+        StreamColour::Unsaid
+    }
+}
+
+/// Every frame of an RGB JPEG image decoded without a colour transform (see
+/// [`jpeg_colour`]), with jpeg-decoder directly: frames follow each other in the fragments
+/// (one or several fragments each), each starting at its SOI marker.
+fn decode_jpeg_rgb(
+    obj: &FileDicomObject<InMemDicomObject>,
+    layout: Layout,
+    frames: u32,
+) -> Result<Decoded, DecodeError> {
+    let layout = Layout {
+        planar: 0,
+        ..layout
+    };
+    let frame_bytes = layout.frame_bytes();
+    let e = obj
+        .element(Tag(0x7FE0, 0x0010))
+        .map_err(|_| DecodeError::NoPixelData)?;
+    let fragments = e
+        .value()
+        .fragments()
+        .ok_or_else(|| DecodeError::Decoder("JPEG pixel data is not encapsulated".into()))?;
+    let stream: Vec<u8> = fragments.iter().flatten().copied().collect();
+    let mut data = Vec::with_capacity(frame_bytes * frames as usize);
+    let mut at = 0usize;
+    for i in 0..frames {
+        let soi = stream
+            .get(at..)
+            .and_then(|rest| rest.windows(2).position(|w| w == [0xFF, 0xD8]))
+            .ok_or_else(|| DecodeError::Decoder(format!("no JPEG stream for frame {i}")))?;
+        let mut cursor = std::io::Cursor::new(&stream[at + soi..]);
+        let (pixels, info) = contained(|| {
+            let mut d = jpeg_decoder::Decoder::new(&mut cursor);
+            d.set_color_transform(jpeg_decoder::ColorTransform::RGB);
+            d.set_max_decoding_buffer_size(frame_bytes);
+            let px = d.decode().map_err(|e| format!("JPEG frame {i}: {e}"))?;
+            Ok((px, d.info()))
+        })?;
+        let fits = info.is_some_and(|f| {
+            u32::from(f.width) == layout.columns && u32::from(f.height) == layout.rows
+        });
+        if !fits || pixels.len() != frame_bytes {
+            return Err(DecodeError::Size {
+                got: pixels.len(),
+                want: frame_bytes,
+            });
+        }
+        data.extend_from_slice(&pixels);
+        at += soi + cursor.position() as usize;
+    }
     Ok(Decoded {
         layout,
         frames,
@@ -277,5 +430,48 @@ mod tests {
         // A decoder that panics is contained the same way decode() calls it.
         let r: Result<(), DecodeError> = contained(|| panic!("decoder bug"));
         assert_eq!(r, Err(DecodeError::Panicked));
+    }
+
+    /// What a JPEG stream says about its colour space decides whether it is converted from
+    /// YCbCr; without a marker the DICOM header's RGB means no conversion.
+    #[test]
+    fn jpeg_colour_markers() {
+        let seg = |m: u8, payload: &[u8]| {
+            let mut v = vec![0xFF, m];
+            v.extend_from_slice(&((payload.len() + 2) as u16).to_be_bytes());
+            v.extend_from_slice(payload);
+            v
+        };
+        let stream = |segs: Vec<Vec<u8>>| {
+            let mut v = vec![0xFF, 0xD8];
+            for s in segs {
+                v.extend(s);
+            }
+            v.extend([0xFF, 0xDA, 0, 2]);
+            v
+        };
+        let dqt = seg(0xDB, &[0; 65]);
+        let adobe = |t: u8| seg(0xEE, &[b'A', b'd', b'o', b'b', b'e', 0, 100, 0, 0, 0, 0, t]);
+        assert_eq!(
+            stream_colour(&stream(vec![dqt.clone()])),
+            StreamColour::Unsaid
+        );
+        assert_eq!(
+            stream_colour(&stream(vec![seg(0xE0, b"JFIF\0\x01\x01"), dqt.clone()])),
+            StreamColour::YCbCr
+        );
+        assert_eq!(
+            stream_colour(&stream(vec![adobe(0), dqt.clone()])),
+            StreamColour::Rgb
+        );
+        assert_eq!(
+            stream_colour(&stream(vec![adobe(1), dqt])),
+            StreamColour::YCbCr
+        );
+        // A truncated segment ends the reading without a panic.
+        assert_eq!(
+            stream_colour(&[0xFF, 0xD8, 0xFF, 0xEE, 0x10]),
+            StreamColour::Unsaid
+        );
     }
 }
