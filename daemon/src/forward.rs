@@ -2,8 +2,9 @@
 //!
 //! One association carries many instances. Its presentation contexts are proposed from what
 //! is queued: for each (SOP class, stored transfer syntax) one context offering the stored
-//! syntax and Explicit VR Little Endian. An instance goes on a context accepted with its own
-//! transfer syntax; the data set is sent as the file holds it (after the meta group), in
+//! syntax alone, and for each SOP class one more offering Explicit VR Little Endian alone (so
+//! a peer cannot trade a stored compressed syntax for uncompressed within one context). An
+//! instance goes on a context accepted with its own transfer syntax; the data set is sent as the file holds it (after the meta group), in
 //! P-DATA fragments of the peer's maximum length, never loaded whole. Success (0x0000) and
 //! warnings (0x0001, 0xB000-0xBFFF) count as stored; anything else is a failure with its
 //! status. A peer that accepts only Explicit VR Little Endian for an instance's class gets
@@ -204,18 +205,25 @@ pub async fn store_into(
 ) -> Result<(), AssociationError> {
     let mut start = 0;
     while start < files.len() {
-        // As many files as fit in one association's contexts.
+        // As many files as fit in one association's contexts: one context per (SOP class,
+        // stored syntax), and one more per class offering Explicit VR Little Endian alone
+        // (the fallback, transcoded to).
         let mut pairs: Vec<(&str, &str)> = Vec::new();
         let mut end = start;
         while end < files.len() {
             let f = &files[end];
-            let pair = (f.sop_class_uid.as_str(), f.transfer_syntax.as_str());
-            if !pairs.contains(&pair) {
-                if pairs.len() == MAX_CONTEXTS {
-                    break;
-                }
-                pairs.push(pair);
+            let class = f.sop_class_uid.as_str();
+            let wanted = [(class, f.transfer_syntax.as_str()), (class, EXPLICIT_VR_LE)];
+            let new: Vec<(&str, &str)> = wanted
+                .iter()
+                .enumerate()
+                .filter(|(i, p)| !pairs.contains(p) && (*i == 0 || p.1 != wanted[0].1))
+                .map(|(_, p)| *p)
+                .collect();
+            if pairs.len() + new.len() > MAX_CONTEXTS {
+                break;
             }
+            pairs.extend(new);
             end += 1;
         }
         if !keep_going() {
@@ -250,12 +258,11 @@ async fn one_association(
         .connection_timeout(PEER_TIMEOUT)
         .read_timeout(PEER_TIMEOUT)
         .write_timeout(PEER_TIMEOUT);
+    // One transfer syntax per context: a peer then accepts the stored syntax wherever it
+    // can, instead of picking Explicit VR Little Endian out of one shared context (which
+    // would decompress every compressed image on its way).
     for (class, ts) in pairs {
-        let mut offered = vec![ts.to_string()];
-        if *ts != EXPLICIT_VR_LE {
-            offered.push(EXPLICIT_VR_LE.to_string());
-        }
-        options = options.with_presentation_context(class.to_string(), offered);
+        options = options.with_presentation_context(class.to_string(), vec![ts.to_string()]);
     }
     match connect(peer, options, "association").await? {
         Link::Plain(a) => send_on(*a, files, out, keep_going).await,

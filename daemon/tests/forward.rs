@@ -1,7 +1,8 @@
 //! The C-STORE SCU (`fiona::forward`) against DCMTK `storescp` on 127.0.0.1: instances in
 //! several transfer syntaxes go over one association and arrive with their data sets byte
 //! for byte; a peer that accepts only uncompressed syntaxes gets the compressed ones
-//! transcoded to Explicit VR Little Endian with the same samples; a peer that is down is an
+//! transcoded to Explicit VR Little Endian with the same samples; Orthanc (which prefers
+//! uncompressed) gets each in its stored syntax; a peer that is down is an
 //! association error.
 
 use std::path::{Path, PathBuf};
@@ -153,4 +154,38 @@ fn instances_go_over_one_association_and_arrive_unchanged() {
     let (done, e) = run(store(&peer(port), &outgoing, 16384)).unwrap_err();
     assert!(done.is_empty());
     assert!(e.0.contains("association"), "{}", e.0);
+}
+
+/// Orthanc, which picks Explicit VR Little Endian whenever a context offers it: each
+/// compressed instance arrives in its stored syntax (issue 12, item 2: with the fallback in the
+/// same context, every compressed image arrived decompressed).
+#[test]
+fn orthanc_gets_each_instance_in_its_stored_syntax() {
+    for t in ["dcmcrle", "dcmcjpls", "dcmcjpeg"] {
+        require_tool(t);
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let (sent, _) = files(&tmp.path().join("in"));
+    let outgoing: Vec<Outgoing> = sent.iter().map(|p| Outgoing::open(p).unwrap()).collect();
+    let port = free_port();
+    let pacs = fiona_tests::orthanc::Orthanc::start(
+        &tmp.path().join("orthanc"),
+        port,
+        "RESEARCH",
+        fiona_tests::orthanc::Settings::default(),
+    );
+    let r = run(store(&peer(port), &outgoing, 16384)).unwrap();
+    assert_eq!(r, vec![Stored::Stored(0); 5]);
+    let held = pacs.stored_paths();
+    assert_eq!(held.len(), 5);
+    for s in &sent {
+        let uid = corpus::sop_instance_uid(s).unwrap();
+        let twin = held
+            .iter()
+            .find(|g| corpus::sop_instance_uid(g).unwrap() == uid)
+            .expect("arrived");
+        let (ts, _) = corpus::dataset_bytes(s).unwrap();
+        let (ts2, _) = corpus::dataset_bytes(twin).unwrap();
+        assert_eq!(ts2, ts, "arrived in another transfer syntax");
+    }
 }
