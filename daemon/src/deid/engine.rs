@@ -175,10 +175,24 @@ const TEXT_VRS: [VR; 7] = [VR::LO, VR::LT, VR::SH, VR::ST, VR::UT, VR::UC, VR::P
 
 /// Standard free-text attributes that Table E.1-1 does not list and that describe equipment
 /// or technique, not the patient: kept as they are.
-const SAFE_UNLISTED_TEXT: [u32; 2] = [
+const SAFE_UNLISTED_TEXT: [u32; 3] = [
     0x0008_0070, // Manufacturer
     0x0008_1090, // Manufacturer's Model Name
+    0x0010_2201, // Patient Species Description (Type 1C for animals; a species, not a person)
 ];
+
+/// Unlisted free text that is Type 1 or 1C in the IODs that carry it: the unlisted-attribute
+/// policy gives it a dummy value (as the profile's D action does) instead of emptying it, so
+/// the output stays valid. Text Value is cleaned instead when the project keeps structured
+/// content (Clean Structured Content Option).
+const REQUIRED_UNLISTED_TEXT: [u32; 5] = [
+    0x0040_A160, // Text Value (SR content items, Type 1C)
+    0x0062_0005, // Segment Label (SEG, Type 1)
+    0x0062_0009, // Segment Algorithm Name (SEG, Type 1C)
+    0x0040_9210, // LUT Label (Real World Value Mapping, Type 1)
+    0x0070_0006, // Unformatted Text Value (annotations, Type 1C)
+];
+const TEXT_VALUE: Tag = Tag(0x0040, 0xA160);
 
 /// Groups whose unlisted free-text attributes are technical (acquisition 0018, image
 /// relationship 0020, image presentation 0028, nuclear medicine 0054): Table E.1-1 lists the
@@ -476,6 +490,17 @@ impl Engine {
                     r.removed += 1;
                     return None;
                 }
+                if TEXT_VRS.contains(&vr)
+                    && REQUIRED_UNLISTED_TEXT.contains(&tag_u32(tag))
+                    && e.to_str().is_ok_and(|v| !v.trim().is_empty())
+                {
+                    if tag == TEXT_VALUE && self.options.clean_structured_content {
+                        return self.clean(e, needles, r);
+                    }
+                    r.dummied += 1;
+                    let d = values::dummy(vr.to_string()).unwrap_or("ANONYMIZED");
+                    return Some(DataElement::new(tag, vr, PrimitiveValue::from(d)));
+                }
                 if TEXT_VRS.contains(&vr) && !safe_unlisted_text(tag) {
                     // Free text nothing says is safe: emptied, but kept present so a Type 2
                     // attribute stays valid.
@@ -487,6 +512,13 @@ impl Engine {
         };
         match action {
             Action::Remove => {
+                r.removed += 1;
+                None
+            }
+            // A sequence the profile empties (X/Z) is removed instead: an empty sequence is
+            // invalid where it is Type 3 (e.g. Referenced Study Sequence), which is what
+            // it is in the storage IODs.
+            Action::Zero if vr == VR::SQ => {
                 r.removed += 1;
                 None
             }
@@ -913,11 +945,9 @@ mod tests {
             m.map("1.2.826.0.1.3680043.8.498.77.3", UidKind::Other)
         );
         assert_eq!(r.uids_mapped, 7, "5 at the top, 2 in sequences: {r:?}");
-        // Referenced Study Sequence (X/Z) is present and empty.
-        assert_eq!(
-            obj.get(Tag(0x0008, 0x1110)).unwrap().items().unwrap().len(),
-            0
-        );
+        // Referenced Study Sequence (X/Z) is removed: empty, it would be an invalid Type 3
+        // sequence.
+        assert!(obj.get(Tag(0x0008, 0x1110)).is_none());
         // Well-known UIDs stay; identity is the pseudonym.
         assert!(text.contains("1.2.840.10008.5.1.4.1.1.2"));
         assert_eq!(
