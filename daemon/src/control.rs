@@ -185,6 +185,9 @@ pub struct StatusView {
     /// Instances the pipeline parked (all transfers); `fiona parked` lists them.
     #[serde(default)]
     pub instances_parked: u64,
+    /// Transfers in state `parked`: nothing could be passed on, a person must look.
+    #[serde(default)]
+    pub transfers_parked: u64,
 }
 
 struct Ctl {
@@ -301,13 +304,14 @@ async fn status(State(c): State<Arc<Ctl>>) -> Result<Json<StatusView>, ApiError>
             .iter()
             .filter(|s| now - s.last_received_ms < quiet)
             .count() as u64;
-        let parked = node
-            .store
-            .transfers()
-            .map_err(|e| e.to_string())?
-            .iter()
-            .map(|t| t.parked.len() as u64)
-            .sum();
+        let transfers = node.store.transfers().map_err(|e| e.to_string())?;
+        let parked = (
+            transfers.iter().map(|t| t.parked.len() as u64).sum(),
+            transfers
+                .iter()
+                .filter(|t| t.state == TransferState::Parked)
+                .count() as u64,
+        );
         Ok((totals, receiving, studies.len() as u64 - receiving, parked))
     })
     .await?;
@@ -334,7 +338,8 @@ async fn status(State(c): State<Arc<Ctl>>) -> Result<Json<StatusView>, ApiError>
         instances_out_of_resources_since_start: st
             .instances_out_of_resources
             .load(Ordering::Relaxed),
-        instances_parked: parked,
+        instances_parked: parked.0,
+        transfers_parked: parked.1,
     }))
 }
 
@@ -802,7 +807,7 @@ async fn get_transfers(
     let state = match &q.state {
         Some(s) => Some(TransferState::parse(s).ok_or_else(|| {
             bad(format!(
-                "unknown state `{s}` (requested, deidentified, sent, verified, failed, cancelled)"
+                "unknown state `{s}` (requested, deidentified, sent, verified, failed, cancelled, parked)"
             ))
         })?),
         None => None,

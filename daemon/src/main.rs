@@ -97,7 +97,8 @@ enum Cmd {
         loc: Location,
         #[arg(long)]
         project: Option<String>,
-        /// requested, deidentified, sent, verified, failed or cancelled.
+        /// requested, deidentified, sent, verified, failed, cancelled or parked (nothing could
+        /// be passed on; see `fiona parked`).
         #[arg(long)]
         state: Option<String>,
         /// Created on or after this date (YYYY-MM-DD, UTC).
@@ -153,7 +154,8 @@ enum Cmd {
     },
     /// Send transfers again (e.g. after the research PACS lost data): a study's, or a
     /// project's (optionally those created since a date). The PACS keeps one copy per SOP
-    /// Instance UID.
+    /// Instance UID. A parked transfer is de-identified again (e.g. after its project's
+    /// settings changed).
     Resend {
         #[command(flatten)]
         loc: Location,
@@ -1215,8 +1217,8 @@ fn print_status(s: &StatusView) {
     );
     if s.instances_parked > 0 {
         println!(
-            "parked       {} instances not passed on (see `fiona parked`)",
-            s.instances_parked
+            "parked       {} instances not passed on, {} transfers with nothing to send (see `fiona parked`)",
+            s.instances_parked, s.transfers_parked
         );
     }
     println!(

@@ -19,7 +19,11 @@
 //! rounds) or the header engine cannot process is **parked**: it gets no output, and the
 //! transfer records its key and the reason, which `fiona transfers`, `fiona parked` and the
 //! status show. It is never forwarded unscrubbed and never silently dropped. Images the
-//! project drops (secondary captures, by its settings) are counted apart.
+//! project drops (secondary captures, by its settings) are counted apart. A transfer left
+//! with no output and at least one parked instance is `parked`, not `deidentified`: there is
+//! nothing to send or verify, and a person must look (`fiona resend` de-identifies it again,
+//! e.g. after the project's settings changed; a correction cancels it). A transfer with some
+//! outputs goes on with what it has, its parked count shown.
 //!
 //! Write then acknowledge: the outputs are durable before the transfer moves to
 //! `deidentified` (one index transaction, with its audit record). A crash before that leaves
@@ -262,8 +266,8 @@ impl Pipeline {
         Ok(outcome)
     }
 
-    /// Move the transfer to `deidentified` with its counts, if it is still the transfer we
-    /// processed.
+    /// Move the transfer to `deidentified` with its counts (`parked` when it has no output
+    /// and parked instances), if it is still the transfer we processed.
     fn record(
         &self,
         t: &TransferRecord,
@@ -283,7 +287,14 @@ impl Pipeline {
                     skipped = true;
                     return Ok(());
                 }
-                cur.state = TransferState::Deidentified;
+                // Nothing to send and something parked: it waits for a person, instead of
+                // going through sending and verification with nothing in it.
+                let parked_only = o.deidentified == 0 && !o.parked.is_empty();
+                cur.state = if parked_only {
+                    TransferState::Parked
+                } else {
+                    TransferState::Deidentified
+                };
                 cur.state_ms = now;
                 cur.deidentified = o.deidentified;
                 cur.dropped = o.dropped;
@@ -292,7 +303,11 @@ impl Pipeline {
                 tables.append_audit(transfer_audit(
                     &cur,
                     "pipeline",
-                    "deidentified",
+                    if parked_only {
+                        "parked"
+                    } else {
+                        "deidentified"
+                    },
                     format!(
                         "{} de-identified, {} parked, {} dropped by the project's settings",
                         o.deidentified,
@@ -899,6 +914,13 @@ impl Pipeline {
                 Ok(o) if o.skipped => {
                     tracing::info!(transfer = %t.id, "transfer changed while de-identified; done again next pass");
                 }
+                Ok(o) if o.deidentified == 0 && !o.parked.is_empty() => tracing::warn!(
+                    transfer = %t.id,
+                    project = %t.project,
+                    parked = o.parked.len(),
+                    dropped = o.dropped,
+                    "transfer parked: no instance could be passed on; see `fiona parked`"
+                ),
                 Ok(o) => tracing::info!(
                     transfer = %t.id,
                     project = %t.project,
@@ -916,8 +938,10 @@ impl Pipeline {
     }
 }
 
-/// Re-queue transfers that were sent, verified or failed (e.g. after the research PACS lost
-/// data): those of `study`, or of `project` created at or after `since_ms`. A transfer whose
+/// Re-queue transfers that were sent, verified, failed or parked (e.g. after the research
+/// PACS lost data, or the project's settings changed): those of `study`, or of `project`
+/// created at or after `since_ms`. A parked transfer has no outputs, so it is de-identified
+/// again. A transfer whose
 /// outputs are still in the outbound area is sent again (every destination, every instance;
 /// the PACS keeps one copy per SOP Instance UID); one whose outputs are gone is de-identified
 /// again first (same bytes: the engine is deterministic). Returns the transfer IDs.
@@ -938,7 +962,10 @@ pub fn resend(
             && since_ms.is_none_or(|s| t.created_ms >= s)
             && matches!(
                 t.state,
-                TransferState::Sent | TransferState::Verified | TransferState::Failed
+                TransferState::Sent
+                    | TransferState::Verified
+                    | TransferState::Failed
+                    | TransferState::Parked
             )
     };
     let complete: BTreeMap<String, u64> = store
