@@ -392,12 +392,12 @@ fn run(cli: Cli) -> Result<(), String> {
                 since,
             })
             .map_err(|e| e.to_string())?;
-            let (status, answer) =
-                control::request_post(&dir, "/v1/resend", "application/json", &body)
-                    .map_err(|e| e.to_string())?;
-            let out = control::check_status(status, answer).map_err(|e| match e {
+            let out = control::run_job(&dir, "/v1/resend", &body, |j| {
+                show_progress(j, "transfers looked at")
+            })
+            .map_err(|e| match e {
                 control::ClientError::Status { body, .. } => format!("resend refused: {body}"),
-                other => other.to_string(),
+                other => format!("resend: {other}"),
             })?;
             if json {
                 return print_raw(&out);
@@ -413,12 +413,13 @@ fn run(cli: Cli) -> Result<(), String> {
             let dir = load_config(&loc)?.data_dir;
             let body =
                 serde_json::to_vec(&control::VerifyBody { project }).map_err(|e| e.to_string())?;
-            let (status, answer) =
-                control::request_post(&dir, "/v1/verify", "application/json", &body)
-                    .map_err(|e| e.to_string())?;
-            let out = control::check_status(status, answer).map_err(|e| match e {
+            // A job in the daemon: progress on stderr, the report on stdout.
+            let out = control::run_job(&dir, "/v1/verify", &body, |j| {
+                show_progress(j, "transfers checked")
+            })
+            .map_err(|e| match e {
                 control::ClientError::Status { body, .. } => format!("verify refused: {body}"),
-                other => other.to_string(),
+                other => format!("verify: {other}"),
             })?;
             let rows: Vec<fiona::pipeline::VerifyRow> = parse(&out)?;
             if json {
@@ -1193,6 +1194,16 @@ fn print_study(d: &StudyDetail) {
             se.instances,
             human_bytes(se.bytes),
             se.series_description
+        );
+    }
+}
+
+/// A job's progress on stderr (stdout keeps the result, for scripts).
+fn show_progress(j: &fiona::jobs::JobView, what: &str) {
+    if j.total > 0 {
+        eprintln!(
+            "fiona: {} {}: {} of {} {what}",
+            j.kind, j.id, j.done, j.total
         );
     }
 }

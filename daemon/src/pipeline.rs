@@ -945,6 +945,9 @@ impl Pipeline {
 /// outputs are still in the outbound area is sent again (every destination, every instance;
 /// the PACS keeps one copy per SOP Instance UID); one whose outputs are gone is de-identified
 /// again first (same bytes: the engine is deterministic). Returns the transfer IDs.
+// The selection (study, project, since), who and when, and the job's progress: a struct for
+// them would be built at its one call site only.
+#[allow(clippy::too_many_arguments)]
 pub fn resend(
     store: &dyn Store,
     data_dir: &Path,
@@ -953,9 +956,12 @@ pub fn resend(
     since_ms: Option<i64>,
     actor: &str,
     now: i64,
+    progress: &crate::jobs::Progress,
 ) -> Result<Vec<String>, String> {
     // Which transfers still have their outputs as recorded: read before the write
-    // transaction (it would hold up receiving while files are opened).
+    // transaction (it would hold up receiving while files are opened). Every outbound file
+    // is opened, so at project scale this is the long part: `progress` counts the transfers
+    // looked at.
     let wanted = |t: &TransferRecord| {
         study.is_none_or(|s| s == t.study_key)
             && project.is_none_or(|p| p == t.project)
@@ -968,11 +974,20 @@ pub fn resend(
                     | TransferState::Parked
             )
     };
-    let complete: BTreeMap<String, u64> = store
+    let candidates: Vec<TransferRecord> = store
         .transfers()
         .map_err(|e| e.to_string())?
         .into_iter()
-        .filter(|t| wanted(t) && t.deidentified > 0 && outgoing_files(data_dir, t).is_ok())
+        .filter(|t| wanted(t))
+        .collect();
+    progress.set_total(candidates.len() as u64);
+    let complete: BTreeMap<String, u64> = candidates
+        .into_iter()
+        .filter(|t| {
+            let ok = t.deidentified > 0 && outgoing_files(data_dir, t).is_ok();
+            progress.advance();
+            ok
+        })
         .map(|t| (t.id, t.deidentified))
         .collect();
     let mut ids = Vec::new();
@@ -1090,24 +1105,46 @@ pub struct VerifyRow {
 }
 
 /// Ask every destination of `project` what it holds of each sent or verified transfer (the
-/// C-FIND check on demand; changes nothing).
+/// C-FIND check on demand; changes nothing). Runs as a job (`jobs.rs`): `progress` counts the
+/// transfers checked. Each query is bounded; a destination that let a query wait out the peer
+/// bound ([`forward::PEER_TIMEOUT`]) is not asked again in this check (its remaining rows say
+/// so), so a hung PACS costs one bound per check, not one per study.
 pub async fn verify_report(
     config: &Config,
-    store: &dyn Store,
+    store: Arc<dyn Store>,
     data_dir: &Path,
     project: &str,
+    progress: &crate::jobs::Progress,
 ) -> Result<Vec<VerifyRow>, String> {
     let p = config
         .projects
         .get(project)
         .ok_or_else(|| format!("project {project} is not configured"))?;
+    let transfers: Vec<TransferRecord> = {
+        let project = project.to_string();
+        tokio::task::spawn_blocking(move || store.transfers())
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())?
+            .into_iter()
+            .filter(|t| {
+                t.project == project
+                    && matches!(t.state, TransferState::Sent | TransferState::Verified)
+            })
+            .collect()
+    };
+    progress.set_total(transfers.len() as u64);
+    // Destinations that did not answer within the peer bound in this check.
+    let mut silent: Vec<String> = Vec::new();
     let mut rows = Vec::new();
-    for t in store.transfers().map_err(|e| e.to_string())? {
-        if t.project != project || !matches!(t.state, TransferState::Sent | TransferState::Verified)
-        {
-            continue;
-        }
-        let files = outgoing_files(data_dir, &t);
+    for t in transfers {
+        let files = {
+            let dir = data_dir.to_path_buf();
+            let t = t.clone();
+            tokio::task::spawn_blocking(move || outgoing_files(&dir, &t))
+                .await
+                .map_err(|e| e.to_string())?
+        };
         for name in &p.destinations {
             let Some(dest) = config.destinations.get(name) else {
                 continue;
@@ -1133,14 +1170,25 @@ pub async fn verify_report(
                 }
             };
             row.sent = files.len() as u64;
-            match forward::holdings(
-                &query_peer(dest, &config.ae_title),
-                &t.research_study_uid,
-                true,
+            if silent.contains(name) {
+                row.error = Some(format!(
+                    "not asked: {name} did not answer an earlier query of this check"
+                ));
+                rows.push(row);
+                continue;
+            }
+            let asked = std::time::Instant::now();
+            let answer = tokio::time::timeout(
+                forward::PEER_TIMEOUT * 2,
+                forward::holdings(
+                    &query_peer(dest, &config.ae_title),
+                    &t.research_study_uid,
+                    true,
+                ),
             )
-            .await
-            {
-                Ok(h) => {
+            .await;
+            match answer {
+                Ok(Ok(h)) => {
                     let held = h.instances.unwrap_or_default();
                     row.held = files
                         .iter()
@@ -1148,10 +1196,23 @@ pub async fn verify_report(
                         .count() as u64;
                     row.missing = row.sent - row.held;
                 }
-                Err(e) => row.error = Some(e.0),
+                Ok(Err(e)) => {
+                    row.error = Some(e.0);
+                    if asked.elapsed() >= forward::PEER_TIMEOUT {
+                        silent.push(name.clone());
+                    }
+                }
+                Err(_) => {
+                    row.error = Some(format!(
+                        "no answer to C-FIND within {} s",
+                        (forward::PEER_TIMEOUT * 2).as_secs()
+                    ));
+                    silent.push(name.clone());
+                }
             }
             rows.push(row);
         }
+        progress.advance();
     }
     Ok(rows)
 }
