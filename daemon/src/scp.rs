@@ -857,6 +857,15 @@ where
                 return st;
             }
         };
+        if header.trailing_after_deflate > 0 {
+            // Tolerated as other readers do (header::MAX_TRAILING_AFTER_DEFLATE); noted.
+            tracing::info!(
+                instance = %key,
+                peer_ae = %self.origin.calling_ae,
+                bytes = header.trailing_after_deflate,
+                "stray bytes after the deflated data set ignored"
+            );
+        }
         // Re-sent instance: already durable and indexed.
         if let Ok(true) = node.store.has_sop_instance(&header.sop_instance_uid) {
             drop(incoming);
