@@ -14,8 +14,10 @@
 //! | `POST /v1/coupling?replace=BOOL` | CSV body -> [`ImportReport`] (422 if any line is bad) |
 //! | `GET /v1/coupling`    | `[CouplingEntry]`                        |
 //! | `GET /v1/transfers?project=&state=&since=&until=` | `[TransferRecord]`, oldest first |
-//! | `POST /v1/resend`     | [`ResendBody`] -> [`ResendOutcome`] (the transfers re-queued) |
-//! | `POST /v1/verify`     | [`VerifyBody`] -> `[VerifyRow]` (C-FIND at each destination; changes nothing) |
+//! | `POST /v1/resend`     | [`ResendBody`] -> 202 [`JobView`]; its result: [`ResendOutcome`] (the transfers re-queued) |
+//! | `POST /v1/verify`     | [`VerifyBody`] -> 202 [`JobView`]; its result: `[VerifyRow]` (C-FIND at each destination; changes nothing) |
+//! | `GET /v1/jobs`        | `[JobView]` (without results), oldest first |
+//! | `GET /v1/jobs/ID?wait_ms=` | [`JobView`]; waits up to `wait_ms` (at most 5 s) for a running job to finish (404 if unknown) |
 //! | `GET /v1/audit`       | `[AuditRecord]`, oldest first            |
 //! | `GET /v1/projects`    | `[ProjectView]`                          |
 //!
@@ -25,6 +27,10 @@
 //!
 //! Who made a change is taken from the connecting process's user ID (`SO_PEERCRED`), so the
 //! audit trail names the Unix user, not what a client claims.
+//!
+//! No request should take long: the client's socket gives up after [`CLIENT_TIMEOUT`] of
+//! silence. Operations that grow with a project (verify, resend) run as jobs (`jobs.rs`): the
+//! `POST` answers at once with the job, and [`run_job`] follows it, reporting progress.
 
 use std::io::{Read, Write};
 use std::os::unix::fs::PermissionsExt;
@@ -49,6 +55,7 @@ use crate::assign::{
     TransferRecord, TransferState, Via,
 };
 use crate::index::{InstanceRecord, RejectRecord, SeriesRecord, StudyRecord, Totals};
+use crate::jobs::{JobState, JobView, Jobs};
 use crate::scp::Node;
 
 /// Largest coupling list accepted (about a million rows).
@@ -185,10 +192,15 @@ pub struct StatusView {
     /// Instances the pipeline parked (all transfers); `fiona parked` lists them.
     #[serde(default)]
     pub instances_parked: u64,
+    /// Transfers in state `parked`: nothing could be passed on, a person must look.
+    #[serde(default)]
+    pub transfers_parked: u64,
 }
 
 struct Ctl {
     node: Arc<Node>,
+    /// Long operations (verify, resend) running or recently finished.
+    jobs: Arc<Jobs>,
     started: Instant,
     listen: String,
 }
@@ -301,13 +313,14 @@ async fn status(State(c): State<Arc<Ctl>>) -> Result<Json<StatusView>, ApiError>
             .iter()
             .filter(|s| now - s.last_received_ms < quiet)
             .count() as u64;
-        let parked = node
-            .store
-            .transfers()
-            .map_err(|e| e.to_string())?
-            .iter()
-            .map(|t| t.parked.len() as u64)
-            .sum();
+        let transfers = node.store.transfers().map_err(|e| e.to_string())?;
+        let parked = (
+            transfers.iter().map(|t| t.parked.len() as u64).sum(),
+            transfers
+                .iter()
+                .filter(|t| t.state == TransferState::Parked)
+                .count() as u64,
+        );
         Ok((totals, receiving, studies.len() as u64 - receiving, parked))
     })
     .await?;
@@ -334,7 +347,8 @@ async fn status(State(c): State<Arc<Ctl>>) -> Result<Json<StatusView>, ApiError>
         instances_out_of_resources_since_start: st
             .instances_out_of_resources
             .load(Ordering::Relaxed),
-        instances_parked: parked,
+        instances_parked: parked.0,
+        transfers_parked: parked.1,
     }))
 }
 
@@ -736,7 +750,7 @@ async fn post_resend(
     State(c): State<Arc<Ctl>>,
     ConnectInfo(peer): ConnectInfo<Peer>,
     Json(b): Json<ResendBody>,
-) -> Result<Json<ResendOutcome>, ApiError> {
+) -> Result<(StatusCode, Json<JobView>), ApiError> {
     let bad = |m: String| ApiError(StatusCode::BAD_REQUEST, m);
     if b.study.is_none() == b.project.is_none() {
         return Err(bad("give a study or a project (one of them)".into()));
@@ -752,29 +766,79 @@ async fn post_resend(
         None => None,
     };
     let node = c.node.clone();
-    let r = tokio::task::spawn_blocking(move || -> Result<ResendOutcome, ApiError> {
+    // Who and which study: answered at once (a refusal is not a job).
+    let (actor, key) = tokio::task::spawn_blocking(move || -> Result<_, ApiError> {
         let actor = actor_of(&peer).ok_or_else(no_actor)?;
         let key = match &b.study {
             Some(s) => Some(resolve_study(&node, s)?),
             None => None,
         };
-        let ids = crate::pipeline::resend(
-            node.store.as_ref(),
-            node.quarantine.root(),
-            key.as_deref(),
-            b.project.as_deref(),
-            since,
-            &actor,
-            now_ms(),
-        )
-        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e))?;
-        tracing::info!(transfers = ids.len(), actor = %actor, "transfers re-queued");
-        node.pipeline_wake.notify_one();
-        Ok(ResendOutcome { transfers: ids })
+        Ok((actor, key))
     })
     .await
     .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))??;
-    Ok(Json(r))
+    let node = c.node.clone();
+    let project = b.project.clone();
+    let job = c.jobs.start("resend", move |progress| async move {
+        let ids = tokio::task::spawn_blocking(move || {
+            crate::pipeline::resend(
+                node.store.as_ref(),
+                node.quarantine.root(),
+                key.as_deref(),
+                project.as_deref(),
+                since,
+                &actor,
+                now_ms(),
+                &progress,
+            )
+            .inspect(|ids| {
+                tracing::info!(transfers = ids.len(), actor = %actor, "transfers re-queued");
+                node.pipeline_wake.notify_one();
+            })
+        })
+        .await
+        .map_err(|e| e.to_string())??;
+        serde_json::to_value(ResendOutcome { transfers: ids }).map_err(|e| e.to_string())
+    });
+    started(job)
+}
+
+/// The answer to a `POST` that starts a job: 202 with the job, or 503 when too many run.
+fn started(
+    job: Result<JobView, crate::jobs::JobError>,
+) -> Result<(StatusCode, Json<JobView>), ApiError> {
+    job.map(|v| (StatusCode::ACCEPTED, Json(v)))
+        .map_err(|e| ApiError(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct JobQuery {
+    /// Wait up to this long (capped at `jobs::MAX_WAIT`) for a running job to finish.
+    #[serde(default)]
+    wait_ms: u64,
+}
+
+async fn get_job(
+    State(c): State<Arc<Ctl>>,
+    UrlPath(id): UrlPath<String>,
+    Query(q): Query<JobQuery>,
+) -> Result<Json<JobView>, ApiError> {
+    c.jobs
+        .get(&id, std::time::Duration::from_millis(q.wait_ms))
+        .await
+        .map(Json)
+        .ok_or_else(|| {
+            ApiError(
+                StatusCode::NOT_FOUND,
+                format!(
+                    "no job {id} (finished jobs are kept for an hour; jobs end with a restart)"
+                ),
+            )
+        })
+}
+
+async fn get_jobs(State(c): State<Arc<Ctl>>) -> Json<Vec<JobView>> {
+    Json(c.jobs.list())
 }
 
 /// `POST /v1/verify`: ask the research PACS what it holds of a project's sent studies.
@@ -786,12 +850,26 @@ pub struct VerifyBody {
 async fn post_verify(
     State(c): State<Arc<Ctl>>,
     Json(b): Json<VerifyBody>,
-) -> Result<Json<Vec<crate::pipeline::VerifyRow>>, ApiError> {
-    let n = &c.node;
-    crate::pipeline::verify_report(&n.config, n.store.as_ref(), n.quarantine.root(), &b.project)
-        .await
-        .map(Json)
-        .map_err(|e| ApiError(StatusCode::BAD_REQUEST, e))
+) -> Result<(StatusCode, Json<JobView>), ApiError> {
+    if !c.node.config.projects.contains_key(&b.project) {
+        return Err(ApiError(
+            StatusCode::BAD_REQUEST,
+            format!("project {} is not configured", b.project),
+        ));
+    }
+    let node = c.node.clone();
+    let job = c.jobs.start("verify", move |progress| async move {
+        let rows = crate::pipeline::verify_report(
+            &node.config,
+            node.store.clone(),
+            node.quarantine.root(),
+            &b.project,
+            &progress,
+        )
+        .await?;
+        serde_json::to_value(rows).map_err(|e| e.to_string())
+    });
+    started(job)
 }
 
 async fn get_transfers(
@@ -802,7 +880,7 @@ async fn get_transfers(
     let state = match &q.state {
         Some(s) => Some(TransferState::parse(s).ok_or_else(|| {
             bad(format!(
-                "unknown state `{s}` (requested, deidentified, sent, verified, failed, cancelled)"
+                "unknown state `{s}` (requested, deidentified, sent, verified, failed, cancelled, parked)"
             ))
         })?),
         None => None,
@@ -857,6 +935,7 @@ pub async fn serve(
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
     let ctl = Arc::new(Ctl {
         node,
+        jobs: Arc::default(),
         started: Instant::now(),
         listen,
     });
@@ -876,6 +955,8 @@ pub async fn serve(
         .route("/v1/transfers", get(get_transfers))
         .route("/v1/resend", post(post_resend))
         .route("/v1/verify", post(post_verify))
+        .route("/v1/jobs", get(get_jobs))
+        .route("/v1/jobs/{id}", get(get_job))
         .route("/v1/audit", get(get_audit))
         .route("/v1/projects", get(get_projects))
         .with_state(ctl);
@@ -898,6 +979,54 @@ pub enum ClientError {
     Status { status: u16, body: String },
     #[error("malformed answer from daemon: {0}")]
     Malformed(String),
+    #[error("{0}")]
+    JobFailed(String),
+}
+
+/// How long the client waits for any answer on the control socket before giving up (the
+/// socket's `SO_RCVTIMEO`; `EAGAIN` when it passes). Every route answers well within it: long
+/// operations are jobs.
+pub const CLIENT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// How long one `GET` of a job waits for it to finish: progress is reported at this pace.
+const JOB_POLL: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// `POST path` with a JSON body to start a job, then follow it until it ends, calling
+/// `progress` whenever its count changes; returns the job's result as JSON. A refusal of the
+/// `POST` is a [`ClientError::Status`]; a job that failed is a [`ClientError::JobFailed`].
+pub fn run_job(
+    data_dir: &Path,
+    path: &str,
+    body: &[u8],
+    mut progress: impl FnMut(&JobView),
+) -> Result<Vec<u8>, ClientError> {
+    let (status, answer) = request_post(data_dir, path, "application/json", body)?;
+    let answer = check_status(status, answer)?;
+    let mut job: JobView =
+        serde_json::from_slice(&answer).map_err(|e| ClientError::Malformed(e.to_string()))?;
+    let mut shown = None;
+    loop {
+        if shown != Some((job.done, job.total)) {
+            progress(&job);
+            shown = Some((job.done, job.total));
+        }
+        match job.state {
+            JobState::Done => {
+                let result = job.result.unwrap_or(serde_json::Value::Null);
+                return serde_json::to_vec(&result)
+                    .map_err(|e| ClientError::Malformed(e.to_string()));
+            }
+            JobState::Failed => {
+                return Err(ClientError::JobFailed(job.error.unwrap_or_default()));
+            }
+            JobState::Running => {}
+        }
+        let next = request(
+            data_dir,
+            &format!("/v1/jobs/{}?wait_ms={}", job.id, JOB_POLL.as_millis()),
+        )?;
+        job = serde_json::from_slice(&next).map_err(|e| ClientError::Malformed(e.to_string()))?;
+    }
 }
 
 /// `GET path` on the control socket; returns the body of a 2xx answer.
@@ -940,7 +1069,7 @@ fn send(
             path: sock.clone(),
             source,
         })?;
-    s.set_read_timeout(Some(std::time::Duration::from_secs(60)))?;
+    s.set_read_timeout(Some(CLIENT_TIMEOUT))?;
     let mut head = format!(
         "{method} {path} HTTP/1.1\r\nHost: fiona\r\nConnection: close\r\nAccept: application/json\r\n"
     );

@@ -56,6 +56,30 @@ pub enum CommandError {
     NoCommandField,
 }
 
+/// Why a UID of a command set was not kept. Names the problem, never the value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UidProblem {
+    /// The element is absent.
+    Missing,
+    /// Present with no value (or only padding).
+    Empty,
+    /// More than 64 characters (this many).
+    TooLong(usize),
+    /// Characters other than digits and dots.
+    NotAUid,
+}
+
+impl fmt::Display for UidProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            UidProblem::Missing => f.write_str("missing"),
+            UidProblem::Empty => f.write_str("empty"),
+            UidProblem::TooLong(n) => write!(f, "{n} characters long (at most 64)"),
+            UidProblem::NotAUid => f.write_str("not a UID (characters other than digits and dots)"),
+        }
+    }
+}
+
 /// The parts of a request command set that fiona acts on. UIDs here come from the sender and
 /// must not be logged; the `Debug` impl prints none of them.
 #[derive(Clone, Default, PartialEq, Eq)]
@@ -70,6 +94,10 @@ pub struct Command {
     /// and Message ID Being Responded To (0000,0120).
     pub status: Option<u16>,
     pub message_id_responded: u16,
+    /// Affected SOP Class UID (0000,0002) as received was not a valid UID: why.
+    pub sop_class_uid_problem: Option<UidProblem>,
+    /// Affected SOP Instance UID (0000,1000) as received was not a valid UID: why.
+    pub sop_instance_uid_problem: Option<UidProblem>,
 }
 
 impl fmt::Debug for Command {
@@ -97,6 +125,8 @@ impl Command {
         }
         let mut cmd = Command {
             data_set_type: NO_DATA_SET,
+            sop_class_uid_problem: Some(UidProblem::Missing),
+            sop_instance_uid_problem: Some(UidProblem::Missing),
             ..Command::default()
         };
         let mut have_field = false;
@@ -126,7 +156,9 @@ impl Command {
             }
             let value = &bytes[start..start + len as usize];
             match elem {
-                0x0002 => cmd.affected_sop_class_uid = uid_value(value),
+                0x0002 => {
+                    (cmd.affected_sop_class_uid, cmd.sop_class_uid_problem) = uid_value(value)
+                }
                 0x0100 => {
                     cmd.command_field = us_value(value);
                     have_field = true;
@@ -134,7 +166,9 @@ impl Command {
                 0x0110 => cmd.message_id = us_value(value),
                 0x0700 => cmd.priority = us_value(value),
                 0x0800 => cmd.data_set_type = us_value(value),
-                0x1000 => cmd.affected_sop_instance_uid = uid_value(value),
+                0x1000 => {
+                    (cmd.affected_sop_instance_uid, cmd.sop_instance_uid_problem) = uid_value(value)
+                }
                 0x0900 => cmd.status = Some(us_value(value)),
                 0x0120 => cmd.message_id_responded = us_value(value),
                 _ => {}
@@ -156,14 +190,26 @@ fn us_value(v: &[u8]) -> u16 {
 }
 
 /// A UID from a command: kept only if it is a valid UID (1 to 64 digits and dots, PS3.5 9.1);
-/// anything else becomes empty, so an invalid UID is never echoed or written to a file meta.
-fn uid_value(v: &[u8]) -> String {
+/// anything else becomes empty, with the reason, so an invalid UID is never echoed or written
+/// to a file meta.
+fn uid_value(v: &[u8]) -> (String, Option<UidProblem>) {
     let trimmed = trim_uid(v);
     if is_valid_uid(trimmed) {
         // checked above: ASCII digits and dots only
-        String::from_utf8_lossy(trimmed).into_owned()
+        (String::from_utf8_lossy(trimmed).into_owned(), None)
     } else {
-        String::new()
+        (String::new(), Some(uid_problem(trimmed)))
+    }
+}
+
+/// Why bytes that are not a valid UID are not one.
+fn uid_problem(v: &[u8]) -> UidProblem {
+    if v.is_empty() {
+        UidProblem::Empty
+    } else if v.len() > 64 {
+        UidProblem::TooLong(v.len())
+    } else {
+        UidProblem::NotAUid
     }
 }
 
@@ -321,12 +367,52 @@ mod tests {
         put_uid(&mut body, 0x1000, "1.2.3");
         let c = Command::parse(&body).unwrap();
         assert_eq!(c.affected_sop_class_uid, "");
+        assert_eq!(c.sop_class_uid_problem, Some(UidProblem::TooLong(21_826)));
         assert_eq!(c.affected_sop_instance_uid, "1.2.3");
+        assert_eq!(c.sop_instance_uid_problem, None);
         let r = encode_response(field::C_STORE_RSP, 1, &c.affected_sop_class_uid, None, 0);
         Command::parse(&r).unwrap();
         assert!(!is_valid_uid(b"1.2.x"));
         assert!(!is_valid_uid(&[b'1'; 65]));
         assert!(is_valid_uid(b"1.2.840.10008.1.1"));
+    }
+
+    /// Each way a command's UID can be unusable is told apart (the receive stage names it
+    /// in the rejection), and the `Debug` of the command still prints no value.
+    #[test]
+    fn uid_problems_are_named() {
+        let with = |uid: Option<&[u8]>| {
+            let mut body = Vec::new();
+            put_us(&mut body, 0x0100, field::C_STORE_RQ);
+            put_uid(&mut body, 0x0002, "1.2.840.10008.5.1.4.1.1.2");
+            if let Some(u) = uid {
+                put_elem(&mut body, 0x1000, u);
+            }
+            Command::parse(&body).unwrap()
+        };
+        assert_eq!(
+            with(Some(b"1.2.3.abc")).sop_instance_uid_problem,
+            Some(UidProblem::NotAUid)
+        );
+        assert_eq!(
+            with(Some(&[b'1'; 66])).sop_instance_uid_problem,
+            Some(UidProblem::TooLong(66))
+        );
+        assert_eq!(
+            with(Some(b"\0\0")).sop_instance_uid_problem,
+            Some(UidProblem::Empty)
+        );
+        assert_eq!(
+            with(None).sop_instance_uid_problem,
+            Some(UidProblem::Missing)
+        );
+        let ok = with(Some(b"1.2.3.4\0"));
+        assert_eq!(ok.sop_instance_uid_problem, None);
+        assert_eq!(ok.sop_class_uid_problem, None);
+        assert_eq!(ok.affected_sop_instance_uid, "1.2.3.4");
+        let bad = with(Some(b"1.2.3.abc"));
+        assert!(!format!("{bad:?}").contains("abc"));
+        assert!(!UidProblem::NotAUid.to_string().contains("abc"));
     }
 
     #[test]

@@ -30,6 +30,11 @@ use dicom_encoding::text::{SpecificCharacterSet, TextCodec};
 
 /// Longest value kept for the index; longer values of wanted tags are skipped.
 pub const MAX_KEPT_VALUE: u32 = 1024;
+/// Bytes accepted (and ignored, counted) after the end of a deflate stream. PS3.5 A.5 allows
+/// one pad byte; writers leave more (pydicom's `image_dfl.dcm` has 8), and pydicom, DCMTK and
+/// Orthanc read such files. They are not part of the data set: no reader sees them. More
+/// than this is refused rather than kept unexplained.
+pub const MAX_TRAILING_AFTER_DEFLATE: usize = 64 * 1024;
 /// Deepest nesting of sequences and items accepted.
 pub const MAX_DEPTH: usize = 64;
 
@@ -112,7 +117,7 @@ pub enum HeaderError {
     Deflate(String),
     #[error("deflated data set stream is truncated")]
     DeflateTruncated,
-    #[error("bytes after the end of the deflated data set")]
+    #[error("more than {MAX_TRAILING_AFTER_DEFLATE} bytes after the end of the deflated data set")]
     TrailingData,
 }
 
@@ -183,6 +188,10 @@ pub struct HeaderFields {
     /// Length of the whole data set in bytes (after inflation for deflated data sets).
     #[serde(default)]
     pub data_set_length: u64,
+    /// Bytes after the end of the deflate stream of a deflated data set (ignored; see
+    /// [`MAX_TRAILING_AFTER_DEFLATE`]).
+    #[serde(default)]
+    pub trailing_after_deflate: u64,
 }
 
 impl fmt::Debug for HeaderFields {
@@ -760,7 +769,8 @@ impl Checker {
 }
 
 /// Inflates a deflated data set (raw deflate, PS3.5 A.5) into a [`Scanner`] through a fixed
-/// buffer. The stream must end properly; one trailing zero pad byte is allowed.
+/// buffer. The stream must end properly; up to [`MAX_TRAILING_AFTER_DEFLATE`] bytes after its
+/// end are ignored and counted (`HeaderFields::trailing_after_deflate`).
 pub struct Inflater {
     d: flate2::Decompress,
     buf: Vec<u8>,
@@ -783,8 +793,9 @@ impl Inflater {
     pub fn feed(&mut self, mut input: &[u8]) -> Result<(), HeaderError> {
         loop {
             if self.ended {
-                // PS3.5 A.5: an odd-length stream is padded with one zero byte.
-                if input.iter().any(|b| *b != 0) || self.trailing + input.len() > 1 {
+                // PS3.5 A.5: an odd-length stream is padded with one zero byte; other writers
+                // leave a few stray bytes, which readers ignore. Bounded.
+                if self.trailing + input.len() > MAX_TRAILING_AFTER_DEFLATE {
                     return Err(HeaderError::TrailingData);
                 }
                 self.trailing += input.len();
@@ -818,7 +829,9 @@ impl Inflater {
         if !self.ended {
             return Err(HeaderError::DeflateTruncated);
         }
-        self.scanner.finish()
+        let mut f = self.scanner.finish()?;
+        f.trailing_after_deflate = self.trailing as u64;
+        Ok(f)
     }
 }
 
@@ -1156,6 +1169,58 @@ mod tests {
             c.finish()
         };
         assert_eq!(run(1), run(d.len()));
+    }
+
+    /// A deflated data set followed by stray bytes (as pydicom's `image_dfl.dcm`, 8 of them)
+    /// is accepted and the bytes counted; a corrupt stream, a truncated one, and more stray
+    /// bytes than the bound are still refused.
+    #[test]
+    fn stray_bytes_after_a_deflate_stream_are_counted_within_a_bound() {
+        use std::io::Write;
+        let mut ds = Vec::new();
+        for (e, v) in [(0x000Du16, &b"1.2.3\0"[..]), (0x000E, &b"1.2.3.4\0"[..])] {
+            ds.extend_from_slice(&0x0020u16.to_le_bytes());
+            ds.extend_from_slice(&e.to_le_bytes());
+            ds.extend_from_slice(b"UI");
+            ds.extend_from_slice(&(v.len() as u16).to_le_bytes());
+            ds.extend_from_slice(v);
+        }
+        let mut z = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::default());
+        z.write_all(&ds).unwrap();
+        let stream = z.finish().unwrap();
+        let check = |bytes: &[u8], chunk: usize| {
+            let mut c = Checker::new("1.2.840.10008.1.2.1.99").unwrap();
+            for part in bytes.chunks(chunk) {
+                c.feed(part)?;
+            }
+            c.finish()
+        };
+        let f = check(&stream, 7).unwrap();
+        assert_eq!(
+            (f.trailing_after_deflate, f.series_instance_uid.as_str()),
+            (0, "1.2.3.4")
+        );
+        let mut stray = stream.clone();
+        stray.extend_from_slice(&[0x20, 0x00, 0x10, 0x00, 0xAB, 0xCD, 0x00, 0x01]);
+        for chunk in [1, 3, stray.len()] {
+            let f = check(&stray, chunk).unwrap();
+            assert_eq!(f.trailing_after_deflate, 8);
+            assert_eq!(f.study_instance_uid, "1.2.3");
+        }
+        let mut too_much = stream.clone();
+        too_much.resize(stream.len() + MAX_TRAILING_AFTER_DEFLATE + 1, 0x55);
+        assert_eq!(
+            check(&too_much, 4096).unwrap_err(),
+            HeaderError::TrailingData
+        );
+        assert_eq!(
+            check(&stream[..stream.len() - 2], 5).unwrap_err(),
+            HeaderError::DeflateTruncated
+        );
+        let mut corrupt = stream.clone();
+        corrupt[0] ^= 0xFF;
+        corrupt.extend_from_slice(&[1, 2, 3]);
+        assert!(check(&corrupt, 5).is_err());
     }
 
     fn hex(s: &str) -> Vec<u8> {

@@ -12,6 +12,7 @@ pub mod dimse;
 pub mod forward;
 pub mod header;
 pub mod index;
+pub mod jobs;
 pub mod logging;
 pub mod pipeline;
 pub mod pixel;

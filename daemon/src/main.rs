@@ -97,7 +97,8 @@ enum Cmd {
         loc: Location,
         #[arg(long)]
         project: Option<String>,
-        /// requested, deidentified, sent, verified, failed or cancelled.
+        /// requested, deidentified, sent, verified, failed, cancelled or parked (nothing could
+        /// be passed on; see `fiona parked`).
         #[arg(long)]
         state: Option<String>,
         /// Created on or after this date (YYYY-MM-DD, UTC).
@@ -153,7 +154,8 @@ enum Cmd {
     },
     /// Send transfers again (e.g. after the research PACS lost data): a study's, or a
     /// project's (optionally those created since a date). The PACS keeps one copy per SOP
-    /// Instance UID.
+    /// Instance UID. A parked transfer is de-identified again (e.g. after its project's
+    /// settings changed).
     Resend {
         #[command(flatten)]
         loc: Location,
@@ -390,12 +392,12 @@ fn run(cli: Cli) -> Result<(), String> {
                 since,
             })
             .map_err(|e| e.to_string())?;
-            let (status, answer) =
-                control::request_post(&dir, "/v1/resend", "application/json", &body)
-                    .map_err(|e| e.to_string())?;
-            let out = control::check_status(status, answer).map_err(|e| match e {
+            let out = control::run_job(&dir, "/v1/resend", &body, |j| {
+                show_progress(j, "transfers looked at")
+            })
+            .map_err(|e| match e {
                 control::ClientError::Status { body, .. } => format!("resend refused: {body}"),
-                other => other.to_string(),
+                other => format!("resend: {other}"),
             })?;
             if json {
                 return print_raw(&out);
@@ -411,12 +413,13 @@ fn run(cli: Cli) -> Result<(), String> {
             let dir = load_config(&loc)?.data_dir;
             let body =
                 serde_json::to_vec(&control::VerifyBody { project }).map_err(|e| e.to_string())?;
-            let (status, answer) =
-                control::request_post(&dir, "/v1/verify", "application/json", &body)
-                    .map_err(|e| e.to_string())?;
-            let out = control::check_status(status, answer).map_err(|e| match e {
+            // A job in the daemon: progress on stderr, the report on stdout.
+            let out = control::run_job(&dir, "/v1/verify", &body, |j| {
+                show_progress(j, "transfers checked")
+            })
+            .map_err(|e| match e {
                 control::ClientError::Status { body, .. } => format!("verify refused: {body}"),
-                other => other.to_string(),
+                other => format!("verify: {other}"),
             })?;
             let rows: Vec<fiona::pipeline::VerifyRow> = parse(&out)?;
             if json {
@@ -1195,6 +1198,16 @@ fn print_study(d: &StudyDetail) {
     }
 }
 
+/// A job's progress on stderr (stdout keeps the result, for scripts).
+fn show_progress(j: &fiona::jobs::JobView, what: &str) {
+    if j.total > 0 {
+        eprintln!(
+            "fiona: {} {}: {} of {} {what}",
+            j.kind, j.id, j.done, j.total
+        );
+    }
+}
+
 fn print_status(s: &StatusView) {
     println!("fiona {} ({} on {})", s.version, s.ae_title, s.listen);
     println!("data dir     {}", s.data_dir);
@@ -1215,8 +1228,8 @@ fn print_status(s: &StatusView) {
     );
     if s.instances_parked > 0 {
         println!(
-            "parked       {} instances not passed on (see `fiona parked`)",
-            s.instances_parked
+            "parked       {} instances not passed on, {} transfers with nothing to send (see `fiona parked`)",
+            s.instances_parked, s.transfers_parked
         );
     }
     println!(

@@ -19,7 +19,11 @@
 //! rounds) or the header engine cannot process is **parked**: it gets no output, and the
 //! transfer records its key and the reason, which `fiona transfers`, `fiona parked` and the
 //! status show. It is never forwarded unscrubbed and never silently dropped. Images the
-//! project drops (secondary captures, by its settings) are counted apart.
+//! project drops (secondary captures, by its settings) are counted apart. A transfer left
+//! with no output and at least one parked instance is `parked`, not `deidentified`: there is
+//! nothing to send or verify, and a person must look (`fiona resend` de-identifies it again,
+//! e.g. after the project's settings changed; a correction cancels it). A transfer with some
+//! outputs goes on with what it has, its parked count shown.
 //!
 //! Write then acknowledge: the outputs are durable before the transfer moves to
 //! `deidentified` (one index transaction, with its audit record). A crash before that leaves
@@ -262,8 +266,8 @@ impl Pipeline {
         Ok(outcome)
     }
 
-    /// Move the transfer to `deidentified` with its counts, if it is still the transfer we
-    /// processed.
+    /// Move the transfer to `deidentified` with its counts (`parked` when it has no output
+    /// and parked instances), if it is still the transfer we processed.
     fn record(
         &self,
         t: &TransferRecord,
@@ -283,7 +287,14 @@ impl Pipeline {
                     skipped = true;
                     return Ok(());
                 }
-                cur.state = TransferState::Deidentified;
+                // Nothing to send and something parked: it waits for a person, instead of
+                // going through sending and verification with nothing in it.
+                let parked_only = o.deidentified == 0 && !o.parked.is_empty();
+                cur.state = if parked_only {
+                    TransferState::Parked
+                } else {
+                    TransferState::Deidentified
+                };
                 cur.state_ms = now;
                 cur.deidentified = o.deidentified;
                 cur.dropped = o.dropped;
@@ -292,7 +303,11 @@ impl Pipeline {
                 tables.append_audit(transfer_audit(
                     &cur,
                     "pipeline",
-                    "deidentified",
+                    if parked_only {
+                        "parked"
+                    } else {
+                        "deidentified"
+                    },
                     format!(
                         "{} de-identified, {} parked, {} dropped by the project's settings",
                         o.deidentified,
@@ -899,6 +914,13 @@ impl Pipeline {
                 Ok(o) if o.skipped => {
                     tracing::info!(transfer = %t.id, "transfer changed while de-identified; done again next pass");
                 }
+                Ok(o) if o.deidentified == 0 && !o.parked.is_empty() => tracing::warn!(
+                    transfer = %t.id,
+                    project = %t.project,
+                    parked = o.parked.len(),
+                    dropped = o.dropped,
+                    "transfer parked: no instance could be passed on; see `fiona parked`"
+                ),
                 Ok(o) => tracing::info!(
                     transfer = %t.id,
                     project = %t.project,
@@ -916,11 +938,16 @@ impl Pipeline {
     }
 }
 
-/// Re-queue transfers that were sent, verified or failed (e.g. after the research PACS lost
-/// data): those of `study`, or of `project` created at or after `since_ms`. A transfer whose
+/// Re-queue transfers that were sent, verified, failed or parked (e.g. after the research
+/// PACS lost data, or the project's settings changed): those of `study`, or of `project`
+/// created at or after `since_ms`. A parked transfer has no outputs, so it is de-identified
+/// again. A transfer whose
 /// outputs are still in the outbound area is sent again (every destination, every instance;
 /// the PACS keeps one copy per SOP Instance UID); one whose outputs are gone is de-identified
 /// again first (same bytes: the engine is deterministic). Returns the transfer IDs.
+// The selection (study, project, since), who and when, and the job's progress: a struct for
+// them would be built at its one call site only.
+#[allow(clippy::too_many_arguments)]
 pub fn resend(
     store: &dyn Store,
     data_dir: &Path,
@@ -929,23 +956,38 @@ pub fn resend(
     since_ms: Option<i64>,
     actor: &str,
     now: i64,
+    progress: &crate::jobs::Progress,
 ) -> Result<Vec<String>, String> {
     // Which transfers still have their outputs as recorded: read before the write
-    // transaction (it would hold up receiving while files are opened).
+    // transaction (it would hold up receiving while files are opened). Every outbound file
+    // is opened, so at project scale this is the long part: `progress` counts the transfers
+    // looked at.
     let wanted = |t: &TransferRecord| {
         study.is_none_or(|s| s == t.study_key)
             && project.is_none_or(|p| p == t.project)
             && since_ms.is_none_or(|s| t.created_ms >= s)
             && matches!(
                 t.state,
-                TransferState::Sent | TransferState::Verified | TransferState::Failed
+                TransferState::Sent
+                    | TransferState::Verified
+                    | TransferState::Failed
+                    | TransferState::Parked
             )
     };
-    let complete: BTreeMap<String, u64> = store
+    let candidates: Vec<TransferRecord> = store
         .transfers()
         .map_err(|e| e.to_string())?
         .into_iter()
-        .filter(|t| wanted(t) && t.deidentified > 0 && outgoing_files(data_dir, t).is_ok())
+        .filter(|t| wanted(t))
+        .collect();
+    progress.set_total(candidates.len() as u64);
+    let complete: BTreeMap<String, u64> = candidates
+        .into_iter()
+        .filter(|t| {
+            let ok = t.deidentified > 0 && outgoing_files(data_dir, t).is_ok();
+            progress.advance();
+            ok
+        })
         .map(|t| (t.id, t.deidentified))
         .collect();
     let mut ids = Vec::new();
@@ -1063,24 +1105,46 @@ pub struct VerifyRow {
 }
 
 /// Ask every destination of `project` what it holds of each sent or verified transfer (the
-/// C-FIND check on demand; changes nothing).
+/// C-FIND check on demand; changes nothing). Runs as a job (`jobs.rs`): `progress` counts the
+/// transfers checked. Each query is bounded; a destination that let a query wait out the peer
+/// bound ([`forward::PEER_TIMEOUT`]) is not asked again in this check (its remaining rows say
+/// so), so a hung PACS costs one bound per check, not one per study.
 pub async fn verify_report(
     config: &Config,
-    store: &dyn Store,
+    store: Arc<dyn Store>,
     data_dir: &Path,
     project: &str,
+    progress: &crate::jobs::Progress,
 ) -> Result<Vec<VerifyRow>, String> {
     let p = config
         .projects
         .get(project)
         .ok_or_else(|| format!("project {project} is not configured"))?;
+    let transfers: Vec<TransferRecord> = {
+        let project = project.to_string();
+        tokio::task::spawn_blocking(move || store.transfers())
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())?
+            .into_iter()
+            .filter(|t| {
+                t.project == project
+                    && matches!(t.state, TransferState::Sent | TransferState::Verified)
+            })
+            .collect()
+    };
+    progress.set_total(transfers.len() as u64);
+    // Destinations that did not answer within the peer bound in this check.
+    let mut silent: Vec<String> = Vec::new();
     let mut rows = Vec::new();
-    for t in store.transfers().map_err(|e| e.to_string())? {
-        if t.project != project || !matches!(t.state, TransferState::Sent | TransferState::Verified)
-        {
-            continue;
-        }
-        let files = outgoing_files(data_dir, &t);
+    for t in transfers {
+        let files = {
+            let dir = data_dir.to_path_buf();
+            let t = t.clone();
+            tokio::task::spawn_blocking(move || outgoing_files(&dir, &t))
+                .await
+                .map_err(|e| e.to_string())?
+        };
         for name in &p.destinations {
             let Some(dest) = config.destinations.get(name) else {
                 continue;
@@ -1106,14 +1170,25 @@ pub async fn verify_report(
                 }
             };
             row.sent = files.len() as u64;
-            match forward::holdings(
-                &query_peer(dest, &config.ae_title),
-                &t.research_study_uid,
-                true,
+            if silent.contains(name) {
+                row.error = Some(format!(
+                    "not asked: {name} did not answer an earlier query of this check"
+                ));
+                rows.push(row);
+                continue;
+            }
+            let asked = std::time::Instant::now();
+            let answer = tokio::time::timeout(
+                forward::PEER_TIMEOUT * 2,
+                forward::holdings(
+                    &query_peer(dest, &config.ae_title),
+                    &t.research_study_uid,
+                    true,
+                ),
             )
-            .await
-            {
-                Ok(h) => {
+            .await;
+            match answer {
+                Ok(Ok(h)) => {
                     let held = h.instances.unwrap_or_default();
                     row.held = files
                         .iter()
@@ -1121,10 +1196,23 @@ pub async fn verify_report(
                         .count() as u64;
                     row.missing = row.sent - row.held;
                 }
-                Err(e) => row.error = Some(e.0),
+                Ok(Err(e)) => {
+                    row.error = Some(e.0);
+                    if asked.elapsed() >= forward::PEER_TIMEOUT {
+                        silent.push(name.clone());
+                    }
+                }
+                Err(_) => {
+                    row.error = Some(format!(
+                        "no answer to C-FIND within {} s",
+                        (forward::PEER_TIMEOUT * 2).as_secs()
+                    ));
+                    silent.push(name.clone());
+                }
             }
             rows.push(row);
         }
+        progress.advance();
     }
     Ok(rows)
 }

@@ -17,7 +17,11 @@
 //!
 //! Bad input never ends the daemon: a data set that does not parse goes to the rejected area
 //! with its reason and gets 0xC000 (or 0xA900 when it contradicts its command); the
-//! association stays usable. A full disk, or free space below the floor, gets 0xA700 and
+//! association stays usable. A C-STORE whose command cannot be acted on (Affected SOP
+//! Instance UID missing, empty, not a UID or too long; SOP class not the presentation
+//! context's) gets 0xA900 (0x0122 on a context that is no storage class) and is treated the
+//! same way: its data set is kept in the rejected area, the reason names the element and the
+//! problem (never the value), it is counted and logged. A full disk, or free space below the floor, gets 0xA700 and
 //! leaves nothing behind.
 
 use std::net::SocketAddr;
@@ -397,6 +401,9 @@ enum Job {
 
 struct StoreJob {
     incoming: Incoming,
+    /// The command cannot be acted on (status, reason): the data set goes to the rejected
+    /// area.
+    refusal: Option<(u16, String)>,
     checker: Option<Checker>,
     check_error: Option<HeaderError>,
     write_error: Option<std::io::Error>,
@@ -616,6 +623,18 @@ where
             }
             field::C_STORE_RQ => {
                 if !cmd.has_data_set() {
+                    // Nothing received to keep: counted and logged like other refusals.
+                    self.failed += 1;
+                    self.node
+                        .stats
+                        .instances_rejected
+                        .fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(
+                        peer_ae = %self.origin.calling_ae,
+                        status = format_args!("{:#06x}", status::DATA_SET_MISMATCH),
+                        reason = "C-STORE-RQ without a data set (CommandDataSetType (0000,0800))",
+                        "instance rejected"
+                    );
                     return self
                         .respond(pc_id, &cmd, field::C_STORE_RSP, status::DATA_SET_MISMATCH)
                         .await;
@@ -653,22 +672,10 @@ where
         }
     }
 
-    /// Decide how to receive a C-STORE's data set.
+    /// Decide how to receive a C-STORE's data set. One whose command cannot be acted on is
+    /// still received, into the rejected area with its reason (see [`command_refusal`]).
     fn admit_store(&self, cmd: &Command, abstract_syntax: &str, ts: &str) -> Job {
-        let is_storage = STORAGE_SOP_CLASSES
-            .iter()
-            .any(|(u, _)| *u == abstract_syntax);
-        if !is_storage {
-            return Job::Discard {
-                status: status::SOP_CLASS_NOT_SUPPORTED,
-            };
-        }
-        if cmd.affected_sop_class_uid != abstract_syntax || cmd.affected_sop_instance_uid.is_empty()
-        {
-            return Job::Discard {
-                status: status::DATA_SET_MISMATCH,
-            };
-        }
+        let refusal = command_refusal(cmd, abstract_syntax);
         let q = &self.node.quarantine;
         match q.free_bytes() {
             Ok(free) if free < self.node.config.min_free_bytes => {
@@ -696,7 +703,13 @@ where
         match begin {
             Ok(incoming) => Job::Store(Box::new(StoreJob {
                 incoming,
-                checker: Checker::new(ts),
+                // A refused command's data set is kept as received, not checked.
+                checker: if refusal.is_none() {
+                    Checker::new(ts)
+                } else {
+                    None
+                },
+                refusal,
                 check_error: None,
                 write_error: None,
                 started: Instant::now(),
@@ -749,6 +762,7 @@ where
         let node = self.node.clone();
         let StoreJob {
             incoming,
+            refusal,
             checker,
             check_error,
             write_error,
@@ -769,13 +783,14 @@ where
             tracing::error!(instance = %key, error = %e, "write failed while receiving");
             return status::PROCESSING_FAILURE;
         }
-        let checked: Result<HeaderFields, (u16, String)> = match (check_error, checker) {
-            (Some(e), _) => Err((status::CANNOT_UNDERSTAND, e.to_string())),
-            (None, None) => Err((
+        let checked: Result<HeaderFields, (u16, String)> = match (refusal, check_error, checker) {
+            (Some(r), _, _) => Err(r),
+            (None, Some(e), _) => Err((status::CANNOT_UNDERSTAND, e.to_string())),
+            (None, None, None) => Err((
                 status::CANNOT_UNDERSTAND,
                 "transfer syntax has no readable data set encoding".to_string(),
             )),
-            (None, Some(c)) => c
+            (None, None, Some(c)) => c
                 .finish()
                 .and_then(|f| f.check_required().map(|_| f))
                 .map_err(|e| (status::CANNOT_UNDERSTAND, e.to_string()))
@@ -842,6 +857,15 @@ where
                 return st;
             }
         };
+        if header.trailing_after_deflate > 0 {
+            // Tolerated as other readers do (header::MAX_TRAILING_AFTER_DEFLATE); noted.
+            tracing::info!(
+                instance = %key,
+                peer_ae = %self.origin.calling_ae,
+                bytes = header.trailing_after_deflate,
+                "stray bytes after the deflated data set ignored"
+            );
+        }
         // Re-sent instance: already durable and indexed.
         if let Ok(true) = node.store.has_sop_instance(&header.sop_instance_uid) {
             drop(incoming);
@@ -921,6 +945,40 @@ where
     }
 }
 
+/// Why a C-STORE-RQ cannot be acted on, from its command alone: the status to answer and a
+/// reason naming the element (never its value), or `None`.
+fn command_refusal(cmd: &Command, abstract_syntax: &str) -> Option<(u16, String)> {
+    if !STORAGE_SOP_CLASSES
+        .iter()
+        .any(|(u, _)| *u == abstract_syntax)
+    {
+        return Some((
+            status::SOP_CLASS_NOT_SUPPORTED,
+            "C-STORE on a presentation context that is not a storage SOP class".into(),
+        ));
+    }
+    if let Some(p) = cmd.sop_class_uid_problem {
+        return Some((
+            status::DATA_SET_MISMATCH,
+            format!("command: Affected SOP Class UID (0000,0002) is {p}"),
+        ));
+    }
+    if cmd.affected_sop_class_uid != abstract_syntax {
+        return Some((
+            status::DATA_SET_MISMATCH,
+            "command: Affected SOP Class UID (0000,0002) differs from the presentation context"
+                .into(),
+        ));
+    }
+    if let Some(p) = cmd.sop_instance_uid_problem {
+        return Some((
+            status::DATA_SET_MISMATCH,
+            format!("command: Affected SOP Instance UID (0000,1000) is {p}"),
+        ));
+    }
+    None
+}
+
 async fn sleep_until_opt(deadline: Option<tokio::time::Instant>) {
     match deadline {
         Some(d) => tokio::time::sleep_until(d).await,
@@ -997,6 +1055,49 @@ pub fn file_meta(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every way a C-STORE's command can be unusable gets a failure status and a reason that
+    /// names the element and the problem, never the value.
+    #[test]
+    fn command_refusals_name_the_element_not_the_value() {
+        const CT: &str = "1.2.840.10008.5.1.4.1.1.2";
+        let cmd = |instance: &[u8]| {
+            let mut raw = Vec::new();
+            for (e, v) in [
+                (0x0002u16, CT.as_bytes()),
+                (0x0100, &1u16.to_le_bytes()[..]),
+                (0x0800, &[0, 0]),
+                (0x1000, instance),
+            ] {
+                raw.extend_from_slice(&0u16.to_le_bytes());
+                raw.extend_from_slice(&e.to_le_bytes());
+                raw.extend_from_slice(&(v.len() as u32).to_le_bytes());
+                raw.extend_from_slice(v);
+            }
+            Command::parse(&raw).unwrap()
+        };
+        assert_eq!(command_refusal(&cmd(b"1.2.3.4"), CT), None);
+        let (st, why) = command_refusal(&cmd(b"1.2.3.abc"), CT).unwrap();
+        assert_eq!(st, status::DATA_SET_MISMATCH);
+        assert!(
+            why.contains("(0000,1000)") && why.contains("not a UID"),
+            "{why}"
+        );
+        assert!(!why.contains("abc"), "{why}");
+        let (_, why) = command_refusal(&cmd(&[b'7'; 70]), CT).unwrap();
+        assert!(why.contains("70 characters"), "{why}");
+        assert!(!why.contains("777"), "{why}");
+        let (_, why) = command_refusal(&cmd(b""), CT).unwrap();
+        assert!(why.contains("(0000,1000) is empty"), "{why}");
+        let (_, why) = command_refusal(&cmd(b"1.2.3.4"), "1.2.840.10008.5.1.4.1.1.4").unwrap();
+        assert!(why.contains("(0000,0002) differs"), "{why}");
+        let (st, _) = command_refusal(&cmd(b"1.2.3.4"), VERIFICATION).unwrap();
+        assert_eq!(st, status::SOP_CLASS_NOT_SUPPORTED);
+        let mut missing = cmd(b"1.2.3.4");
+        missing.sop_instance_uid_problem = Some(dimse::UidProblem::Missing);
+        let (_, why) = command_refusal(&missing, CT).unwrap();
+        assert!(why.contains("(0000,1000) is missing"), "{why}");
+    }
 
     #[test]
     fn meta_group_is_well_formed() {

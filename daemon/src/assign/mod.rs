@@ -94,6 +94,9 @@ pub enum TransferState {
     Failed,
     /// Replaced by a correction before it was sent.
     Cancelled,
+    /// De-identification gave no output and parked at least one instance: nothing to send,
+    /// a person must look (`fiona parked`). `fiona resend` de-identifies it again.
+    Parked,
 }
 
 impl TransferState {
@@ -105,6 +108,7 @@ impl TransferState {
             TransferState::Verified => "verified",
             TransferState::Failed => "failed",
             TransferState::Cancelled => "cancelled",
+            TransferState::Parked => "parked",
         }
     }
 
@@ -116,6 +120,7 @@ impl TransferState {
             TransferState::Verified,
             TransferState::Failed,
             TransferState::Cancelled,
+            TransferState::Parked,
         ]
         .into_iter()
         .find(|t| t.as_str() == s || (s == "de-identified" && *t == TransferState::Deidentified))
@@ -530,14 +535,16 @@ pub fn assign(
     };
     let assignment = match existing {
         Some(mut a) => {
-            // A correction: cancel what has not been sent yet (requested, or de-identified
-            // and still queued for a destination), then a new transfer. A partly sent one
-            // says how much went out under the old assignment.
+            // A correction: cancel what has not been sent yet (requested, de-identified and
+            // still queued for a destination, or parked with nothing to send), then a new
+            // transfer. A partly sent one says how much went out under the old assignment.
             for old_id in &a.transfers {
                 if let Some(mut old) = t.transfer(old_id)? {
                     if matches!(
                         old.state,
-                        TransferState::Requested | TransferState::Deidentified
+                        TransferState::Requested
+                            | TransferState::Deidentified
+                            | TransferState::Parked
                     ) {
                         let already = old
                             .deliveries

@@ -313,6 +313,20 @@ fn correction_cancels_what_has_not_been_sent_and_makes_a_new_transfer() {
     let why = old.reason.as_deref().unwrap();
     assert!(why.contains("2 instances had already been sent"), "{why}");
 
+    // Parked (nothing could be passed on): nothing went out, so a correction cancels it
+    // instead of leaving it waiting for review under the old participant.
+    let mut parked = current(&t, &s, "PROJ1");
+    parked.state = TransferState::Parked;
+    t.put_transfer(&parked).unwrap();
+    assign(
+        &mut t,
+        &p,
+        &manual(&s, "PROJ1", "PROJ1-0005", "followup"),
+        NOW + 1700,
+    )
+    .unwrap();
+    assert_eq!(t.transfers[&parked.id].state, TransferState::Cancelled);
+
     // A transfer that has been sent is left alone by a correction.
     let mut started = current(&t, &s, "PROJ1");
     started.state = TransferState::Sent;
