@@ -194,6 +194,12 @@ const REQUIRED_UNLISTED_TEXT: [u32; 5] = [
 ];
 const TEXT_VALUE: Tag = Tag(0x0040, 0xA160);
 
+/// Sequences Table E.1-1 empties (X/Z) that are Type 3 wherever storage IODs use them: removed
+/// rather than left with zero items.
+const TYPE3_EMPTIED_SEQUENCES: [u32; 1] = [
+    0x0008_1110, // Referenced Study Sequence (General Study, SR Document General: Type 3)
+];
+
 /// Groups whose unlisted free-text attributes are technical (acquisition 0018, image
 /// relationship 0020, image presentation 0028, nuclear medicine 0054): Table E.1-1 lists the
 /// identifying attributes of these groups (protocol name, device serial number, comments ...),
@@ -515,10 +521,10 @@ impl Engine {
                 r.removed += 1;
                 None
             }
-            // A sequence the profile empties (X/Z) is removed instead: an empty sequence is
-            // invalid where it is Type 3 (e.g. Referenced Study Sequence), which is what
-            // it is in the storage IODs.
-            Action::Zero if vr == VR::SQ => {
+            // A sequence the profile empties (X/Z) that is Type 3 in the storage IODs is
+            // removed instead: an empty Type 3 sequence is invalid. Type 2 ones (Acquisition
+            // Context Sequence, and Z sequences) stay, empty.
+            Action::Zero if vr == VR::SQ && TYPE3_EMPTIED_SEQUENCES.contains(&tag_u32(tag)) => {
                 r.removed += 1;
                 None
             }
