@@ -16,7 +16,7 @@ use fiona::pixel::decode::decode;
 use fiona_tests::burned::{burn_text, sample_burns, Burn};
 use fiona_tests::corpus::{self, Modality, StudySpec};
 use fiona_tests::harness::{
-    free_port, require_tool, storescu, wait_until_listening, Daemon, KillOnDrop, Options,
+    dcmqrscp, free_port, require_tool, storescu, Daemon, KillOnDrop, Options,
 };
 use fiona_tests::orthanc::{Orthanc, Settings};
 use serde_json::Value;
@@ -359,34 +359,6 @@ fn a_study_goes_out_to_the_research_pacs_once_it_is_back() {
         .unwrap()
         .iter()
         .any(|a| a["action"] == "resend"));
-}
-
-/// DCMTK `dcmqrscp` as the research PACS: it stores what it receives and answers C-FIND.
-fn dcmqrscp(dir: &Path, port: u16) -> KillOnDrop {
-    require_tool("dcmqrscp");
-    let db = dir.join("db");
-    std::fs::create_dir_all(&db).unwrap();
-    let cfg = dir.join("qr.cfg");
-    std::fs::write(
-        &cfg,
-        format!(
-            "NetworkTCPPort = {port}\nMaxPDUSize = 16384\nMaxAssociations = 16\n\
-             HostTable BEGIN\nHostTable END\nVendorTable BEGIN\nVendorTable END\n\
-             AETable BEGIN\nRESEARCH {} RW (200, 1024mb) ANY\nAETable END\n",
-            db.display()
-        ),
-    )
-    .unwrap();
-    let child = Command::new("dcmqrscp")
-        .arg("-c")
-        .arg(&cfg)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let guard = KillOnDrop(child);
-    wait_until_listening(port, "dcmqrscp");
-    guard
 }
 
 #[test]

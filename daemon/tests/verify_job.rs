@@ -9,47 +9,17 @@
 
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use fiona_tests::corpus::{self, Modality, StudySpec};
-use fiona_tests::harness::{
-    free_port, require_tool, storescu, wait_until_listening, Daemon, KillOnDrop, Options,
-};
+use fiona_tests::harness::{dcmqrscp, free_port, storescu, Daemon, Options};
 
 const STUDIES: u32 = 40;
 
 fn bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_fiona"))
-}
-
-/// DCMTK `dcmqrscp` as the research PACS: it stores what it receives and answers C-FIND.
-fn dcmqrscp(dir: &Path, port: u16) -> KillOnDrop {
-    require_tool("dcmqrscp");
-    let db = dir.join("db");
-    std::fs::create_dir_all(&db).unwrap();
-    let cfg = dir.join("qr.cfg");
-    std::fs::write(
-        &cfg,
-        format!(
-            "NetworkTCPPort = {port}\nMaxPDUSize = 16384\nMaxAssociations = 16\n\
-             HostTable BEGIN\nHostTable END\nVendorTable BEGIN\nVendorTable END\n\
-             AETable BEGIN\nRESEARCH {} RW (200, 1024mb) ANY\nAETable END\n",
-            db.display()
-        ),
-    )
-    .unwrap();
-    let child = Command::new("dcmqrscp")
-        .arg("-c")
-        .arg(&cfg)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let guard = KillOnDrop(child);
-    wait_until_listening(port, "dcmqrscp");
-    guard
 }
 
 /// A server that accepts connections and never says anything (kept open while the test runs).

@@ -469,3 +469,32 @@ pub fn free_port() -> u16 {
         .map(|a| a.port())
         .expect("a free port")
 }
+
+/// DCMTK `dcmqrscp` as the research PACS (AE title RESEARCH) in `dir` on `port`: it stores what
+/// it receives and answers C-FIND. Killed when the guard is dropped.
+pub fn dcmqrscp(dir: &Path, port: u16) -> KillOnDrop {
+    require_tool("dcmqrscp");
+    let db = dir.join("db");
+    std::fs::create_dir_all(&db).unwrap();
+    let cfg = dir.join("qr.cfg");
+    std::fs::write(
+        &cfg,
+        format!(
+            "NetworkTCPPort = {port}\nMaxPDUSize = 16384\nMaxAssociations = 16\n\
+             HostTable BEGIN\nHostTable END\nVendorTable BEGIN\nVendorTable END\n\
+             AETable BEGIN\nRESEARCH {} RW (200, 1024mb) ANY\nAETable END\n",
+            db.display()
+        ),
+    )
+    .unwrap();
+    let child = Command::new("dcmqrscp")
+        .arg("-c")
+        .arg(&cfg)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let guard = KillOnDrop(child);
+    wait_until_listening(port, "dcmqrscp");
+    guard
+}
