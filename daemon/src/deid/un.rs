@@ -73,22 +73,17 @@ fn walk(obj: &mut InMemDicomObject, charset: &SpecificCharacterSet, done: &mut R
         if obj.get(tag).is_some_and(|e| e.vr() == VR::UN) {
             resolve_one(obj, tag, charset, done);
         }
-        // Items (also of a sequence just resolved) are walked in turn.
-        if obj.get(tag).is_none_or(|e| e.vr() != VR::SQ) {
-            continue;
-        }
-        if let Some(e) = obj.take(tag) {
-            let (header, value) = e.into_parts();
-            let value = match value {
-                Value::Sequence(mut seq) => {
-                    for item in seq.items_mut().iter_mut() {
+        // Items (also of a sequence just resolved) are walked in turn, in place: a second
+        // pass over a resolved data set (the engine's, after the pixel stage's) only reads
+        // tags.
+        if obj.get(tag).is_some_and(|e| e.vr() == VR::SQ) {
+            obj.update_value(tag, |v| {
+                if let Some(items) = v.items_mut() {
+                    for item in items.iter_mut() {
                         walk(item, charset, done);
                     }
-                    Value::Sequence(seq)
                 }
-                v => v,
-            };
-            obj.put(DataElement::new(header.tag, header.vr, value));
+            });
         }
     }
 }
