@@ -598,12 +598,17 @@ impl Pipeline {
             return;
         }
         tracing::warn!(transfer = %t.id, destination = %d.destination, missing = missing.len(), "verification: instances missing at the destination");
-        d.reason = Some(format!(
-            "verification: the destination lacks {} of {} instances (re-send {} of {MAX_VERIFY_RESENDS})",
-            missing.len(),
-            files.len(),
-            d.resent_after_verify + 1
-        ));
+        let (lacks, of) = (missing.len(), files.len());
+        d.reason = Some(if d.resent_after_verify >= MAX_VERIFY_RESENDS {
+            format!(
+                "verification: the destination lacks {lacks} of {of} instances after {MAX_VERIFY_RESENDS} re-sends"
+            )
+        } else {
+            format!(
+                "verification: the destination lacks {lacks} of {of} instances (re-send {} of {MAX_VERIFY_RESENDS})",
+                d.resent_after_verify + 1
+            )
+        });
         d.stored.retain(|k| !missing.contains(k));
         d.done = false;
         // The re-send gets its own attempts, now.
