@@ -501,6 +501,29 @@ fn an_instance_the_pacs_acknowledged_but_lost_is_found_by_verification_and_sent_
     assert_eq!(pacs.held(uid, "FIONA", &[], &tmp.path().join("q")), 4);
 }
 
+/// An instance the PACS acknowledges and always loses: re-sent three times, then the
+/// transfer fails and says so (it said "re-send 4 of 3").
+#[test]
+fn an_instance_the_pacs_always_loses_fails_the_transfer_after_three_resends() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (_pacs, d) = to_orthanc(
+        tmp.path(),
+        "function ReceivedInstanceFilter(dicom, origin, info)\n\
+           return dicom.InstanceNumber ~= '2'\nend\n",
+        "retry_base_secs = 1\nverify_after_secs = 0\n",
+        (707, Modality::Mr, 1, 3),
+        "PROJ1-0007",
+    );
+    let t = d.transfer_when("the transfer to finish", finished);
+    assert_eq!(t["state"], "failed", "{t}");
+    assert_eq!(t["deliveries"][0]["resent_after_verify"], 4, "{t}");
+    let reason = t["reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.ends_with("the destination lacks 1 of 3 instances after 3 re-sends"),
+        "{t}"
+    );
+}
+
 #[test]
 fn after_kill_9_mid_transfer_the_transfer_completes_and_verifies() {
     let tmp = tempfile::tempdir().unwrap();
@@ -685,4 +708,122 @@ fn a_correction_stops_a_transfer_that_is_being_sent() {
     });
     assert_eq!(t["state"], "verified", "{t}");
     assert_eq!(t["participant"], "PROJ1-0010", "{t}");
+}
+
+/// Issue 12 item 8: a workstation takes an instance from the research PACS, makes a derived
+/// series of it (new Series and SOP Instance UIDs, everything else as fiona sent it) and
+/// sends it back to fiona. fiona recognises the research StudyInstanceUID it issued, assigns
+/// the instance to the original's participant and event, keeps the UIDs it issued (study,
+/// frame of reference) instead of mapping them again, does not shift the dates a second
+/// time, and the instance joins the original research study at Orthanc, verified.
+#[test]
+fn a_derived_series_sent_back_joins_its_research_study() {
+    require_tool("dcmodify");
+    let tmp = tempfile::tempdir().unwrap();
+    let (pacs, d) = to_orthanc(
+        tmp.path(),
+        "function ReceivedInstanceFilter(dicom, origin, info) return true end\n",
+        "retry_base_secs = 1\nretry_max_secs = 1\nmax_attempts = 3\nverify_after_secs = 0\n",
+        (706, Modality::Ct, 1, 2),
+        "PROJ1-0006",
+    );
+    let first = d.transfer_when("the study to be verified", finished);
+    assert_eq!(first["state"], "verified", "{first}");
+    let research_uid = first["research_study_uid"].as_str().unwrap().to_string();
+    assert_eq!(
+        pacs.held(&research_uid, "FIONA", &[], &tmp.path().join("q1")),
+        2
+    );
+
+    // The workstation's copy: one instance as Orthanc holds it, with new series and instance
+    // UIDs (dcmodify updates the file meta to match).
+    let held = pacs.stored_paths();
+    let original = open_file(&held[0]).unwrap();
+    let text = |o: &dicom_object::DefaultDicomObject, g, e| header_text(o, Tag(g, e));
+    let derived_dir = tmp.path().join("derived");
+    std::fs::create_dir_all(&derived_dir).unwrap();
+    let derived = derived_dir.join("derived.dcm");
+    std::fs::copy(&held[0], &derived).unwrap();
+    let out = Command::new("dcmodify")
+        .args(["-nb", "-m", "(0020,000e)=1.2.826.0.1.3680043.8.498.4242.1"])
+        .args(["-m", "(0008,0018)=1.2.826.0.1.3680043.8.498.4242.1.1"])
+        .args(["-i", "(0008,103e)=AI segmentation"])
+        .arg(&derived)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = storescu(d.addr, "FIONA", &[], std::slice::from_ref(&derived));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // A second transfer, for the derived study, to the same research study, verified.
+    let start = Instant::now();
+    let second = loop {
+        let all = d.json(&["transfers"]);
+        let done: Vec<&Value> = all
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|t| t["id"] != first["id"] && finished(t))
+            .collect();
+        if let Some(t) = done.first() {
+            break (*t).clone();
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(90),
+            "timed out waiting for the derived transfer: {all}\n{}",
+            d.log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(second["state"], "verified", "{second}");
+    assert_eq!(
+        second["research_study_uid"],
+        research_uid.as_str(),
+        "{second}"
+    );
+    assert_eq!(second["participant"], "PROJ1-0006", "{second}");
+    assert_eq!(second["event"], "baseline", "{second}");
+    assert_eq!(
+        pacs.held(&research_uid, "FIONA", &[], &tmp.path().join("q2")),
+        3
+    );
+
+    // What Orthanc holds of it: the study, frame of reference and dates as the research
+    // study has them; new series and instance UIDs, mapped (not the workstation's).
+    let now = pacs.stored_paths();
+    let arrived: Vec<_> = now
+        .iter()
+        .filter(|p| !held.contains(p))
+        .map(|p| open_file(p).unwrap())
+        .collect();
+    assert_eq!(arrived.len(), 1);
+    let a = &arrived[0];
+    assert_eq!(text(a, 0x0020, 0x000D), research_uid);
+    for (g, e) in [
+        (0x0020, 0x0052),
+        (0x0008, 0x0020),
+        (0x0008, 0x0030),
+        (0x0010, 0x0020),
+    ] {
+        assert_eq!(
+            text(a, g, e),
+            text(&original, g, e),
+            "({g:04x},{e:04x}) differs from the research study's"
+        );
+    }
+    let series = text(a, 0x0020, 0x000E);
+    assert_ne!(series, text(&original, 0x0020, 0x000E));
+    assert!(
+        series.starts_with("2.25.") && !series.contains("4242"),
+        "the workstation's series UID is mapped: {series}"
+    );
+    assert!(!text(a, 0x0008, 0x0018).contains("4242"));
 }

@@ -130,6 +130,8 @@ pub struct Report {
     pub dummied: u64,
     pub cleaned: u64,
     pub uids_mapped: u64,
+    /// UIDs fiona had issued for this project (research data coming back), kept.
+    pub issued_uids_kept: u64,
     pub dates_shifted: u64,
     pub private_kept: u64,
     /// Standard attributes that arrived as UN, read with their dictionary VR.
@@ -169,6 +171,13 @@ impl std::fmt::Debug for Engine {
             .field("assignment", &self.assignment)
             .finish_non_exhaustive()
     }
+}
+
+/// What one `apply` call carries down the data set: the instance's identifying strings and
+/// the date policy for this instance.
+struct Cx<'a> {
+    needles: &'a [String],
+    dates: DatePolicy,
 }
 
 const TEXT_VRS: [VR; 7] = [VR::LO, VR::LT, VR::SH, VR::ST, VR::UT, VR::UC, VR::PN];
@@ -315,7 +324,18 @@ impl Engine {
                 .unwrap_or_default()
         };
         let (study_uid, accession) = (original(Tag(0x0020, 0x000D)), original(Tag(0x0008, 0x0050)));
-        self.process(obj, &needles, &mut report);
+        // Research data coming back (a series a workstation derived from what fiona sent, in
+        // the research study fiona issued): its dates were shifted on the way out, so they are
+        // not shifted again, and the study stays on one time line.
+        let research = !study_uid.is_empty() && self.uids.is_issued(&study_uid);
+        let cx = Cx {
+            needles: &needles,
+            dates: match self.settings.dates {
+                DatePolicy::Shift { .. } if research => DatePolicy::Shift { days: 0 },
+                d => d,
+            },
+        };
+        self.process(obj, &cx, &mut report);
         self.write_identity(obj);
         if let UidMapper::Legacy { project } = &self.uids {
             self.write_legacy_identifiers(obj, project, &study_uid, &accession);
@@ -368,7 +388,7 @@ impl Engine {
         );
     }
 
-    fn process(&self, obj: &mut InMemDicomObject, needles: &[String], r: &mut Report) {
+    fn process(&self, obj: &mut InMemDicomObject, cx: &Cx<'_>, r: &mut Report) {
         // Private creators of this data set: (group, block) -> creator.
         let mut creators: HashMap<(u16, u8), String> = HashMap::new();
         for e in obj.iter() {
@@ -416,9 +436,9 @@ impl Engine {
                     // (binary vendor blocks, numbers) are kept, UIDs mapped, dates shifted.
                     if let Some(e) = obj.take(*tag) {
                         let e = if TEXT_VRS.contains(&e.vr()) {
-                            self.clean(e, needles, r)
+                            self.clean(e, cx, r)
                         } else {
-                            self.generic(e, needles, r)
+                            self.generic(e, cx, r)
                         };
                         if let Some(e) = e {
                             obj.put(e);
@@ -453,24 +473,19 @@ impl Engine {
                 continue;
             }
             let Some(elem) = obj.take(tag) else { continue };
-            if let Some(e) = self.transform(elem, needles, r) {
+            if let Some(e) = self.transform(elem, cx, r) {
                 obj.put(e);
             }
         }
     }
 
     /// Rules 2 and 3 for one standard element.
-    fn transform(
-        &self,
-        e: InMemElement,
-        needles: &[String],
-        r: &mut Report,
-    ) -> Option<InMemElement> {
+    fn transform(&self, e: InMemElement, cx: &Cx<'_>, r: &mut Report) -> Option<InMemElement> {
         let tag = e.tag();
         let vr = e.vr();
         if let Some(rule) = self.settings.rules.iter().find(|x| x.tag == tag_u32(tag)) {
             return match &rule.action {
-                RuleAction::Keep => self.generic(e, needles, r),
+                RuleAction::Keep => self.generic(e, cx, r),
                 RuleAction::Remove => {
                     r.removed += 1;
                     None
@@ -501,7 +516,7 @@ impl Engine {
                     && e.to_str().is_ok_and(|v| !v.trim().is_empty())
                 {
                     if tag == TEXT_VALUE && self.options.clean_structured_content {
-                        return self.clean(e, needles, r);
+                        return self.clean(e, cx, r);
                     }
                     r.dummied += 1;
                     let d = values::dummy(vr.to_string()).unwrap_or("ANONYMIZED");
@@ -535,7 +550,7 @@ impl Engine {
             Action::Dummy => {
                 if vr == VR::SQ || vr == VR::UI {
                     // A sequence keeps its structure, cleaned inside; a UID is mapped.
-                    return self.generic(e, needles, r);
+                    return self.generic(e, cx, r);
                 }
                 r.dummied += 1;
                 match values::dummy(vr.to_string()) {
@@ -543,14 +558,14 @@ impl Engine {
                     None => Some(empty(tag, vr)),
                 }
             }
-            Action::Clean => self.clean(e, needles, r),
-            Action::Keep | Action::Uid => self.generic(e, needles, r),
+            Action::Clean => self.clean(e, cx, r),
+            Action::Keep | Action::Uid => self.generic(e, cx, r),
         }
     }
 
     /// The C action: text loses the instance's identifying strings; anything else goes
     /// through rules 4 and 5 (dates shifted, UIDs mapped, sequences processed).
-    fn clean(&self, e: InMemElement, needles: &[String], r: &mut Report) -> Option<InMemElement> {
+    fn clean(&self, e: InMemElement, cx: &Cx<'_>, r: &mut Report) -> Option<InMemElement> {
         r.cleaned += 1;
         let (tag, vr) = (e.tag(), e.vr());
         if tag == Tag(0x0008, 0x0201) {
@@ -573,7 +588,7 @@ impl Engine {
         if TEXT_VRS.contains(&vr) {
             let cleaned = e
                 .to_str()
-                .map(|s| remove_all_ci(&s, needles))
+                .map(|s| remove_all_ci(&s, cx.needles))
                 .unwrap_or_default();
             return Some(DataElement::new(
                 tag,
@@ -581,11 +596,11 @@ impl Engine {
                 PrimitiveValue::from(values::fit(vr.to_string(), cleaned.trim())),
             ));
         }
-        self.generic(e, needles, r)
+        self.generic(e, cx, r)
     }
 
     /// Rules 4 and 5 for a kept element; sequences are processed item by item.
-    fn generic(&self, e: InMemElement, needles: &[String], r: &mut Report) -> Option<InMemElement> {
+    fn generic(&self, e: InMemElement, cx: &Cx<'_>, r: &mut Report) -> Option<InMemElement> {
         let tag = e.tag();
         let vr = e.vr();
         match vr {
@@ -601,7 +616,7 @@ impl Engine {
                 // The items are owned here: processed in place, not copied.
                 let mut seq = seq;
                 for item in seq.items_mut().iter_mut() {
-                    self.process(item, needles, r);
+                    self.process(item, cx, r);
                 }
                 let items: Vec<InMemDicomObject> = seq.items_mut().drain(..).collect();
                 let _ = header;
@@ -625,6 +640,10 @@ impl Engine {
                             || (u.starts_with("1.2.840.10008.") && super::uid::is_valid_uid(u))
                         {
                             u.to_string()
+                        } else if self.uids.is_issued(u) {
+                            // Issued by fiona for this project: kept, never mapped twice.
+                            r.issued_uids_kept += 1;
+                            u.to_string()
                         } else {
                             r.uids_mapped += 1;
                             let kind = if tag == Tag(0x0020, 0x000D) {
@@ -642,7 +661,7 @@ impl Engine {
                     PrimitiveValue::Strs(mapped.into()),
                 ))
             }
-            VR::DA | VR::DT => match self.settings.dates {
+            VR::DA | VR::DT => match cx.dates {
                 DatePolicy::Shift { days } => {
                     let s = e.to_str().map(|s| s.to_string()).unwrap_or_default();
                     let shifted = if vr == VR::DA {
@@ -975,6 +994,80 @@ mod tests {
         // Technical attributes not in the table stay; stale group lengths go.
         assert!(obj.get(Tag(0x0028, 0x0010)).is_some());
         assert!(obj.get(Tag(0x0010, 0x0000)).is_none());
+    }
+
+    /// A series derived from research data and sent back (issue 12 item 8): the UIDs fiona
+    /// issued (study, frame of reference, references to the research instances) are kept,
+    /// the workstation's new UIDs are mapped, and dates are not shifted a second time.
+    #[test]
+    fn research_data_coming_back_keeps_issued_uids_and_dates() {
+        let e = engine(default_settings());
+        let mut research = planted();
+        e.apply(&mut research);
+        let get = |o: &InMemDicomObject, g: u16, el: u16| {
+            o.get(Tag(g, el)).map(|x| {
+                x.to_str()
+                    .unwrap()
+                    .trim_end_matches(['\0', ' '])
+                    .to_string()
+            })
+        };
+        let deep_ref = |o: &InMemDicomObject| {
+            let d = &o.get(Tag(0x0008, 0x1140)).unwrap().items().unwrap()[0];
+            let d = &d.get(Tag(0x0040, 0xA730)).unwrap().items().unwrap()[0];
+            let d = &d.get(Tag(0x0008, 0x1199)).unwrap().items().unwrap()[0];
+            get(d, 0x0008, 0x1155).unwrap()
+        };
+        // The workstation's derived instance: new series and instance UIDs, a new content
+        // date; everything else as fiona sent it.
+        let mut derived = research.clone();
+        derived.put(DataElement::new(
+            Tag(0x0020, 0x000E),
+            VR::UI,
+            PrimitiveValue::from("1.2.826.0.1.3680043.8.498.999.1"),
+        ));
+        derived.put(DataElement::new(
+            Tag(0x0008, 0x0018),
+            VR::UI,
+            PrimitiveValue::from("1.2.826.0.1.3680043.8.498.999.2"),
+        ));
+        let r = e.apply(&mut derived);
+        assert!(r.issued_uids_kept >= 2, "{r:?}");
+        assert_eq!(
+            get(&derived, 0x0020, 0x000D),
+            get(&research, 0x0020, 0x000D)
+        );
+        assert_eq!(deep_ref(&derived), deep_ref(&research), "reference kept");
+        assert_eq!(
+            get(&derived, 0x0020, 0x0052),
+            get(&research, 0x0020, 0x0052)
+        );
+        let m = UidMapper::Conformant { key: [9; 32] };
+        assert_eq!(
+            get(&derived, 0x0020, 0x000E).unwrap(),
+            m.map("1.2.826.0.1.3680043.8.498.999.1", UidKind::Other),
+            "the new series UID is mapped"
+        );
+        assert_ne!(
+            get(&derived, 0x0008, 0x0018),
+            get(&research, 0x0008, 0x0018)
+        );
+        // Dates as the research study has them (shifted once, not twice).
+        let date_tags = [(0x0008, 0x0020), (0x0008, 0x0021), (0x0008, 0x0023)];
+        let mut compared = 0;
+        for (g, el) in date_tags {
+            if let Some(v) = get(&research, g, el).filter(|v| !v.is_empty()) {
+                assert_eq!(
+                    get(&derived, g, el).as_deref(),
+                    Some(v.as_str()),
+                    "({g:04x},{el:04x})"
+                );
+                compared += 1;
+            }
+        }
+        assert!(compared >= 1, "planted() has a date to compare");
+        // The research copy was shifted once (so equality above means "not shifted again").
+        assert_ne!(get(&research, 0x0008, 0x0020).as_deref(), Some("20240229"));
     }
 
     #[test]
