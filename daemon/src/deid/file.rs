@@ -160,7 +160,7 @@ pub fn deidentify_file_with(
 ) -> Result<(Report, std::path::PathBuf), FileError> {
     let mut f = File::open(input)?;
     let (ts_uid, ds_offset) = read_meta(&mut f)?;
-    let (_, deflated) = Encoding::of_transfer_syntax(&ts_uid)
+    let (encoding, deflated) = Encoding::of_transfer_syntax(&ts_uid)
         .ok_or_else(|| FileError::Unsupported(ts_uid.clone()))?;
 
     // 1. Check the whole data set (bounded), find Pixel Data.
@@ -298,9 +298,39 @@ pub fn deidentify_file_with(
             .map_err(|e| FileError::Write(e.to_string()))?;
         if let Some((start, end)) = copy_pixels {
             f.seek(SeekFrom::Start(ds_offset + start))?;
-            let copied = io::copy(&mut f.take(end - start), &mut w)?;
-            if copied != end - start {
+            // The element's header, its length made even: a native Pixel Data value of odd
+            // length (a deviation receiving tolerates, PS3.5 7.1.1) gets its pad byte here.
+            let (mut header, len_at) = match encoding {
+                Encoding::ImplicitLittle => (vec![0u8; 8], 4),
+                Encoding::ExplicitLittle | Encoding::ExplicitBig => (vec![0u8; 12], 8),
+            };
+            f.read_exact(&mut header)?;
+            let big = encoding == Encoding::ExplicitBig;
+            let mut len_bytes = [0u8; 4];
+            len_bytes.copy_from_slice(&header[len_at..len_at + 4]);
+            let len = if big {
+                u32::from_be_bytes(len_bytes)
+            } else {
+                u32::from_le_bytes(len_bytes)
+            };
+            let pad = len != u32::MAX && len % 2 == 1;
+            if pad {
+                let even = len + 1;
+                let b = if big {
+                    even.to_be_bytes()
+                } else {
+                    even.to_le_bytes()
+                };
+                header[len_at..len_at + 4].copy_from_slice(&b);
+            }
+            w.write_all(&header)?;
+            let rest = (end - start).saturating_sub(header.len() as u64);
+            let copied = io::copy(&mut f.take(rest), &mut w)?;
+            if copied != rest {
                 return Err(FileError::Write("input shrank while copying".into()));
+            }
+            if pad {
+                w.write_all(&[0])?;
             }
         }
         w.flush()?;
