@@ -187,6 +187,9 @@ pub struct OcrConfig {
     pub margin: u32,
     /// Masking rounds before an image OCR still reads text in is parked (1-5).
     pub max_rounds: u32,
+    /// The learned text detector finds text first and Tesseract checks after masking
+    /// (default); `false`: Tesseract alone, as before issue 13.
+    pub detector: bool,
 }
 
 impl Default for OcrConfig {
@@ -203,6 +206,7 @@ impl Default for OcrConfig {
             min_confidence: s.min_confidence as u8,
             margin: s.margin,
             max_rounds: s.max_rounds,
+            detector: s.detector.is_some(),
         }
     }
 }
@@ -268,6 +272,9 @@ impl OcrConfig {
                 min_confidence: f32::from(self.min_confidence),
                 margin: self.margin,
                 max_rounds: self.max_rounds,
+                detector: self
+                    .detector
+                    .then(crate::pixel::detect::DetectSettings::default),
             },
             select,
         }))

@@ -11,22 +11,7 @@ use std::process::Command;
 
 use dicom_object::open_file;
 use fiona::pixel::decode::decode;
-
-/// The real-file venv's python (tests/run.sh makes it and exports `FIONA_TEST_PYTHON`).
-fn python() -> PathBuf {
-    let p = std::env::var_os("FIONA_TEST_PYTHON")
-        .map(PathBuf::from)
-        .or_else(|| {
-            std::env::var_os("HOME")
-                .map(|h| PathBuf::from(h).join(".cache/fiona-real-venv/bin/python"))
-        })
-        .unwrap_or_default();
-    assert!(
-        p.is_file(),
-        "needs the real-file venv (pydicom, pylibjpeg): run tests/run.sh"
-    );
-    p
-}
+use fiona_tests::harness::venv_python;
 
 /// pydicom's path for a test file and its decoded samples (8-bit, interleaved; pydicom 3
 /// converts YBR JPEG to RGB, as fiona's decoder does).
@@ -55,7 +40,7 @@ fn reference(py: &PathBuf, name: &str, out: &std::path::Path) -> PathBuf {
 
 #[test]
 fn jpeg_colour_agrees_with_pydicom() {
-    let py = python();
+    let py = venv_python();
     let tmp = tempfile::tempdir().unwrap();
     for name in [
         "SC_jpeg_no_color_transform.dcm",

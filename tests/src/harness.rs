@@ -498,3 +498,23 @@ pub fn dcmqrscp(dir: &Path, port: u16) -> KillOnDrop {
     wait_until_listening(port, "dcmqrscp");
     guard
 }
+
+/// The Python of the venv `tests/run.sh` makes for the real-file tests (pydicom,
+/// pydicom-data, deid-data, pylibjpeg, pynetdicom): `FIONA_TEST_PYTHON`, else run.sh's default
+/// venv when it exists. Panics, saying how to get it, when there is none.
+pub fn venv_python() -> PathBuf {
+    let from_env = std::env::var_os("FIONA_TEST_PYTHON").map(PathBuf::from);
+    let default = std::env::var_os("HOME")
+        .map(|h| PathBuf::from(h).join(".cache/fiona-real-venv/bin/python"));
+    let p = from_env
+        .clone()
+        .or(default.filter(|p| p.is_file()))
+        .unwrap_or_default();
+    assert!(
+        p.is_file(),
+        "this test needs the real-file Python venv (pydicom, pydicom-data, deid-data, \
+         pylibjpeg, pynetdicom): run tests/run.sh, which installs it and exports \
+         FIONA_TEST_PYTHON (now: {from_env:?})"
+    );
+    p
+}

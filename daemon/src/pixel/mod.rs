@@ -12,6 +12,7 @@
 //! parking what cannot be scrubbed, per-project settings (which images, exclusions, dropping
 //! secondary captures), and the wiring into `fiona deid` and the daemon.
 pub mod decode;
+pub mod detect;
 pub mod mask;
 pub mod ocr;
 pub mod scrub;

@@ -47,6 +47,10 @@ pub struct OcrSettings {
     /// Masking rounds before an image with readable text left is parked: round 1 blanks what
     /// the first reading found; each later round blanks what the check still reads.
     pub max_rounds: u32,
+    /// The learned text detector ([`super::detect`]) makes the first reading, and Tesseract
+    /// is the independent check after masking; `None`: Tesseract does both (the method
+    /// before issue 13).
+    pub detector: Option<super::detect::DetectSettings>,
 }
 
 impl Default for OcrSettings {
@@ -56,6 +60,7 @@ impl Default for OcrSettings {
             min_confidence: 0.0,
             margin: 3,
             max_rounds: 3,
+            detector: Some(super::detect::DetectSettings::default()),
         }
     }
 }
@@ -175,7 +180,8 @@ pub fn check_languages(languages: &str) -> Result<(), OcrError> {
     with_engine(languages, |_| Ok(()))
 }
 
-fn sample(frame: &[u8], bytes: usize, at: usize, layout: &Layout) -> i32 {
+/// One sample's value (little endian, masked to BitsStored, sign-extended when signed).
+pub(crate) fn sample(frame: &[u8], bytes: usize, at: usize, layout: &Layout) -> i32 {
     let raw = if bytes == 1 {
         u32::from(frame[at])
     } else {
@@ -417,12 +423,23 @@ pub fn text_boxes(
 /// Bounding boxes (x0, y0, x1, y1, inclusive) of the 8-connected ink components of a
 /// two-level picture.
 fn components(picture: &[u8], columns: usize) -> Vec<(u32, u32, u32, u32)> {
-    let mut seen = vec![false; picture.len()];
+    let on: Vec<bool> = picture.iter().map(|&v| v == 0).collect();
+    connected(&on, columns)
+        .into_iter()
+        .map(|(x0, y0, x1, y1)| (x0 as u32, y0 as u32, x1 as u32, y1 as u32))
+        .collect()
+}
+
+/// Bounding boxes (x0, y0, x1, y1, inclusive) of the 8-connected components of the `on`
+/// pixels of a picture `columns` wide (the text detector's lines, the OCR's ink).
+pub(crate) fn connected(on: &[bool], columns: usize) -> Vec<(usize, usize, usize, usize)> {
+    let mut seen = vec![false; on.len()];
     let mut out = Vec::new();
     let mut stack = Vec::new();
-    let rows = picture.len() / columns.max(1);
-    for start in 0..picture.len() {
-        if picture[start] != 0 || seen[start] {
+    let columns = columns.max(1);
+    let rows = on.len() / columns;
+    for start in 0..on.len() {
+        if !on[start] || seen[start] {
             continue;
         }
         seen[start] = true;
@@ -437,14 +454,14 @@ fn components(picture: &[u8], columns: usize) -> Vec<(u32, u32, u32, u32)> {
             for ny in y.saturating_sub(1)..=(y + 1).min(rows - 1) {
                 for nx in x.saturating_sub(1)..=(x + 1).min(columns - 1) {
                     let q = ny * columns + nx;
-                    if picture[q] == 0 && !seen[q] {
+                    if on[q] && !seen[q] {
                         seen[q] = true;
                         stack.push(q);
                     }
                 }
             }
         }
-        out.push((x0 as u32, y0 as u32, x1 as u32, y1 as u32));
+        out.push((x0, y0, x1, y1));
     }
     out
 }

@@ -70,6 +70,10 @@ pub struct OcrSelect {
     pub series_descriptions: Vec<regex::Regex>,
     /// Images whose BurnedInAnnotation is YES.
     pub burned_in_annotation: bool,
+    /// Modalities read only when the image is derived or secondary (ImageType value 1
+    /// DERIVED, or value 2 SECONDARY): reformats, screen captures and annotated key images
+    /// of CT and MR carry text; their original slices rarely do.
+    pub derived_modalities: Vec<String>,
 }
 
 /// Ultrasound image storage classes (current and retired, single- and multi-frame).
@@ -83,11 +87,16 @@ const ULTRASOUND: &[&str] = &[
 
 impl OcrSelect {
     /// What usually carries burned-in text: ultrasound, secondary and other screen captures,
-    /// dose reports and screen saves, and any image that says it has burned-in annotation.
+    /// projection X-ray (CR, DX, MG, XA, RF: markers, names and dates are often burned in),
+    /// dose reports and screen saves, derived or secondary CT and MR images, and any image
+    /// that says it has burned-in annotation.
     pub fn usual() -> OcrSelect {
         OcrSelect {
             all_images: false,
-            modalities: ["US", "SC", "OT"].map(String::from).to_vec(),
+            modalities: ["US", "SC", "OT", "CR", "DX", "MG", "XA", "RF"]
+                .map(String::from)
+                .to_vec(),
+            derived_modalities: ["CT", "MR"].map(String::from).to_vec(),
             sop_classes: SECONDARY_CAPTURE
                 .iter()
                 .chain(ULTRASOUND)
@@ -116,8 +125,22 @@ impl OcrSelect {
                 .iter()
                 .any(|m| m.eq_ignore_ascii_case(&modality))
             || self.sop_classes.contains(&sop_class)
+            || (self
+                .derived_modalities
+                .iter()
+                .any(|m| m.eq_ignore_ascii_case(&modality))
+                && derived_or_secondary(&text(Tag(0x0008, 0x0008))))
             || self.series_descriptions.iter().any(|r| r.is_match(&series))
     }
+}
+
+/// Whether an ImageType value (backslash-separated) says DERIVED (value 1) or SECONDARY
+/// (value 2).
+fn derived_or_secondary(image_type: &str) -> bool {
+    let mut v = image_type.split('\\').map(|s| s.trim());
+    v.next().is_some_and(|a| a.eq_ignore_ascii_case("DERIVED"))
+        || v.next()
+            .is_some_and(|b| b.eq_ignore_ascii_case("SECONDARY"))
 }
 
 /// What the stage does with one image, decided from its header.
@@ -244,6 +267,8 @@ pub enum ScrubError {
     Palette,
     #[error(transparent)]
     Ocr(#[from] OcrError),
+    #[error(transparent)]
+    Detect(#[from] super::detect::DetectError),
     #[error("OCR still reads text in frame {frame} after {rounds} masking rounds")]
     TextRemains { frame: u32, rounds: u32 },
 }
@@ -377,6 +402,10 @@ pub fn scrub_known_regions(
 }
 
 /// What one frame needed.
+/// Tesseract's confidence (0-100) a word needs to count in the check after the learned
+/// detector (see `scrub_frame`).
+const CHECK_CONFIDENCE: f32 = 80.0;
+
 #[derive(Debug, Default)]
 struct FrameResult {
     masked: u64,
@@ -397,12 +426,21 @@ fn scrub_frame(
     let mask = |frame: &mut [u8], rects: &[Rect]| {
         mask_frame(frame, layout, rects, black).map_err(|e| ScrubError::Mask(e.to_string()))
     };
-    // OCR's first reading is of the frame as it arrived: a word a known region half covers
-    // is still read whole, and blanked whole. It also fixes the ink level (found on the
-    // frame before anything is blanked) that the checks reuse.
+    // The first reading is of the frame as it arrived: a word a known region half covers
+    // is still found whole, and blanked whole. With the learned detector, it finds the text
+    // and Tesseract is the independent check after masking; without it, Tesseract does both.
+    // Tesseract's ink level is fixed on the frame before anything is blanked (the checks
+    // reuse it: once the text is blanked, the brightest level left is the anatomy's).
     let mut level = None;
     let first = match ocr {
-        Some(settings) => Some(text_boxes(frame, layout, palette, &mut level, settings)?),
+        Some(settings) => Some(match &settings.detector {
+            Some(d) => {
+                let bright = super::ocr::brightness(frame, layout, palette)?;
+                level = Some(super::ocr::ink_level(&bright));
+                super::detect::text_boxes(frame, layout, palette, d)?
+            }
+            None => text_boxes(frame, layout, palette, &mut level, settings)?,
+        }),
         None => None,
     };
     let mut r = FrameResult {
@@ -412,12 +450,24 @@ fn scrub_frame(
     let Some(settings) = ocr else {
         return Ok(r);
     };
+    // The check after the detector counts only words Tesseract is sure of: on a picture
+    // without text (a photograph) it reads texture as letters with little confidence, and
+    // such readings would blank and park images that have no text at all.
+    let check = OcrSettings {
+        min_confidence: if settings.detector.is_some() {
+            settings.min_confidence.max(CHECK_CONFIDENCE)
+        } else {
+            settings.min_confidence
+        },
+        ..settings.clone()
+    };
     let rounds = read_and_mask(
         frame,
         index,
         settings.max_rounds,
         first,
-        &mut |f| Ok(text_boxes(f, layout, palette, &mut level, settings)?),
+        settings.detector.is_some(),
+        &mut |f| Ok(text_boxes(f, layout, palette, &mut level, &check)?),
         &mut |f, boxes| mask(f, boxes),
     )?;
     r.masked += rounds.masked;
@@ -434,21 +484,27 @@ type MaskBoxes<'a> = dyn FnMut(&mut [u8], &[Rect]) -> Result<u64, ScrubError> + 
 /// OCR's rounds on one frame: read (or take the `first` reading, done already), blank what
 /// was read, read again, until a reading finds nothing. Text still read after `max_rounds`
 /// blankings is an error (the image is parked).
+/// When `first` came from another method than `read` (the learned detector), `read` checks
+/// the frame even when `first` found nothing.
 fn read_and_mask(
     frame: &mut [u8],
     index: u32,
     max_rounds: u32,
     mut first: Option<Vec<Rect>>,
+    first_is_independent: bool,
     read: &mut ReadText<'_>,
     mask: &mut MaskBoxes<'_>,
 ) -> Result<FrameResult, ScrubError> {
     let mut r = FrameResult::default();
     loop {
-        let boxes = match first.take() {
-            Some(b) => b,
-            None => read(frame)?,
+        let (boxes, was_first) = match first.take() {
+            Some(b) => (b, true),
+            None => (read(frame)?, false),
         };
         if boxes.is_empty() {
+            if was_first && first_is_independent {
+                continue;
+            }
             return Ok(r);
         }
         if r.rounds >= max_rounds {
@@ -847,9 +903,39 @@ when = { all = [ { attr = "Manufacturer", contains = "acme" }, { attr = "Modalit
         set(&mut us, 0x0008, 0x0060, VR::CS, "US");
         let mut sc = ct.clone();
         set(&mut sc, 0x0008, 0x0016, VR::UI, "1.2.840.10008.5.1.4.1.1.7");
-        for o in [&yes, &dose, &us, &sc] {
+        let mut cr = ct.clone();
+        set(&mut cr, 0x0008, 0x0060, VR::CS, "CR");
+        let mut mg = ct.clone();
+        set(&mut mg, 0x0008, 0x0060, VR::CS, "MG");
+        // A CT reformat (derived) or a secondary CT image; an original axial slice is not.
+        let mut derived = ct.clone();
+        set(
+            &mut derived,
+            0x0008,
+            0x0008,
+            VR::CS,
+            "DERIVED\\PRIMARY\\MPR",
+        );
+        let mut secondary = ct.clone();
+        set(
+            &mut secondary,
+            0x0008,
+            0x0008,
+            VR::CS,
+            "ORIGINAL\\SECONDARY",
+        );
+        for o in [&yes, &dose, &us, &sc, &cr, &mg, &derived, &secondary] {
             assert!(usual.selects(o));
         }
+        let mut original = ct.clone();
+        set(
+            &mut original,
+            0x0008,
+            0x0008,
+            VR::CS,
+            "ORIGINAL\\PRIMARY\\AXIAL",
+        );
+        assert!(!usual.selects(&original));
         let mut no_flag = usual.clone();
         no_flag.burned_in_annotation = false;
         assert!(!no_flag.selects(&yes));
@@ -916,7 +1002,7 @@ when = { all = [ { attr = "Manufacturer", contains = "acme" }, { attr = "Modalit
             Ok(rects.len() as u64)
         };
         let mut frame = vec![1u8, 0, 0, 0, 0, 0];
-        let r = read_and_mask(&mut frame, 4, 3, None, &mut fake_read, &mut leaky);
+        let r = read_and_mask(&mut frame, 4, 3, None, false, &mut fake_read, &mut leaky);
         assert_eq!(
             r.map(|_| ()),
             Err(ScrubError::TextRemains {
@@ -937,15 +1023,54 @@ when = { all = [ { attr = "Manufacturer", contains = "acme" }, { attr = "Modalit
             Ok(rects.len() as u64)
         };
         let mut frame = vec![1u8, 1, 0, 0, 0, 0];
-        let r = read_and_mask(&mut frame, 0, 3, None, &mut fake_read, &mut second).unwrap();
+        let r = read_and_mask(&mut frame, 0, 3, None, false, &mut fake_read, &mut second).unwrap();
         assert_eq!((r.rounds, r.words, r.masked), (2, 3, 3));
         assert!(frame.iter().all(|&v| v == 0));
         // Nothing read: no round, nothing masked, the frame untouched.
         let mut frame = vec![0u8; 6];
         let mut never =
             |_: &mut [u8], _: &[Rect]| -> Result<u64, ScrubError> { panic!("nothing to mask") };
-        let r = read_and_mask(&mut frame, 0, 3, None, &mut fake_read, &mut never).unwrap();
+        let r = read_and_mask(&mut frame, 0, 3, None, false, &mut fake_read, &mut never).unwrap();
         assert_eq!((r.rounds, r.words, r.masked), (0, 0, 0));
+    }
+
+    /// The detector's reading found nothing: the independent check (Tesseract) still reads
+    /// the frame, and what it finds is blanked. Without an independent first reading, an
+    /// empty one ends the rounds.
+    #[test]
+    fn the_independent_check_reads_even_when_the_detector_found_nothing() {
+        let mut zero = |f: &mut [u8], rects: &[Rect]| -> Result<u64, ScrubError> {
+            for r in rects {
+                f[r.x as usize] = 0;
+            }
+            Ok(rects.len() as u64)
+        };
+        let mut frame = vec![0u8, 0, 1, 0];
+        let r = read_and_mask(
+            &mut frame,
+            0,
+            3,
+            Some(vec![]),
+            true,
+            &mut fake_read,
+            &mut zero,
+        )
+        .unwrap();
+        assert_eq!((r.rounds, r.words, r.masked), (1, 1, 1));
+        assert!(frame.iter().all(|&v| v == 0));
+        let mut frame = vec![0u8, 0, 1, 0];
+        let r = read_and_mask(
+            &mut frame,
+            0,
+            3,
+            Some(vec![]),
+            false,
+            &mut fake_read,
+            &mut zero,
+        )
+        .unwrap();
+        assert_eq!((r.rounds, r.masked), (0, 0));
+        assert_eq!(frame[2], 1);
     }
 
     #[test]
