@@ -13,7 +13,9 @@ command -v cmake >/dev/null 2>&1 || need+=(cmake)
 command -v c++ >/dev/null 2>&1 || need+=(g++)
 # OCR: Tesseract and Leptonica headers and pkg-config data, libclang for the bindings'
 # build, and the English and Norwegian models.
-for p in libtesseract-dev libleptonica-dev libclang-dev pkg-config tesseract-ocr-eng tesseract-ocr-nor; do
+# The text evaluation (tests/real/text_eval.py) draws in Debian's DejaVu and Liberation fonts
+# and reads with the tesseract program (the independent reader).
+for p in libtesseract-dev libleptonica-dev libclang-dev pkg-config tesseract-ocr tesseract-ocr-eng tesseract-ocr-nor fonts-dejavu-core fonts-liberation; do
   dpkg -s "$p" >/dev/null 2>&1 || need+=("$p")
 done
 # Orthanc as a research PACS (the tests start their own instances on free ports).

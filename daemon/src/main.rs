@@ -217,6 +217,11 @@ enum Cmd {
         input: PathBuf,
         /// The output file (for a file input) or directory.
         output: PathBuf,
+        /// Also write, as JSON, what became of every input file: its output path, or why
+        /// it has none (failed or parked, with the reason; dropped by the project's
+        /// settings), the text boxes blanked and the seconds it took.
+        #[arg(long)]
+        report: Option<PathBuf>,
     },
     /// Validate a configuration file and print the effective configuration.
     CheckConfig {
@@ -475,6 +480,7 @@ fn run(cli: Cli) -> Result<(), String> {
             loc,
             input,
             output,
+            report,
         } => deid(
             &load_config(&loc)?,
             project,
@@ -482,6 +488,7 @@ fn run(cli: Cli) -> Result<(), String> {
             event,
             &input,
             &output,
+            report.as_deref(),
         ),
         Cmd::Assign {
             study,
@@ -944,6 +951,64 @@ fn serve(cfg: Config) -> Result<(), String> {
     })
 }
 
+/// What became of one input file of `fiona deid` (its `--report`).
+#[derive(serde::Serialize)]
+struct DeidFileReport {
+    input: PathBuf,
+    /// The file written; absent when there is none.
+    output: Option<PathBuf>,
+    /// `ok`, `failed` (parked: nothing written, the reason says why) or `dropped` (the
+    /// project's settings want no output).
+    result: &'static str,
+    reason: Option<String>,
+    /// Text boxes the pixel stage blanked, and pixels blanked in all frames.
+    ocr_words: u64,
+    pixels_masked: u64,
+    seconds: f64,
+}
+
+#[derive(serde::Serialize)]
+struct DeidReport {
+    files: Vec<DeidFileReport>,
+}
+
+fn deid_one(
+    input: &Path,
+    output: fiona::deid::file::Output<'_>,
+    engine: &fiona::deid::engine::Engine,
+    pixels: &fiona::pixel::scrub::Stage,
+) -> DeidFileReport {
+    use fiona::deid::file;
+    let t = std::time::Instant::now();
+    let r = file::deidentify_file_with(input, output, engine, Some(pixels));
+    let mut rep = DeidFileReport {
+        input: input.to_path_buf(),
+        output: None,
+        result: "ok",
+        reason: None,
+        ocr_words: 0,
+        pixels_masked: 0,
+        seconds: 0.0,
+    };
+    match r {
+        Ok((report, path)) => {
+            rep.output = Some(path);
+            rep.ocr_words = report.ocr_words;
+            rep.pixels_masked = report.pixels_masked;
+        }
+        Err(file::FileError::Dropped(why)) => {
+            rep.result = "dropped";
+            rep.reason = Some(why.to_string());
+        }
+        Err(e) => {
+            rep.result = "failed";
+            rep.reason = Some(e.to_string());
+        }
+    }
+    rep.seconds = t.elapsed().as_secs_f64();
+    rep
+}
+
 fn deid(
     cfg: &Config,
     project: String,
@@ -951,6 +1016,7 @@ fn deid(
     event: String,
     input: &Path,
     output: &Path,
+    report: Option<&Path>,
 ) -> Result<(), String> {
     use fiona::deid::{engine, file};
     use rayon::prelude::*;
@@ -980,47 +1046,43 @@ fn deid(
     // project's exclusions and drops, and OCR as the project selects it.
     let pixels = fiona::pixel::scrub::Stage::from_config(&pixel_cfg)?;
     let meta = std::fs::metadata(input).map_err(|e| format!("{}: {e}", input.display()))?;
+    let write_report = |files: Vec<DeidFileReport>| -> Result<(), String> {
+        let Some(path) = report else { return Ok(()) };
+        let body = serde_json::to_vec_pretty(&DeidReport { files }).map_err(|e| e.to_string())?;
+        std::fs::write(path, body).map_err(|e| format!("{}: {e}", path.display()))
+    };
     if meta.is_file() {
-        return match file::deidentify_file_with(
-            input,
-            file::Output::File(output),
-            &engine,
-            Some(&pixels),
-        ) {
-            Ok(_) => Ok(()),
-            Err(file::FileError::Dropped(why)) => {
+        let r = deid_one(input, file::Output::File(output), &engine, &pixels);
+        let outcome = match (r.result, &r.reason) {
+            ("dropped", Some(why)) => {
                 println!("{}: no output: {why}", input.display());
                 Ok(())
             }
-            Err(e) => Err(format!("{}: {e}", input.display())),
+            ("failed", Some(why)) => Err(format!("{}: {why}", input.display())),
+            _ => Ok(()),
         };
+        write_report(vec![r])?;
+        return outcome;
     }
     let mut files = Vec::new();
     collect_files(input, &mut files).map_err(|e| format!("{}: {e}", input.display()))?;
     files.sort();
     std::fs::create_dir_all(output).map_err(|e| format!("{}: {e}", output.display()))?;
-    let results: Vec<Result<(), (bool, String)>> = files
+    let results: Vec<DeidFileReport> = files
         .par_iter()
-        .map(|f| {
-            match file::deidentify_file_with(f, file::Output::Dir(output), &engine, Some(&pixels)) {
-                Ok(_) => Ok(()),
-                Err(file::FileError::Dropped(why)) => {
-                    Err((false, format!("{}: {why}", f.display())))
-                }
-                Err(e) => Err((true, format!("{}: {e}", f.display()))),
-            }
-        })
+        .map(|f| deid_one(f, file::Output::Dir(output), &engine, &pixels))
         .collect();
     let mut failures = Vec::new();
     let mut dropped = 0usize;
-    for r in results {
-        match r {
-            Ok(()) => {}
-            Err((true, msg)) => failures.push(msg),
-            Err((false, msg)) => {
+    for r in &results {
+        let why = r.reason.as_deref().unwrap_or_default();
+        match r.result {
+            "failed" => failures.push(format!("{}: {why}", r.input.display())),
+            "dropped" => {
                 dropped += 1;
-                println!("fiona deid: no output: {msg}");
+                println!("fiona deid: no output: {}: {why}", r.input.display());
             }
+            _ => {}
         }
     }
     for f in &failures {
@@ -1036,6 +1098,7 @@ fn deid(
             String::new()
         }
     );
+    write_report(results)?;
     if failures.is_empty() {
         Ok(())
     } else {

@@ -285,3 +285,53 @@ fn project_settings_from_config() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("deid.secret"));
     assert!(!tmp.path().join("out-bad").exists());
 }
+
+/// `--report` says what became of every input file: the output of each good one (as written),
+/// the reason for one that failed, and the text boxes the pixel stage blanked.
+#[test]
+fn the_report_names_every_input_and_what_became_of_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let input = tmp.path().join("in");
+    std::fs::create_dir_all(&input).unwrap();
+    let files = corpus::write_study(&StudySpec::new(77, Modality::Us), &input).unwrap();
+    fiona_tests::burned::burn_text(&files[0], &fiona_tests::burned::sample_burns()).unwrap();
+    let bad = input.join("not-dicom.dcm");
+    std::fs::write(&bad, b"not a DICOM file at all").unwrap();
+    let out = tmp.path().join("out");
+    let report = tmp.path().join("report.json");
+    let r = fiona_tests::harness::fiona_deid_command(
+        &bin(),
+        ("--data-dir", &tmp.path().join("data")),
+        &input,
+        &out,
+    )
+    .arg("--report")
+    .arg(&report)
+    .output()
+    .unwrap();
+    assert!(!r.status.success(), "a failed file makes the run fail");
+    let v: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&report).expect("report written")).unwrap();
+    let entries = v["files"].as_array().unwrap();
+    assert_eq!(entries.len(), files.len() + 1);
+    for e in entries {
+        let inp = PathBuf::from(e["input"].as_str().unwrap());
+        if inp == bad {
+            assert_eq!(e["result"], "failed");
+            assert!(e["output"].is_null());
+            assert!(!e["reason"].as_str().unwrap().is_empty());
+            continue;
+        }
+        assert_eq!(e["result"], "ok", "{e}");
+        let o = PathBuf::from(e["output"].as_str().unwrap());
+        assert!(o.starts_with(&out) && o.is_file(), "{e}");
+        if inp == files[0] {
+            assert!(
+                e["ocr_words"].as_u64().unwrap() > 0,
+                "burned text blanked: {e}"
+            );
+        } else {
+            assert_eq!(e["ocr_words"], 0, "{e}");
+        }
+    }
+}
