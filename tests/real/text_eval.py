@@ -43,7 +43,6 @@ import os
 import random
 import subprocess
 import sys
-import zipfile
 from concurrent.futures import ProcessPoolExecutor
 
 import numpy as np
@@ -75,7 +74,7 @@ INSTITUTIONS = ["Haukeland Universitetssjukehus", "St. Olavs Hospital", "Rikshos
                 "Stavanger Universitetssjukehus", "Haraldsplass Diakonale",
                 "Ullevaal Radiologi", "Nordlandssykehuset Bodo", "Sykehuset Innlandet"]
 
-# (file name, label, frames to take (None: all up to --max-frames), crops for the text-free set)
+# (file name, label): the frames text is drawn on (up to --max-frames of each).
 TEXT_SOURCES = [
     ("693_UNCI.dcm", "CT"),
     ("CT_small.dcm", "CT"),
@@ -134,15 +133,7 @@ def find(name):
     raise SystemExit(f"text_eval.py: {name} not found in the test packages")
 
 
-def rgb_cine(out_dir):
-    import deid_data
-
-    z = os.path.join(os.path.dirname(deid_data.__file__), "data", "ultrasounds", "RGB_CINE.zip")
-    zipfile.ZipFile(z).extractall(out_dir)
-    return os.path.join(out_dir, "RGB_CINE.dcm")
-
-
-def frames_of(ds, max_frames):
+def frames_of(ds, max_frames=None):
     """The frames as a list of arrays (H x W stored values, or H x W x 3 RGB uint8)."""
     arr = ds.pixel_array
     n = int(getattr(ds, "NumberOfFrames", 1) or 1)
@@ -206,7 +197,7 @@ def draw_mask(text, font, size):
     return a[ys.min(): ys.max() + 1, xs.min(): xs.max() + 1]
 
 
-def line_text(rng, i, people):
+def line_text(rng, people):
     given, family = people
     kind = rng.choice(["name", "id", "date", "institution", "accession", "name2"])
     if kind == "name":
@@ -319,10 +310,6 @@ def rgb_ink(rng, under, level):
     return c
 
 
-def source_dataset(name):
-    return pydicom.dcmread(find(name))
-
-
 def write(ds_src, frames, path, label, rng, rle, people, institution):
     """A new instance: the source's header, these frames uncompressed (or RLE)."""
     ds = ds_src.copy()
@@ -402,7 +389,7 @@ def make(args):
 
     def base(name):
         if name not in cache:
-            ds = source_dataset(name)
+            ds = pydicom.dcmread(find(name))
             cache[name] = (ds, frames_of(ds, args.max_frames))
         return cache[name]
 
@@ -423,8 +410,8 @@ def make(args):
         people = (rng.choice(GIVEN), rng.choice(FAMILY))
         institution = rng.choice(INSTITUTIONS)
         boxes, used = [], []
-        for li in range(rng.randrange(1, 5)):
-            text = line_text(rng, li, people)
+        for _ in range(rng.randrange(1, 5)):
+            text = line_text(rng, people)
             font = rng.choice(fonts)
             size = rng.choice([8, 9, 10, 11, 12, 14, 16, 18, 20, 24, 28, 32, 36, 40])
             a = draw_mask(text, font, size)
@@ -544,15 +531,7 @@ def make(args):
 
 def load_frames(path):
     ds = pydicom.dcmread(path)
-    arr = ds.pixel_array
-    n = int(getattr(ds, "NumberOfFrames", 1) or 1)
-    pi = str(ds.PhotometricInterpretation)
-    if pi.startswith("YBR") and ds.file_meta.TransferSyntaxUID in (
-        pydicom.uid.ExplicitVRLittleEndian, pydicom.uid.ImplicitVRLittleEndian
-    ):
-        arr = pydicom.pixels.convert_color_space(arr, pi, "RGB")
-    frames = list(arr) if n > 1 else [arr]
-    return ds, frames
+    return ds, frames_of(ds)
 
 
 def black_mask(frame, ds):
@@ -679,13 +658,12 @@ def score_one(job):
             b["blanked"] = False
             b["output_read"] = []
         else:
-            ok = True
+            left = 0
             for f in fout:
                 bm = black_mask(f, ds_out)[box["y0"]: box["y1"], box["x0"]: box["x1"]]
-                if not bm[ink].all():
-                    ok = False
-            b["blanked"] = ok
-            b["unblanked_ink"] = int(sum((~black_mask(f, ds_out)[box["y0"]: box["y1"], box["x0"]: box["x1"]])[ink].sum() for f in fout))
+                left += int((~bm[ink]).sum())
+            b["blanked"] = left == 0
+            b["unblanked_ink"] = left
             reads = set()
             for f in fout[:1] + fout[-1:] if len(fout) > 1 else fout:
                 reads |= read_box(f, box)
@@ -771,15 +749,11 @@ def main():
     s.add_argument("--input", required=True)
     s.add_argument("--json")
     s.add_argument("--jobs", type=int, default=os.cpu_count() or 2)
-    c = sub.add_parser("cine")
-    c.add_argument("out")
     a = p.parse_args()
     if a.cmd == "make":
         make(a)
-    elif a.cmd == "score":
-        score(a)
     else:
-        print(rgb_cine(a.out))
+        score(a)
 
 
 if __name__ == "__main__":
