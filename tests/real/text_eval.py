@@ -105,8 +105,9 @@ CLEAN_SOURCES = [
     ("RG3_UNCI.dcm", "CR", 3),
     ("RG1_UNCI.dcm", "CR", 3),
     ("cat.dcm", "DX", 3),
-    ("mlut_18.dcm", "OT", 1),
 ]
+# Not text-free, so not in that set: mlut_18.dcm is the SMPTE test pattern, with its
+# percentages and "SMPTE TEST PATTERN ... Copyright 1983" burned in.
 
 # Levels of the ink relative to what lies under the text (grey images).
 GREY_LEVELS = ["brightest", "brighter", "darker", "near-brighter", "near-darker"]
