@@ -196,9 +196,12 @@ fn black(d: &Decoded) -> Vec<u8> {
         .collect()
 }
 
+/// Along a line, further: the detector's box is grown by its own height left and right (its
+/// height is the text's and twice the unclip distance: three text heights is the bound).
 fn near(x: u32, y: u32, rects: &[(u32, u32, u32, u32)]) -> bool {
     rects.iter().any(|&(bx, by, bw, bh)| {
-        x + SLACK >= bx && x < bx + bw + SLACK && y + SLACK >= by && y < by + bh + SLACK
+        let along = SLACK + 3 * bh;
+        x + along >= bx && x < bx + bw + along && y + SLACK >= by && y < by + bh + SLACK
     })
 }
 
