@@ -37,6 +37,7 @@
 //! Only boxes leave this module (no text is recognised here at all). tract runs one tile on
 //! one thread; the caller runs frames in parallel (rayon).
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 
@@ -268,9 +269,9 @@ pub fn picture(
 }
 
 /// The picture reduced by an integer factor (mean of each `f` x `f` block).
-fn reduce(p: &Picture, f: usize) -> Picture {
+fn reduce(p: &Picture, f: usize) -> Cow<'_, Picture> {
     if f <= 1 {
-        return p.clone();
+        return Cow::Borrowed(p);
     }
     let (w, h) = (p.width.div_ceil(f), p.height.div_ceil(f));
     let mut rgb = vec![0u8; w * h * 3];
@@ -293,11 +294,11 @@ fn reduce(p: &Picture, f: usize) -> Picture {
             }
         }
     }
-    Picture {
+    Cow::Owned(Picture {
         width: w,
         height: h,
         rgb,
-    }
+    })
 }
 
 /// Tile origins along one side of `len` pixels (padded to a multiple of 32): one tile when
@@ -401,9 +402,9 @@ fn detect_view(
 
 /// The picture enlarged `k` times (1 or 2) by cubic interpolation (OpenCV's kernel, a =
 /// -0.75, pixel centres aligned).
-fn enlarge(p: &Picture, k: usize) -> Picture {
+fn enlarge(p: &Picture, k: usize) -> Cow<'_, Picture> {
     if k != 2 {
-        return p.clone();
+        return Cow::Borrowed(p);
     }
     // Enlarging twice puts every new sample a quarter pixel from an old one: even
     // positions 0.75 of the way from the left neighbour, odd ones 0.25.
@@ -454,11 +455,11 @@ fn enlarge(p: &Picture, k: usize) -> Picture {
             }
         }
     }
-    Picture {
+    Cow::Owned(Picture {
         width: 2 * w,
         height: 2 * h,
         rgb,
-    }
+    })
 }
 
 /// The local contrast view: the luma equalised tile by tile with a clipped histogram
@@ -725,7 +726,7 @@ mod tests {
                 "{row:?}"
             );
         }
-        assert_eq!(enlarge(&p, 1).rgb, p.rgb);
+        assert!(matches!(enlarge(&p, 1), Cow::Borrowed(_)));
     }
 
     /// A faint band (8 grey levels above textured "anatomy" spread over 41 levels, as
