@@ -190,6 +190,9 @@ pub struct OcrConfig {
     /// The learned text detector finds text first and Tesseract checks after masking
     /// (default); `false`: Tesseract alone, as before issue 13.
     pub detector: bool,
+    /// The detector reads every frame of a multi-frame image; `false` (default): once, on
+    /// the frames combined (their per-pixel minimum and maximum), every frame still checked.
+    pub detect_each_frame: bool,
 }
 
 impl Default for OcrConfig {
@@ -207,6 +210,7 @@ impl Default for OcrConfig {
             margin: s.margin,
             max_rounds: s.max_rounds,
             detector: s.detector.is_some(),
+            detect_each_frame: s.detector.as_ref().is_some_and(|d| d.each_frame),
         }
     }
 }
@@ -272,9 +276,10 @@ impl OcrConfig {
                 min_confidence: f32::from(self.min_confidence),
                 margin: self.margin,
                 max_rounds: self.max_rounds,
-                detector: self
-                    .detector
-                    .then(crate::pixel::detect::DetectSettings::default),
+                detector: self.detector.then(|| crate::pixel::detect::DetectSettings {
+                    each_frame: self.detect_each_frame,
+                    ..Default::default()
+                }),
             },
             select,
         }))

@@ -196,11 +196,12 @@ fn black(d: &Decoded) -> Vec<u8> {
         .collect()
 }
 
-/// Along a line, further: the detector's box is grown by its own height left and right (its
-/// height is the text's and twice the unclip distance: three text heights is the bound).
+/// Along a line, further: the detector's box is grown by twice its own height left and right
+/// (its height is at most the text's and twice the unclip distance, about two text heights:
+/// five text heights is the bound).
 fn near(x: u32, y: u32, rects: &[(u32, u32, u32, u32)]) -> bool {
     rects.iter().any(|&(bx, by, bw, bh)| {
-        let along = SLACK + 3 * bh;
+        let along = SLACK + 5 * bh;
         x + along >= bx && x < bx + bw + along && y + SLACK >= by && y < by + bh + SLACK
     })
 }

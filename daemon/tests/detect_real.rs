@@ -9,6 +9,8 @@
 //! * Presidio's samples with their ground-truth word boxes (`../shared/presidio-samples/`):
 //!   every word box entirely black in the output (the CR by default; the CT, whose modality
 //!   the defaults leave out, with `all_images`).
+//! * A synthetic cine (`tests/real/cine_text.py`) with static and changing text: clean in
+//!   every frame although the detector reads it once, on its frames combined.
 //!
 //! The files come from the venv `tests/run.sh` makes (`FIONA_TEST_PYTHON`) and the shared
 //! folder; without them the test fails and says how to get them.
@@ -203,4 +205,42 @@ fn presidio_word_boxes_are_black() {
             assert_eq!(lit, 0, "{file}: word box {b} has {lit} pixels not black");
         }
     }
+}
+
+/// A cine is detected once, on its frames combined (per-pixel minimum and maximum), and
+/// every frame checked: static text on a band, a light label over moving speckle, and a
+/// frame counter and clock that change in every frame must all be black in every frame
+/// (`tests/real/cine_text.py` makes the cine and checks the output against its ink masks).
+#[test]
+fn a_cine_with_static_and_changing_text_is_clean_in_every_frame() {
+    let tmp = tempfile::tempdir().unwrap();
+    let script = repo().join("tests/real/cine_text.py");
+    let run = |args: &[&std::ffi::OsStr]| {
+        Command::new(venv_python())
+            .arg(&script)
+            .args(args)
+            .output()
+            .expect("run python")
+    };
+    let made = run(&["make".as_ref(), tmp.path().as_os_str()]);
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    let output = tmp.path().join("out.dcm");
+    let r = fiona_deid(
+        &bin(),
+        ("--data-dir", &tmp.path().join("data")),
+        &tmp.path().join("cine.dcm"),
+        &output,
+    );
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    let checked = run(&["check".as_ref(), tmp.path().as_os_str(), output.as_os_str()]);
+    assert!(
+        checked.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&checked.stdout),
+        String::from_utf8_lossy(&checked.stderr)
+    );
 }

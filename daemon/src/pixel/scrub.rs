@@ -414,6 +414,9 @@ struct FrameResult {
 }
 
 /// Blank the known regions, then what OCR reads, in one frame; check by reading again.
+/// `detected`: the detector's boxes for this frame when they were found once for all frames
+/// (a cine, [`super::detect::combined_text_boxes`]); `None`: the detector reads this frame.
+#[allow(clippy::too_many_arguments)] // one frame's whole context; a struct would only rename it
 fn scrub_frame(
     frame: &mut [u8],
     index: u32,
@@ -422,6 +425,7 @@ fn scrub_frame(
     black: &[u32],
     palette: Option<&Palette>,
     ocr: Option<&OcrSettings>,
+    detected: Option<&[Rect]>,
 ) -> Result<FrameResult, ScrubError> {
     let mask = |frame: &mut [u8], rects: &[Rect]| {
         mask_frame(frame, layout, rects, black).map_err(|e| ScrubError::Mask(e.to_string()))
@@ -437,7 +441,10 @@ fn scrub_frame(
             Some(d) => {
                 let bright = super::ocr::brightness(frame, layout, palette)?;
                 level = Some(super::ocr::ink_level(&bright));
-                super::detect::text_boxes(frame, layout, palette, d)?
+                match detected {
+                    Some(boxes) => boxes.to_vec(),
+                    None => super::detect::text_boxes(frame, layout, palette, d)?,
+                }
             }
             None => text_boxes(frame, layout, palette, &mut level, settings)?,
         }),
@@ -559,6 +566,13 @@ pub fn scrub(
     let layout = decoded.layout.clone();
     let black = layout.black(palette.as_ref().map(Palette::darkest));
     let rects: Vec<Rect> = regions.iter().map(|(_, r)| *r).collect();
+    // A cine is detected once, on its frames combined; every frame is still checked.
+    let combined = match ocr.and_then(|o| o.detector.as_ref()) {
+        Some(d) if !d.each_frame && decoded.frames >= super::detect::COMBINED_FROM_FRAMES => Some(
+            super::detect::combined_text_boxes(&decoded.data, &layout, palette.as_ref(), d)?,
+        ),
+        _ => None,
+    };
     let results: Vec<FrameResult> = decoded
         .data
         .par_chunks_mut(layout.frame_bytes())
@@ -572,6 +586,7 @@ pub fn scrub(
                 &black,
                 palette.as_ref(),
                 ocr,
+                combined.as_deref(),
             )
         })
         .collect::<Result<_, _>>()?;
