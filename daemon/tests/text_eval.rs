@@ -15,10 +15,12 @@ use std::process::Command;
 
 use fiona_tests::harness::venv_python;
 
-/// Boxes fully blanked, at least (of 98 in the set seed 13 makes).
-const MIN_BOX_RECALL: f64 = 0.89;
-/// Pixels blanked on a text-free image, on average, at most (the target).
-const MAX_CLEAN_BLANKED: f64 = 0.01;
+/// Boxes fully blanked, at least (of 98 in the set seed 13 makes): today's 94 less one, a
+/// ratchet (the target is 99.5 %).
+const MIN_BOX_RECALL: f64 = 0.95;
+/// Pixels blanked on a text-free image, on average, at most: the target is 1 %;
+/// today 0.08 %, so a regression shows long before the target is broken.
+const MAX_CLEAN_BLANKED: f64 = 0.003;
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
