@@ -17,7 +17,7 @@ use fiona_tests::harness::venv_python;
 
 /// Boxes fully blanked, at least (of 98 in the set seed 13 makes): today's 94 less one, a
 /// ratchet (the target is 99.5 %).
-const MIN_BOX_RECALL: f64 = 0.95;
+const MIN_BOX_RECALL: f64 = 0.94;
 /// Pixels blanked on a text-free image, on average, at most: the target is 1 %;
 /// today 0.08 %, so a regression shows long before the target is broken.
 const MAX_CLEAN_BLANKED: f64 = 0.003;
