@@ -3,19 +3,31 @@
 # real frames from the pydicom, pydicom-data and deid-data packages with text drawn in real
 # fonts at known boxes, Presidio's samples with their ground truth, a text-free set), runs
 # `fiona deid` on it with the learned detector (default) and with Tesseract alone
-# (`detector = false`, the method before issue 13), every image read (`all_images`), and
-# scores both in one run: boxes fully blanked, images where an independent reader (the
-# tesseract program, several thresholds, both polarities) still finds a planted token,
-# pixels blanked on text-free images, seconds. See docs/BENCHMARKS.md.
+# (`detector = false`, the method before issue 13), every image read (`all_images`), then
+# Microsoft Presidio's DICOM image redactor on the same input as a third anchor
+# (bench/presidio_redact.py: its header names from the metadata as a deny-list, a blank spaCy
+# pipeline, so no NER; its boxes painted black; multi-frame files fail there and count as not
+# passed on), and scores all three in one run: boxes fully blanked, images where an
+# independent reader (the tesseract program, several thresholds, both polarities) still finds
+# a planted token, pixels blanked on text-free images, seconds. See docs/BENCHMARKS.md.
 #
 #   bash bench/text_eval.sh                 # 120 text images
 #   TEXTS=300 SEED=7 bash bench/text_eval.sh
 #
-# Needs the venv tests/run.sh makes (FIONA_TEST_PYTHON) and the packages it installs.
+# Needs the venv tests/run.sh makes (FIONA_TEST_PYTHON) and the packages it installs; makes
+# Presidio's own venv (FIONA_PRESIDIO_VENV, bench/presidio_requirements.txt) when missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 py="${FIONA_TEST_PYTHON:-$HOME/.cache/fiona-real-venv/bin/python}"
 cargo build --release -p fiona >/dev/null
+pvenv="${FIONA_PRESIDIO_VENV:-$HOME/.cache/fiona-presidio-venv}"
+[ -x "$pvenv/bin/python" ] || python3 -m venv "$pvenv"
+pins=$(sha256sum bench/presidio_requirements.txt | cut -d' ' -f1)
+if [ "$(cat "$pvenv/.fiona-pins" 2>/dev/null)" != "$pins" ]; then
+  echo "installing Presidio's packages into $pvenv"
+  "$pvenv/bin/python" -m pip install -q --disable-pip-version-check -r bench/presidio_requirements.txt
+  echo "$pins" >"$pvenv/.fiona-pins"
+fi
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 echo "== fiona $(git rev-parse --short HEAD)$(git diff --quiet || echo '+edits'), $(nproc) cores, $(date -u +%FT%TZ)"
@@ -43,3 +55,10 @@ TOML
   "$py" tests/real/text_eval.py score "$work/truth.json" "$work/$method.json" --input "$work/input" \
     --json "$work/score-$method.json"
 done
+echo "== presidio"
+start=$(date +%s.%N)
+"$pvenv/bin/python" bench/presidio_redact.py "$work/input" "$work/out-presidio" "$work/presidio.json"
+end=$(date +%s.%N)
+echo "$(ls "$work/input" | wc -l) images in $(echo "$end - $start" | bc) s"
+"$py" tests/real/text_eval.py score "$work/truth.json" "$work/presidio.json" --input "$work/input" \
+  --json "$work/score-presidio.json"
