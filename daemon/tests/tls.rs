@@ -12,6 +12,7 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
 use fiona_tests::corpus::{self, Modality, StudySpec};
 use fiona_tests::harness::{free_port, storescu, Daemon, Options};
@@ -168,30 +169,38 @@ fn the_tls_listener_takes_mutual_tls_and_refuses_everything_else() {
     // A peer fiona's certificate does not chain for refuses fiona (the client checks too).
     let out = echoscu(addr, &tls_args(Some(&p.modality), &p.rogue_ca.id.cert));
     assert!(!out.status.success(), "{}", text(&out));
+    // The log says why, per refusal (written by fiona's connection task, which may finish
+    // after the peer has given up: wait for the lines).
+    let log = log_with(
+        &d,
+        &[
+            "UnknownIssuer",
+            "peer sent no certificates",
+            "InvalidContentType",
+        ],
+    );
     let status = d.json(&["status"]);
     assert!(
         status["associations_refused"].as_u64().unwrap() >= refused_before + 3,
         "{status}"
     );
-    assert_eq!(status["instances_stored_since_start"], 3, "{status}");
-    let log = d.log();
-    // The log says why, per refusal.
-    for why in [
-        "UnknownIssuer",
-        "peer sent no certificates",
-        "InvalidContentType",
-    ] {
-        assert!(log.contains(why), "no {why:?} in the log:\n{log}");
-    }
+    assert_eq!(status["instances_stored_since_start"], 3, "{status}\n{log}");
 
     // TLS 1.2 minimum: a TLS 1.1 handshake fails, 1.2 and 1.3 complete.
     let (established, t) = handshake(addr, "-tls1_1", &p);
     assert!(!established, "TLS 1.1 was accepted: {t}");
-    let log = d.log();
-    assert!(
-        log.contains("incompatible") || log.contains("ProtocolVersion"),
-        "fiona did not refuse TLS 1.1 itself:\n{t}\n{log}"
-    );
+    let start = Instant::now();
+    loop {
+        let log = d.log();
+        if log.contains("incompatible") || log.contains("ProtocolVersion") {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "fiona did not refuse TLS 1.1 itself:\n{t}\n{log}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
     for v in ["-tls1_2", "-tls1_3"] {
         let (established, t) = handshake(addr, v, &p);
         assert!(established, "{v} failed: {t}");
@@ -386,4 +395,22 @@ fn fiona_does_not_send_to_a_peer_that_speaks_only_tls_1_1() {
     assert!(done.is_empty());
     // fiona offers 1.2 and 1.3 only; the 1.1 server answers with a protocol_version alert.
     assert!(e.0.contains("ProtocolVersion"), "{}", e.0);
+}
+
+/// fiona's log once it holds every one of `lines` (it is written by connection tasks that
+/// may end after the peer gave up); fails after 30 s with the log.
+fn log_with(d: &Daemon, lines: &[&str]) -> String {
+    let start = Instant::now();
+    loop {
+        let log = d.log();
+        if lines.iter().all(|l| log.contains(l)) {
+            return log;
+        }
+        let missing: Vec<_> = lines.iter().filter(|l| !log.contains(*l)).collect();
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "no {missing:?} in the log:\n{log}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
