@@ -121,7 +121,7 @@ async fn connect(
             let mut a = options
                 .establish_async(addr.as_str())
                 .await
-                .map_err(|e| refused(&e))?;
+                .map_err(|e| refused(&crate::ul_error::describe(&e)))?;
             let _ = a.inner_stream().set_nodelay(true);
             return Ok(Link::Plain(Box::new(a)));
         };
@@ -133,7 +133,7 @@ async fn connect(
             .server_name(name)
             .establish_tls_async(addr.as_str())
             .await
-            .map_err(|e| refused(&crate::tls::error_chain(&e)))?;
+            .map_err(|e| refused(&crate::ul_error::describe(&e)))?;
         let _ = a.inner_stream().get_ref().0.set_nodelay(true);
         Ok(Link::Tls(Box::new(a)))
     };
@@ -330,7 +330,7 @@ where
         }
     }
     if let Err(e) = assoc.release().await {
-        tracing::debug!(error = %e, "release failed after the last instance was confirmed");
+        tracing::debug!(error = %crate::ul_error::describe(&e), "release failed after the last instance was confirmed");
     }
     Ok(())
 }
@@ -410,7 +410,7 @@ where
             }],
         })
         .await
-        .map_err(|e| link(&e))?;
+        .map_err(|e| link(&crate::ul_error::describe(&e)))?;
     {
         let mut w = assoc.send_pdata(pc);
         let mut buf = vec![0u8; 256 * 1024];
@@ -426,7 +426,10 @@ where
     // The response: command fragments until the last one.
     let mut bytes = Vec::new();
     loop {
-        let pdu = assoc.receive().await.map_err(|e| link(&e))?;
+        let pdu = assoc
+            .receive()
+            .await
+            .map_err(|e| link(&crate::ul_error::describe(&e)))?;
         match pdu {
             Pdu::PData { data } => {
                 let mut last = false;
@@ -644,7 +647,7 @@ where
             ],
         })
         .await
-        .map_err(|e| err(format!("query failed: {e}")))?;
+        .map_err(|e| err(format!("query failed: {}", crate::ul_error::describe(&e))))?;
     let mut found = Vec::new();
     // Messages may share a PDU, and one may span several: PDVs are taken one at a time and
     // each response is handled when its command (and identifier, if any) is complete.
@@ -654,7 +657,7 @@ where
         let pdu = assoc
             .receive()
             .await
-            .map_err(|e| err(format!("query failed: {e}")))?;
+            .map_err(|e| err(format!("query failed: {}", crate::ul_error::describe(&e))))?;
         let Pdu::PData { data: values } = pdu else {
             return Err(err("the peer ended the query".into()));
         };

@@ -22,3 +22,4 @@ pub mod scp;
 pub mod serve;
 pub mod storage_classes;
 pub mod tls;
+pub mod ul_error;

@@ -80,6 +80,44 @@ pub struct Recovery {
     pub rejected_reindexed: u64,
 }
 
+/// Everything fiona creates from now on is owner-only (directories 0700, files 0600),
+/// whatever umask it was started with: the data directory holds patient data (issue 14).
+pub fn owner_only_umask() {
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
+}
+
+/// Take group and other permissions off everything under `root` (and `root` itself):
+/// directories become at most 0700, other entries at most 0600 (execute bits dropped).
+/// Symbolic links are not followed. Returns how many entries were changed.
+pub fn tighten(root: &Path) -> io::Result<u64> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut changed = 0;
+    let mut todo = vec![root.to_owned()];
+    while let Some(path) = todo.pop() {
+        let meta = fs::symlink_metadata(&path)?;
+        let ft = meta.file_type();
+        if ft.is_symlink() {
+            continue;
+        }
+        let mode = meta.permissions().mode() & 0o7777;
+        let want = if ft.is_dir() {
+            mode & 0o700
+        } else {
+            mode & 0o600
+        };
+        if want != mode {
+            fs::set_permissions(&path, fs::Permissions::from_mode(want))?;
+            changed += 1;
+        }
+        if ft.is_dir() {
+            for e in fs::read_dir(&path)? {
+                todo.push(e?.path());
+            }
+        }
+    }
+    Ok(changed)
+}
+
 impl Quarantine {
     /// Create the tree if needed.
     pub fn open(root: &Path) -> io::Result<Quarantine> {

@@ -175,6 +175,7 @@ pub async fn run(
 
 /// Access control decided per connection: the peer address is known before negotiation.
 struct Access {
+    peer: SocketAddr,
     peer_allowed: bool,
     allowed_callers: Vec<String>,
     accept_any_called: bool,
@@ -192,6 +193,25 @@ impl AccessControl for Access {
     ) -> Result<(), AssociationRJServiceUserReason> {
         if !self.peer_allowed {
             return Err(AssociationRJServiceUserReason::NoReasonGiven);
+        }
+        // Titles outside the AE repertoire (a newline, ESC, NUL, backslash) are refused
+        // before anything else uses them; the log shows them escaped.
+        use crate::ul_error::{escape_ae, valid_ae};
+        if !valid_ae(called_ae_title) {
+            tracing::warn!(
+                peer = %self.peer,
+                called_ae = %escape_ae(called_ae_title),
+                "association refused: called AE title outside the AE repertoire"
+            );
+            return Err(AssociationRJServiceUserReason::CalledAETitleNotRecognized);
+        }
+        if !valid_ae(calling_ae_title) {
+            tracing::warn!(
+                peer = %self.peer,
+                calling_ae = %escape_ae(calling_ae_title),
+                "association refused: calling AE title outside the AE repertoire"
+            );
+            return Err(AssociationRJServiceUserReason::CallingAETitleNotRecognized);
         }
         if !self.accept_any_called
             && called_ae_title.trim() != this_ae_title.trim()
@@ -278,6 +298,7 @@ async fn handle_connection(
         return;
     };
     let access = Access {
+        peer,
         peer_allowed,
         allowed_callers: cfg.allow.calling_ae_titles.clone(),
         accept_any_called: cfg.accept_any_called_ae,
@@ -325,7 +346,7 @@ fn established<S>(
 ) -> Option<AsyncServerAssociation<S>> {
     let why = match r {
         Ok(Ok(a)) => return Some(a),
-        Ok(Err(e)) => crate::tls::error_chain(&e),
+        Ok(Err(e)) => crate::ul_error::describe(&e),
         Err(_) => "association request timed out".to_string(),
     };
     node.stats
@@ -490,7 +511,7 @@ where
                     return "unexpected PDU";
                 }
                 Err(e) => {
-                    tracing::debug!(error = %e, "receive ended");
+                    tracing::debug!(error = %crate::ul_error::describe(&e), "receive ended");
                     return if matches!(e, dicom_ul::association::Error::Timeout { .. }) {
                         "idle timeout"
                     } else {
@@ -1119,7 +1140,9 @@ mod tests {
 
     #[test]
     fn access_control() {
+        let peer: SocketAddr = "127.0.0.1:4242".parse().unwrap();
         let a = Access {
+            peer,
             peer_allowed: true,
             allowed_callers: vec!["CT1".into()],
             accept_any_called: false,
@@ -1135,7 +1158,17 @@ mod tests {
             a.check_access("FIONA", "CT1", "OTHER", None),
             Err(AssociationRJServiceUserReason::CalledAETitleNotRecognized)
         );
+        // Titles outside the AE repertoire, even from an allowed caller's prefix.
+        assert_eq!(
+            a.check_access("FIONA", "CT1\n", "FIONA", None),
+            Err(AssociationRJServiceUserReason::CallingAETitleNotRecognized)
+        );
+        assert_eq!(
+            a.check_access("FIONA", "CT1", "FIONA\0", None),
+            Err(AssociationRJServiceUserReason::CalledAETitleNotRecognized)
+        );
         let b = Access {
+            peer,
             peer_allowed: false,
             allowed_callers: vec![],
             accept_any_called: true,

@@ -57,7 +57,16 @@ impl Daemon {
             path: data_dir.display().to_string(),
             source,
         };
+        crate::quarantine::owner_only_umask();
         std::fs::create_dir_all(&data_dir).map_err(dd)?;
+        // A data directory made by someone else, or by an older fiona, may be wider.
+        let tightened = crate::quarantine::tighten(&data_dir).map_err(dd)?;
+        if tightened > 0 {
+            tracing::warn!(
+                entries = tightened,
+                "data directory had group or other permissions: made owner-only"
+            );
+        }
         let quarantine = Quarantine::open(&data_dir).map_err(dd)?;
         let store: Arc<dyn Store> = Arc::new(RedbStore::open(&quarantine.index_path())?);
         let indexed = store.instance_keys()?;

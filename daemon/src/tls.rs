@@ -75,19 +75,6 @@ pub struct DestinationTls {
     pub server_name: Option<String>,
 }
 
-/// An error with its causes: dicom-ul's TLS errors say only "TLS handshake" and keep the
-/// reason (e.g. `invalid peer certificate: UnknownIssuer`) in their source.
-pub fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        source = s.source();
-    }
-    out
-}
-
 fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }

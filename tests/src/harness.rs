@@ -92,7 +92,11 @@ impl Daemon {
         let child = Command::new(&self.bin)
             .args(["serve", "--config"])
             .arg(&self.config_path)
-            .env("FIONA_LOG", "info")
+            // A test binary may ask for more (FIONA_TEST_LOG=debug): the log hygiene test.
+            .env(
+                "FIONA_LOG",
+                std::env::var("FIONA_TEST_LOG").unwrap_or_else(|_| "info".into()),
+            )
             .env_remove("JOURNAL_STREAM")
             .stdout(Stdio::null())
             .stderr(log)
