@@ -344,15 +344,23 @@ fn established<S>(
     peer: SocketAddr,
     tls: bool,
 ) -> Option<AsyncServerAssociation<S>> {
-    let why = match r {
+    let (why, closed) = match r {
         Ok(Ok(a)) => return Some(a),
-        Ok(Err(e)) => crate::ul_error::describe(&e),
-        Err(_) => "association request timed out".to_string(),
+        Ok(Err(e)) => (
+            crate::ul_error::describe(&e),
+            matches!(e, dicom_ul::association::Error::ConnectionClosed { .. }),
+        ),
+        Err(_) => ("association request timed out".to_string(), false),
     };
     node.stats
         .associations_refused
         .fetch_add(1, Ordering::Relaxed);
-    tracing::warn!(peer = %peer, tls, error = %why, "association not established");
+    if closed {
+        // A port check or a load balancer's probe: connect, then close. Not a warning.
+        tracing::info!(peer = %peer, tls, "connection closed before an association was requested");
+    } else {
+        tracing::warn!(peer = %peer, tls, error = %why, "association not established");
+    }
     None
 }
 

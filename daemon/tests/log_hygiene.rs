@@ -7,6 +7,7 @@
 //!   fiona refuses both, and its log (at debug level) holds neither the name, nor the ID,
 //!   nor the UID, nor any byte array, and no line over the bound; it names the PDU type and
 //!   length.
+//! - A bare TCP connect (a port check) is logged at INFO, not WARN.
 //! - Calling and called AE titles with a newline, ESC and NUL: refused, logged escaped on
 //!   one line; no forged line, no escape byte anywhere in the log.
 
@@ -147,10 +148,20 @@ fn a_data_set_sent_before_association_leaves_nothing_of_itself_in_the_log() {
             && l.contains("over the maximum")
     });
     assert_clean(&log);
+    // A bare TCP connect (a port check) is logged, but not as a warning (item 8).
+    drop(TcpStream::connect(d.addr).expect("connect"));
+    let log = log_when(&d, "the bare connect", |l| {
+        l.contains("connection closed before an association was requested")
+    });
+    let line = log
+        .lines()
+        .find(|l| l.contains("connection closed before an association was requested"))
+        .unwrap_or_default();
+    assert!(line.contains(" INFO "), "{line}");
     // The refusals are counted, and fiona still answers.
     let status = d.json(&["status"]);
     assert!(
-        status["associations_refused"].as_u64().unwrap_or(0) >= 5,
+        status["associations_refused"].as_u64().unwrap_or(0) >= 6,
         "{status}"
     );
     let mut scu = RawScu::connect(d.addr, "GOODSCU", "FIONA", CT_IMAGE_STORAGE, EXPLICIT_VR_LE)
