@@ -7,7 +7,8 @@
 //! waiter. A waiter whose answer is `Ok` may acknowledge its instance.
 //!
 //! If a commit fails, every instance of the batch is answered with the error (its file is
-//! removed: it was never acknowledged, so the peer will resend).
+//! removed: it was never acknowledged, so the peer will resend). The error says whether the
+//! disk was full, so the peer is told to retry later (0xA700) rather than that fiona failed.
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
@@ -22,7 +23,30 @@ use crate::quarantine::{sync_dir, DurableFile, Quarantine};
 /// Largest batch committed at once.
 pub const MAX_BATCH: usize = 256;
 
-type Reply = oneshot::Sender<Result<CommitOutcome, String>>;
+type Reply = oneshot::Sender<Result<CommitOutcome, CommitFailure>>;
+
+/// Why a commit failed: a message (operation and OS error, no record values) and whether
+/// the cause was a full disk.
+#[derive(Debug, Clone)]
+pub struct CommitFailure {
+    pub message: String,
+    pub disk_full: bool,
+}
+
+impl CommitFailure {
+    fn stopped() -> CommitFailure {
+        CommitFailure {
+            message: "committer stopped".into(),
+            disk_full: false,
+        }
+    }
+}
+
+impl std::fmt::Display for CommitFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
 
 struct Request {
     instance: NewInstance,
@@ -73,7 +97,7 @@ impl Committer {
         &self,
         file: &DurableFile,
         instance: NewInstance,
-    ) -> Result<CommitOutcome, String> {
+    ) -> Result<CommitOutcome, CommitFailure> {
         let (reply, rx) = oneshot::channel();
         self.tx
             .send(Request {
@@ -81,18 +105,21 @@ impl Committer {
                 dir: file.dir.clone(),
                 reply,
             })
-            .map_err(|_| "committer stopped".to_string())?;
-        rx.await.map_err(|_| "committer stopped".to_string())?
+            .map_err(|_| CommitFailure::stopped())?;
+        rx.await.map_err(|_| CommitFailure::stopped())?
     }
 }
 
 fn commit_batch(store: &dyn Store, quarantine: &Quarantine, policy: &Policy, batch: Vec<Request>) {
     let started = std::time::Instant::now();
     let dirs: BTreeSet<&PathBuf> = batch.iter().map(|r| &r.dir).collect();
-    let mut failure: Option<String> = None;
+    let mut failure: Option<CommitFailure> = None;
     for d in dirs {
         if let Err(e) = sync_dir(d) {
-            failure = Some(format!("directory fsync failed: {e}"));
+            failure = Some(CommitFailure {
+                message: format!("directory fsync failed: {e}"),
+                disk_full: crate::quarantine::is_disk_full(&e),
+            });
             break;
         }
     }
@@ -103,7 +130,10 @@ fn commit_batch(store: &dyn Store, quarantine: &Quarantine, policy: &Policy, bat
             let now = (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64;
             store
                 .commit(&instances, policy, now)
-                .map_err(|e| e.to_string())
+                .map_err(|e| CommitFailure {
+                    message: e.to_string(),
+                    disk_full: e.is_disk_full(),
+                })
         }
     };
     let n = batch.len();
@@ -124,7 +154,12 @@ fn commit_batch(store: &dyn Store, quarantine: &Quarantine, policy: &Policy, bat
             );
         }
         Err(e) => {
-            tracing::error!(batch = n, error = %e, "index commit failed");
+            tracing::error!(
+                batch = n,
+                disk_full = e.disk_full,
+                error = %e,
+                "index commit failed"
+            );
             for req in batch {
                 let _ = std::fs::remove_file(quarantine.object_path(&req.instance.file));
                 let _ = req.reply.send(Err(e.clone()));

@@ -6,6 +6,7 @@
 //! | route                 | answer                                   |
 //! |-----------------------|------------------------------------------|
 //! | `GET /v1/status`      | [`StatusView`]                           |
+//! | `GET /v1/health`      | [`HealthView`] (503 when unhealthy)      |
 //! | `GET /v1/studies`     | `[StudyView]`                            |
 //! | `GET /v1/studies/KEY` | [`StudyDetail`] (404 if unknown)         |
 //! | `GET /v1/studies/KEY/instances` | `[InstanceRecord]` (404 if unknown) |
@@ -54,7 +55,9 @@ use crate::assign::{
     self, AssignError, AssignOutcome, AssignmentRecord, AuditRecord, CouplingEntry, Request,
     TransferRecord, TransferState, Via,
 };
-use crate::index::{InstanceRecord, RejectRecord, SeriesRecord, StudyRecord, Totals};
+use crate::index::{
+    IndexHealth, InstanceRecord, IoFailure, RejectRecord, SeriesRecord, StudyRecord, Totals,
+};
 use crate::jobs::{JobState, JobView, Jobs};
 use crate::scp::Node;
 
@@ -195,6 +198,21 @@ pub struct StatusView {
     /// Transfers in state `parked`: nothing could be passed on, a person must look.
     #[serde(default)]
     pub transfers_parked: u64,
+    /// Whether the index works (I/O errors, reopens).
+    #[serde(default)]
+    pub index: IndexHealth,
+    /// Why the index could not be read for this view (the counts above are then zero).
+    #[serde(default)]
+    pub index_error: Option<String>,
+}
+
+/// `GET /v1/health`: what a watchdog or a monitor checks. `healthy` is false while the
+/// index is stuck on an I/O error; `problems` says why in words.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct HealthView {
+    pub healthy: bool,
+    pub problems: Vec<String>,
+    pub index: IndexHealth,
 }
 
 struct Ctl {
@@ -302,10 +320,52 @@ async fn blocking<T: Send + 'static>(
         .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e))
 }
 
+fn health_view(index: IndexHealth) -> HealthView {
+    let mut problems = Vec::new();
+    if !index.usable {
+        problems.push("index cannot be opened after an I/O error".to_string());
+    }
+    if let Some(kind) = index.failing {
+        problems.push(match kind {
+            IoFailure::DiskFull => "the last index write failed: the disk is full".to_string(),
+            IoFailure::Other => "the last index write failed with an I/O error".to_string(),
+        });
+    }
+    HealthView {
+        healthy: problems.is_empty(),
+        problems,
+        index,
+    }
+}
+
+async fn health(State(c): State<Arc<Ctl>>) -> Response {
+    let node = c.node.clone();
+    let index = match tokio::task::spawn_blocking(move || node.store.health()).await {
+        Ok(h) => h,
+        Err(_) => {
+            return ApiError(StatusCode::INTERNAL_SERVER_ERROR, "task failed".into())
+                .into_response()
+        }
+    };
+    let v = health_view(index);
+    let code = if v.healthy {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (code, Json(v)).into_response()
+}
+
 async fn status(State(c): State<Arc<Ctl>>) -> Result<Json<StatusView>, ApiError> {
     let node = c.node.clone();
     let quiet = node.config.quiet_period().as_millis() as i64;
-    let (totals, receiving, arrived, parked) = blocking(move || {
+    let node2 = node.clone();
+    let index = tokio::task::spawn_blocking(move || node2.store.health())
+        .await
+        .unwrap_or_default();
+    // An index that cannot be read still gets a status: the counters and the index's own
+    // health say what is wrong.
+    let counts = blocking(move || {
         let totals = node.store.totals().map_err(|e| e.to_string())?;
         let now = now_ms();
         let studies = node.store.studies().map_err(|e| e.to_string())?;
@@ -323,7 +383,11 @@ async fn status(State(c): State<Arc<Ctl>>) -> Result<Json<StatusView>, ApiError>
         );
         Ok((totals, receiving, studies.len() as u64 - receiving, parked))
     })
-    .await?;
+    .await;
+    let (index_error, (totals, receiving, arrived, parked)) = match counts {
+        Ok(c) => (None, c),
+        Err(ApiError(_, e)) => (Some(e), Default::default()),
+    };
     let n = &c.node;
     let st = &n.stats;
     Ok(Json(StatusView {
@@ -349,6 +413,8 @@ async fn status(State(c): State<Arc<Ctl>>) -> Result<Json<StatusView>, ApiError>
             .load(Ordering::Relaxed),
         instances_parked: parked.0,
         transfers_parked: parked.1,
+        index,
+        index_error,
     }))
 }
 
@@ -941,6 +1007,7 @@ pub async fn serve(
     });
     let app = Router::new()
         .route("/v1/status", get(status))
+        .route("/v1/health", get(health))
         .route("/v1/studies", get(studies))
         .route("/v1/studies/{key}", get(study))
         .route("/v1/studies/{key}/instances", get(instances))

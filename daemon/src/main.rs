@@ -152,6 +152,14 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Whether the running daemon is healthy (the index works). Exit status 0 when healthy,
+    /// 1 otherwise, with the problems on stderr: for monitors and the watchdog.
+    Health {
+        #[command(flatten)]
+        loc: Location,
+        #[arg(long)]
+        json: bool,
+    },
     /// Send transfers again (e.g. after the research PACS lost data): a study's, or a
     /// project's (optionally those created since a date). The PACS keeps one copy per SOP
     /// Instance UID. A parked transfer is de-identified again (e.g. after its project's
@@ -382,6 +390,26 @@ fn run(cli: Cli) -> Result<(), String> {
         }
         Cmd::Status { loc, json } => {
             show(&loc, "/v1/status", json, |s: StatusView| print_status(&s))
+        }
+        Cmd::Health { loc, json } => {
+            let dir = load_config(&loc)?.data_dir;
+            // 503 carries the same body as 200: the daemon answered, it is just unhealthy.
+            let body = match control::request(&dir, "/v1/health") {
+                Ok(b) => b,
+                Err(control::ClientError::Status { status: 503, body }) => body.into_bytes(),
+                Err(e) => return Err(e.to_string()),
+            };
+            let h: control::HealthView = parse(&body)?;
+            if json {
+                print_raw(&body)?;
+            } else if h.healthy {
+                println!("healthy");
+            }
+            if h.healthy {
+                Ok(())
+            } else {
+                Err(format!("unhealthy: {}", h.problems.join("; ")))
+            }
         }
         Cmd::Resend {
             loc,
@@ -1312,6 +1340,34 @@ fn print_status(s: &StatusView) {
         s.instances_rejected_since_start,
         s.instances_out_of_resources_since_start
     );
+    let ix = &s.index;
+    match ix.failing {
+        None if ix.io_errors == 0 => println!("index        ok"),
+        None => println!(
+            "index        ok ({} I/O errors since start, reopened {} times; last: {})",
+            ix.io_errors,
+            ix.reopened,
+            ix.last_error.as_deref().unwrap_or("-")
+        ),
+        Some(kind) => println!(
+            "index        FAILING ({}{}) for {}: {} I/O errors; last: {}",
+            if ix.usable { "" } else { "cannot be opened, " },
+            match kind {
+                fiona::index::IoFailure::DiskFull => "disk full",
+                fiona::index::IoFailure::Other => "I/O error",
+            },
+            human_age(
+                ix.failing_since_ms
+                    .map(|t| (time::OffsetDateTime::now_utc().unix_timestamp() * 1000 - t) / 1000)
+                    .unwrap_or(0)
+            ),
+            ix.io_errors,
+            ix.last_error.as_deref().unwrap_or("-")
+        ),
+    }
+    if let Some(e) = &s.index_error {
+        println!("             (counts above unavailable: {e})");
+    }
 }
 
 fn print_rejected(v: &[RejectRecord]) {

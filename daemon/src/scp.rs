@@ -21,8 +21,9 @@
 //! Instance UID missing, empty, not a UID or too long; SOP class not the presentation
 //! context's) gets 0xA900 (0x0122 on a context that is no storage class) and is treated the
 //! same way: its data set is kept in the rejected area, the reason names the element and the
-//! problem (never the value), it is counted and logged. A full disk, or free space below the floor, gets 0xA700 and
-//! leaves nothing behind.
+//! problem (never the value), it is counted and logged. A full disk (while writing the file or
+//! during the index commit), or free space below the floor, gets 0xA700 and leaves nothing
+//! behind; the index reopens itself after such an error (`index::recovering`).
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -630,25 +631,41 @@ where
             .map_err(|_| "could not send response")
     }
 
+    /// C-ECHO answers 0x0110 while the index cannot be used (an I/O error that a reopen does
+    /// not cure), so an echo from a modality or a monitor does not report a node that fails
+    /// every instance as working. A full disk alone leaves the echo green, as below the
+    /// free-space floor: C-STORE answers 0xA700 then, which tells the sender to retry.
+    async fn echo_status(&self) -> u16 {
+        let store = self.node.store.clone();
+        match tokio::task::spawn_blocking(move || store.health()).await {
+            Ok(h) if h.usable => status::SUCCESS,
+            _ => {
+                tracing::warn!(
+                    peer_ae = %self.origin.calling_ae,
+                    "C-ECHO answered 0x0110: the index is failing"
+                );
+                status::PROCESSING_FAILURE
+            }
+        }
+    }
+
     async fn on_command(&mut self, cmd: Command, pc_id: u8) -> Result<(), End> {
         let Some((abstract_syntax, ts)) = self.context(pc_id) else {
             return Err("command on a presentation context that was not accepted");
         };
         match cmd.command_field {
             field::C_ECHO_RQ => {
+                let st = self.echo_status().await;
                 if cmd.has_data_set() {
                     self.pending = Some(Pending {
                         cmd,
                         pc_id,
                         transfer_syntax: ts,
-                        job: Job::Discard {
-                            status: status::SUCCESS,
-                        },
+                        job: Job::Discard { status: st },
                     });
                     return Ok(());
                 }
-                self.respond(pc_id, &cmd, field::C_ECHO_RSP, status::SUCCESS)
-                    .await
+                self.respond(pc_id, &cmd, field::C_ECHO_RSP, st).await
             }
             field::C_STORE_RQ => {
                 if !cmd.has_data_set() {
@@ -967,8 +984,16 @@ where
             }
             Err(e) => {
                 self.failed += 1;
-                tracing::error!(instance = %key, error = %e, "index commit failed");
-                status::PROCESSING_FAILURE
+                if e.disk_full {
+                    node.stats
+                        .instances_out_of_resources
+                        .fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(instance = %key, "disk full during the index commit");
+                    status::OUT_OF_RESOURCES
+                } else {
+                    tracing::error!(instance = %key, error = %e, "index commit failed");
+                    status::PROCESSING_FAILURE
+                }
             }
         }
     }

@@ -10,6 +10,7 @@ use tokio_util::sync::CancellationToken;
 use crate::assign::Policy;
 use crate::committer::Committer;
 use crate::config::Config;
+use crate::index::recovering::Recovering;
 use crate::index::redb_store::RedbStore;
 use crate::index::{Origin, RejectRecord, Store};
 use crate::quarantine::Quarantine;
@@ -68,7 +69,8 @@ impl Daemon {
             );
         }
         let quarantine = Quarantine::open(&data_dir).map_err(dd)?;
-        let store: Arc<dyn Store> = Arc::new(RedbStore::open(&quarantine.index_path())?);
+        let store: Arc<dyn Store> =
+            Arc::new(Recovering::new(RedbStore::open(&quarantine.index_path())?));
         let indexed = store.instance_keys()?;
         let s3 = store.clone();
         let s4 = store.clone();

@@ -11,6 +11,7 @@
 //! * Study and series counts and bytes are updated in the same transaction as the instance.
 //! * Records hold patient data (this is the quarantine): their `Debug` prints keys only.
 
+pub mod recovering;
 pub mod redb_store;
 
 use std::fmt;
@@ -29,10 +30,51 @@ pub enum StoreError {
     #[error("index storage error during {op}: {source}")]
     Engine {
         op: &'static str,
+        /// Set when the engine failed on file I/O (its file may need reopening).
+        io: Option<IoFailure>,
         source: Box<dyn std::error::Error + Send + Sync>,
     },
     #[error("index record {0} is corrupt: {1}")]
     Corrupt(String, String),
+    /// The index failed on I/O earlier and could not be reopened yet.
+    #[error("index unavailable since an I/O error ({cause:?}); reopening failed: {why}")]
+    Unavailable { cause: IoFailure, why: String },
+}
+
+/// The kind of an I/O failure under the index.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum IoFailure {
+    /// No space (ENOSPC) or quota (EDQUOT): the peer may retry later (0xA700).
+    DiskFull,
+    /// Any other I/O error (0x0110).
+    Other,
+}
+
+impl StoreError {
+    /// The I/O failure behind this error, if it is one.
+    pub fn io_failure(&self) -> Option<IoFailure> {
+        match self {
+            StoreError::Engine { io, .. } => *io,
+            StoreError::Unavailable { cause, .. } => Some(*cause),
+            StoreError::Corrupt(..) => None,
+        }
+    }
+
+    /// Whether this error means the disk (or quota) is full.
+    pub fn is_disk_full(&self) -> bool {
+        self.io_failure() == Some(IoFailure::DiskFull)
+    }
+}
+
+/// Classify an I/O error from the engine.
+pub fn classify_io(e: &std::io::Error) -> IoFailure {
+    let full = [nix::libc::ENOSPC, nix::libc::EDQUOT];
+    if matches!(e.raw_os_error(), Some(code) if full.contains(&code)) {
+        IoFailure::DiskFull
+    } else {
+        IoFailure::Other
+    }
 }
 
 /// Where an instance came from on the network.
@@ -222,4 +264,40 @@ pub trait Store: Send + Sync + 'static {
     fn series_of(&self, study_key: &str) -> Result<Vec<SeriesRecord>, StoreError>;
     fn instances_of(&self, study_key: &str) -> Result<Vec<InstanceRecord>, StoreError>;
     fn totals(&self) -> Result<Totals, StoreError>;
+    /// Whether the index works, for status and health checks. An engine without its own
+    /// failure tracking is always healthy; [`recovering::Recovering`] tracks failures.
+    fn health(&self) -> IndexHealth {
+        IndexHealth::default()
+    }
+}
+
+/// The index's state for `fiona status` and the health check.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct IndexHealth {
+    /// False while the index cannot be opened after an I/O error (every operation fails).
+    pub usable: bool,
+    /// `None` while index writes work; otherwise the kind of I/O failure of the last write
+    /// that failed (cleared by the next write that succeeds).
+    pub failing: Option<IoFailure>,
+    /// Since when it has failed (ms since the epoch).
+    pub failing_since_ms: Option<i64>,
+    /// Index operations that failed on I/O since start.
+    pub io_errors: u64,
+    /// Times the index was reopened after an I/O error since start.
+    pub reopened: u64,
+    /// The last I/O error: the operation and the OS error, never a record's value.
+    pub last_error: Option<String>,
+}
+
+impl Default for IndexHealth {
+    fn default() -> IndexHealth {
+        IndexHealth {
+            usable: true,
+            failing: None,
+            failing_since_ms: None,
+            io_errors: 0,
+            reopened: 0,
+            last_error: None,
+        }
+    }
 }

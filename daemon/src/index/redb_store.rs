@@ -27,7 +27,8 @@
 //! `instances`); totals are summed from `studies` and `rejected` when asked, so the hot path
 //! writes as few pages as possible.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::{RwLock, RwLockReadGuard};
 
 use redb::{
     Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition, TableHandle,
@@ -36,6 +37,7 @@ use redb::{
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use super::recovering::Reopen;
 use super::*;
 use crate::assign::{
     self, AssignmentRecord, AuditRecord, CouplingEntry, KeyKind, ParticipantRecord, Policy, Tables,
@@ -64,8 +66,28 @@ const US: char = '\u{1f}';
 type Indexed = (StudyRecord, bool, bool);
 
 /// The redb-backed index.
+///
+/// After an I/O error redb refuses every later operation ("previous I/O error") until the
+/// file is opened again; [`Reopen::reopen`] does that (redb's repair brings the file back to
+/// its last committed transaction), and [`super::recovering::Recovering`] decides when.
 pub struct RedbStore {
-    db: Database,
+    path: PathBuf,
+    /// `None` only while being reopened.
+    db: RwLock<Option<Database>>,
+}
+
+/// A read lock on the open database.
+struct Db<'a>(RwLockReadGuard<'a, Option<Database>>);
+
+impl std::ops::Deref for Db<'_> {
+    type Target = Database;
+    fn deref(&self) -> &Database {
+        // Invariant: `RedbStore::db()` returns a `Db` only after checking that the option is
+        // `Some`, and the read lock it holds keeps `reopen` (which takes the write lock) out.
+        self.0
+            .as_ref()
+            .expect("database is open while a Db guard lives")
+    }
 }
 
 impl std::fmt::Debug for RedbStore {
@@ -74,12 +96,21 @@ impl std::fmt::Debug for RedbStore {
     }
 }
 
-fn engine<E: std::error::Error + Send + Sync + 'static>(
+fn engine<E: std::error::Error + Send + Sync + Into<redb::Error> + 'static>(
     op: &'static str,
 ) -> impl Fn(E) -> StoreError {
-    move |e| StoreError::Engine {
-        op,
-        source: Box::new(e),
+    move |e| {
+        let e: redb::Error = e.into();
+        let io = match &e {
+            redb::Error::Io(io) => Some(classify_io(io)),
+            redb::Error::PreviousIo => Some(IoFailure::Other),
+            _ => None,
+        };
+        StoreError::Engine {
+            op,
+            io,
+            source: Box::new(e),
+        }
     }
 }
 
@@ -108,6 +139,14 @@ fn study_range(study_key: &str) -> (String, String) {
 impl RedbStore {
     /// Open or create the index file and make sure every table exists.
     pub fn open(path: &Path) -> Result<RedbStore, StoreError> {
+        let db = Self::open_db(path)?;
+        Ok(RedbStore {
+            path: path.to_path_buf(),
+            db: RwLock::new(Some(db)),
+        })
+    }
+
+    fn open_db(path: &Path) -> Result<Database, StoreError> {
         let db = Database::create(path).map_err(engine("open index"))?;
         let txn = db.begin_write().map_err(engine("begin"))?;
         {
@@ -129,7 +168,21 @@ impl RedbStore {
                 .map_err(engine("create tables"))?;
         }
         txn.commit().map_err(engine("commit"))?;
-        Ok(RedbStore { db })
+        Ok(db)
+    }
+
+    /// The open database, read-locked for as long as the guard lives.
+    fn db(&self) -> Result<Db<'_>, StoreError> {
+        // A poisoned lock means a thread panicked while holding it; the database itself is
+        // still consistent (redb), so go on with it.
+        let g = self.db.read().unwrap_or_else(|p| p.into_inner());
+        if g.is_none() {
+            return Err(StoreError::Unavailable {
+                cause: IoFailure::Other,
+                why: "index is being reopened".into(),
+            });
+        }
+        Ok(Db(g))
     }
 
     fn index_one(
@@ -291,7 +344,8 @@ impl RedbStore {
         &self,
         def: TableDefinition<&str, &[u8]>,
     ) -> Result<Vec<T>, StoreError> {
-        let txn = self.db.begin_read().map_err(engine("begin read"))?;
+        let db = self.db()?;
+        let txn = db.begin_read().map_err(engine("begin read"))?;
         let t = txn.open_table(def).map_err(engine("open table"))?;
         let mut out = Vec::new();
         for row in t.iter().map_err(engine("iterate"))? {
@@ -307,7 +361,8 @@ impl RedbStore {
         def: TableDefinition<&str, &[u8]>,
         (lo, hi): (String, String),
     ) -> Result<Vec<T>, StoreError> {
-        let txn = self.db.begin_read().map_err(engine("begin read"))?;
+        let db = self.db()?;
+        let txn = db.begin_read().map_err(engine("begin read"))?;
         let t = txn.open_table(def).map_err(engine("open table"))?;
         let mut out = Vec::new();
         for row in t.range(lo.as_str()..hi.as_str()).map_err(engine("range"))? {
@@ -318,9 +373,20 @@ impl RedbStore {
     }
 
     fn contains(&self, def: TableDefinition<&str, &[u8]>, key: &str) -> Result<bool, StoreError> {
-        let txn = self.db.begin_read().map_err(engine("begin read"))?;
+        let db = self.db()?;
+        let txn = db.begin_read().map_err(engine("begin read"))?;
         let t = txn.open_table(def).map_err(engine("open table"))?;
         Ok(t.get(key).map_err(engine("read"))?.is_some())
+    }
+}
+
+impl Reopen for RedbStore {
+    fn reopen(&self) -> Result<(), StoreError> {
+        let mut g = self.db.write().unwrap_or_else(|p| p.into_inner());
+        // The old handle must be closed (it holds the file lock) before the file is opened.
+        drop(g.take());
+        *g = Some(Self::open_db(&self.path)?);
+        Ok(())
     }
 }
 
@@ -331,7 +397,8 @@ impl Store for RedbStore {
         policy: &Policy,
         now_ms: i64,
     ) -> Result<Vec<CommitOutcome>, StoreError> {
-        let txn = self.db.begin_write().map_err(engine("begin write"))?;
+        let db = self.db()?;
+        let txn = db.begin_write().map_err(engine("begin write"))?;
         let mut out = Vec::with_capacity(batch.len());
         for n in batch {
             let (outcome, arrival) = self.index_one(&txn, n)?;
@@ -365,7 +432,8 @@ impl Store for RedbStore {
         &self,
         f: &mut dyn FnMut(&mut dyn Tables) -> Result<(), StoreError>,
     ) -> Result<(), StoreError> {
-        let txn = self.db.begin_write().map_err(engine("begin write"))?;
+        let db = self.db()?;
+        let txn = db.begin_write().map_err(engine("begin write"))?;
         {
             let mut t = TxTables { txn: &txn };
             f(&mut t)?;
@@ -386,7 +454,8 @@ impl Store for RedbStore {
     }
 
     fn transfer(&self, id: &str) -> Result<Option<TransferRecord>, StoreError> {
-        let txn = self.db.begin_read().map_err(engine("begin read"))?;
+        let db = self.db()?;
+        let txn = db.begin_read().map_err(engine("begin read"))?;
         let t = txn
             .open_table(TRANSFERS)
             .map_err(engine("open transfers"))?;
@@ -397,7 +466,8 @@ impl Store for RedbStore {
     }
 
     fn transfer_instances(&self, id: &str) -> Result<Vec<String>, StoreError> {
-        let txn = self.db.begin_read().map_err(engine("begin read"))?;
+        let db = self.db()?;
+        let txn = db.begin_read().map_err(engine("begin read"))?;
         let t = txn
             .open_table(TRANSFER_INSTANCES)
             .map_err(engine("open transfer_instances"))?;
@@ -416,7 +486,8 @@ impl Store for RedbStore {
     }
 
     fn audit_trail(&self) -> Result<Vec<AuditRecord>, StoreError> {
-        let txn = self.db.begin_read().map_err(engine("begin read"))?;
+        let db = self.db()?;
+        let txn = db.begin_read().map_err(engine("begin read"))?;
         let t = txn.open_table(AUDIT).map_err(engine("open audit"))?;
         let mut out = Vec::new();
         for row in t.iter().map_err(engine("iterate audit"))? {
@@ -435,7 +506,8 @@ impl Store for RedbStore {
     }
 
     fn has_sop_instance(&self, sop_instance_uid: &str) -> Result<bool, StoreError> {
-        let txn = self.db.begin_read().map_err(engine("begin read"))?;
+        let db = self.db()?;
+        let txn = db.begin_read().map_err(engine("begin read"))?;
         let t = txn
             .open_table(SOP_INDEX)
             .map_err(engine("open sop_index"))?;
@@ -445,7 +517,8 @@ impl Store for RedbStore {
     }
 
     fn instance_keys(&self) -> Result<std::collections::HashSet<String>, StoreError> {
-        let txn = self.db.begin_read().map_err(engine("begin read"))?;
+        let db = self.db()?;
+        let txn = db.begin_read().map_err(engine("begin read"))?;
         let t = txn
             .open_table(INSTANCES)
             .map_err(engine("open instances"))?;
@@ -460,7 +533,8 @@ impl Store for RedbStore {
     }
 
     fn record_rejection(&self, r: &RejectRecord) -> Result<(), StoreError> {
-        let txn = self.db.begin_write().map_err(engine("begin write"))?;
+        let db = self.db()?;
+        let txn = db.begin_write().map_err(engine("begin write"))?;
         txn.open_table(REJECTED)
             .map_err(engine("open rejected"))?
             .insert(r.key.as_str(), encode(r).as_slice())
@@ -482,7 +556,8 @@ impl Store for RedbStore {
     }
 
     fn study(&self, key: &str) -> Result<Option<StudyRecord>, StoreError> {
-        let txn = self.db.begin_read().map_err(engine("begin read"))?;
+        let db = self.db()?;
+        let txn = db.begin_read().map_err(engine("begin read"))?;
         let t = txn.open_table(STUDIES).map_err(engine("open studies"))?;
         let Some(g) = t.get(key).map_err(engine("read studies"))? else {
             return Ok(None);
@@ -506,7 +581,8 @@ impl Store for RedbStore {
             t.instances += s.instance_count;
             t.bytes += s.bytes;
         }
-        let txn = self.db.begin_read().map_err(engine("begin read"))?;
+        let db = self.db()?;
+        let txn = db.begin_read().map_err(engine("begin read"))?;
         let r = txn.open_table(REJECTED).map_err(engine("open rejected"))?;
         t.rejected = r.len().map_err(engine("count rejected"))?;
         for row in r.iter().map_err(engine("iterate"))? {
