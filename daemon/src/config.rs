@@ -69,6 +69,11 @@ pub struct Config {
     pub quiet_period_secs: u64,
     /// Refuse C-STORE with 0xA700 when the data file system has less free space than this.
     pub min_free_bytes: u64,
+    /// Largest data set a deflated instance may inflate to; more is refused (0xC000) while
+    /// it is received, and never inflated again (decompression bombs).
+    pub max_inflated_bytes: u64,
+    /// Largest ratio of inflated to deflated bytes, checked once 16 MiB are inflated.
+    pub max_inflation_ratio: u64,
     /// Seconds that SIGTERM waits for in-flight associations before aborting them.
     pub shutdown_grace_secs: u64,
     /// Optional allow-list of peers. Empty lists allow everyone.
@@ -113,6 +118,8 @@ impl Default for Config {
             association_timeout_secs: 4 * 3600,
             quiet_period_secs: 15,
             min_free_bytes: 1 << 30,
+            max_inflated_bytes: 512 << 20,
+            max_inflation_ratio: 200,
             shutdown_grace_secs: 10,
             allow: AllowList::default(),
             tls: None,
@@ -169,6 +176,12 @@ impl Config {
                     dicom_ul::pdu::MAXIMUM_PDU_SIZE
                 ),
             ));
+        }
+        if self.max_inflated_bytes < (1 << 20) {
+            return Err(invalid("max_inflated_bytes", "must be at least 1 MiB"));
+        }
+        if self.max_inflation_ratio < 2 {
+            return Err(invalid("max_inflation_ratio", "must be at least 2"));
         }
         if self.max_associations == 0 || self.max_associations > 4096 {
             return Err(invalid("max_associations", "must be between 1 and 4096"));

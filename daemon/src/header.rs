@@ -38,6 +38,52 @@ pub const MAX_TRAILING_AFTER_DEFLATE: usize = 64 * 1024;
 /// Deepest nesting of sequences and items accepted.
 pub const MAX_DEPTH: usize = 64;
 
+/// Bounds on inflating a deflated data set (a decompression bomb: 1 MB of deflate can
+/// declare a gigabyte). Refused as soon as either is passed, while inflating into a fixed
+/// buffer: the bytes are never held.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InflateLimits {
+    /// Largest inflated data set.
+    pub max_bytes: u64,
+    /// Largest ratio of inflated to deflated bytes, checked once more than
+    /// [`RATIO_CHECKED_FROM`] bytes are inflated (small data sets of padding compress well).
+    pub max_ratio: u64,
+}
+
+/// Inflated size from which [`InflateLimits::max_ratio`] applies.
+pub const RATIO_CHECKED_FROM: u64 = 16 << 20;
+
+impl Default for InflateLimits {
+    fn default() -> InflateLimits {
+        InflateLimits {
+            max_bytes: 512 << 20,
+            max_ratio: 200,
+        }
+    }
+}
+
+static LIMIT_BYTES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(512 << 20);
+static LIMIT_RATIO: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(200);
+
+impl InflateLimits {
+    /// The limits every [`Checker`] uses: set once from the configuration at start
+    /// ([`InflateLimits::install`]), the defaults until then. Process-wide so that receive,
+    /// the pipeline and `fiona deid` bound inflation the same way.
+    pub fn current() -> InflateLimits {
+        use std::sync::atomic::Ordering::Relaxed;
+        InflateLimits {
+            max_bytes: LIMIT_BYTES.load(Relaxed),
+            max_ratio: LIMIT_RATIO.load(Relaxed),
+        }
+    }
+
+    pub fn install(self) {
+        use std::sync::atomic::Ordering::Relaxed;
+        LIMIT_BYTES.store(self.max_bytes, Relaxed);
+        LIMIT_RATIO.store(self.max_ratio, Relaxed);
+    }
+}
+
 const UNDEFINED: u32 = 0xFFFF_FFFF;
 const ITEM: u32 = 0xFFFE_E000;
 const ITEM_DELIM: u32 = 0xFFFE_E00D;
@@ -119,6 +165,14 @@ pub enum HeaderError {
     DeflateTruncated,
     #[error("more than {MAX_TRAILING_AFTER_DEFLATE} bytes after the end of the deflated data set")]
     TrailingData,
+    #[error("deflated data set inflates to more than {limit} bytes (max_inflated_bytes)")]
+    InflatedTooLarge { limit: u64 },
+    #[error("deflated data set inflates more than {limit} times its size (max_inflation_ratio): {inflated} bytes from {deflated}")]
+    InflationRatio {
+        limit: u64,
+        inflated: u64,
+        deflated: u64,
+    },
 }
 
 /// Top-level attributes kept for the index.
@@ -731,7 +785,10 @@ impl Checker {
     pub fn new(transfer_syntax: &str) -> Option<Checker> {
         let (enc, deflated) = Encoding::of_transfer_syntax(transfer_syntax)?;
         Some(if deflated {
-            Checker::Deflated(Box::new(Inflater::new(Scanner::new(enc))))
+            Checker::Deflated(Box::new(Inflater::with_limits(
+                Scanner::new(enc),
+                InflateLimits::current(),
+            )))
         } else {
             Checker::Plain(Scanner::new(enc))
         })
@@ -777,17 +834,40 @@ pub struct Inflater {
     ended: bool,
     trailing: usize,
     scanner: Scanner,
+    limits: InflateLimits,
 }
 
 impl Inflater {
     pub fn new(scanner: Scanner) -> Inflater {
+        Inflater::with_limits(scanner, InflateLimits::default())
+    }
+
+    pub fn with_limits(scanner: Scanner, limits: InflateLimits) -> Inflater {
         Inflater {
             d: flate2::Decompress::new(false),
             buf: vec![0; 64 * 1024],
             ended: false,
             trailing: 0,
             scanner,
+            limits,
         }
+    }
+
+    fn check_limits(&self) -> Result<(), HeaderError> {
+        let (inflated, deflated) = (self.d.total_out(), self.d.total_in());
+        if inflated > self.limits.max_bytes {
+            return Err(HeaderError::InflatedTooLarge {
+                limit: self.limits.max_bytes,
+            });
+        }
+        if inflated > RATIO_CHECKED_FROM && inflated / deflated.max(1) > self.limits.max_ratio {
+            return Err(HeaderError::InflationRatio {
+                limit: self.limits.max_ratio,
+                inflated,
+                deflated,
+            });
+        }
+        Ok(())
     }
 
     pub fn feed(&mut self, mut input: &[u8]) -> Result<(), HeaderError> {
@@ -810,6 +890,7 @@ impl Inflater {
             // Scan what was inflated before reporting a decompression error, so the error
             // does not depend on how the sender split its data.
             self.scanner.feed(&self.buf[..produced])?;
+            self.check_limits()?;
             let status = result.map_err(|e| HeaderError::Deflate(e.to_string()))?;
             input = &input[consumed..];
             if status == flate2::Status::StreamEnd {

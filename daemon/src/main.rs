@@ -509,15 +509,23 @@ fn run(cli: Cli) -> Result<(), String> {
             input,
             output,
             report,
-        } => deid(
-            &load_config(&loc)?,
-            project,
-            participant,
-            event,
-            &input,
-            &output,
-            report.as_deref(),
-        ),
+        } => {
+            let cfg = load_config(&loc)?;
+            fiona::header::InflateLimits {
+                max_bytes: cfg.max_inflated_bytes,
+                max_ratio: cfg.max_inflation_ratio,
+            }
+            .install();
+            deid(
+                &cfg,
+                project,
+                participant,
+                event,
+                &input,
+                &output,
+                report.as_deref(),
+            )
+        }
         Cmd::Assign {
             study,
             project,

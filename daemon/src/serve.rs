@@ -54,6 +54,11 @@ impl Daemon {
     /// Open (or create) the data directory, the index, run recovery, start the committer.
     pub fn open(config: Config) -> Result<Daemon, ServeError> {
         let data_dir = config.data_dir.clone();
+        crate::header::InflateLimits {
+            max_bytes: config.max_inflated_bytes,
+            max_ratio: config.max_inflation_ratio,
+        }
+        .install();
         let dd = |source| ServeError::DataDir {
             path: data_dir.display().to_string(),
             source,

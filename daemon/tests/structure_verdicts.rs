@@ -82,26 +82,9 @@ fn data_set(sop: &str, extra: Vec<(u32, Vec<u8>)>) -> Vec<u8> {
     els.into_iter().flat_map(|(_, b)| b).collect()
 }
 
-/// `ds` as a Part-10 file: preamble, `DICM`, the file meta group (explicit VR LE).
+/// `ds` as a Part-10 file (explicit VR LE).
 fn part10(path: &Path, sop: &str, ds: &[u8]) {
-    let mut meta = Vec::new();
-    meta.extend(raw(0x0002, 0x0001, b"OB", &[0, 1], None));
-    meta.extend(raw(0x0002, 0x0002, b"UI", &even(CT_IMAGE_STORAGE), None));
-    meta.extend(raw(0x0002, 0x0003, b"UI", &even(sop), None));
-    meta.extend(raw(0x0002, 0x0010, b"UI", &even(EXPLICIT_VR_LE), None));
-    meta.extend(raw(0x0002, 0x0012, b"UI", b"2.25.79001.999", None));
-    let mut out = vec![0u8; 128];
-    out.extend_from_slice(b"DICM");
-    out.extend(raw(
-        0x0002,
-        0x0000,
-        b"UL",
-        &(meta.len() as u32).to_le_bytes(),
-        None,
-    ));
-    out.extend(meta);
-    out.extend_from_slice(ds);
-    std::fs::write(path, out).unwrap();
+    fiona_tests::scu::write_part10(path, CT_IMAGE_STORAGE, sop, EXPLICIT_VR_LE, ds);
 }
 
 #[test]

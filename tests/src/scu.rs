@@ -117,6 +117,27 @@ pub fn ele(group: u16, element: u16, vr: &[u8; 2], value: &[u8]) -> Vec<u8> {
     out
 }
 
+/// Write `ds` (encoded in `ts`) as a Part-10 file: preamble, `DICM`, the file meta group.
+pub fn write_part10(path: &std::path::Path, sop_class: &str, sop: &str, ts: &str, ds: &[u8]) {
+    let mut meta = Vec::new();
+    meta.extend(ele(0x0002, 0x0001, b"OB", &[0, 1]));
+    meta.extend(ele(0x0002, 0x0002, b"UI", sop_class.as_bytes()));
+    meta.extend(ele(0x0002, 0x0003, b"UI", sop.as_bytes()));
+    meta.extend(ele(0x0002, 0x0010, b"UI", ts.as_bytes()));
+    meta.extend(ele(0x0002, 0x0012, b"UI", b"2.25.79001.999"));
+    let mut out = vec![0u8; 128];
+    out.extend_from_slice(b"DICM");
+    out.extend(ele(
+        0x0002,
+        0x0000,
+        b"UL",
+        &(meta.len() as u32).to_le_bytes(),
+    ));
+    out.extend(meta);
+    out.extend_from_slice(ds);
+    std::fs::write(path, out).expect("write Part-10 file");
+}
+
 /// A minimal valid CT data set (Explicit VR LE) with the given UIDs and a small pixel block.
 pub fn minimal_ct(study: &str, series: &str, sop: &str) -> Vec<u8> {
     let mut d = Vec::new();

@@ -404,6 +404,21 @@ mod tests {
         assert_eq!(decode(&obj, 1 << 20), Err(DecodeError::JpegExtended12Bit));
         let obj = image("1.2.840.10008.1.2.1", "YBR_ICT", 8, 1, vec![0; 24]);
         assert_eq!(decode(&obj, 1 << 20), Err(DecodeError::Photometric));
+        // Compressed streams (RLE, JPEG baseline, JPEG-LS, JPEG 2000) that declare more
+        // frames than the limit allows are refused before any decoder runs: the decoded size
+        // comes from the attributes, not from the stream.
+        for ts in [
+            "1.2.840.10008.1.2.5",
+            "1.2.840.10008.1.2.4.50",
+            "1.2.840.10008.1.2.4.80",
+            "1.2.840.10008.1.2.4.90",
+        ] {
+            let obj = image(ts, "MONOCHROME2", 8, 100_000, vec![0; 24]);
+            assert!(
+                matches!(decode(&obj, 1 << 20), Err(DecodeError::TooLarge { .. })),
+                "{ts}"
+            );
+        }
     }
 
     #[test]
