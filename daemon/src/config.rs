@@ -61,6 +61,14 @@ pub struct Config {
     pub accept_any_called_ae: bool,
     /// Seconds to wait for the A-ASSOCIATE-RQ after TCP accept (ARTIM).
     pub acse_timeout_secs: u64,
+    /// Connections waiting for their A-ASSOCIATE-RQ at once (each for `acse_timeout_secs`);
+    /// more are closed at once. One address may hold a quarter of them.
+    pub max_unassociated: usize,
+    /// Connections from one address at once (waiting or associated); more are closed at once.
+    pub max_connections_per_address: usize,
+    /// Seconds an association may go without storing anything (C-ECHO does not count)
+    /// before it is aborted; 0 means no bound.
+    pub association_idle_secs: u64,
     /// Seconds a peer may stay silent (no complete PDU) before the association is aborted.
     pub idle_timeout_secs: u64,
     /// Upper bound on an association's life, in seconds; 0 means no bound.
@@ -113,7 +121,10 @@ impl Default for Config {
             max_pdu: 131_072,
             max_associations: 32,
             accept_any_called_ae: false,
-            acse_timeout_secs: 30,
+            acse_timeout_secs: 10,
+            max_unassociated: 16,
+            max_connections_per_address: 16,
+            association_idle_secs: 120,
             idle_timeout_secs: 120,
             association_timeout_secs: 4 * 3600,
             quiet_period_secs: 15,
@@ -186,6 +197,15 @@ impl Config {
         if self.max_associations == 0 || self.max_associations > 4096 {
             return Err(invalid("max_associations", "must be between 1 and 4096"));
         }
+        if self.max_unassociated == 0 || self.max_unassociated > 4096 {
+            return Err(invalid("max_unassociated", "must be between 1 and 4096"));
+        }
+        if self.max_connections_per_address == 0 || self.max_connections_per_address > 4096 {
+            return Err(invalid(
+                "max_connections_per_address",
+                "must be between 1 and 4096",
+            ));
+        }
         for (field, v) in [
             ("acse_timeout_secs", self.acse_timeout_secs),
             ("idle_timeout_secs", self.idle_timeout_secs),
@@ -235,6 +255,9 @@ impl Config {
     }
     pub fn idle_timeout(&self) -> Duration {
         Duration::from_secs(self.idle_timeout_secs)
+    }
+    pub fn association_idle(&self) -> Option<Duration> {
+        (self.association_idle_secs > 0).then(|| Duration::from_secs(self.association_idle_secs))
     }
     pub fn association_timeout(&self) -> Option<Duration> {
         (self.association_timeout_secs > 0)

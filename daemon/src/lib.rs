@@ -3,6 +3,7 @@
 // threads through libgomp's C API.
 #![deny(unsafe_code)]
 
+pub mod admission;
 pub mod assign;
 pub mod committer;
 pub mod config;

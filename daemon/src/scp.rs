@@ -3,9 +3,11 @@
 //! [`run`] takes a bound listener and a shutdown token (mini-redis style), so the binary and
 //! the tests drive it the same way. Each accepted connection becomes one task:
 //!
-//! 1. Admission: a bounded number of associations (more are refused with A-ASSOCIATE-RJ
-//!    "local limit exceeded"); the address allow-list, calling AE allow-list and called AE
-//!    title are checked during negotiation (A-ASSOCIATE-RJ on mismatch).
+//! 1. Admission (`admission`): the address allow-list at accept (closed at once), the
+//!    per-address and unassociated budgets while the A-ASSOCIATE-RQ arrives, and only then
+//!    an association slot (more are refused with A-ASSOCIATE-RJ "local limit exceeded"); the
+//!    calling AE allow-list and called AE title are checked during negotiation
+//!    (A-ASSOCIATE-RJ on mismatch), and a request without presentation contexts is refused.
 //! 2. Negotiation accepts Verification and every storage SOP class of the standard
 //!    dictionary, with the first proposed transfer syntax that dicom-rs registers (no
 //!    transcoding on ingest).
@@ -44,6 +46,7 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::admission::{Admission, Throttle};
 use crate::assign::Policy;
 use crate::committer::Committer;
 use crate::config::{Config, IpNet};
@@ -92,6 +95,10 @@ pub struct Node {
     called_titles: Vec<String>,
     /// Bounds concurrent associations.
     limit: Arc<Semaphore>,
+    /// Budgets of connections before they associate (see `admission`).
+    admission: Arc<Admission>,
+    /// Log lines of refused connections, throttled.
+    refusals_logged: Throttle,
     /// Parsed address allow-list (empty: everyone).
     allow_addrs: Vec<IpNet>,
     /// Wakes the pipeline (a new assignment or re-send need not wait for its next tick).
@@ -119,6 +126,11 @@ impl Node {
             policy,
             called_titles,
             limit: Arc::new(Semaphore::new(config.max_associations)),
+            admission: Arc::new(Admission::new(
+                config.max_unassociated,
+                config.max_connections_per_address,
+            )),
+            refusals_logged: Throttle::new(Duration::from_secs(10)),
             allow_addrs: config.address_allow_list(),
             config,
             store,
@@ -177,11 +189,19 @@ pub async fn run(
 /// Access control decided per connection: the peer address is known before negotiation.
 struct Access {
     peer: SocketAddr,
-    peer_allowed: bool,
     allowed_callers: Vec<String>,
     accept_any_called: bool,
     /// Called AE titles answered besides `this_ae_title` (auto-ID and routing titles).
     called_titles: Vec<String>,
+    /// Over TLS: takes the association slot once the request is acceptable.
+    slot: Option<SlotTaker>,
+}
+
+/// Takes an association slot during negotiation (TLS, where the request cannot be seen
+/// before the handshake) and keeps it for the connection.
+struct SlotTaker {
+    limit: Arc<Semaphore>,
+    taken: Arc<std::sync::Mutex<Option<tokio::sync::OwnedSemaphorePermit>>>,
 }
 
 impl AccessControl for Access {
@@ -192,9 +212,6 @@ impl AccessControl for Access {
         called_ae_title: &str,
         _user_identity: Option<&UserIdentity>,
     ) -> Result<(), AssociationRJServiceUserReason> {
-        if !self.peer_allowed {
-            return Err(AssociationRJServiceUserReason::NoReasonGiven);
-        }
         // Titles outside the AE repertoire (a newline, ESC, NUL, backslash) are refused
         // before anything else uses them; the log shows them escaped.
         use crate::ul_error::{escape_ae, valid_ae};
@@ -231,14 +248,26 @@ impl AccessControl for Access {
         {
             return Err(AssociationRJServiceUserReason::CallingAETitleNotRecognized);
         }
+        if let Some(slot) = &self.slot {
+            let Ok(permit) = slot.limit.clone().try_acquire_owned() else {
+                tracing::warn!(
+                    peer = %self.peer,
+                    "association refused: limit of concurrent associations reached"
+                );
+                return Err(AssociationRJServiceUserReason::NoReasonGiven);
+            };
+            if let Ok(mut g) = slot.taken.lock() {
+                *g = Some(permit);
+            }
+        }
         Ok(())
     }
 }
 
-/// Refuse an association over the limit: read (and drop) its A-ASSOCIATE-RQ, so closing does
-/// not reset the connection before the peer reads our answer, then send A-ASSOCIATE-RJ
-/// (transient, local limit exceeded). Bounded in time and bytes.
-async fn refuse_busy<S>(mut sock: S)
+/// Refuse an association: read (and drop) its A-ASSOCIATE-RQ, so closing does not reset the
+/// connection before the peer reads our answer, then send the A-ASSOCIATE-RJ `pdu`. Bounded
+/// in time and bytes.
+async fn refuse_with<S>(mut sock: S, pdu: Pdu)
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
@@ -253,18 +282,89 @@ where
         Ok::<(), std::io::Error>(())
     };
     let _ = tokio::time::timeout(Duration::from_secs(5), read_rq).await;
-    let pdu = Pdu::AssociationRJ(AssociationRJ {
-        result: AssociationRJResult::Transient,
-        source: AssociationRJSource::ServiceProviderPresentation(
-            AssociationRJServiceProviderPresentationReason::LocalLimitExceeded,
-        ),
-    });
     let mut buf = Vec::new();
     if dicom_ul::write_pdu(&mut buf, &pdu).is_ok() {
         let _ = tokio::time::timeout(Duration::from_secs(5), sock.write_all(&buf)).await;
     }
     // Over TLS the shutdown sends close_notify: bounded like the rest.
     let _ = tokio::time::timeout(Duration::from_secs(5), sock.shutdown()).await;
+}
+
+/// Count a connection refused before association and log it (throttled: a flood of them
+/// writes one line per 10 s, with the number left out).
+fn refused(node: &Node, peer: SocketAddr, why: &'static str) {
+    node.stats
+        .associations_refused
+        .fetch_add(1, Ordering::Relaxed);
+    if let Some(left_out) = node.refusals_logged.allow() {
+        tracing::warn!(peer = %peer.ip(), left_out, "{why}");
+    }
+}
+
+/// Wait until the whole first PDU (the A-ASSOCIATE-RQ) is in the socket's receive buffer,
+/// without reading it: `Ok(true)` when it is (or when it is not an A-ASSOCIATE-RQ, which
+/// negotiation then refuses at once), `Ok(false)` when the peer closed first. A peer that
+/// trickles its request waits here, holding no association slot. Returns the bytes peeked
+/// (at most 64 KiB).
+async fn wait_for_request(sock: &TcpStream) -> std::io::Result<Option<Vec<u8>>> {
+    const MAX: usize = 64 * 1024;
+    let mut need = 6;
+    let mut buf = vec![0u8; 6];
+    loop {
+        let n = sock.peek(&mut buf).await?;
+        if n == 0 {
+            return Ok(None);
+        }
+        if n >= need {
+            if need == 6 {
+                let len = u32::from_be_bytes([buf[2], buf[3], buf[4], buf[5]]) as usize;
+                if buf[0] != 0x01 {
+                    return Ok(Some(buf));
+                }
+                need = (6 + len).min(MAX);
+                buf = vec![0u8; need];
+                continue;
+            }
+            return Ok(Some(buf));
+        }
+        // Part of it is here: `peek` would return at once again, so wait a little.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Whether a complete A-ASSOCIATE-RQ (as peeked) proposes at least one presentation context
+/// (item type 0x20 after the 68-byte fixed part). Anything malformed counts as proposing
+/// one: negotiation refuses it with its own reason.
+fn proposes_context(rq: &[u8]) -> bool {
+    if rq.len() < 74 || rq[0] != 0x01 {
+        return true;
+    }
+    let mut at = 74;
+    while at + 4 <= rq.len() {
+        if rq[at] == 0x20 {
+            return true;
+        }
+        at += 4 + u16::from_be_bytes([rq[at + 2], rq[at + 3]]) as usize;
+    }
+    at != rq.len()
+}
+
+/// A-ASSOCIATE-RJ for a request without presentation contexts: permanent, by the service
+/// user, no reason given (PS3.8 9.3.4).
+fn no_context_rj() -> Pdu {
+    Pdu::AssociationRJ(AssociationRJ {
+        result: AssociationRJResult::Permanent,
+        source: AssociationRJSource::ServiceUser(AssociationRJServiceUserReason::NoReasonGiven),
+    })
+}
+
+fn busy_rj() -> Pdu {
+    Pdu::AssociationRJ(AssociationRJ {
+        result: AssociationRJResult::Transient,
+        source: AssociationRJSource::ServiceProviderPresentation(
+            AssociationRJServiceProviderPresentationReason::LocalLimitExceeded,
+        ),
+    })
 }
 
 async fn handle_connection(
@@ -277,34 +377,34 @@ async fn handle_connection(
 ) {
     let _ = sock.set_nodelay(true);
     let cfg = &node.config;
-    let peer_allowed =
-        node.allow_addrs.is_empty() || node.allow_addrs.iter().any(|n| n.contains(peer.ip()));
-    let Ok(_permit) = node.limit.clone().try_acquire_owned() else {
-        node.stats
-            .associations_refused
-            .fetch_add(1, Ordering::Relaxed);
-        tracing::warn!(peer = %peer, "association refused: limit of concurrent associations reached");
-        match tls {
-            None => refuse_busy(sock).await,
-            // A peer not on the allow-list gets no handshake.
-            Some(_) if !peer_allowed => {}
-            // The refusal must be readable by a TLS peer: handshake first (bounded).
-            Some(config) => {
-                let accept = tokio_rustls::TlsAcceptor::from(config).accept(sock);
-                if let Ok(Ok(s)) = tokio::time::timeout(Duration::from_secs(5), accept).await {
-                    refuse_busy(s).await;
-                }
-            }
-        }
+    // 1. Address allow-list: closed at once, before any byte or slot.
+    if !(node.allow_addrs.is_empty() || node.allow_addrs.iter().any(|n| n.contains(peer.ip()))) {
+        refused(
+            &node,
+            peer,
+            "connection closed: address not on the allow-list",
+        );
         return;
+    }
+    // 2, 3. Per-address and unassociated budgets.
+    let mut ticket = match node.admission.admit(peer.ip()) {
+        Ok(t) => t,
+        Err(r) => {
+            refused(&node, peer, r.text());
+            return;
+        }
     };
     let access = Access {
         peer,
-        peer_allowed,
         allowed_callers: cfg.allow.calling_ae_titles.clone(),
         accept_any_called: cfg.accept_any_called_ae,
         called_titles: node.called_titles.clone(),
+        slot: tls.as_ref().map(|_| SlotTaker {
+            limit: node.limit.clone(),
+            taken: Arc::default(),
+        }),
     };
+    let tls_slot = access.slot.as_ref().map(|s| s.taken.clone());
     let mut options = ServerAssociationOptions::new()
         .ae_access_control(access)
         .ae_title(cfg.ae_title.as_str())
@@ -316,21 +416,79 @@ async fn handle_connection(
     for (uid, _) in STORAGE_SOP_CLASSES {
         options = options.with_abstract_syntax(*uid);
     }
-    // The ARTIM bound covers the TLS handshake as well as the A-ASSOCIATE-RQ.
-    let artim = cfg.acse_timeout();
+    // The ARTIM bound covers the wait for the request, the TLS handshake and negotiation.
+    let artim = tokio::time::Instant::now() + cfg.acse_timeout();
     match tls {
         None => {
-            let r = tokio::time::timeout(artim, options.establish_async(sock)).await;
+            // Wait for the whole request holding only the unassociated budget.
+            let rq = match tokio::time::timeout_at(artim, wait_for_request(&sock)).await {
+                Ok(Ok(Some(rq))) => rq,
+                Ok(Ok(None)) | Ok(Err(_)) => {
+                    node.stats
+                        .associations_refused
+                        .fetch_add(1, Ordering::Relaxed);
+                    tracing::info!(peer = %peer, tls = false, "connection closed before an association was requested");
+                    return;
+                }
+                Err(_) => {
+                    refused(
+                        &node,
+                        peer,
+                        "connection closed: no association request within acse_timeout_secs",
+                    );
+                    return;
+                }
+            };
+            ticket.associating();
+            if !proposes_context(&rq) {
+                refused(
+                    &node,
+                    peer,
+                    "association refused: no presentation context proposed",
+                );
+                refuse_with(sock, no_context_rj()).await;
+                return;
+            }
+            // 4. An association slot, only now.
+            let Ok(_permit) = node.limit.clone().try_acquire_owned() else {
+                refused(
+                    &node,
+                    peer,
+                    "association refused: limit of concurrent associations reached",
+                );
+                refuse_with(sock, busy_rj()).await;
+                return;
+            };
+            let r = tokio::time::timeout_at(artim, options.establish_async(sock)).await;
             if let Some(assoc) = established(r, &node, peer, false) {
                 serve_association(assoc, peer, node, false, shutdown, hard_stop).await;
             }
         }
         Some(config) => {
+            // Over TLS the request cannot be seen before the handshake: negotiation takes the
+            // slot (`SlotTaker`, refused with A-ASSOCIATE-RJ when none is free).
             let options = options.tls_config(config);
-            let r = tokio::time::timeout(artim, options.establish_tls_async(sock)).await;
+            let r = tokio::time::timeout_at(artim, options.establish_tls_async(sock)).await;
+            ticket.associating();
+            let permit = tls_slot.and_then(|t| t.lock().ok().and_then(|mut g| g.take()));
             if let Some(assoc) = established(r, &node, peer, true) {
+                if permit.is_none() {
+                    // Invariant: negotiation succeeds only after `SlotTaker` took a permit.
+                    tracing::error!(peer = %peer, "association without a slot aborted");
+                    return;
+                }
+                if assoc.presentation_contexts().is_empty() {
+                    refused(
+                        &node,
+                        peer,
+                        "association aborted: no presentation context proposed",
+                    );
+                    let _ = assoc.abort().await;
+                    return;
+                }
                 serve_association(assoc, peer, node, true, shutdown, hard_stop).await;
             }
+            drop(permit);
         }
     }
 }
@@ -478,8 +636,12 @@ where
             .config
             .association_timeout()
             .map(|d| tokio::time::Instant::now() + d);
+        let idle_limit = self.node.config.association_idle();
+        // When the association last stored (or began): C-ECHO does not count.
+        let mut last_work = tokio::time::Instant::now();
         loop {
             let idle = self.pending.is_none() && self.cmd_buf.is_empty();
+            let idle_deadline = idle_limit.map(|d| last_work + d);
             let pdu = tokio::select! {
                 biased;
                 _ = hard_stop.cancelled() => {
@@ -494,15 +656,30 @@ where
                     self.abort().await;
                     return "association timeout";
                 }
+                _ = sleep_until_opt(idle_deadline), if idle => {
+                    self.abort().await;
+                    return "nothing stored for association_idle_secs";
+                }
                 r = self.assoc.receive() => r,
             };
             match pdu {
                 Ok(Pdu::PData { data }) => {
+                    let done = self.stored + self.failed;
                     for pdv in data {
                         if let Err(why) = self.on_pdv(pdv).await {
                             self.abort().await;
                             return why;
                         }
+                    }
+                    let storing = matches!(
+                        &self.pending,
+                        Some(Pending {
+                            job: Job::Store(_),
+                            ..
+                        })
+                    );
+                    if storing || self.stored + self.failed != done {
+                        last_work = tokio::time::Instant::now();
                     }
                 }
                 Ok(Pdu::ReleaseRQ) => {
@@ -1176,10 +1353,10 @@ mod tests {
         let peer: SocketAddr = "127.0.0.1:4242".parse().unwrap();
         let a = Access {
             peer,
-            peer_allowed: true,
             allowed_callers: vec!["CT1".into()],
             accept_any_called: false,
             called_titles: vec!["PROJ1AUTO".into()],
+            slot: None,
         };
         assert!(a.check_access("FIONA", "CT1", "PROJ1AUTO", None).is_ok());
         assert!(a.check_access("FIONA", "CT1", "FIONA", None).is_ok());
@@ -1200,13 +1377,44 @@ mod tests {
             a.check_access("FIONA", "CT1", "FIONA\0", None),
             Err(AssociationRJServiceUserReason::CalledAETitleNotRecognized)
         );
+        // Over TLS the slot is taken during negotiation: none free, refused.
+        let limit = Arc::new(Semaphore::new(1));
         let b = Access {
             peer,
-            peer_allowed: false,
             allowed_callers: vec![],
             accept_any_called: true,
             called_titles: vec![],
+            slot: Some(SlotTaker {
+                limit: limit.clone(),
+                taken: Arc::default(),
+            }),
         };
-        assert!(b.check_access("FIONA", "X", "Y", None).is_err());
+        assert!(b.check_access("FIONA", "X", "Y", None).is_ok());
+        assert_eq!(limit.available_permits(), 0);
+        let c = Access {
+            slot: Some(SlotTaker {
+                limit,
+                taken: Arc::default(),
+            }),
+            ..b
+        };
+        assert_eq!(
+            c.check_access("FIONA", "X", "Y", None),
+            Err(AssociationRJServiceUserReason::NoReasonGiven)
+        );
+    }
+    #[test]
+    fn presentation_contexts_in_a_request() {
+        let mut rq = vec![0x01, 0, 0, 0, 0, 0];
+        rq.extend_from_slice(&[0u8; 68]);
+        let with_app_only = [rq.clone(), vec![0x10, 0, 0, 2, b'1', b'2']].concat();
+        assert!(!proposes_context(&with_app_only));
+        let with_pc = [with_app_only.clone(), vec![0x20, 0, 0, 1, 1]].concat();
+        assert!(proposes_context(&with_pc));
+        // Truncated or malformed: left to negotiation, which refuses it itself.
+        assert!(proposes_context(
+            &[with_app_only, vec![0x10, 0, 0, 9]].concat()
+        ));
+        assert!(proposes_context(&rq[..20]));
     }
 }

@@ -60,7 +60,17 @@ fn address_allow_list() {
     let refused = start(tmp.path(), "a", "[allow]\naddresses = [\"10.0.0.0/8\"]\n");
     let out = echoscu(refused.addr, "ANY", "FIONA");
     assert!(!ok(&out), "127.0.0.1 is outside 10.0.0.0/8");
-    assert!(String::from_utf8_lossy(&out.stderr).contains("Association Rejected"));
+    // Closed at once, before any byte is read: no association, not even a rejection.
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("Association Accepted"), "{err}");
+    assert!(
+        refused
+            .log()
+            .contains("connection closed: address not on the allow-list"),
+        "{}",
+        refused.log()
+    );
+    assert_eq!(refused.json(&["status"])["associations_refused"], 1);
     let allowed = start(
         tmp.path(),
         "b",
