@@ -182,8 +182,10 @@ pub async fn store(
     files: &[Outgoing],
     max_pdu: u32,
 ) -> Result<Vec<Stored>, (Vec<Stored>, AssociationError)> {
-    let mut results = Vec::with_capacity(files.len());
-    match store_into(peer, files, max_pdu, &mut results, &|| true).await {
+    let results = std::sync::Mutex::new(Vec::with_capacity(files.len()));
+    let r = store_into(peer, files, max_pdu, &results, &|| true).await;
+    let results = results.into_inner().unwrap_or_else(|p| p.into_inner());
+    match r {
         Ok(()) => Ok(results),
         Err(e) => Err((results, e)),
     }
@@ -193,14 +195,18 @@ pub async fn store(
 /// with an error saying so).
 pub type KeepGoing<'a> = &'a (dyn Fn() -> bool + Send + Sync);
 
+/// Results shared with the caller while an attempt runs (it reads them to record progress).
+pub type Results = std::sync::Mutex<Vec<Stored>>;
+
 /// [`store`], pushing each file's result onto `results` as its response arrives: when the
-/// future is dropped (a timeout), `results` still holds what the peer confirmed. Before each
-/// instance `keep_going` is asked (a transfer cancelled meanwhile stops here).
+/// future is dropped (a timeout), `results` still holds what the peer confirmed, and the
+/// caller may read it meanwhile. Before each instance `keep_going` is asked (a transfer
+/// cancelled meanwhile stops here).
 pub async fn store_into(
     peer: &Peer,
     files: &[Outgoing],
     max_pdu: u32,
-    results: &mut Vec<Stored>,
+    results: &Results,
     keep_going: KeepGoing<'_>,
 ) -> Result<(), AssociationError> {
     let mut start = 0;
@@ -248,7 +254,7 @@ async fn one_association(
     pairs: &[(&str, &str)],
     files: &[Outgoing],
     max_pdu: u32,
-    out: &mut Vec<Stored>,
+    out: &Results,
     keep_going: KeepGoing<'_>,
 ) -> Result<(), AssociationError> {
     let mut options = ClientAssociationOptions::new()
@@ -274,7 +280,7 @@ async fn one_association(
 async fn send_on<S>(
     mut assoc: ClientAssoc<S>,
     files: &[Outgoing],
-    out: &mut Vec<Stored>,
+    out: &Results,
     keep_going: KeepGoing<'_>,
 ) -> Result<(), AssociationError>
 where
@@ -292,6 +298,7 @@ where
             .find(|(_, a, t)| a == class && t == ts)
             .map(|(id, ..)| *id)
     };
+    let push = |r: Stored| out.lock().unwrap_or_else(|p| p.into_inner()).push(r);
     for (i, f) in files.iter().enumerate() {
         if !keep_going() {
             let _ = assoc.release().await;
@@ -307,12 +314,12 @@ where
             (None, Some(pc)) => match transcode(f).await {
                 Ok(bytes) => (pc, Some(bytes)),
                 Err(why) => {
-                    out.push(Stored::NotSent(why));
+                    push(Stored::NotSent(why));
                     continue;
                 }
             },
             (None, None) => {
-                out.push(Stored::NotSent(
+                push(Stored::NotSent(
                     "the peer accepted no presentation context for its SOP class".into(),
                 ));
                 continue;
@@ -320,9 +327,9 @@ where
         };
         let message_id = (i % 0xFFFF) as u16 + 1;
         match send_one(&mut assoc, pc, message_id, f, body).await {
-            Ok(status) if status_is_stored(status) => out.push(Stored::Stored(status)),
-            Ok(status) => out.push(Stored::Refused(status)),
-            Err(SendError::File(m)) => out.push(Stored::NotSent(m)),
+            Ok(status) if status_is_stored(status) => push(Stored::Stored(status)),
+            Ok(status) => push(Stored::Refused(status)),
+            Err(SendError::File(m)) => push(Stored::NotSent(m)),
             Err(SendError::Link(m)) => {
                 let _ = assoc.abort().await;
                 return Err(AssociationError(m));

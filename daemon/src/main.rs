@@ -949,12 +949,27 @@ fn print_transfers(v: &[fiona::assign::TransferRecord]) {
                     // A delivery being retried: its last problem.
                     t.deliveries
                         .iter()
-                        .find(|d| !d.failed && d.verified_ms.is_none() && d.reason.is_some())
+                        .find(|d| {
+                            !d.failed && !d.done && d.verified_ms.is_none() && d.reason.is_some()
+                        })
                         .map(|d| {
                             format!(
                                 " ({}: attempt {} failed: {})",
                                 d.destination,
                                 d.attempts,
+                                d.reason.as_deref().unwrap_or_default()
+                            )
+                        })
+                })
+                .or_else(|| {
+                    // A note on a delivery that went through (duplicates answered 0x0111).
+                    t.deliveries
+                        .iter()
+                        .find(|d| d.done && d.reason.is_some())
+                        .map(|d| {
+                            format!(
+                                " ({}: {})",
+                                d.destination,
                                 d.reason.as_deref().unwrap_or_default()
                             )
                         })

@@ -65,7 +65,8 @@ pub struct Delivery {
     pub destination: String,
     /// Instance keys the destination confirmed (success or warning status).
     pub stored: Vec<String>,
-    /// Associations tried so far.
+    /// Attempts begun so far: counted (and written) when an attempt begins, so one that a
+    /// crash interrupts counts towards `max_attempts`.
     pub attempts: u32,
     /// Not before this time (Unix ms) for the next attempt.
     pub next_attempt_ms: i64,
@@ -84,7 +85,19 @@ pub struct Delivery {
     /// Verification attempts that could not ask the destination (query refused, no answer).
     #[serde(default)]
     pub verify_errors: u32,
+    /// Instance keys the destination answered 0x0111 (duplicate SOP instance: it holds one
+    /// already, e.g. from an attempt a crash interrupted). Counted in `stored` only for a
+    /// destination that is verified by C-FIND, which then confirms them.
+    #[serde(default)]
+    pub duplicates: Vec<String>,
 }
+
+/// DIMSE status: Duplicate SOP Instance (PS3.7 C.4.2.1.4 / PS3.4 B.2.3, refused).
+const DUPLICATE_SOP_INSTANCE: u16 = 0x0111;
+
+/// How often delivery progress is written to the index during an attempt: a crash re-sends
+/// at most this much.
+const PROGRESS_EVERY: Duration = Duration::from_secs(1);
 
 /// Re-sends after a failed verification before the transfer is marked failed.
 const MAX_VERIFY_RESENDS: u32 = 3;
@@ -593,7 +606,12 @@ impl Pipeline {
         };
         if missing.is_empty() {
             d.verified_ms = Some(now_ms());
-            d.reason = None;
+            d.reason = (!d.duplicates.is_empty()).then(|| {
+                format!(
+                    "{} instances answered duplicate (0x0111); C-FIND confirmed the destination holds them",
+                    d.duplicates.len()
+                )
+            });
             tracing::info!(transfer = %t.id, destination = %d.destination, instances = files.len(), "transfer verified");
             return;
         }
@@ -610,6 +628,7 @@ impl Pipeline {
             )
         });
         d.stored.retain(|k| !missing.contains(k));
+        d.duplicates.retain(|k| !missing.contains(k));
         d.done = false;
         // The re-send gets its own attempts, now.
         d.attempts = 0;
@@ -677,9 +696,15 @@ impl Pipeline {
             {
                 cur.state = TransferState::Verified;
                 cur.verified_ms = Some(now);
+                let dups: usize = cur.deliveries.iter().map(|x| x.duplicates.len()).sum();
+                let note = if dups > 0 {
+                    format!(" ({dups} of them answered duplicate 0x0111, confirmed by C-FIND)")
+                } else {
+                    String::new()
+                };
                 Some((
                     "verified",
-                    format!("{} instances held at {}", cur.sent, names.join(", ")),
+                    format!("{} instances held at {}{note}", cur.sent, names.join(", ")),
                 ))
             } else {
                 None
@@ -729,7 +754,24 @@ impl Pipeline {
         Ok(other)
     }
 
+    /// Write a delivery's progress during an attempt (the transfer's state unchanged).
+    fn record_progress(&self, t: &TransferRecord, d: &Delivery) {
+        if let Err(e) =
+            self.update_delivery(t, TransferState::Deidentified, d.clone(), &mut |_, _, _| {
+                None
+            })
+        {
+            tracing::error!(transfer = %t.id, error = %e, "delivery progress not recorded");
+        }
+    }
+
     /// One attempt: send what the destination has not confirmed yet.
+    ///
+    /// The attempt is counted (and written) before anything is sent, so an attempt that a
+    /// crash interrupts still counts towards `max_attempts`; what the destination confirms
+    /// is written every [`PROGRESS_EVERY`] while the attempt runs, so a crash re-sends
+    /// little. What it then answers 0x0111 (duplicate) for is taken as stored when the
+    /// destination is verified by C-FIND, which confirms it.
     async fn deliver(
         &self,
         t: &TransferRecord,
@@ -737,6 +779,20 @@ impl Pipeline {
         files: &[(String, Outgoing)],
         d: &mut Delivery,
     ) {
+        if d.attempts >= dest.max_attempts {
+            // The last attempts were interrupted (a crash or a kill): give up as if they had
+            // failed, rather than loop.
+            d.failed = true;
+            let why = format!(
+                "gave up after {} attempts, the last interrupted before it finished",
+                d.attempts
+            );
+            tracing::warn!(transfer = %t.id, destination = %d.destination, attempts = d.attempts, reason = %why, "transfer failed");
+            d.reason = Some(why);
+            return;
+        }
+        d.attempts += 1;
+        self.record_progress(t, d);
         let todo: Vec<&(String, Outgoing)> = files
             .iter()
             .filter(|(k, _)| !d.stored.contains(k))
@@ -746,7 +802,7 @@ impl Pipeline {
         // A destination that hangs must not hold the others: a bound on the whole attempt.
         let limit = Duration::from_secs(30 + 5 * outs.len() as u64);
         // What the peer confirmed before a timeout still counts.
-        let mut results = Vec::with_capacity(outs.len());
+        let results = std::sync::Mutex::new(Vec::with_capacity(outs.len()));
         // A correction may cancel the transfer meanwhile: then nothing more goes out.
         let still_wanted = || {
             self.store
@@ -754,38 +810,52 @@ impl Pipeline {
                 .map(|cur| cur.is_some_and(|c| c.state == TransferState::Deidentified))
                 .unwrap_or(true)
         };
-        let attempt = forward::store_into(
-            &peer,
-            &outs,
-            self.config.max_pdu,
-            &mut results,
-            &still_wanted,
-        );
-        let link = match tokio::time::timeout(limit, attempt).await {
-            Ok(Ok(())) => None,
-            Ok(Err(e)) => Some(e.0),
-            Err(_) => Some(format!("no answer within {} s", limit.as_secs())),
-        };
-        let mut problems = Vec::new();
-        for ((key, _), r) in todo.iter().zip(&results) {
-            match r {
-                Stored::Stored(_) => d.stored.push(key.clone()),
-                Stored::Refused(status) => {
-                    problems.push(format!("instance {key} refused with status {status:#06x}"))
+        let link = {
+            let attempt =
+                forward::store_into(&peer, &outs, self.config.max_pdu, &results, &still_wanted);
+            tokio::pin!(attempt);
+            let deadline = tokio::time::sleep(limit);
+            tokio::pin!(deadline);
+            let mut tick = tokio::time::interval(PROGRESS_EVERY);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut written = 0;
+            loop {
+                tokio::select! {
+                    r = &mut attempt => break r.err().map(|e| e.0),
+                    _ = &mut deadline => break Some(format!("no answer within {} s", limit.as_secs())),
+                    _ = tick.tick() => {
+                        let progress = {
+                            let r = results.lock().unwrap_or_else(|p| p.into_inner());
+                            (r.len() > written).then(|| {
+                                written = r.len();
+                                let mut p = d.clone();
+                                take_results(&mut p, dest, &todo, &r);
+                                p
+                            })
+                        };
+                        if let Some(p) = progress {
+                            self.record_progress(t, &p);
+                        }
+                    }
                 }
-                Stored::NotSent(why) => problems.push(format!("instance {key} not sent: {why}")),
             }
-        }
+        };
+        let results = results.into_inner().unwrap_or_else(|p| p.into_inner());
+        let mut problems = take_results(d, dest, &todo, &results);
         if let Some(e) = link {
             problems.push(e);
         }
-        d.attempts += 1;
         if d.stored.len() == files.len() {
             d.done = true;
-            d.reason = None;
+            d.reason = (!d.duplicates.is_empty()).then(|| {
+                format!(
+                    "{} instances answered duplicate (0x0111): held already, to be confirmed by C-FIND",
+                    d.duplicates.len()
+                )
+            });
             // Verification waits a little: the PACS may index what it received later.
             d.next_attempt_ms = now_ms() + (dest.verify_after_secs * 1000) as i64;
-            tracing::info!(transfer = %t.id, destination = %d.destination, instances = files.len(), attempts = d.attempts, "transfer sent");
+            tracing::info!(transfer = %t.id, destination = %d.destination, instances = files.len(), duplicates = d.duplicates.len(), attempts = d.attempts, "transfer sent");
             return;
         }
         let mut why = problems.join("; ");
@@ -1273,6 +1343,41 @@ pub fn query_peer(dest: &DestinationConfig, our_ae: &str) -> Peer {
             .unwrap_or_else(|| dest.ae_title.clone()),
         ..store_peer(dest, our_ae)
     }
+}
+
+/// Add an attempt's results (one per instance of `todo`, in order, possibly fewer) to a
+/// delivery; returns the problems, in words.
+fn take_results(
+    d: &mut Delivery,
+    dest: &DestinationConfig,
+    todo: &[&(String, Outgoing)],
+    results: &[Stored],
+) -> Vec<String> {
+    let mut problems = Vec::new();
+    for ((key, _), r) in todo.iter().zip(results) {
+        if d.stored.contains(key) {
+            continue;
+        }
+        match r {
+            Stored::Stored(_) => d.stored.push(key.clone()),
+            Stored::Refused(DUPLICATE_SOP_INSTANCE) if dest.verify => {
+                d.stored.push(key.clone());
+                if !d.duplicates.contains(key) {
+                    d.duplicates.push(key.clone());
+                }
+            }
+            Stored::Refused(DUPLICATE_SOP_INSTANCE) => problems.push(format!(
+                "instance {key} refused with status 0x0111 (duplicate SOP instance); not \
+                 counted as stored because the destination is not verified by C-FIND \
+                 (verify = true would confirm it)"
+            )),
+            Stored::Refused(status) => {
+                problems.push(format!("instance {key} refused with status {status:#06x}"))
+            }
+            Stored::NotSent(why) => problems.push(format!("instance {key} not sent: {why}")),
+        }
+    }
+    problems
 }
 
 /// The wait before attempt `attempts + 1`: the base doubled per attempt, capped, with up to

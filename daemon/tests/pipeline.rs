@@ -618,14 +618,12 @@ fn a_hung_research_pacs_holds_neither_the_other_destination_nor_the_receive_side
         delivery(t, "research")["verified_ms"].is_i64()
     });
     // Well before the stuck attempt's bound (30 s + 5 s per instance), which a single queue
-    // would have waited for; the stuck one has not finished its first attempt, and the
-    // transfer as a whole waits for it.
+    // would have waited for; the stuck one has begun its first attempt (counted when it
+    // begins) and not finished it, and the transfer as a whole waits for it.
     assert!(assigned.elapsed() < Duration::from_secs(20), "{t}");
-    assert_eq!(
-        delivery(&t, "stuck")["attempts"].as_u64().unwrap_or(0),
-        0,
-        "{t}"
-    );
+    let stuck = delivery(&t, "stuck");
+    assert_eq!(stuck["attempts"].as_u64().unwrap_or(0), 1, "{t}");
+    assert!(stuck["reason"].is_null() && stuck["done"] == false, "{t}");
     assert_eq!(t["state"], "deidentified", "{t}");
     let uid = t["research_study_uid"].as_str().unwrap();
     assert_eq!(pacs.held(uid, "FIONA", &[], &tmp.path().join("q")), 3);
@@ -826,4 +824,136 @@ fn a_derived_series_sent_back_joins_its_research_study() {
         "the workstation's series UID is mapped: {series}"
     );
     assert!(!text(a, 0x0008, 0x0018).contains("4242"));
+}
+
+/// A research PACS (pynetdicom, `tests/real/dup_pacs.py`) that answers 0x0111 to an instance
+/// it holds already, slowed to `delay_ms` per instance, in `dir`.
+fn dup_pacs(dir: &Path, port: u16, delay_ms: u32) -> KillOnDrop {
+    let python = fiona_tests::harness::venv_python();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/real/dup_pacs.py");
+    let child = Command::new(python)
+        .arg(script)
+        .arg(port.to_string())
+        .arg("RESEARCH")
+        .arg(dir)
+        .args(["--delay-ms", &delay_ms.to_string()])
+        .spawn()
+        .expect("start dup_pacs.py");
+    let guard = KillOnDrop(child);
+    let start = Instant::now();
+    while !dir.join("ready").exists() {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "dup_pacs.py did not start"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    fiona_tests::harness::wait_until_listening(port, "dup_pacs.py");
+    guard
+}
+
+fn lines(p: &Path) -> usize {
+    std::fs::read_to_string(p).map_or(0, |s| s.lines().count())
+}
+
+/// Issue 14, item 7: after a kill -9 mid-send the attempt in flight is sent again; a PACS
+/// that answers 0x0111 (duplicate) for what it already holds does not fail the transfer: the
+/// duplicates count as stored once C-FIND confirms them, and the transfer says so. Progress
+/// is recorded during the attempt, so the restart re-sends only the last second's instances,
+/// and the interrupted attempt is counted.
+#[test]
+fn a_pacs_answering_duplicate_after_kill_9_ends_verified() {
+    let tmp = tempfile::tempdir().unwrap();
+    let total = 40;
+    let port = free_port();
+    let state = tmp.path().join("pacs");
+    let _pacs = dup_pacs(&state, port, 100);
+    let (mut d, _) = forwarding(
+        tmp.path(),
+        port,
+        "retry_base_secs = 1\nverify_after_secs = 0\n",
+        (714, Modality::Ct, 1, total),
+        "PROJ1-0714",
+    );
+    let start = Instant::now();
+    while lines(&state.join("held.txt")) < 12 {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "nothing reached the PACS\n{}",
+            d.log()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    d.kill9();
+    let at_kill = lines(&state.join("held.txt"));
+    assert!(at_kill < total as usize, "not killed mid-transfer");
+    d.restart();
+    let t = d.transfer_when("the transfer to be verified after the restart", finished);
+    assert_eq!(t["state"], "verified", "{t}");
+    let dups = lines(&state.join("dups.txt"));
+    let delivery = &t["deliveries"][0];
+    eprintln!(
+        "killed with {at_kill} held; {dups} instances sent again and answered 0x0111; attempts {}",
+        delivery["attempts"]
+    );
+    assert!(dups >= 1, "the instance in flight was sent again: {t}");
+    // Progress is written every second (10 instances at 100 ms each), plus the one in flight.
+    assert!(
+        dups <= 12,
+        "{dups} re-sent: progress was not recorded during the attempt"
+    );
+    assert_eq!(
+        delivery["duplicates"].as_array().unwrap().len(),
+        dups,
+        "{t}"
+    );
+    assert_eq!(
+        delivery["attempts"], 2,
+        "the interrupted attempt counts: {t}"
+    );
+    assert_eq!(delivery["resent_after_verify"], 0, "{t}");
+    assert!(
+        delivery["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("C-FIND confirmed")),
+        "{t}"
+    );
+    assert_eq!(lines(&state.join("held.txt")), total as usize);
+    let audit = String::from_utf8_lossy(&d.cli(&["audit"]).stdout).into_owned();
+    assert!(audit.contains("answered duplicate 0x0111"), "{audit}");
+}
+
+/// A crash loop ends at `max_attempts`: every attempt a kill interrupts counts.
+#[test]
+fn attempts_interrupted_by_kill_9_count_towards_max_attempts() {
+    let tmp = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let state = tmp.path().join("pacs");
+    let _pacs = dup_pacs(&state, port, 300);
+    let (mut d, _) = forwarding(
+        tmp.path(),
+        port,
+        "retry_base_secs = 1\nmax_attempts = 2\n",
+        (715, Modality::Ct, 1, 30),
+        "PROJ1-0715",
+    );
+    for round in 1..=2 {
+        let before = lines(&state.join("held.txt"));
+        let start = Instant::now();
+        while lines(&state.join("held.txt")) < before + 2 {
+            assert!(
+                start.elapsed() < Duration::from_secs(60),
+                "round {round}: nothing sent\n{}",
+                d.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        d.kill9();
+        d.restart();
+    }
+    let t = d.transfer_when("the transfer to fail", finished);
+    assert_eq!(t["state"], "failed", "{t}");
+    let delivery = &t["deliveries"][0];
+    assert_eq!(delivery["attempts"], 2, "{t}");
+    assert!(t["reason"].as_str().unwrap().contains("interrupted"), "{t}");
 }
