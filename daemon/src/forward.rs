@@ -116,12 +116,13 @@ async fn connect(
             peer.called_ae_title
         ))
     };
+    let started = tokio::time::Instant::now();
     let establish = async {
         let Some(t) = &peer.tls else {
             let mut a = options
                 .establish_async(addr.as_str())
                 .await
-                .map_err(|e| refused(&crate::ul_error::describe(&e)))?;
+                .map_err(|e| refused(&plain_establish_error(&e, started.elapsed())))?;
             let _ = a.inner_stream().set_nodelay(true);
             return Ok(Link::Plain(Box::new(a)));
         };
@@ -143,6 +144,27 @@ async fn connect(
             "no association within {} s",
             PEER_TIMEOUT.as_secs()
         ))),
+    }
+}
+
+/// Why a plain (non-TLS) association could not be established, in words. dicom-ul 0.10's
+/// client reports *any* failed read of the answer (the peer closed, stayed silent until the
+/// read timeout, sent garbage) as "TLS not supported", whether or not the peer sent TLS:
+/// say what is known instead.
+fn plain_establish_error(e: &dicom_ul::association::Error, elapsed: std::time::Duration) -> String {
+    match e {
+        dicom_ul::association::Error::TlsNotSupported
+            if elapsed + std::time::Duration::from_secs(1) >= PEER_TIMEOUT =>
+        {
+            format!("no association within {} s", PEER_TIMEOUT.as_secs())
+        }
+        dicom_ul::association::Error::TlsNotSupported => {
+            "no A-ASSOCIATE answer: the peer closed the \
+             connection or answered with something else (if it expects DICOM over TLS, set `tls` \
+             for this destination)"
+                .to_string()
+        }
+        other => crate::ul_error::describe(other),
     }
 }
 
@@ -719,6 +741,69 @@ where
                 Some(s) => return Err(err(format!("query failed with status {s:#06x}"))),
                 None => return Err(err("query response without a status".into())),
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn peer(port: u16) -> Peer {
+        Peer {
+            host: "127.0.0.1".into(),
+            port,
+            called_ae_title: "RESEARCH".into(),
+            calling_ae_title: "FIONA".into(),
+            tls: None,
+        }
+    }
+
+    fn options() -> ClientAssociationOptions<'static> {
+        ClientAssociationOptions::new()
+            .calling_ae_title("FIONA")
+            .called_ae_title("RESEARCH")
+            .connection_timeout(PEER_TIMEOUT)
+            .read_timeout(PEER_TIMEOUT)
+            .with_presentation_context("1.2.840.10008.1.1", vec!["1.2.840.10008.1.2"])
+    }
+
+    /// Issue 14, item 8: a destination that accepts and closes, or accepts and never
+    /// answers, is not reported as "sending TLS data" (dicom-ul's word for any failed read).
+    #[tokio::test]
+    async fn a_peer_that_closes_is_not_said_to_send_tls() {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = l.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            while let Ok((s, _)) = l.accept().await {
+                drop(s);
+            }
+        });
+        let Err(e) = connect(&peer(port), options(), "association").await else {
+            panic!("associated with a peer that closes");
+        };
+        assert!(!e.0.contains("TLS data"), "{e}");
+        assert!(e.0.contains("closed the connection"), "{e}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_silent_peer_is_reported_as_silent_on_every_attempt() {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = l.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((s, _)) = l.accept().await {
+                held.push(s);
+            }
+        });
+        for attempt in 0..3 {
+            let Err(e) = connect(&peer(port), options(), "association").await else {
+                panic!("associated with a silent peer");
+            };
+            assert!(
+                e.0.contains("no association within 60 s"),
+                "attempt {attempt}: {e}"
+            );
         }
     }
 }

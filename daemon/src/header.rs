@@ -297,6 +297,8 @@ pub struct Scanner {
     pixel: Option<(u64, Option<u64>)>,
     kept: Vec<(Wanted, Vec<u8>)>,
     keep_buf: Vec<u8>,
+    /// The element whose value is being read: group, element, header offset, length.
+    value_of: (u16, u16, u64, u32),
 }
 
 impl fmt::Debug for Scanner {
@@ -349,6 +351,7 @@ impl Scanner {
             pixel: None,
             kept: Vec::new(),
             keep_buf: Vec::new(),
+            value_of: (0, 0, 0, 0),
         }
     }
 
@@ -578,7 +581,7 @@ impl Scanner {
                                 offset: start,
                             });
                         }
-                        self.start_value(None, len);
+                        self.start_value(None, len, (group, elem, start));
                     }
                     Some(Kind::Sequence) => {
                         let implicit = self.stack.last().is_some_and(|c| c.implicit);
@@ -707,13 +710,21 @@ impl Scanner {
                 } else {
                     None
                 };
-                self.start_value(keep, len);
+                self.start_value(keep, len, (group, elem, start));
                 Ok(())
             }
         }
     }
 
-    fn start_value(&mut self, keep: Option<Wanted>, len: u32) {
+    /// Begin a value of `len` bytes of the element `(group, elem)` whose header starts at
+    /// `offset` (remembered for the error if the data set ends inside it).
+    fn start_value(
+        &mut self,
+        keep: Option<Wanted>,
+        len: u32,
+        (group, elem, offset): (u16, u16, u64),
+    ) {
+        self.value_of = (group, elem, offset, len);
         if len == 0 {
             if let Some(w) = keep {
                 self.kept.push((w, Vec::new()));
@@ -743,12 +754,13 @@ impl Scanner {
             State::Header { have: 0 } => {}
             State::Header { .. } => return Err(HeaderError::TruncatedHeader(self.pos)),
             State::Skip { .. } | State::Keep { .. } => {
+                let (group, elem, offset, declared) = self.value_of;
                 return Err(HeaderError::TruncatedValue {
-                    group: 0,
-                    elem: 0,
-                    offset: self.pos,
-                    declared: 0,
-                })
+                    group,
+                    elem,
+                    offset,
+                    declared,
+                });
             }
         }
         if let Some(c) = self.stack.last() {
@@ -1139,10 +1151,19 @@ mod tests {
         let mut s = Scanner::new(Encoding::ExplicitLittle);
         s.feed(&d).unwrap();
         assert!(s.keep_buf.capacity() < 4096);
-        assert!(matches!(
-            s.finish(),
-            Err(HeaderError::TruncatedValue { .. })
-        ));
+        // The reason names the element and where it starts (issue 14, item 8: it used to
+        // name the placeholder (0000,0000)).
+        let e = s.finish().unwrap_err();
+        assert_eq!(
+            e,
+            HeaderError::TruncatedValue {
+                group: 0x0010,
+                elem: 0x0010,
+                offset: 12,
+                declared: 0xFFFF_FFF0,
+            }
+        );
+        assert!(e.to_string().contains("(0010,0010) at offset 12"), "{e}");
     }
 
     #[test]
