@@ -22,8 +22,8 @@ use dicom_ul::pdu::{PDataValue, PDataValueType, PresentationContextResultReason}
 use dicom_ul::Pdu;
 use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 
-use crate::deid::file::read_meta_info;
 use crate::dimse::{self, Command};
+use crate::part10::read_meta_info;
 use crate::tls::DestinationTls;
 
 /// Explicit VR Little Endian.

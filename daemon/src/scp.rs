@@ -60,9 +60,7 @@ use crate::storage_classes::STORAGE_SOP_CLASSES;
 
 /// Verification SOP Class.
 pub const VERIFICATION: &str = "1.2.840.10008.1.1";
-/// Our implementation class UID (a 2.25 UUID-derived root) and version name for file meta.
-pub const IMPLEMENTATION_CLASS_UID: &str = "2.25.160289716355129447434187452427153405527";
-pub const IMPLEMENTATION_VERSION_NAME: &str = concat!("FIONA_", env!("CARGO_PKG_VERSION"));
+pub use crate::part10::{file_meta, IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME};
 
 /// Counters of the receive stage, for `fiona status` and metrics.
 #[derive(Debug, Default)]
@@ -1215,72 +1213,6 @@ async fn sleep_until_opt(deadline: Option<tokio::time::Instant>) {
         Some(d) => tokio::time::sleep_until(d).await,
         None => std::future::pending().await,
     }
-}
-
-/// The Part-10 preamble and file meta group for a received instance (PS3.10 7.1), built from
-/// the command's SOP class/instance and the presentation context's transfer syntax.
-pub fn file_meta(
-    sop_class: &str,
-    sop_instance: &str,
-    transfer_syntax: &str,
-    source_ae: &str,
-) -> Vec<u8> {
-    fn elem(out: &mut Vec<u8>, e: u16, vr: &[u8; 2], value: &[u8], pad: u8) {
-        let mut v = value.to_vec();
-        if v.len() % 2 == 1 {
-            v.push(pad);
-        }
-        out.extend_from_slice(&0x0002u16.to_le_bytes());
-        out.extend_from_slice(&e.to_le_bytes());
-        out.extend_from_slice(vr);
-        if vr == b"OB" {
-            out.extend_from_slice(&[0, 0]);
-            out.extend_from_slice(&(v.len() as u32).to_le_bytes());
-        } else {
-            out.extend_from_slice(&(v.len() as u16).to_le_bytes());
-        }
-        out.extend_from_slice(&v);
-    }
-    let clean = |s: &str| s.trim_end_matches(['\0', ' ']).to_string();
-    let mut body = Vec::with_capacity(256);
-    elem(&mut body, 0x0001, b"OB", &[0, 1], 0);
-    elem(&mut body, 0x0002, b"UI", clean(sop_class).as_bytes(), 0);
-    elem(&mut body, 0x0003, b"UI", clean(sop_instance).as_bytes(), 0);
-    elem(
-        &mut body,
-        0x0010,
-        b"UI",
-        clean(transfer_syntax).as_bytes(),
-        0,
-    );
-    elem(
-        &mut body,
-        0x0012,
-        b"UI",
-        IMPLEMENTATION_CLASS_UID.as_bytes(),
-        0,
-    );
-    elem(
-        &mut body,
-        0x0013,
-        b"SH",
-        IMPLEMENTATION_VERSION_NAME.as_bytes(),
-        b' ',
-    );
-    if !source_ae.trim().is_empty() {
-        elem(&mut body, 0x0016, b"AE", source_ae.trim().as_bytes(), b' ');
-    }
-    let mut out = vec![0u8; 128];
-    out.extend_from_slice(b"DICM");
-    elem(
-        &mut out,
-        0x0000,
-        b"UL",
-        &(body.len() as u32).to_le_bytes(),
-        0,
-    );
-    out.extend_from_slice(&body);
-    out
 }
 
 #[cfg(test)]

@@ -179,10 +179,52 @@ pub struct TransferRecord {
     pub dropped: u64,
     /// Instances the pipeline could not pass on, with the reasons (shown to the admin).
     #[serde(default)]
-    pub parked: Vec<crate::pipeline::Parked>,
+    pub parked: Vec<Parked>,
     /// Progress towards each of the project's destinations.
     #[serde(default)]
-    pub deliveries: Vec<crate::pipeline::Delivery>,
+    pub deliveries: Vec<Delivery>,
+}
+
+/// An instance the pipeline could not pass on, and why (never a value from the data set).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Parked {
+    /// Quarantine key of the instance.
+    pub instance: String,
+    pub reason: String,
+}
+
+/// A transfer's progress towards one destination. Sending is idempotent at the destination
+/// (by SOP Instance UID), so a retry sends what is not yet confirmed.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Delivery {
+    pub destination: String,
+    /// Instance keys the destination confirmed (success or warning status).
+    pub stored: Vec<String>,
+    /// Attempts begun so far: counted (and written) when an attempt begins, so one that a
+    /// crash interrupts counts towards `max_attempts`.
+    pub attempts: u32,
+    /// Not before this time (Unix ms) for the next attempt.
+    pub next_attempt_ms: i64,
+    /// Every instance confirmed.
+    pub done: bool,
+    /// Given up after the destination's `max_attempts`.
+    pub failed: bool,
+    /// What went wrong last (statuses, network errors); never a value from a data set.
+    pub reason: Option<String>,
+    /// The destination's C-FIND answer matched what was sent (Unix ms).
+    #[serde(default)]
+    pub verified_ms: Option<i64>,
+    /// Times verification found instances missing and sent them again.
+    #[serde(default)]
+    pub resent_after_verify: u32,
+    /// Verification attempts that could not ask the destination (query refused, no answer).
+    #[serde(default)]
+    pub verify_errors: u32,
+    /// Instance keys the destination answered 0x0111 (duplicate SOP instance: it holds one
+    /// already, e.g. from an attempt a crash interrupted). Counted in `stored` only for a
+    /// destination that is verified by C-FIND, which then confirms them.
+    #[serde(default)]
+    pub duplicates: Vec<String>,
 }
 
 /// One line of the append-only audit trail.

@@ -295,7 +295,7 @@ fn correction_cancels_what_has_not_been_sent_and_makes_a_new_transfer() {
     // old participant), saying how much already went.
     let mut queued = current(&t, &s, "PROJ1");
     queued.state = TransferState::Deidentified;
-    queued.deliveries = vec![crate::pipeline::Delivery {
+    queued.deliveries = vec![crate::assign::Delivery {
         destination: "research".into(),
         stored: vec!["k1".into(), "k2".into()],
         ..Default::default()

@@ -29,6 +29,7 @@ use dicom_transfer_syntax_registry::TransferSyntaxRegistry;
 
 use super::engine::{Engine, Report};
 use crate::header::{Checker, Encoding};
+use crate::part10::read_meta_info;
 
 /// Why a file was not de-identified. Never quotes a value from the file.
 #[derive(Debug, thiserror::Error)]
@@ -55,78 +56,8 @@ pub enum FileError {
 
 /// Transfer syntax and data set offset from the file meta group.
 fn read_meta(f: &mut File) -> Result<(String, u64), FileError> {
-    let m = read_meta_info(f)?;
+    let m = read_meta_info(f).map_err(|e| FileError::NotPart10(e.0))?;
     Ok((m.transfer_syntax, m.data_set_offset))
-}
-
-/// What the file meta group says (read by hand, bounded).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MetaInfo {
-    pub transfer_syntax: String,
-    pub sop_class_uid: String,
-    pub sop_instance_uid: String,
-    /// Where the data set starts in the file.
-    pub data_set_offset: u64,
-}
-
-/// Read the file meta group of a Part-10 file from its start.
-pub fn read_meta_info(f: &mut File) -> Result<MetaInfo, FileError> {
-    let mut head = [0u8; 144];
-    f.read_exact(&mut head)
-        .map_err(|_| FileError::NotPart10("shorter than a preamble"))?;
-    if &head[128..132] != b"DICM" {
-        return Err(FileError::NotPart10("no DICM prefix"));
-    }
-    if head[132..134] != [2, 0] || head[134..136] != [0, 0] || &head[136..138] != b"UL" {
-        return Err(FileError::NotPart10("no meta group length"));
-    }
-    let len = u32::from_le_bytes([head[140], head[141], head[142], head[143]]) as usize;
-    if len > 64 * 1024 {
-        return Err(FileError::NotPart10("meta group too long"));
-    }
-    let mut meta = vec![0u8; len];
-    f.read_exact(&mut meta)
-        .map_err(|_| FileError::NotPart10("meta group truncated"))?;
-    let mut pos = 0;
-    let mut ts = None;
-    let (mut class, mut instance) = (String::new(), String::new());
-    while pos + 8 <= meta.len() {
-        let elem = u16::from_le_bytes([meta[pos + 2], meta[pos + 3]]);
-        let vr = [meta[pos + 4], meta[pos + 5]];
-        let (vlen, hlen) = if matches!(&vr, b"OB" | b"OW" | b"UN" | b"SQ" | b"UT") {
-            let b = meta
-                .get(pos + 8..pos + 12)
-                .ok_or(FileError::NotPart10("meta element truncated"))?;
-            (u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize, 12)
-        } else {
-            (
-                u16::from_le_bytes([meta[pos + 6], meta[pos + 7]]) as usize,
-                8,
-            )
-        };
-        let v = meta
-            .get(pos + hlen..pos + hlen + vlen)
-            .ok_or(FileError::NotPart10("meta element truncated"))?;
-        let text = || {
-            String::from_utf8_lossy(v)
-                .trim_end_matches(['\0', ' '])
-                .to_string()
-        };
-        match elem {
-            0x0010 => ts = Some(text()),
-            0x0002 => class = text(),
-            0x0003 => instance = text(),
-            _ => {}
-        }
-        pos += hlen + vlen;
-    }
-    let ts = ts.ok_or(FileError::NotPart10("no transfer syntax in meta group"))?;
-    Ok(MetaInfo {
-        transfer_syntax: ts,
-        sop_class_uid: class,
-        sop_instance_uid: instance,
-        data_set_offset: 144 + len as u64,
-    })
 }
 
 /// Where the de-identified file goes.
@@ -290,7 +221,7 @@ pub fn deidentify_file_with(
     if !dir.is_dir() {
         fs::create_dir_all(dir)?;
     }
-    let meta = crate::scp::file_meta(&sop_class, &new_sop, &out_ts_uid, "");
+    let meta = crate::part10::file_meta(&sop_class, &new_sop, &out_ts_uid, "");
     let write = |out: &File, f: &mut File| -> Result<(), FileError> {
         let mut w = BufWriter::with_capacity(256 * 1024, out);
         w.write_all(&meta)?;
@@ -596,7 +527,7 @@ mod tests {
         ]);
         // Written by hand: dicom-object's own meta builder would take the UIDs from the
         // UN bytes (as decimals), the very damage this test is about.
-        let mut file = crate::scp::file_meta(
+        let mut file = crate::part10::file_meta(
             "1.2.840.10008.5.1.4.1.1.7",
             "1.2.826.0.1.3680043.8.498.77.1",
             "1.2.840.10008.1.2.1",
