@@ -62,6 +62,14 @@ fn without_tests(text: &str) -> String {
     out
 }
 
+/// The identifier at the start of `s` (after spaces).
+fn ident(s: &str) -> String {
+    s.trim()
+        .chars()
+        .take_while(|c| c.is_alphanumeric() || *c == '_')
+        .collect()
+}
+
 /// Top-level modules named after `crate::` in `text` (also inside `use crate::{a, b::c}`).
 fn uses(text: &str, modules: &BTreeSet<String>) -> BTreeSet<String> {
     let mut out = BTreeSet::new();
@@ -72,21 +80,9 @@ fn uses(text: &str, modules: &BTreeSet<String>) -> BTreeSet<String> {
             let after = &rest[at + "crate::".len()..];
             if let Some(group) = after.strip_prefix('{') {
                 // `crate::{a, b::c}` on one line, or the start of a multi-line group.
-                for part in group.split(',') {
-                    let name: String = part
-                        .trim()
-                        .chars()
-                        .take_while(|c| c.is_alphanumeric() || *c == '_')
-                        .collect();
-                    if modules.contains(&name) {
-                        out.insert(name);
-                    }
-                }
+                out.extend(group.split(',').map(ident).filter(|n| modules.contains(n)));
             } else {
-                let name: String = after
-                    .chars()
-                    .take_while(|c| c.is_alphanumeric() || *c == '_')
-                    .collect();
+                let name = ident(after);
                 if modules.contains(&name) {
                     out.insert(name);
                 }
@@ -103,16 +99,7 @@ fn uses(text: &str, modules: &BTreeSet<String>) -> BTreeSet<String> {
             continue;
         }
         if in_group {
-            for part in t.split(',') {
-                let name: String = part
-                    .trim()
-                    .chars()
-                    .take_while(|c| c.is_alphanumeric() || *c == '_')
-                    .collect();
-                if modules.contains(&name) {
-                    out.insert(name);
-                }
-            }
+            out.extend(t.split(',').map(ident).filter(|n| modules.contains(n)));
             if t.contains('}') {
                 in_group = false;
             }

@@ -4,6 +4,8 @@
 //! only call them, so a crash found by libFuzzer can be replayed on the stable toolchain with
 //! `cargo test` (see `docs/FUZZING.md`).
 
+pub mod socket;
+
 use fiona::dimse::{encode_response, Command, NO_DATA_SET};
 use fiona::header::{Checker, HeaderError, HeaderFields};
 

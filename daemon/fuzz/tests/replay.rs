@@ -63,3 +63,31 @@ fn regressions_hold_the_properties() {
         fiona_fuzz::dimse_command(&data);
     }
 }
+
+/// Every socket seed runs a whole session against a real node, which afterwards still
+/// answers C-ECHO (the target's properties); the store seed is acknowledged.
+#[test]
+fn socket_seeds_hold_the_properties() {
+    let seeds = files("seeds/socket");
+    assert!(seeds.len() >= 6, "{}", seeds.len());
+    // The fuzzer starts deep: the echo and store seeds go all the way through.
+    for name in ["echo", "store"] {
+        let (_, data) = seeds.iter().find(|(n, _)| n == name).unwrap();
+        let a = fiona_fuzz::socket::answer(data);
+        assert!(fiona_fuzz::socket::echo_answer_ok(&a), "{name}: {a:?}");
+    }
+    // The no-context seed is refused (A-ASSOCIATE-RJ), the data set sent first is not read.
+    let (_, data) = seeds.iter().find(|(n, _)| n == "no_context").unwrap();
+    assert_eq!(fiona_fuzz::socket::answer(data).first(), Some(&0x03));
+    for (name, data) in &seeds {
+        eprintln!("socket seed {name}");
+        fiona_fuzz::socket::socket(data);
+    }
+    let regressions = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("regressions/socket");
+    if regressions.is_dir() {
+        for (name, data) in files("regressions/socket") {
+            eprintln!("socket regression {name}");
+            fiona_fuzz::socket::socket(&data);
+        }
+    }
+}
