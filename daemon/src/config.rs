@@ -13,6 +13,7 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
+pub use crate::project::validate_ae_title;
 pub use crate::project::ProjectConfig;
 use crate::project::{DestinationConfig, Projects, RoutingRule};
 
@@ -275,25 +276,6 @@ impl Config {
             .filter_map(|a| IpNet::parse(a).ok())
             .collect()
     }
-}
-
-/// An AE title is 1 to 16 characters of the default repertoire, no backslash or control
-/// characters, and not only spaces (PS3.5 6.2, VR AE).
-pub fn validate_ae_title(ae: &str) -> Result<(), String> {
-    let trimmed = ae.trim();
-    if trimmed.is_empty() {
-        return Err("AE title must not be empty".into());
-    }
-    if ae.len() > 16 {
-        return Err(format!("AE title is {} characters, at most 16", ae.len()));
-    }
-    if ae
-        .chars()
-        .any(|c| !c.is_ascii() || c.is_ascii_control() || c == '\\')
-    {
-        return Err("AE title may only hold printable ASCII without backslash".into());
-    }
-    Ok(())
 }
 
 /// An IP address or CIDR block from the allow-list.

@@ -15,6 +15,7 @@ pub mod header;
 pub mod index;
 pub mod jobs;
 pub mod logging;
+pub mod model;
 pub mod part10;
 pub mod pipeline;
 pub mod pixel;

@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 
 use super::*;
+use crate::model::StudyRecord;
 
 #[derive(Default)]
 pub struct MemTables {

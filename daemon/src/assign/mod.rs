@@ -35,292 +35,13 @@ use serde::{Deserialize, Serialize};
 use crate::deid::secret::{parse_configured, SecretStore};
 use crate::deid::settings::UidMode;
 use crate::deid::uid::{UidKind, UidMapper};
-use crate::index::{NewInstance, SeriesRecord, StoreError, StudyRecord};
+pub use crate::index::{Arrival, Tables};
+use crate::index::{NewInstance, OnArrival, SeriesRecord, StoreError};
+pub use crate::model::{
+    AssignmentRecord, AuditRecord, CouplingEntry, Delivery, KeyKind, Parked, ParticipantRecord,
+    TransferKind, TransferRecord, TransferState, Via,
+};
 use crate::project::{auto_id_string, Project, Projects, Refusal};
-
-/// How an assignment came about.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Via {
-    Manual,
-    Coupling,
-    Routing,
-    AutoId,
-    Derived,
-}
-
-impl fmt::Display for Via {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Via::Manual => "manual",
-            Via::Coupling => "coupling",
-            Via::Routing => "routing",
-            Via::AutoId => "auto_id",
-            Via::Derived => "derived",
-        })
-    }
-}
-
-/// A study's current assignment to one project.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct AssignmentRecord {
-    pub study_key: String,
-    pub project: String,
-    pub participant: String,
-    pub event: String,
-    pub via: Via,
-    pub actor: String,
-    pub assigned_ms: i64,
-    /// The StudyInstanceUID the research PACS sees.
-    pub research_study_uid: String,
-    /// For a derived series: the quarantine study it was derived from.
-    #[serde(default)]
-    pub derived_from: Option<String>,
-    /// Transfers of this assignment, oldest first; the last one is current.
-    pub transfers: Vec<String>,
-    /// How many times it was corrected.
-    #[serde(default)]
-    pub corrections: u32,
-}
-
-/// Where a transfer is in the pipeline.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum TransferState {
-    Requested,
-    Deidentified,
-    Sent,
-    Verified,
-    Failed,
-    /// Replaced by a correction before it was sent.
-    Cancelled,
-    /// De-identification gave no output and parked at least one instance: nothing to send,
-    /// a person must look (`fiona parked`). `fiona resend` de-identifies it again.
-    Parked,
-}
-
-impl TransferState {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            TransferState::Requested => "requested",
-            TransferState::Deidentified => "deidentified",
-            TransferState::Sent => "sent",
-            TransferState::Verified => "verified",
-            TransferState::Failed => "failed",
-            TransferState::Cancelled => "cancelled",
-            TransferState::Parked => "parked",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<TransferState> {
-        [
-            TransferState::Requested,
-            TransferState::Deidentified,
-            TransferState::Sent,
-            TransferState::Verified,
-            TransferState::Failed,
-            TransferState::Cancelled,
-            TransferState::Parked,
-        ]
-        .into_iter()
-        .find(|t| t.as_str() == s || (s == "de-identified" && *t == TransferState::Deidentified))
-    }
-}
-
-/// Why a transfer exists.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum TransferKind {
-    /// The first transfer of an assignment.
-    Assignment,
-    /// A new transfer after the assignment was corrected.
-    Correction,
-    /// Series that arrived after the assignment's transfer had started.
-    Addition,
-}
-
-/// One unit of work for the pipeline: these series of this study, to this project.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct TransferRecord {
-    /// ULID: sorts by creation time.
-    pub id: String,
-    pub study_key: String,
-    pub project: String,
-    pub participant: String,
-    pub event: String,
-    pub kind: TransferKind,
-    pub via: Via,
-    /// Who or what assigned it: `user:NAME`, `coupling:IMPORT`, `rule:NAME`, `auto_id`, ...
-    pub actor: String,
-    pub created_ms: i64,
-    /// Series (quarantine Series Instance UIDs) the transfer covers.
-    pub series: Vec<String>,
-    /// Instances of those series known when it was last updated.
-    pub instances: u64,
-    pub state: TransferState,
-    pub state_ms: i64,
-    /// For `failed` and `cancelled`: why.
-    #[serde(default)]
-    pub reason: Option<String>,
-    pub research_study_uid: String,
-    /// The transfer this one replaces (for a correction).
-    #[serde(default)]
-    pub replaces: Option<String>,
-    /// Instances stored at the destination (the forwarding side counts them).
-    #[serde(default)]
-    pub sent: u64,
-    #[serde(default)]
-    pub verified_ms: Option<i64>,
-    /// Instances the pipeline de-identified into the outbound area.
-    #[serde(default)]
-    pub deidentified: u64,
-    /// Instances the project's settings drop (no output, not an error).
-    #[serde(default)]
-    pub dropped: u64,
-    /// Instances the pipeline could not pass on, with the reasons (shown to the admin).
-    #[serde(default)]
-    pub parked: Vec<Parked>,
-    /// Progress towards each of the project's destinations.
-    #[serde(default)]
-    pub deliveries: Vec<Delivery>,
-}
-
-/// An instance the pipeline could not pass on, and why (never a value from the data set).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Parked {
-    /// Quarantine key of the instance.
-    pub instance: String,
-    pub reason: String,
-}
-
-/// A transfer's progress towards one destination. Sending is idempotent at the destination
-/// (by SOP Instance UID), so a retry sends what is not yet confirmed.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Delivery {
-    pub destination: String,
-    /// Instance keys the destination confirmed (success or warning status).
-    pub stored: Vec<String>,
-    /// Attempts begun so far: counted (and written) when an attempt begins, so one that a
-    /// crash interrupts counts towards `max_attempts`.
-    pub attempts: u32,
-    /// Not before this time (Unix ms) for the next attempt.
-    pub next_attempt_ms: i64,
-    /// Every instance confirmed.
-    pub done: bool,
-    /// Given up after the destination's `max_attempts`.
-    pub failed: bool,
-    /// What went wrong last (statuses, network errors); never a value from a data set.
-    pub reason: Option<String>,
-    /// The destination's C-FIND answer matched what was sent (Unix ms).
-    #[serde(default)]
-    pub verified_ms: Option<i64>,
-    /// Times verification found instances missing and sent them again.
-    #[serde(default)]
-    pub resent_after_verify: u32,
-    /// Verification attempts that could not ask the destination (query refused, no answer).
-    #[serde(default)]
-    pub verify_errors: u32,
-    /// Instance keys the destination answered 0x0111 (duplicate SOP instance: it holds one
-    /// already, e.g. from an attempt a crash interrupted). Counted in `stored` only for a
-    /// destination that is verified by C-FIND, which then confirms them.
-    #[serde(default)]
-    pub duplicates: Vec<String>,
-}
-
-/// One line of the append-only audit trail.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct AuditRecord {
-    /// Position in the trail, from 1, assigned when appended.
-    pub seq: u64,
-    pub time_ms: i64,
-    pub actor: String,
-    /// `assign`, `reassign`, `refused`, `rule_match`, `auto_id`, `derived`, `series_follow`,
-    /// `coupling_import`, `coupling_refused`.
-    pub action: String,
-    #[serde(default)]
-    pub study_key: Option<String>,
-    #[serde(default)]
-    pub project: Option<String>,
-    #[serde(default)]
-    pub participant: Option<String>,
-    #[serde(default)]
-    pub event: Option<String>,
-    #[serde(default)]
-    pub transfer: Option<String>,
-    pub detail: String,
-}
-
-/// A participant ID known to a project.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ParticipantRecord {
-    pub project: String,
-    pub participant: String,
-    pub first_ms: i64,
-    pub actor: String,
-    /// Keyed hashes (project secret) of the PatientIDs of the studies assigned to this
-    /// participant: one participant ID is one patient unless an admin says otherwise.
-    #[serde(default)]
-    pub patient_hashes: Vec<String>,
-}
-
-/// What a coupling list row is keyed by.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum KeyKind {
-    AccessionNumber,
-    StudyInstanceUid,
-}
-
-/// A stored coupling list row.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct CouplingEntry {
-    pub kind: KeyKind,
-    pub key: String,
-    pub project: String,
-    pub participant: String,
-    pub event: String,
-    /// The import that loaded it, and its line in that file.
-    pub import_id: String,
-    pub line: u64,
-}
-
-/// The index tables assignment reads and writes, inside one write transaction.
-pub trait Tables {
-    fn study(&self, key: &str) -> Result<Option<StudyRecord>, StoreError>;
-    fn all_studies(&self) -> Result<Vec<StudyRecord>, StoreError>;
-    fn study_key_by_uid(&self, uid: &str) -> Result<Option<String>, StoreError>;
-    fn series_of(&self, study_key: &str) -> Result<Vec<SeriesRecord>, StoreError>;
-    /// Instance keys of a study.
-    fn instance_keys_of(&self, study_key: &str) -> Result<Vec<String>, StoreError>;
-    /// Record that a transfer covers these instances.
-    fn add_transfer_instances(&mut self, transfer: &str, keys: &[String])
-        -> Result<(), StoreError>;
-    /// Every current assignment (for corrections that must reach derived studies).
-    fn all_assignments(&self) -> Result<Vec<AssignmentRecord>, StoreError>;
-    fn assignments_of(&self, study_key: &str) -> Result<Vec<AssignmentRecord>, StoreError>;
-    fn put_assignment(&mut self, a: &AssignmentRecord) -> Result<(), StoreError>;
-    fn transfer(&self, id: &str) -> Result<Option<TransferRecord>, StoreError>;
-    fn put_transfer(&mut self, t: &TransferRecord) -> Result<(), StoreError>;
-    fn participant(&self, project: &str, id: &str)
-        -> Result<Option<ParticipantRecord>, StoreError>;
-    fn put_participant(&mut self, p: &ParticipantRecord) -> Result<(), StoreError>;
-    /// Coupling rows for a key, for every project.
-    fn coupling(&self, kind: KeyKind, key: &str) -> Result<Vec<CouplingEntry>, StoreError>;
-    fn put_coupling(&mut self, e: &CouplingEntry) -> Result<(), StoreError>;
-    /// The participant an auto-ID project gave the patient whose keyed hash is `hash`.
-    fn auto_id(&self, project: &str, hash: &str) -> Result<Option<String>, StoreError>;
-    fn put_auto_id(&mut self, project: &str, hash: &str, id: &str) -> Result<(), StoreError>;
-    /// The (quarantine study key, project) a research StudyInstanceUID was issued for.
-    fn issued_study(&self, uid: &str) -> Result<Option<(String, String)>, StoreError>;
-    fn put_issued_study(
-        &mut self,
-        uid: &str,
-        study_key: &str,
-        project: &str,
-    ) -> Result<(), StoreError>;
-    /// Append to the audit trail; returns the record's sequence number.
-    fn append_audit(&mut self, a: AuditRecord) -> Result<u64, StoreError>;
-}
 
 /// Projects plus what is derived from their secrets: everything assignment decides with.
 #[derive(Clone, Default)]
@@ -732,14 +453,6 @@ pub fn assign_audited(
     }
 }
 
-/// What a new instance's arrival means for its study, from the index.
-#[derive(Debug, Clone)]
-pub struct Arrival<'a> {
-    pub study: &'a StudyRecord,
-    pub study_new: bool,
-    pub series_new: bool,
-}
-
 /// Run inside the transaction that indexed `n`: later series follow their study's
 /// assignments, and a study not yet assigned to a project is assigned automatically when a
 /// derived-study UID, coupling row, routing rule or auto-ID AE title says so.
@@ -927,6 +640,19 @@ pub fn on_arrival(
         }
     }
     Ok(())
+}
+
+/// The index runs this inside the transaction that indexes each new instance.
+impl OnArrival for Policy {
+    fn on_arrival(
+        &self,
+        t: &mut dyn Tables,
+        n: &NewInstance,
+        a: &Arrival<'_>,
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
+        on_arrival(t, self, n, a, now_ms)
+    }
 }
 
 /// A short, data-free name of a refusal for log lines.

@@ -5,6 +5,7 @@ use super::memory::MemTables;
 use super::*;
 use crate::header::HeaderFields;
 use crate::index::Origin;
+use crate::model::StudyRecord;
 
 const SECRET: &str = "0101010101010101010101010101010101010101010101010101010101010101";
 const SECRET2: &str = "0303030303030303030303030303030303030303030303030303030303030303";

@@ -18,10 +18,9 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::assign::{
-    AssignmentRecord, AuditRecord, CouplingEntry, ParticipantRecord, Policy, Tables, TransferRecord,
+use crate::model::{
+    AssignmentRecord, AuditRecord, CouplingEntry, KeyKind, ParticipantRecord, TransferRecord,
 };
-use crate::header::HeaderFields;
 
 /// Errors from the index. The message names the operation, never a record's values.
 #[derive(Debug, thiserror::Error)]
@@ -77,162 +76,79 @@ pub fn classify_io(e: &std::io::Error) -> IoFailure {
     }
 }
 
-/// Where an instance came from on the network.
-#[derive(Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
-pub struct Origin {
-    pub calling_ae: String,
-    pub called_ae: String,
-    pub peer: String,
+pub use crate::model::{
+    CommitOutcome, InstanceRecord, NewInstance, Origin, RejectRecord, SeriesRecord, StudyRecord,
+    Totals,
+};
+
+/// The tables a stage reads and writes inside one index write transaction (assignment:
+/// `assign` implements its logic on it; the engine implements it on its transaction).
+pub trait Tables {
+    fn study(&self, key: &str) -> Result<Option<StudyRecord>, StoreError>;
+    fn all_studies(&self) -> Result<Vec<StudyRecord>, StoreError>;
+    fn study_key_by_uid(&self, uid: &str) -> Result<Option<String>, StoreError>;
+    fn series_of(&self, study_key: &str) -> Result<Vec<SeriesRecord>, StoreError>;
+    /// Instance keys of a study.
+    fn instance_keys_of(&self, study_key: &str) -> Result<Vec<String>, StoreError>;
+    /// Record that a transfer covers these instances.
+    fn add_transfer_instances(&mut self, transfer: &str, keys: &[String])
+        -> Result<(), StoreError>;
+    /// Every current assignment (for corrections that must reach derived studies).
+    fn all_assignments(&self) -> Result<Vec<AssignmentRecord>, StoreError>;
+    fn assignments_of(&self, study_key: &str) -> Result<Vec<AssignmentRecord>, StoreError>;
+    fn put_assignment(&mut self, a: &AssignmentRecord) -> Result<(), StoreError>;
+    fn transfer(&self, id: &str) -> Result<Option<TransferRecord>, StoreError>;
+    fn put_transfer(&mut self, t: &TransferRecord) -> Result<(), StoreError>;
+    fn participant(&self, project: &str, id: &str)
+        -> Result<Option<ParticipantRecord>, StoreError>;
+    fn put_participant(&mut self, p: &ParticipantRecord) -> Result<(), StoreError>;
+    /// Coupling rows for a key, for every project.
+    fn coupling(&self, kind: KeyKind, key: &str) -> Result<Vec<CouplingEntry>, StoreError>;
+    fn put_coupling(&mut self, e: &CouplingEntry) -> Result<(), StoreError>;
+    /// The participant an auto-ID project gave the patient whose keyed hash is `hash`.
+    fn auto_id(&self, project: &str, hash: &str) -> Result<Option<String>, StoreError>;
+    fn put_auto_id(&mut self, project: &str, hash: &str, id: &str) -> Result<(), StoreError>;
+    /// The (quarantine study key, project) a research StudyInstanceUID was issued for.
+    fn issued_study(&self, uid: &str) -> Result<Option<(String, String)>, StoreError>;
+    fn put_issued_study(
+        &mut self,
+        uid: &str,
+        study_key: &str,
+        project: &str,
+    ) -> Result<(), StoreError>;
+    /// Append to the audit trail; returns the record's sequence number.
+    fn append_audit(&mut self, a: AuditRecord) -> Result<u64, StoreError>;
 }
 
-impl fmt::Debug for Origin {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Origin")
-            .field("calling_ae", &self.calling_ae)
-            .field("called_ae", &self.called_ae)
-            .finish_non_exhaustive()
-    }
+/// What a new instance's arrival means for its study, from the index.
+#[derive(Debug, Clone)]
+pub struct Arrival<'a> {
+    pub study: &'a StudyRecord,
+    pub study_new: bool,
+    pub series_new: bool,
 }
 
-/// An instance made durable on disk, to be indexed.
-#[derive(Clone)]
-pub struct NewInstance {
-    pub key: String,
-    /// File path relative to the data directory.
-    pub file: String,
-    pub bytes: u64,
-    pub transfer_syntax: String,
-    pub received_ms: i64,
-    pub origin: Origin,
-    pub header: HeaderFields,
-}
-
-impl fmt::Debug for NewInstance {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("NewInstance")
-            .field("key", &self.key)
-            .field("bytes", &self.bytes)
-            .finish_non_exhaustive()
-    }
-}
-
-/// What the index did with a new instance.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum CommitOutcome {
-    /// Indexed under its key, in the study with this key.
-    Stored { study_key: String },
-    /// Its SOP Instance UID was already stored under `existing`; this copy is not indexed.
-    Duplicate { existing: String },
-}
-
-#[derive(Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub struct InstanceRecord {
-    pub key: String,
-    pub study_key: String,
-    pub file: String,
-    pub bytes: u64,
-    pub transfer_syntax: String,
-    pub received_ms: i64,
-    pub origin: Origin,
-    pub sop_class_uid: String,
-    pub sop_instance_uid: String,
-    pub study_instance_uid: String,
-    pub series_instance_uid: String,
-}
-
-impl fmt::Debug for InstanceRecord {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("InstanceRecord")
-            .field("key", &self.key)
-            .field("study_key", &self.study_key)
-            .field("bytes", &self.bytes)
-            .finish_non_exhaustive()
-    }
-}
-
-#[derive(Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub struct StudyRecord {
-    pub key: String,
-    pub study_instance_uid: String,
-    pub accession_number: String,
-    pub study_date: String,
-    pub study_time: String,
-    pub study_description: String,
-    pub modalities: Vec<String>,
-    pub patient_id: String,
-    pub patient_name: String,
-    pub origin: Origin,
-    pub first_received_ms: i64,
-    pub last_received_ms: i64,
-    pub series_count: u64,
-    pub instance_count: u64,
-    pub bytes: u64,
-}
-
-impl fmt::Debug for StudyRecord {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("StudyRecord")
-            .field("key", &self.key)
-            .field("instance_count", &self.instance_count)
-            .finish_non_exhaustive()
-    }
-}
-
-#[derive(Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub struct SeriesRecord {
-    pub study_key: String,
-    pub series_instance_uid: String,
-    pub series_number: Option<i64>,
-    pub modality: String,
-    pub series_description: String,
-    pub first_received_ms: i64,
-    pub last_received_ms: i64,
-    pub instance_count: u64,
-    pub bytes: u64,
-}
-
-impl fmt::Debug for SeriesRecord {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("SeriesRecord")
-            .field("study_key", &self.study_key)
-            .field("instance_count", &self.instance_count)
-            .finish_non_exhaustive()
-    }
-}
-
-/// A refused instance kept in the rejected area.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub struct RejectRecord {
-    pub key: String,
-    pub file: String,
-    pub bytes: u64,
-    pub received_ms: i64,
-    /// DIMSE status sent to the peer (0 when unknown, e.g. recovered after a crash).
-    pub status: u16,
-    /// Why it was refused: structural, never a value from the data set.
-    pub reason: String,
-    pub origin: Origin,
-}
-
-/// Counts over the whole index.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
-pub struct Totals {
-    pub studies: u64,
-    pub series: u64,
-    pub instances: u64,
-    pub bytes: u64,
-    pub rejected: u64,
-    pub rejected_bytes: u64,
+/// What must happen inside the transaction that indexes a new instance (assignment on
+/// arrival). The index defines the hook; `assign` implements it, so the storage engine never
+/// names a stage.
+pub trait OnArrival: Send + Sync {
+    fn on_arrival(
+        &self,
+        t: &mut dyn Tables,
+        n: &NewInstance,
+        a: &Arrival<'_>,
+        now_ms: i64,
+    ) -> Result<(), StoreError>;
 }
 
 /// The index operations fiona needs. One implementation per storage engine.
 pub trait Store: Send + Sync + 'static {
-    /// Index a batch of durable instances in one atomic, durable commit, together with the
-    /// assignments their arrival triggers ([`crate::assign::on_arrival`]).
+    /// Index a batch of durable instances in one atomic, durable commit, together with what
+    /// `hook` does on their arrival (assignment, in the daemon).
     fn commit(
         &self,
         batch: &[NewInstance],
-        policy: &Policy,
+        hook: &dyn OnArrival,
         now_ms: i64,
     ) -> Result<Vec<CommitOutcome>, StoreError>;
     /// Run `f` on the assignment tables in one write transaction, committed (durably) when

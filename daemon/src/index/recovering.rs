@@ -158,10 +158,10 @@ impl<S: Store + Reopen> Store for Recovering<S> {
     fn commit(
         &self,
         batch: &[NewInstance],
-        policy: &Policy,
+        hook: &dyn OnArrival,
         now_ms: i64,
     ) -> Result<Vec<CommitOutcome>, StoreError> {
-        self.write(|s| s.commit(batch, policy, now_ms))
+        self.write(|s| s.commit(batch, hook, now_ms))
     }
     fn write_assign(
         &self,
@@ -230,6 +230,7 @@ impl<S: Store + Reopen> Store for Recovering<S> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::assign::Policy;
     use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
     /// A store whose operations fail on I/O while `broken`, until reopened with `fixed` set.
@@ -272,7 +273,7 @@ mod tests {
         fn commit(
             &self,
             _: &[NewInstance],
-            _: &Policy,
+            _: &dyn OnArrival,
             _: i64,
         ) -> Result<Vec<CommitOutcome>, StoreError> {
             if self.broken.load(Ordering::SeqCst) {

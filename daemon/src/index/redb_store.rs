@@ -39,10 +39,6 @@ use serde::Serialize;
 
 use super::recovering::Reopen;
 use super::*;
-use crate::assign::{
-    self, AssignmentRecord, AuditRecord, CouplingEntry, KeyKind, ParticipantRecord, Policy, Tables,
-    TransferRecord,
-};
 
 const INSTANCES: TableDefinition<&str, &[u8]> = TableDefinition::new("instances");
 const SOP_INDEX: TableDefinition<&str, &str> = TableDefinition::new("sop_index");
@@ -394,7 +390,7 @@ impl Store for RedbStore {
     fn commit(
         &self,
         batch: &[NewInstance],
-        policy: &Policy,
+        hook: &dyn OnArrival,
         now_ms: i64,
     ) -> Result<Vec<CommitOutcome>, StoreError> {
         let db = self.db()?;
@@ -404,12 +400,12 @@ impl Store for RedbStore {
             let (outcome, arrival) = self.index_one(&txn, n)?;
             if let Some((study, study_new, series_new)) = arrival {
                 let mut t = TxTables { txn: &txn };
-                let arrival = assign::Arrival {
+                let arrival = Arrival {
                     study: &study,
                     study_new,
                     series_new,
                 };
-                match assign::on_arrival(&mut t, policy, n, &arrival, now_ms) {
+                match hook.on_arrival(&mut t, n, &arrival, now_ms) {
                     Ok(()) => {}
                     // A damaged assignment record must not stop reception: the instance is
                     // stored and acknowledged, the study left for an admin to assign.
@@ -843,6 +839,7 @@ impl Tables for TxTables<'_> {
 mod tests {
     use super::*;
     use crate::assign::Policy;
+    use crate::header::HeaderFields;
     use proptest::prelude::*;
 
     fn inst(key: &str, study: &str, series: &str, sop: &str, bytes: u64) -> NewInstance {

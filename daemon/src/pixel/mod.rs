@@ -11,6 +11,7 @@
 //! Still to come: OCR detection and the check after masking, lossless compressed output,
 //! parking what cannot be scrubbed, per-project settings (which images, exclusions, dropping
 //! secondary captures), and the wiring into `fiona deid` and the daemon.
+pub mod config;
 pub mod decode;
 pub mod detect;
 pub mod mask;

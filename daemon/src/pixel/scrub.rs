@@ -102,7 +102,7 @@ impl OcrSelect {
                 .chain(ULTRASOUND)
                 .map(|s| s.to_string())
                 .collect(),
-            series_descriptions: crate::project::OcrConfig::USUAL_SERIES
+            series_descriptions: super::config::OcrConfig::USUAL_SERIES
                 .iter()
                 .filter_map(|p| regex::Regex::new(p).ok())
                 .collect(),
@@ -180,7 +180,7 @@ impl Stage {
     }
 
     /// The stage for a project's `[projects.NAME.pixel]` settings (validated beforehand).
-    pub fn from_config(c: &crate::project::PixelConfig) -> Result<Stage, String> {
+    pub fn from_config(c: &super::config::PixelConfig) -> Result<Stage, String> {
         let library = match &c.library {
             Some(path) => {
                 let text = std::fs::read_to_string(path)
@@ -958,28 +958,28 @@ when = { all = [ { attr = "Manufacturer", contains = "acme" }, { attr = "Modalit
         all.all_images = true;
         assert!(all.selects(&ct));
         // A project's own modality list replaces the usual one.
-        let cfg = crate::project::OcrConfig {
+        let cfg = crate::pixel::config::OcrConfig {
             modalities: Some(vec!["CT".into()]),
             ..Default::default()
         };
         let mine = cfg.stage().unwrap().unwrap().select;
         assert!(mine.selects(&ct));
         assert!(!mine.selects(&us));
-        let off = crate::project::OcrConfig {
+        let off = crate::pixel::config::OcrConfig {
             enabled: false,
             ..Default::default()
         };
         assert!(off.stage().unwrap().is_none());
         for bad in [
-            crate::project::OcrConfig {
+            crate::pixel::config::OcrConfig {
                 languages: "eng; rm".into(),
                 ..Default::default()
             },
-            crate::project::OcrConfig {
+            crate::pixel::config::OcrConfig {
                 max_rounds: 0,
                 ..Default::default()
             },
-            crate::project::OcrConfig {
+            crate::pixel::config::OcrConfig {
                 series_descriptions: Some(vec!["(".into()]),
                 ..Default::default()
             },
