@@ -2,6 +2,9 @@
 // One exception, with its reason at the site: pixel::ocr switches off Tesseract's OpenMP
 // threads through libgomp's C API.
 #![deny(unsafe_code)]
+// No `unwrap`/`expect` outside tests (clippy.toml allows them in tests): a stated invariant
+// gets `#[allow(clippy::expect_used)]` with its comment at the site.
+#![deny(clippy::unwrap_used, clippy::expect_used)]
 
 pub mod admission;
 pub mod assign;

@@ -1,6 +1,7 @@
 //! The `fiona` command: `serve` runs the daemon; the other subcommands are admin tools that
 //! talk to the running daemon through its control socket.
 #![forbid(unsafe_code)]
+#![deny(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;

@@ -1,11 +1,14 @@
 //! The pipeline: what happens to a transfer after assignment, without anyone acting.
 //!
-//! Two stages run: **de-identification into the outbound area**, then **sending** to the
-//! project's destinations (C-STORE, `forward.rs`): each destination's progress (instances it
-//! confirmed, attempts, next attempt, reason) is kept on the transfer; failures and network
-//! errors retry with exponential backoff and jitter up to the destination's `max_attempts`,
-//! then the transfer is `failed` with the reason; when every destination has every instance
-//! it is `sent`. Verification by C-FIND and TLS come next.
+//! Three stages run: **de-identification into the outbound area**, **sending** to the
+//! project's destinations (C-STORE, plain or TLS, `forward.rs`) and **verification** by
+//! C-FIND. Each destination's progress (instances it confirmed, attempts, next attempt,
+//! reason, duplicates it answered 0x0111 for) is kept on the transfer and written while an
+//! attempt runs; failures and network errors retry with exponential backoff and jitter up to
+//! the destination's `max_attempts` (an attempt counts from when it begins), then the
+//! transfer is `failed` with the reason; when every destination has every instance it is
+//! `sent`, and `verified` once every destination's C-FIND lists them (what is missing is sent
+//! again, up to three times).
 //!
 //! De-identification: a
 //! transfer in state `requested` whose study has arrived (no new instance for the quiet

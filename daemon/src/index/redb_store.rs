@@ -77,6 +77,7 @@ struct Db<'a>(RwLockReadGuard<'a, Option<Database>>);
 
 impl std::ops::Deref for Db<'_> {
     type Target = Database;
+    #[allow(clippy::expect_used)]
     fn deref(&self) -> &Database {
         // Invariant: `RedbStore::db()` returns a `Db` only after checking that the option is
         // `Some`, and the read lock it holds keeps `reopen` (which takes the write lock) out.

@@ -6,11 +6,14 @@
 //!   deflate, RLE, JPEG, JPEG-LS via CharLS, JPEG 2000 via openjp2), with decoder panics,
 //!   absurd sizes and 12-bit JPEG Extended refused as errors;
 //! * [`scrub`]: known regions applied to one instance: matching signatures, every frame
-//!   masked, pixels written back as Explicit VR Little Endian with consistent attributes.
+//!   masked, pixels written back as Explicit VR Little Endian with consistent attributes;
+//! * [`detect`]: the learned text detector (issue 13) and [`ocr`]: Tesseract, the independent
+//!   check after masking;
+//! * [`config`]: the project's `[projects.NAME.pixel]` settings as plain data.
 //!
-//! Still to come: OCR detection and the check after masking, lossless compressed output,
-//! parking what cannot be scrubbed, per-project settings (which images, exclusions, dropping
-//! secondary captures), and the wiring into `fiona deid` and the daemon.
+//! `fiona deid` and the daemon's pipeline run it per project; what cannot be scrubbed is
+//! parked with its reason, never passed on. Output is Explicit VR Little Endian (lossless
+//! compressed output is not done).
 pub mod config;
 pub mod decode;
 pub mod detect;

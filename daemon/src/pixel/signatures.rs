@@ -675,6 +675,7 @@ impl Library {
     }
 
     /// The library shipped with fiona (a translation of CTP's), embedded at build time.
+    #[allow(clippy::expect_used)]
     pub fn default_library() -> Library {
         // Invariant: the embedded text is a constant checked by the unit test
         // `default_library_parses_and_has_every_ctp_block`, so parsing cannot fail at run time.
