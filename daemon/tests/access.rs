@@ -1,19 +1,15 @@
 //! Scenarios: who may open an association, how many at once, and how long a silent peer may
 //! hold one.
 
-use std::path::PathBuf;
+use fiona_tests::fiona_bin;
 use std::time::Duration;
 
 use fiona_tests::harness::{echoscu, Daemon, Options};
 use fiona_tests::scu::{RawScu, CT_IMAGE_STORAGE, EXPLICIT_VR_LE};
 
-fn bin() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_fiona"))
-}
-
 fn start(tmp: &std::path::Path, name: &str, extra: &str) -> Daemon {
     Daemon::start(
-        &bin(),
+        &fiona_bin!(),
         &tmp.join(name),
         &Options {
             extra_toml: extra.into(),

@@ -5,15 +5,12 @@
 //! before and after arrival and malformed lists, a routing rule, auto-ID, a derived series,
 //! the assign list's visibility period, exports, and survival of kill -9.
 
+use fiona_tests::fiona_bin;
 use std::path::{Path, PathBuf};
 
 use fiona_tests::corpus::{self, Modality, StudySpec};
 use fiona_tests::harness::{storescu, Daemon, Options};
 use serde_json::Value;
-
-fn bin() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_fiona"))
-}
 
 const PROJECTS: &str = r#"
 [projects.PROJ1]
@@ -56,7 +53,7 @@ capture = 1
 
 fn start(tmp: &Path) -> Daemon {
     Daemon::start(
-        &bin(),
+        &fiona_bin!(),
         &tmp.join("data"),
         &Options {
             extra_toml: PROJECTS.into(),
@@ -632,7 +629,7 @@ fn unassigned_studies_leave_the_assign_list_after_the_visibility_period() {
     let tmp = tempfile::tempdir().unwrap();
     // 0.0001 days is 8.64 seconds: long enough for the sends and CLI calls under load.
     let d = Daemon::start(
-        &bin(),
+        &fiona_bin!(),
         &tmp.path().join("data"),
         &Options {
             extra_toml: format!("unassigned_visible_days = 0.0001\n{PROJECTS}"),

@@ -2,14 +2,10 @@
 //! status, its bytes land in the rejected area with a reason, and the same association then
 //! stores a valid instance.
 
-use std::path::PathBuf;
+use fiona_tests::fiona_bin;
 
 use fiona_tests::harness::{stored_files, Daemon, Options};
 use fiona_tests::scu::{ele, minimal_ct, RawScu, CT_IMAGE_STORAGE, EXPLICIT_VR_LE};
-
-fn bin() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_fiona"))
-}
 
 const STUDY: &str = "2.25.77001";
 const SERIES: &str = "2.25.77001.1";
@@ -17,7 +13,7 @@ const SERIES: &str = "2.25.77001.1";
 #[test]
 fn malformed_data_sets_are_rejected_and_association_stays_usable() {
     let tmp = tempfile::tempdir().unwrap();
-    let daemon = Daemon::start(&bin(), &tmp.path().join("data"), &Options::default());
+    let daemon = Daemon::start(&fiona_bin!(), &tmp.path().join("data"), &Options::default());
     let mut scu = RawScu::connect(
         daemon.addr,
         "BADSCU",

@@ -2,18 +2,14 @@
 //! admin commands without a daemon say so and fail; the control socket is owner-only; a study
 //! turns from `receiving` to `arrived` after the quiet period; the association timeout holds.
 
+use fiona_tests::fiona_bin;
 use std::os::unix::fs::PermissionsExt;
-use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use fiona_tests::corpus::{self, Modality, StudySpec};
 use fiona_tests::harness::{storescu, Daemon, Options};
 use fiona_tests::scu::{RawScu, CT_IMAGE_STORAGE, EXPLICIT_VR_LE};
-
-fn bin() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_fiona"))
-}
 
 #[test]
 fn invalid_config_names_the_field_and_exits_non_zero() {
@@ -31,7 +27,7 @@ fn invalid_config_names_the_field_and_exits_non_zero() {
         let p = tmp.path().join("bad.toml");
         std::fs::write(&p, toml).unwrap();
         for sub in ["serve", "check-config"] {
-            let out = Command::new(bin())
+            let out = Command::new(fiona_bin!())
                 .args([sub, "--config"])
                 .arg(&p)
                 .output()
@@ -41,7 +37,7 @@ fn invalid_config_names_the_field_and_exits_non_zero() {
             assert!(err.contains(field), "{sub} {toml:?}: {err}");
         }
     }
-    let out = Command::new(bin())
+    let out = Command::new(fiona_bin!())
         .args(["serve", "--listen", "nowhere", "--data-dir"])
         .arg(tmp.path())
         .output()
@@ -54,7 +50,7 @@ fn invalid_config_names_the_field_and_exits_non_zero() {
 fn admin_commands_without_daemon_fail_clearly() {
     let tmp = tempfile::tempdir().unwrap();
     for sub in ["studies", "status", "rejected"] {
-        let out = Command::new(bin())
+        let out = Command::new(fiona_bin!())
             .args([sub, "--data-dir"])
             .arg(tmp.path())
             .output()
@@ -68,7 +64,7 @@ fn admin_commands_without_daemon_fail_clearly() {
 #[test]
 fn control_socket_is_owner_only_and_unknown_study_is_an_error() {
     let tmp = tempfile::tempdir().unwrap();
-    let d = Daemon::start(&bin(), &tmp.path().join("data"), &Options::default());
+    let d = Daemon::start(&fiona_bin!(), &tmp.path().join("data"), &Options::default());
     let sock = d.data_dir.join("run/control.sock");
     assert_eq!(
         std::fs::metadata(&sock).unwrap().permissions().mode() & 0o777,
@@ -95,7 +91,7 @@ fn study_arrives_after_quiet_period() {
     std::fs::create_dir_all(&src).unwrap();
     let files = corpus::write_study(&StudySpec::new(31, Modality::Sc), &src).unwrap();
     let d = Daemon::start(
-        &bin(),
+        &fiona_bin!(),
         &tmp.path().join("data"),
         &Options {
             quiet_period_secs: 5,
@@ -131,7 +127,7 @@ fn study_arrives_after_quiet_period() {
 fn association_timeout_ends_a_long_association() {
     let tmp = tempfile::tempdir().unwrap();
     let d = Daemon::start(
-        &bin(),
+        &fiona_bin!(),
         &tmp.path().join("data"),
         &Options {
             extra_toml: "association_timeout_secs = 1\n".into(),
@@ -166,7 +162,7 @@ fn association_timeout_ends_a_long_association() {
 fn serve_runs_on_embedded_defaults_without_a_config_file() {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("from-env");
-    let mut child = Command::new(bin())
+    let mut child = Command::new(fiona_bin!())
         .args(["serve", "--listen", "127.0.0.1:0"])
         .env("FIONA_DATA_DIR", &data)
         .env("FIONA_LOG", "warn")
@@ -186,7 +182,7 @@ fn serve_runs_on_embedded_defaults_without_a_config_file() {
         std::thread::sleep(Duration::from_millis(20));
     };
     let echo = fiona_tests::harness::echoscu(addr, "ANY", "FIONA");
-    let status = Command::new(bin())
+    let status = Command::new(fiona_bin!())
         .args(["status", "--json"])
         .env("FIONA_DATA_DIR", &data)
         .output()

@@ -5,14 +5,10 @@
 //! names the element but not the value, the bytes received in the rejected area, and a WARN
 //! line in the log without the value. The association stays usable.
 
-use std::path::PathBuf;
+use fiona_tests::fiona_bin;
 
 use fiona_tests::harness::{Daemon, Options};
 use fiona_tests::scu::{minimal_ct, RawScu, CT_IMAGE_STORAGE, EXPLICIT_VR_LE};
-
-fn bin() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_fiona"))
-}
 
 const STUDY: &str = "2.25.78001";
 const SERIES: &str = "2.25.78001.1";
@@ -22,7 +18,7 @@ const NOT_A_UID: &str = "1.2.3.abc";
 #[test]
 fn a_c_store_refused_at_the_command_is_counted_logged_and_kept() {
     let tmp = tempfile::tempdir().unwrap();
-    let daemon = Daemon::start(&bin(), &tmp.path().join("data"), &Options::default());
+    let daemon = Daemon::start(&fiona_bin!(), &tmp.path().join("data"), &Options::default());
     let mut scu = RawScu::connect(
         daemon.addr,
         "BADCMD",

@@ -5,6 +5,7 @@
 //! every restart the study's transfer counts exactly the instances indexed (the assignment
 //! and its transfer commit in the same transaction as the instances).
 
+use fiona_tests::fiona_bin;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -14,10 +15,6 @@ use fiona_tests::harness::{
     acknowledged, indexed_instances as indexed, output_text, partial_temp_files, require_tool,
     spawn_storescu_verbose, stored_files, Daemon, Options,
 };
-
-fn bin() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_fiona"))
-}
 
 /// A small deterministic PRNG (xorshift) so a failing round can be replayed from its seed.
 struct Rng(u64);
@@ -67,7 +64,7 @@ fn kill9_never_loses_an_acknowledged_instance() {
             .into(),
         ..Options::default()
     };
-    let mut d = Daemon::start(&bin(), &tmp.path().join("data"), &opts);
+    let mut d = Daemon::start(&fiona_bin!(), &tmp.path().join("data"), &opts);
     let mut acked: BTreeSet<PathBuf> = BTreeSet::new();
     let rounds = 8;
     let mut kills_mid_transfer = 0;

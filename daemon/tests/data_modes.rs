@@ -6,6 +6,7 @@
 //!
 //! One test in this binary: the umask is the process's, and the test changes it.
 
+use fiona_tests::fiona_bin;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -13,10 +14,6 @@ use std::process::Command;
 use fiona_tests::corpus::{self, Modality, StudySpec};
 use fiona_tests::harness::{storescu, Daemon, Options};
 use nix::sys::stat::{umask, Mode};
-
-fn bin() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_fiona"))
-}
 
 /// Every entry under `root` (itself included) with its mode.
 fn modes(root: &Path) -> Vec<(PathBuf, u32, bool)> {
@@ -88,7 +85,7 @@ fn everything_under_the_data_directory_is_owner_only_whatever_the_umask() {
         // The parent is open to all: only fiona's own modes protect the data.
         std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
         let data = tmp.path().join("data");
-        let mut d = Daemon::start(&bin(), &data, &Options::default());
+        let mut d = Daemon::start(&fiona_bin!(), &data, &Options::default());
         let out = storescu(d.addr, "FIONA", &[], &files);
         assert!(out.status.success(), "{out:?}");
         let status = d.json(&["status"]);
@@ -119,7 +116,7 @@ fn everything_under_the_data_directory_is_owner_only_whatever_the_umask() {
     ] {
         std::fs::set_permissions(&p, std::fs::Permissions::from_mode(m)).unwrap();
     }
-    let mut d = Daemon::start(&bin(), &data, &Options::default());
+    let mut d = Daemon::start(&fiona_bin!(), &data, &Options::default());
     let out = storescu(d.addr, "FIONA", &[], &files[..1]);
     assert!(out.status.success(), "{out:?}");
     assert_owner_only(&data);

@@ -4,16 +4,12 @@
 //! SCU stores its data set as sent (0x0000, the stray bytes noted in the log by count), and
 //! `fiona deid` de-identifies the file. Both judge with the same `header::Checker`.
 
-use std::path::PathBuf;
+use fiona_tests::fiona_bin;
 use std::process::Command;
 
 use fiona_tests::corpus::{self, Modality, StudySpec, TS_DEFLATED_EXPLICIT_VR_LE};
 use fiona_tests::harness::{fiona_deid, require_tool, Daemon, Options};
 use fiona_tests::scu::{RawScu, CT_IMAGE_STORAGE};
-
-fn bin() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_fiona"))
-}
 
 #[test]
 fn stray_bytes_after_a_deflate_stream_are_accepted_and_noted() {
@@ -43,7 +39,7 @@ fn stray_bytes_after_a_deflate_stream_are_accepted_and_noted() {
 
     // `fiona deid` accepts the file.
     let out = fiona_deid(
-        &bin(),
+        &fiona_bin!(),
         ("--data-dir", &tmp.path().join("deid-data")),
         &stray,
         &tmp.path().join("out.dcm"),
@@ -56,7 +52,7 @@ fn stray_bytes_after_a_deflate_stream_are_accepted_and_noted() {
     assert!(tmp.path().join("out.dcm").is_file());
 
     // Receiving accepts the data set as sent, stray bytes included, and notes them.
-    let d = Daemon::start(&bin(), &tmp.path().join("data"), &Options::default());
+    let d = Daemon::start(&fiona_bin!(), &tmp.path().join("data"), &Options::default());
     let mut scu = RawScu::connect(
         d.addr,
         "DFLSCU",

@@ -4,6 +4,7 @@
 //! have; pixel data is copied byte for byte; a second run gives the same identifiers; a file
 //! that is not DICOM fails with a reason and a non-zero exit, without stopping the others.
 
+use fiona_tests::fiona_bin;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -12,12 +13,8 @@ use fiona::header::Checker;
 use fiona_tests::corpus::{self, Modality, StudySpec, Variant};
 use fiona_tests::harness::{fiona_deid, require_tool};
 
-fn bin() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_fiona"))
-}
-
 fn deid(data: &Path, input: &Path, output: &Path) -> std::process::Output {
-    fiona_deid(&bin(), ("--data-dir", data), input, output)
+    fiona_deid(&fiona_bin!(), ("--data-dir", data), input, output)
 }
 
 /// The Pixel Data element's bytes of a file (found by fiona's own scanner).
@@ -245,7 +242,7 @@ fn project_settings_from_config() {
     )
     .unwrap();
     let out_dir = tmp.path().join("out");
-    let out = fiona_deid(&bin(), ("--config", &cfg), &input, &out_dir);
+    let out = fiona_deid(&fiona_bin!(), ("--config", &cfg), &input, &out_dir);
     assert!(
         out.status.success(),
         "{}",
@@ -276,7 +273,7 @@ fn project_settings_from_config() {
     // Invalid settings: refused, field named, nothing written.
     std::fs::write(&cfg, "[projects.PROJ1]\nparticipant_pattern = \"PROJ[0-9]{3}\"\nevents = [\"baseline\"]\napproval_start = \"2025-01-01\"\napproval_end = \"2099-12-31\"\n[projects.PROJ1.deid]\nsecret = \"xyz\"\n").unwrap();
     let out = fiona_deid(
-        &bin(),
+        &fiona_bin!(),
         ("--config", &cfg),
         &input,
         &tmp.path().join("out-bad"),
@@ -300,7 +297,7 @@ fn the_report_names_every_input_and_what_became_of_it() {
     let out = tmp.path().join("out");
     let report = tmp.path().join("report.json");
     let r = fiona_tests::harness::fiona_deid_command(
-        &bin(),
+        &fiona_bin!(),
         ("--data-dir", &tmp.path().join("data")),
         &input,
         &out,

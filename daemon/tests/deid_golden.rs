@@ -3,15 +3,12 @@
 //! (`daemon/tests/golden/*.txt`). After an intended change, regenerate with
 //! `FIONA_BLESS=1 cargo test -p fiona --test deid_golden` and review the diff.
 
+use fiona_tests::fiona_bin;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use fiona_tests::corpus::{self, Modality, StudySpec};
 use fiona_tests::harness::{fiona_deid, require_tool};
-
-fn bin() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_fiona"))
-}
 
 const SECRET: &str = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f";
 
@@ -60,7 +57,7 @@ fn check_with(name: &str, input: &Path, data: &Path, out: &Path, deid_toml: &str
         ),
     )
     .unwrap();
-    let status = fiona_deid(&bin(), ("--config", &cfg), input, out);
+    let status = fiona_deid(&fiona_bin!(), ("--config", &cfg), input, out);
     assert!(
         status.status.success(),
         "{}",

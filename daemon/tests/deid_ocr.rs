@@ -7,6 +7,7 @@
 //! Explicit VR Little Endian with BurnedInAnnotation NO (and the lossy history kept), and
 //! nothing was written to the temporary directory.
 
+use fiona_tests::fiona_bin;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -23,10 +24,6 @@ const COLS: u16 = 256;
 /// being larger than the ink (DBNet marks a text line's shrunk core and grows it back by its
 /// unclip distance, a few pixels more than the glyphs on each side).
 const SLACK: u32 = 12;
-
-fn bin() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_fiona"))
-}
 
 fn burns() -> Vec<Burn> {
     sample_burns()
@@ -311,7 +308,7 @@ fn config(dir: &Path, pixel: &str) -> PathBuf {
 }
 
 fn deid(cfg: &Path, input: &Path, output: &Path, tmpdir: &Path) -> std::process::Output {
-    fiona_deid_command(&bin(), ("--config", cfg), input, output)
+    fiona_deid_command(&fiona_bin!(), ("--config", cfg), input, output)
         .env("TMPDIR", tmpdir)
         .output()
         .unwrap()

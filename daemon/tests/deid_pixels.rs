@@ -4,6 +4,7 @@
 //! pixel data cannot be decoded gets no output and a reason; an image no signature matches
 //! keeps its pixel data byte for byte.
 
+use fiona_tests::fiona_bin;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -12,10 +13,6 @@ use dicom_object::open_file;
 use fiona::pixel::decode::decode;
 use fiona_tests::corpus::{self, Modality, StudySpec};
 use fiona_tests::harness::{fiona_deid, require_tool};
-
-fn bin() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_fiona"))
-}
 
 fn us_image(dir: &Path, n: u32) -> PathBuf {
     let mut spec = StudySpec::new(n, Modality::Us);
@@ -70,7 +67,7 @@ fn known_regions_are_blanked_by_fiona_deid() {
     dcmodify(&logiq, "(0008,1090)=LOGIQ9");
     let (before, rows, cols) = decoded(&logiq);
     let out = tmp.path().join("logiq-out.dcm");
-    let r = fiona_deid(&bin(), ("--config", &cfg), &logiq, &out);
+    let r = fiona_deid(&fiona_bin!(), ("--config", &cfg), &logiq, &out);
     assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
     let obj = open_file(&out).unwrap();
     assert_eq!(
@@ -103,7 +100,7 @@ fn known_regions_are_blanked_by_fiona_deid() {
     dcmodify(&broken, "(0008,1090)=LOGIQ9");
     dcmodify(&broken, "(0028,0010)=200");
     let out = tmp.path().join("broken-out.dcm");
-    let r = fiona_deid(&bin(), ("--config", &cfg), &broken, &out);
+    let r = fiona_deid(&fiona_bin!(), ("--config", &cfg), &broken, &out);
     assert!(!r.status.success());
     let err = String::from_utf8_lossy(&r.stderr);
     assert!(err.contains("pixel data cannot be scrubbed"), "{err}");
@@ -113,7 +110,7 @@ fn known_regions_are_blanked_by_fiona_deid() {
     let plain = us_image(&tmp.path().join("plain"), 3);
     let (ts_in, _) = corpus::dataset_bytes(&plain).unwrap();
     let out = tmp.path().join("plain-out.dcm");
-    let r = fiona_deid(&bin(), ("--config", &cfg), &plain, &out);
+    let r = fiona_deid(&fiona_bin!(), ("--config", &cfg), &plain, &out);
     assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
     let px = |f: &Path| {
         open_file(f)
@@ -158,7 +155,7 @@ fn project_settings_drop_secondary_captures_and_exclude_series() {
     dcmodify(&logiq, "(0008,1090)=LOGIQ9");
     dcmodify(&logiq, "(0008,103E)=Loop 3");
     let out = tmp.path().join("out");
-    let r = fiona_deid(&bin(), ("--config", &cfg), &input, &out);
+    let r = fiona_deid(&fiona_bin!(), ("--config", &cfg), &input, &out);
     let stdout = String::from_utf8_lossy(&r.stdout);
     assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
     assert!(
@@ -186,7 +183,12 @@ fn project_settings_drop_secondary_captures_and_exclude_series() {
          [projects.PROJ1.pixel]\nlibrary = \"/nonexistent/signatures.toml\"\n",
     )
     .unwrap();
-    let r = fiona_deid(&bin(), ("--config", &cfg), &input, &tmp.path().join("out2"));
+    let r = fiona_deid(
+        &fiona_bin!(),
+        ("--config", &cfg),
+        &input,
+        &tmp.path().join("out2"),
+    );
     assert!(!r.status.success());
     assert!(String::from_utf8_lossy(&r.stderr).contains("pixel.library"));
 }

@@ -15,6 +15,7 @@
 //! The files come from the venv `tests/run.sh` makes (`FIONA_TEST_PYTHON`) and the shared
 //! folder; without them the test fails and says how to get them.
 
+use fiona_tests::fiona_bin;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -22,10 +23,6 @@ use dicom_object::open_file;
 use fiona::pixel::decode::{decode, Decoded};
 use fiona::pixel::detect::{picture, picture_luma};
 use fiona_tests::harness::{fiona_deid, venv_python};
-
-fn bin() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_fiona"))
-}
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -73,7 +70,7 @@ fn rgb_cine_has_no_text_left_in_any_frame_with_default_settings() {
     let input = rgb_cine(tmp.path());
     let output = tmp.path().join("out.dcm");
     let r = fiona_deid(
-        &bin(),
+        &fiona_bin!(),
         ("--data-dir", &tmp.path().join("data")),
         &input,
         &output,
@@ -178,7 +175,7 @@ fn presidio_word_boxes_are_black() {
         } else {
             ("--data-dir", tmp.path())
         };
-        let r = fiona_deid(&bin(), location, &input, &output);
+        let r = fiona_deid(&fiona_bin!(), location, &input, &output);
         assert!(
             r.status.success(),
             "{file}: {}",
@@ -230,7 +227,7 @@ fn a_cine_with_static_and_changing_text_is_clean_in_every_frame() {
     );
     let output = tmp.path().join("out.dcm");
     let r = fiona_deid(
-        &bin(),
+        &fiona_bin!(),
         ("--data-dir", &tmp.path().join("data")),
         &tmp.path().join("cine.dcm"),
         &output,

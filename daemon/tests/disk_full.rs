@@ -4,6 +4,7 @@
 //! instance file fits but the index commit hits ENOSPC, the answer is 0xA700 and the index
 //! recovers by itself once space is freed (issue 14, item 3).
 
+use fiona_tests::fiona_bin;
 use std::path::PathBuf;
 use std::process::Command;
 
@@ -13,10 +14,6 @@ use fiona_tests::harness::{
     storescu_verbose, Daemon, Options,
 };
 
-fn bin() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_fiona"))
-}
-
 #[test]
 fn below_free_space_floor_refuses_with_a700() {
     let tmp = tempfile::tempdir().unwrap();
@@ -24,7 +21,7 @@ fn below_free_space_floor_refuses_with_a700() {
     std::fs::create_dir_all(&src).unwrap();
     let files = corpus::write_study(&StudySpec::new(9001, Modality::Mr), &src).unwrap();
     let d = Daemon::start(
-        &bin(),
+        &fiona_bin!(),
         &tmp.path().join("data"),
         &Options {
             min_free_bytes: 1 << 60,
@@ -66,7 +63,7 @@ fn full_file_system_keeps_acknowledged_and_leaves_nothing_half_written() {
     let mnt = tmp.path().join("small");
     let _guard = Tmpfs::mount(&mnt, "8m");
 
-    let mut d = Daemon::start(&bin(), &mnt.join("data"), &Options::default());
+    let mut d = Daemon::start(&fiona_bin!(), &mnt.join("data"), &Options::default());
     let log = storescu_verbose(d.addr, "FULLSCU", &["-nh", "-R", "-xe"], &files);
     let r = responses(&log);
     let ok: Vec<&PathBuf> = r
@@ -184,7 +181,7 @@ fn enospc_in_the_index_commit_answers_a700_and_recovers_without_restart() {
     }
     let mnt = tmp.path().join("small");
     let _guard = Tmpfs::mount(&mnt, "16m");
-    let mut d = Daemon::start(&bin(), &mnt.join("data"), &Options::default());
+    let mut d = Daemon::start(&fiona_bin!(), &mnt.join("data"), &Options::default());
     let first = &studies[0];
     let log = storescu_verbose(d.addr, "FULLSCU", &["-nh", "-R", "-xe"], first);
     assert!(

@@ -8,16 +8,12 @@
 //! The bombs are made here: deflate blocks after a full flush do not refer back, so the
 //! compressed form of 1 MiB of zeros is repeated as often as needed.
 
-use std::path::PathBuf;
+use fiona_tests::fiona_bin;
 
 use fiona_tests::corpus::TS_DEFLATED_EXPLICIT_VR_LE;
 use fiona_tests::harness::{fiona_deid, Daemon, Options};
 use fiona_tests::scu::{ele, write_part10, RawScu, CT_IMAGE_STORAGE};
 use flate2::{Compress, Compression, FlushCompress};
-
-fn bin() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_fiona"))
-}
 
 const STUDY: &str = "1.2.826.0.1.3680043.10.1045.14.4";
 
@@ -112,7 +108,7 @@ fn store(d: &Daemon, sop: &str, ds: &[u8]) -> u16 {
 #[test]
 fn deflate_bombs_are_refused_on_receive_in_bounded_memory() {
     let tmp = tempfile::tempdir().unwrap();
-    let d = Daemon::start(&bin(), &tmp.path().join("data"), &Options::default());
+    let d = Daemon::start(&fiona_bin!(), &tmp.path().join("data"), &Options::default());
     let before = d.peak_rss_kib().unwrap();
 
     let gib = bomb(&format!("{STUDY}.1.1"), 1024, |_| 0);
@@ -159,7 +155,7 @@ fn deflate_bombs_are_refused_on_receive_in_bounded_memory() {
         &gib,
     );
     let out = fiona_deid(
-        &bin(),
+        &fiona_bin!(),
         ("--data-dir", &tmp.path().join("deid-data")),
         &file,
         &tmp.path().join("out.dcm"),
@@ -186,7 +182,7 @@ fn noise(i: usize) -> u8 {
 fn inflated_size_above_the_configured_limit_is_refused() {
     let tmp = tempfile::tempdir().unwrap();
     let d = Daemon::start(
-        &bin(),
+        &fiona_bin!(),
         &tmp.path().join("data"),
         &Options {
             extra_toml: "max_inflated_bytes = 4194304\n".into(),

@@ -1,15 +1,11 @@
 //! Scenario: a multi-frame instance of hundreds of MB passes through with flat memory: the
 //! daemon's peak RSS stays far below the instance size, and the stored data set is identical.
 
+use fiona_tests::fiona_bin;
 use std::io::Read;
-use std::path::PathBuf;
 
 use fiona_tests::corpus;
 use fiona_tests::harness::{stored_files, storescu, Daemon, Options};
-
-fn bin() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_fiona"))
-}
 
 /// Compare two files' data sets in 1 MiB chunks (the test itself stays small too).
 fn same_tail(a: &std::path::Path, a_off: u64, b: &std::path::Path, b_off: u64) -> bool {
@@ -54,7 +50,7 @@ fn large_multiframe_with_flat_memory() {
         .unwrap_or(640);
     let (file, size) = corpus::write_large_multiframe(tmp.path(), frames).unwrap();
     assert!(size > 300 << 20);
-    let d = Daemon::start(&bin(), &tmp.path().join("data"), &Options::default());
+    let d = Daemon::start(&fiona_bin!(), &tmp.path().join("data"), &Options::default());
     let rss_idle = d.peak_rss_kib().unwrap();
     let out = storescu(d.addr, "FIONA", &["-R", "-xe"], std::slice::from_ref(&file));
     assert!(

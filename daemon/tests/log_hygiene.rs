@@ -11,17 +11,13 @@
 //! - Calling and called AE titles with a newline, ESC and NUL: refused, logged escaped on
 //!   one line; no forged line, no escape byte anywhere in the log.
 
+use fiona_tests::fiona_bin;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use fiona_tests::harness::{Daemon, Options};
 use fiona_tests::scu::{ele, RawScu, CT_IMAGE_STORAGE, EXPLICIT_VR_LE};
-
-fn bin() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_fiona"))
-}
 
 const NAME: &str = "HYGIENE^SECRETNAME";
 const PATIENT_ID: &str = "ID4242424242";
@@ -32,7 +28,7 @@ const MAX_LINE: usize = fiona::logging::MAX_LINE;
 fn start(tmp: &std::path::Path) -> Daemon {
     // Every level fiona and its libraries log at, not only the default.
     std::env::set_var("FIONA_TEST_LOG", "debug");
-    Daemon::start(&bin(), &tmp.join("data"), &Options::default())
+    Daemon::start(&fiona_bin!(), &tmp.join("data"), &Options::default())
 }
 
 /// A data set with the patient's identity and a large value, as a modality would send it.

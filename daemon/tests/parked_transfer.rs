@@ -5,16 +5,12 @@
 //! (and its state filter), `fiona status` and `fiona projects`; `fiona resend` de-identifies
 //! it again (it is parked again, nothing goes out).
 
-use std::path::PathBuf;
+use fiona_tests::fiona_bin;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use fiona_tests::corpus::{self, Modality, StudySpec};
 use fiona_tests::harness::{dcmqrscp, free_port, require_tool, storescu, Daemon, Options};
-
-fn bin() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_fiona"))
-}
 
 /// The pipeline has finished with the transfer (nothing more will happen without a person).
 fn settled(t: &serde_json::Value) -> bool {
@@ -39,7 +35,7 @@ fn a_transfer_whose_only_image_is_parked_is_parked_not_verified() {
     let port = free_port();
     let _pacs = dcmqrscp(&tmp.path().join("pacs"), port);
     let d = Daemon::start(
-        &bin(),
+        &fiona_bin!(),
         &tmp.path().join("data"),
         &Options {
             extra_toml: format!(

@@ -6,6 +6,7 @@
 //! decoded parked with its reason, shown by `fiona transfers`, `fiona parked` and the status,
 //! with no output.
 
+use fiona_tests::fiona_bin;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -20,10 +21,6 @@ use fiona_tests::harness::{
 };
 use fiona_tests::orthanc::{Orthanc, Settings};
 use serde_json::Value;
-
-fn bin() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_fiona"))
-}
 
 const PROJECT: &str = r#"
 [projects.PROJ1]
@@ -99,7 +96,7 @@ fn forwarding(
     participant: &str,
 ) -> (Daemon, StudySpec) {
     let d = Daemon::start(
-        &bin(),
+        &fiona_bin!(),
         &tmp.join("data"),
         &Options {
             extra_toml: format!(
@@ -151,7 +148,7 @@ fn an_assigned_study_is_deidentified_and_scrubbed_without_anyone_acting() {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
     let d = Daemon::start(
-        &bin(),
+        &fiona_bin!(),
         &data,
         &Options {
             extra_toml: PROJECT.into(),
@@ -581,7 +578,7 @@ fn a_hung_research_pacs_holds_neither_the_other_destination_nor_the_receive_side
     let port = free_port();
     let pacs = orthanc(tmp.path(), port, "");
     let d = Daemon::start(
-        &bin(),
+        &fiona_bin!(),
         &tmp.path().join("data"),
         &Options {
             extra_toml: format!(

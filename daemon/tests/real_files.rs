@@ -22,6 +22,7 @@
 //! The Python side runs in a venv with pinned packages that `tests/run.sh` installs and names
 //! in `FIONA_TEST_PYTHON`; without it this test fails and says how to get it.
 
+use fiona_tests::fiona_bin;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -30,10 +31,6 @@ use std::time::{Duration, Instant};
 use fiona_tests::harness::{free_port, output_text, require_tool, Daemon, Options};
 use fiona_tests::orthanc::{Orthanc, Settings};
 use serde_json::{json, Value};
-
-fn bin() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_fiona"))
-}
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -201,7 +198,7 @@ fn every_public_real_file_is_forwarded_without_leaking_and_intact() {
     let port = free_port();
     let pacs = Orthanc::start(&work.join("orthanc"), port, "RESEARCH", Settings::default());
     let d = Daemon::start(
-        &bin(),
+        &fiona_bin!(),
         &work.join("data"),
         &Options {
             extra_toml: format!(

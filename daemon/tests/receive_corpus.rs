@@ -3,15 +3,12 @@
 //! indexed once, every stored data set is byte-identical to what was sent, counts per study
 //! and series are right, and a re-send changes nothing.
 
+use fiona_tests::fiona_bin;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use fiona_tests::corpus::{self, Modality, StudySpec, Variant};
 use fiona_tests::harness::{echoscu, stored_files, storescu, Daemon, Options};
-
-fn bin() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_fiona"))
-}
 
 /// (file, transfer syntax) of a study and its transcoded variants.
 fn corpus(dir: &std::path::Path) -> Vec<(PathBuf, Option<Variant>)> {
@@ -51,7 +48,7 @@ fn corpus(dir: &std::path::Path) -> Vec<(PathBuf, Option<Variant>)> {
 fn receives_corpus_byte_identical_and_idempotent() {
     let tmp = tempfile::tempdir().unwrap();
     let files = corpus(&tmp.path().join("corpus"));
-    let mut daemon = Daemon::start(&bin(), &tmp.path().join("data"), &Options::default());
+    let mut daemon = Daemon::start(&fiona_bin!(), &tmp.path().join("data"), &Options::default());
 
     let echo = echoscu(daemon.addr, "TESTSCU", "FIONA");
     assert!(

@@ -2,17 +2,13 @@
 //! exits 0, and after a restart every acknowledged instance is indexed and intact; no temp
 //! file is left.
 
-use std::path::PathBuf;
+use fiona_tests::fiona_bin;
 use std::time::{Duration, Instant};
 
 use fiona_tests::corpus::{self, Modality, StudySpec};
 use fiona_tests::harness::{
     acknowledged, output_text, spawn_storescu_verbose, stored_files, Daemon, Options,
 };
-
-fn bin() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_fiona"))
-}
 
 #[test]
 fn sigterm_mid_transfer_is_clean() {
@@ -24,7 +20,7 @@ fn sigterm_mid_transfer_is_clean() {
     spec.instances_per_series = 400;
     let files = corpus::write_study(&spec, &src).unwrap();
     let mut d = Daemon::start(
-        &bin(),
+        &fiona_bin!(),
         &tmp.path().join("data"),
         &Options {
             extra_toml: "shutdown_grace_secs = 5\n".into(),

@@ -7,8 +7,8 @@
 //!
 //! Peers use distinct loopback source addresses (127.0.0.2 and up), as distinct hosts would.
 
+use fiona_tests::fiona_bin;
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::time::Duration;
 
 use fiona_tests::corpus::{self, Modality, StudySpec};
@@ -16,10 +16,6 @@ use fiona_tests::harness::{storescu_responses, storescu_verbose, Daemon, Options
 use fiona_tests::scu::{RawScu, CT_IMAGE_STORAGE, EXPLICIT_VR_LE};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
-
-fn bin() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_fiona"))
-}
 
 async fn connect_from(source: &str, to: SocketAddr) -> std::io::Result<TcpStream> {
     let s = TcpSocket::new_v4()?;
@@ -56,7 +52,7 @@ fn a_sender_gets_through_while_others_hold_connections() {
     spec.instances_per_series = 5;
     let files = corpus::write_study(&spec, &src).unwrap();
     let d = Daemon::start(
-        &bin(),
+        &fiona_bin!(),
         &tmp.path().join("data"),
         &Options {
             extra_toml: "max_associations = 4\nmax_unassociated = 8\n\
@@ -177,7 +173,7 @@ fn a_sender_gets_through_while_others_hold_connections() {
 #[test]
 fn a_request_without_presentation_contexts_is_refused() {
     let tmp = tempfile::tempdir().unwrap();
-    let d = Daemon::start(&bin(), &tmp.path().join("data"), &Options::default());
+    let d = Daemon::start(&fiona_bin!(), &tmp.path().join("data"), &Options::default());
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -5,14 +5,11 @@
 //! a deviation the ecosystem reads (DCMTK and pydicom do) and bound nothing, so both accept
 //! them; a value, item or sequence that does not fit where it is declared is refused by both.
 
-use std::path::{Path, PathBuf};
+use fiona_tests::fiona_bin;
+use std::path::Path;
 
 use fiona_tests::harness::{fiona_deid, require_tool, Daemon, Options};
 use fiona_tests::scu::{RawScu, CT_IMAGE_STORAGE, EXPLICIT_VR_LE};
-
-fn bin() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_fiona"))
-}
 
 /// An element's tag (for ordering) and its encoded bytes.
 type Element = (u32, Vec<u8>);
@@ -171,7 +168,7 @@ fn deid_and_receive_judge_structure_alike() {
 
     require_tool("dcmdump");
     let tmp = tempfile::tempdir().unwrap();
-    let daemon = Daemon::start(&bin(), &tmp.path().join("data"), &Options::default());
+    let daemon = Daemon::start(&fiona_bin!(), &tmp.path().join("data"), &Options::default());
     let mut scu = RawScu::connect(
         daemon.addr,
         "ODDSCU",
@@ -191,7 +188,7 @@ fn deid_and_receive_judge_structure_alike() {
         part10(&file, &sop, &ds);
         let out_file = tmp.path().join(format!("out{i}.dcm"));
         let out = fiona_deid(
-            &bin(),
+            &fiona_bin!(),
             ("--data-dir", &tmp.path().join("deid-data")),
             &file,
             &out_file,

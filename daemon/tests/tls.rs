@@ -9,6 +9,7 @@
 //!   TLS. With a CA that does not match Orthanc's certificate, nothing is sent and the
 //!   transfer shows the certificate problem.
 
+use fiona_tests::fiona_bin;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -18,10 +19,6 @@ use fiona_tests::corpus::{self, Modality, StudySpec};
 use fiona_tests::harness::{free_port, storescu, Daemon, Options};
 use fiona_tests::orthanc::{Orthanc, Settings};
 use fiona_tests::pki::{Ca, Identity};
-
-fn bin() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_fiona"))
-}
 
 const PROJECT: &str = r#"
 [projects.PROJ1]
@@ -134,7 +131,7 @@ fn the_tls_listener_takes_mutual_tls_and_refuses_everything_else() {
     let tmp = tempfile::tempdir().unwrap();
     let p = pki(&tmp.path().join("pki"));
     let d = Daemon::start(
-        &bin(),
+        &fiona_bin!(),
         &tmp.path().join("data"),
         &Options {
             extra_toml: listen_tls(&p),
@@ -215,7 +212,7 @@ fn the_tls_listener_takes_mutual_tls_and_refuses_everything_else() {
 /// a study sent to it over TLS and assigned.
 fn forwarding_over_tls(tmp: &Path, p: &Pki, port: u16, ca: &Path) -> (Daemon, StudySpec) {
     let d = Daemon::start(
-        &bin(),
+        &fiona_bin!(),
         &tmp.join("data"),
         &Options {
             extra_toml: format!(

@@ -7,9 +7,9 @@
 //! Then, with the query side answering, the same verify reports every transfer held and exits
 //! 0; `fiona resend --project` runs as a job too.
 
+use fiona_tests::fiona_bin;
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
-use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -17,10 +17,6 @@ use fiona_tests::corpus::{self, Modality, StudySpec};
 use fiona_tests::harness::{dcmqrscp, free_port, storescu, Daemon, Options};
 
 const STUDIES: u32 = 40;
-
-fn bin() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_fiona"))
-}
 
 /// A server that accepts connections and never says anything (kept open while the test runs).
 fn hung_server() -> u16 {
@@ -53,7 +49,7 @@ fn wait_for(d: &Daemon, what: &str, mut done: impl FnMut() -> bool) {
 
 /// Run `fiona ARGS`; its exit code, stdout, and stderr lines.
 fn run_cli(d: &Daemon, args: &[&str]) -> (Option<i32>, String, Vec<String>) {
-    let mut child = Command::new(bin())
+    let mut child = Command::new(fiona_bin!())
         .args(args)
         .arg("--data-dir")
         .arg(&d.data_dir)
@@ -97,7 +93,7 @@ fn verify_at_project_scale_runs_as_a_job_and_survives_a_hung_pacs() {
     let _pacs = dcmqrscp(&tmp.path().join("pacs"), port);
     let hung = hung_server();
     let mut d = Daemon::start(
-        &bin(),
+        &fiona_bin!(),
         &tmp.path().join("data"),
         &Options {
             extra_toml: format!(

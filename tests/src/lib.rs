@@ -8,3 +8,12 @@ pub mod harness;
 pub mod orthanc;
 pub mod pki;
 pub mod scu;
+
+/// The `fiona` binary Cargo built for the calling integration test (`CARGO_BIN_EXE_fiona` is
+/// set for the daemon package's tests, so this expands in the caller).
+#[macro_export]
+macro_rules! fiona_bin {
+    () => {
+        std::path::PathBuf::from(env!("CARGO_BIN_EXE_fiona"))
+    };
+}
