@@ -604,7 +604,8 @@ where
     Ok(out)
 }
 
-type Identifier = std::collections::BTreeMap<(u16, u16), String>;
+/// A C-FIND response identifier: top-level element values as text, by (group, element).
+pub type Identifier = std::collections::BTreeMap<(u16, u16), String>;
 
 /// Encode a flat identifier in Implicit VR Little Endian (elements in tag order).
 fn encode_identifier(keys: &[(u16, u16, String)]) -> Vec<u8> {
@@ -625,24 +626,39 @@ fn encode_identifier(keys: &[(u16, u16, String)]) -> Vec<u8> {
     out
 }
 
-/// Parse a flat Implicit VR Little Endian identifier; values as trimmed text.
-fn parse_identifier(b: &[u8]) -> Result<Identifier, String> {
+/// Parse a C-FIND response identifier (Implicit VR Little Endian): the top-level elements'
+/// values as trimmed text (sequences, which a PACS may add, are skipped, not an error).
+/// Bounded first: the data set's structure is checked by `header::Checker` (every length
+/// against the bytes received, sequences of undefined length included), so dicom-object,
+/// which parses it then, never allocates from a declared length.
+pub fn parse_identifier(b: &[u8]) -> Result<Identifier, String> {
+    use dicom_core::header::Header;
+    if b.is_empty() {
+        return Ok(Identifier::new());
+    }
+    if b.len() > MAX_IDENTIFIER {
+        return Err("query response too large".into());
+    }
+    let mut checker = crate::header::Checker::new(IMPLICIT_VR_LE)
+        .ok_or_else(|| "identifier: no decoder for implicit VR LE".to_string())?;
+    checker
+        .feed(b)
+        .and_then(|()| checker.finish().map(|_| ()))
+        .map_err(|e| format!("identifier does not parse: {e}"))?;
+    let ts = dicom_transfer_syntax_registry::entries::IMPLICIT_VR_LITTLE_ENDIAN.erased();
+    let obj = dicom_object::InMemDicomObject::read_dataset_with_ts(b, &ts)
+        .map_err(|e| format!("identifier does not parse: {e}"))?;
     let mut out = Identifier::new();
-    let mut pos = 0;
-    while pos + 8 <= b.len() {
-        let g = u16::from_le_bytes([b[pos], b[pos + 1]]);
-        let e = u16::from_le_bytes([b[pos + 2], b[pos + 3]]);
-        let len = u32::from_le_bytes([b[pos + 4], b[pos + 5], b[pos + 6], b[pos + 7]]) as usize;
-        let start = pos + 8;
-        if len == 0xFFFF_FFFF || start + len > b.len() {
-            return Err("identifier does not parse".into());
+    for el in obj.iter() {
+        if el.vr() == dicom_core::VR::SQ {
+            continue;
         }
-        let v = String::from_utf8_lossy(&b[start..start + len])
-            .trim_end_matches(['\0', ' '])
-            .trim_start()
-            .to_string();
-        out.insert((g, e), v);
-        pos = start + len;
+        let t = el.tag();
+        let v = el
+            .to_str()
+            .map(|v| v.trim_end_matches(['\0', ' ']).trim_start().to_string())
+            .unwrap_or_default();
+        out.insert((t.group(), t.element()), v);
     }
     Ok(out)
 }
@@ -805,5 +821,57 @@ mod tests {
                 "attempt {attempt}: {e}"
             );
         }
+    }
+
+    fn el(g: u16, e: u16, v: &[u8]) -> Vec<u8> {
+        let mut b = Vec::new();
+        b.extend_from_slice(&g.to_le_bytes());
+        b.extend_from_slice(&e.to_le_bytes());
+        b.extend_from_slice(&(v.len() as u32).to_le_bytes());
+        b.extend_from_slice(v);
+        b
+    }
+
+    /// Issue 15: a response identifier that carries a sequence (as some PACS add, e.g. Other
+    /// Patient IDs Sequence) is read, not refused; what is malformed or declares more than it
+    /// has is refused without allocating from the declared length.
+    #[test]
+    fn identifiers_with_sequences_parse_and_bad_ones_are_refused() {
+        let item = [
+            vec![0xFE, 0xFF, 0x00, 0xE0, 0xFF, 0xFF, 0xFF, 0xFF],
+            el(0x0010, 0x0020, b"X1"),
+            vec![0xFE, 0xFF, 0x0D, 0xE0, 0, 0, 0, 0],
+        ]
+        .concat();
+        let undefined_sq = [
+            vec![0x10, 0x00, 0x02, 0x10, 0xFF, 0xFF, 0xFF, 0xFF],
+            item.clone(),
+            vec![0xFE, 0xFF, 0xDD, 0xE0, 0, 0, 0, 0],
+        ]
+        .concat();
+        let id = [
+            el(0x0008, 0x0052, b"STUDY "),
+            undefined_sq,
+            el(0x0020, 0x000D, b"1.2.3\0"),
+            el(0x0020, 0x1208, b"40"),
+        ]
+        .concat();
+        let parsed = parse_identifier(&id).unwrap();
+        assert_eq!(parsed[&(0x0020, 0x000D)], "1.2.3");
+        assert_eq!(parsed[&(0x0020, 0x1208)], "40");
+        assert_eq!(parsed[&(0x0008, 0x0052)], "STUDY");
+        assert!(!parsed.contains_key(&(0x0010, 0x1002)));
+        // A defined-length sequence too.
+        let defined = [el(0x0010, 0x1002, &item), el(0x0020, 0x000D, b"1.2.3\0")].concat();
+        assert_eq!(
+            parse_identifier(&defined).unwrap()[&(0x0020, 0x000D)],
+            "1.2.3"
+        );
+        // Truncated, and a value declaring 4 GB that is not there.
+        assert!(parse_identifier(&id[..id.len() - 1]).is_err());
+        let mut huge = el(0x0020, 0x000D, b"1.2");
+        huge[4..8].copy_from_slice(&0xFFFF_FFF0u32.to_le_bytes());
+        assert!(parse_identifier(&huge).is_err());
+        assert!(parse_identifier(&[]).unwrap().is_empty());
     }
 }

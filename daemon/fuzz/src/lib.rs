@@ -133,3 +133,15 @@ pub fn dimse_command(data: &[u8]) -> Option<Command> {
     );
     Some(cmd)
 }
+
+/// `cfind_identifier`: `fiona::forward::parse_identifier` on a C-FIND response identifier as
+/// a PACS sends it. Properties: no panic; memory bounded (run with `-malloc_limit_mb=64`: the
+/// identifier is checked before dicom-object parses it, so nothing is allocated from a
+/// declared length); a value it returns is text without trailing padding.
+pub fn cfind_identifier(data: &[u8]) -> Option<fiona::forward::Identifier> {
+    let id = fiona::forward::parse_identifier(data).ok()?;
+    for v in id.values() {
+        assert!(!v.ends_with(['\0', ' ']), "value keeps its padding");
+    }
+    Some(id)
+}

@@ -91,3 +91,14 @@ fn socket_seeds_hold_the_properties() {
         }
     }
 }
+
+/// The C-FIND identifier seeds parse (the one with a sequence included) and give the UIDs.
+#[test]
+fn cfind_identifier_seeds_parse() {
+    let seeds = files("seeds/cfind_identifier");
+    assert!(seeds.len() >= 3);
+    for (name, data) in seeds {
+        let id = fiona_fuzz::cfind_identifier(&data).unwrap_or_else(|| panic!("{name}"));
+        assert_eq!(id[&(0x0020, 0x000D)], "1.2.3", "{name}");
+    }
+}
