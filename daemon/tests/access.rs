@@ -110,11 +110,11 @@ fn silent_peer_is_dropped_after_idle_timeout() {
     let mut scu =
         RawScu::connect(d.addr, "SILENT", "FIONA", CT_IMAGE_STORAGE, EXPLICIT_VR_LE).unwrap();
     assert_eq!(scu.echo().unwrap(), 0, "alive before going silent");
-    std::thread::sleep(Duration::from_millis(2500));
+    // Wait for the event (the daemon ends the association), not for a time.
+    wait_until(&d, "the idle timeout", || d.log().contains("idle timeout"));
     // The daemon closed the association: the slot is free for someone else.
     assert!(ok(&echoscu(d.addr, "NEXT", "FIONA")), "{}", d.log());
     assert!(scu.echo().is_err(), "the silent association was closed");
-    assert!(d.log().contains("idle timeout"), "{}", d.log());
 }
 
 #[test]
@@ -125,7 +125,37 @@ fn peer_that_never_associates_is_dropped_after_acse_timeout() {
         "d",
         "acse_timeout_secs = 1\nmax_associations = 1\n",
     );
-    let _silent = std::net::TcpStream::connect(d.addr).unwrap();
-    std::thread::sleep(Duration::from_millis(1800));
+    let mut silent = std::net::TcpStream::connect(d.addr).unwrap();
+    // A silent connection holds no association slot (issue 14): another peer associates
+    // at once, while it waits.
     assert!(ok(&echoscu(d.addr, "NEXT", "FIONA")), "{}", d.log());
+    // The daemon closes it once acse_timeout_secs pass: its read ends (EOF), and the log
+    // says why.
+    silent
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let mut b = [0u8; 16];
+    let n = std::io::Read::read(&mut silent, &mut b);
+    assert!(
+        matches!(n, Ok(0) | Err(_))
+            && !matches!(&n, Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
+        "{n:?}"
+    );
+    wait_until(&d, "the ARTIM refusal in the log", || {
+        d.log()
+            .contains("no association request within acse_timeout_secs")
+    });
+}
+
+/// Poll `done` until it holds (at most 30 s, then fail with the log).
+fn wait_until(d: &Daemon, what: &str, mut done: impl FnMut() -> bool) {
+    let start = std::time::Instant::now();
+    while !done() {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "timed out waiting for {what}\n{}",
+            d.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }

@@ -610,25 +610,23 @@ fn a_hung_research_pacs_holds_neither_the_other_destination_nor_the_receive_side
             .and_then(|a| a.iter().find(|x| x["destination"] == name).cloned())
             .unwrap_or(Value::Null)
     };
-    let assigned = Instant::now();
     let t = d.transfer_when("the responsive destination to be verified", |t| {
         delivery(t, "research")["verified_ms"].is_i64()
     });
-    // Well before the stuck attempt's bound (30 s + 5 s per instance), which a single queue
-    // would have waited for; the stuck one has begun its first attempt (counted when it
-    // begins) and not finished it, and the transfer as a whole waits for it.
-    assert!(assigned.elapsed() < Duration::from_secs(20), "{t}");
+    // The responsive destination did not wait for the stuck one (no wall clock needed): the
+    // stuck one has begun its first attempt (counted when it begins) and not finished it (no
+    // reason yet; its bound is 30 s + 5 s per instance), and the transfer as a whole waits.
     let stuck = delivery(&t, "stuck");
     assert_eq!(stuck["attempts"].as_u64().unwrap_or(0), 1, "{t}");
     assert!(stuck["reason"].is_null() && stuck["done"] == false, "{t}");
     assert_eq!(t["state"], "deidentified", "{t}");
     let uid = t["research_study_uid"].as_str().unwrap();
     assert_eq!(pacs.held(uid, "FIONA", &[], &tmp.path().join("q")), 3);
-    // Receiving goes on meanwhile.
+    // Receiving goes on meanwhile, while the stuck attempt still runs.
     let (_, more) = write(&tmp.path().join("more"), 708, Modality::Ct, 1, 2, 32);
-    let started = Instant::now();
     assert!(storescu(d.addr, "FIONA", &[], &more).status.success());
-    assert!(started.elapsed() < Duration::from_secs(5));
+    let t = d.json(&["transfers"])[0].clone();
+    assert!(delivery(&t, "stuck")["reason"].is_null(), "{t}");
 }
 
 #[test]
