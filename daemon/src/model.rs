@@ -233,18 +233,45 @@ impl TransferState {
         }
     }
 
+    /// Every state.
+    pub const ALL: [TransferState; 7] = [
+        TransferState::Requested,
+        TransferState::Deidentified,
+        TransferState::Sent,
+        TransferState::Verified,
+        TransferState::Failed,
+        TransferState::Cancelled,
+        TransferState::Parked,
+    ];
+
+    /// Whether a transfer in this state may move to `next`: the one table of legal
+    /// transitions.
+    ///
+    /// * de-identification: `requested` -> `deidentified`, `parked` (nothing to send) or
+    ///   `failed`;
+    /// * sending: `deidentified` -> `sent` or `failed`;
+    /// * verification: `sent` -> `verified`, `failed`, or back to `deidentified` (instances
+    ///   missing at the destination are sent again);
+    /// * a correction cancels what is not yet sent: `requested`, `deidentified`, `parked` ->
+    ///   `cancelled` (final);
+    /// * `fiona resend`: `sent`, `verified`, `failed`, `parked` -> `requested` or
+    ///   `deidentified`.
+    pub fn may_become(self, next: TransferState) -> bool {
+        use TransferState::*;
+        matches!(
+            (self, next),
+            (Requested, Deidentified | Parked | Failed | Cancelled)
+                | (Deidentified, Sent | Failed | Cancelled)
+                | (Sent, Verified | Failed | Deidentified | Requested)
+                | (Verified | Failed | Parked, Requested | Deidentified)
+                | (Parked, Cancelled)
+        )
+    }
+
     pub fn parse(s: &str) -> Option<TransferState> {
-        [
-            TransferState::Requested,
-            TransferState::Deidentified,
-            TransferState::Sent,
-            TransferState::Verified,
-            TransferState::Failed,
-            TransferState::Cancelled,
-            TransferState::Parked,
-        ]
-        .into_iter()
-        .find(|t| t.as_str() == s || (s == "de-identified" && *t == TransferState::Deidentified))
+        TransferState::ALL.into_iter().find(|t| {
+            t.as_str() == s || (s == "de-identified" && *t == TransferState::Deidentified)
+        })
     }
 }
 
@@ -304,6 +331,29 @@ pub struct TransferRecord {
     /// Progress towards each of the project's destinations.
     #[serde(default)]
     pub deliveries: Vec<Delivery>,
+}
+
+/// A state change that [`TransferState::may_become`] does not allow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("transfer cannot go from {} to {}", .from.as_str(), .to.as_str())]
+pub struct IllegalTransition {
+    pub from: TransferState,
+    pub to: TransferState,
+}
+
+impl TransferRecord {
+    /// Move to `next` at `now_ms`, if the table of legal transitions allows it.
+    pub fn move_to(&mut self, next: TransferState, now_ms: i64) -> Result<(), IllegalTransition> {
+        if !self.state.may_become(next) {
+            return Err(IllegalTransition {
+                from: self.state,
+                to: next,
+            });
+        }
+        self.state = next;
+        self.state_ms = now_ms;
+        Ok(())
+    }
 }
 
 /// An instance the pipeline could not pass on, and why (never a value from the data set).
@@ -403,4 +453,53 @@ pub struct CouplingEntry {
     /// The import that loaded it, and its line in that file.
     pub import_id: String,
     pub line: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every pair of states, against the table written out by hand.
+    #[test]
+    fn every_transition_is_checked() {
+        use TransferState::*;
+        let legal = [
+            (Requested, Deidentified),
+            (Requested, Parked),
+            (Requested, Failed),
+            (Requested, Cancelled),
+            (Deidentified, Sent),
+            (Deidentified, Failed),
+            (Deidentified, Cancelled),
+            (Sent, Verified),
+            (Sent, Failed),
+            (Sent, Deidentified),
+            (Sent, Requested),
+            (Verified, Requested),
+            (Verified, Deidentified),
+            (Failed, Requested),
+            (Failed, Deidentified),
+            (Parked, Requested),
+            (Parked, Deidentified),
+            (Parked, Cancelled),
+        ];
+        let mut n = 0;
+        for from in TransferState::ALL {
+            for to in TransferState::ALL {
+                let expected = legal.contains(&(from, to));
+                assert_eq!(
+                    from.may_become(to),
+                    expected,
+                    "{} -> {}",
+                    from.as_str(),
+                    to.as_str()
+                );
+                n += 1;
+            }
+        }
+        assert_eq!(n, 49);
+        // Cancelled is final; nothing returns to itself.
+        assert!(TransferState::ALL.iter().all(|s| !Cancelled.may_become(*s)));
+        assert!(TransferState::ALL.iter().all(|s| !s.may_become(*s)));
+    }
 }

@@ -266,12 +266,14 @@ impl Pipeline {
                 // Nothing to send and something parked: it waits for a person, instead of
                 // going through sending and verification with nothing in it.
                 let parked_only = o.deidentified == 0 && !o.parked.is_empty();
-                cur.state = if parked_only {
-                    TransferState::Parked
-                } else {
-                    TransferState::Deidentified
-                };
-                cur.state_ms = now;
+                cur.move_to(
+                    if parked_only {
+                        TransferState::Parked
+                    } else {
+                        TransferState::Deidentified
+                    },
+                    now,
+                )?;
                 cur.deidentified = o.deidentified;
                 cur.dropped = o.dropped;
                 cur.parked = o.parked.clone();
@@ -320,8 +322,7 @@ impl Pipeline {
                 if cur.state != expect {
                     return Ok(());
                 }
-                cur.state = TransferState::Failed;
-                cur.state_ms = now;
+                cur.move_to(TransferState::Failed, now)?;
                 cur.reason = Some(reason.to_string());
                 tables.put_transfer(&cur)?;
                 tables.append_audit(transfer_audit(
@@ -706,7 +707,14 @@ impl Pipeline {
                 }
                 cur.deliveries.retain(|x| x.destination != d.destination);
                 cur.deliveries.push(d.clone());
+                let before = cur.state;
                 if let Some((action, detail)) = decide(&mut cur, &names, &d) {
+                    // The decision set the new state: checked against the table.
+                    let next = cur.state;
+                    if next != before {
+                        cur.state = before;
+                        cur.move_to(next, now)?;
+                    }
                     cur.state_ms = now;
                     tables.append_audit(transfer_audit(&cur, "pipeline", action, detail, now))?;
                 }
@@ -1045,12 +1053,14 @@ pub fn resend(
                 // Outputs as recorded are sent again; otherwise the study is de-identified
                 // again (deterministic: the same UIDs and values).
                 let have = complete.get(&t.id) == Some(&t.deidentified);
-                t.state = if have {
-                    TransferState::Deidentified
-                } else {
-                    TransferState::Requested
-                };
-                t.state_ms = now;
+                t.move_to(
+                    if have {
+                        TransferState::Deidentified
+                    } else {
+                        TransferState::Requested
+                    },
+                    now,
+                )?;
                 t.reason = None;
                 t.sent = 0;
                 t.verified_ms = None;

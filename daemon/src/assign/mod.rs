@@ -315,8 +315,8 @@ pub fn assign(
                             .map(|d| d.stored.len())
                             .max()
                             .unwrap_or(0);
-                        old.state = TransferState::Cancelled;
-                        old.state_ms = now;
+                        old.move_to(TransferState::Cancelled, now)
+                            .map_err(StoreError::from)?;
                         old.reason = Some(if already > 0 {
                             format!("superseded by correction {id}; {already} instances had already been sent")
                         } else {

@@ -35,9 +35,19 @@ pub enum StoreError {
     },
     #[error("index record {0} is corrupt: {1}")]
     Corrupt(String, String),
+    /// A write refused by a rule of the records (e.g. an illegal transfer state change);
+    /// the transaction is rolled back.
+    #[error("index write refused: {0}")]
+    Refused(String),
     /// The index failed on I/O earlier and could not be reopened yet.
     #[error("index unavailable since an I/O error ({cause:?}); reopening failed: {why}")]
     Unavailable { cause: IoFailure, why: String },
+}
+
+impl From<crate::model::IllegalTransition> for StoreError {
+    fn from(e: crate::model::IllegalTransition) -> StoreError {
+        StoreError::Refused(e.to_string())
+    }
 }
 
 /// The kind of an I/O failure under the index.
@@ -56,7 +66,7 @@ impl StoreError {
         match self {
             StoreError::Engine { io, .. } => *io,
             StoreError::Unavailable { cause, .. } => Some(*cause),
-            StoreError::Corrupt(..) => None,
+            StoreError::Corrupt(..) | StoreError::Refused(_) => None,
         }
     }
 
