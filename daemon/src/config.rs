@@ -76,6 +76,12 @@ pub struct Config {
     pub association_timeout_secs: u64,
     /// Seconds without a new instance after which a study counts as arrived.
     pub quiet_period_secs: u64,
+    /// De-identification passes of one transfer that may fail (e.g. the outbound area cannot
+    /// be written) before the transfer is `failed` with the reason; retried with backoff.
+    pub deid_max_attempts: u32,
+    /// The first wait after a failed de-identification pass, doubled each time (at most 10
+    /// minutes).
+    pub deid_retry_base_secs: u64,
     /// Refuse C-STORE with 0xA700 when the data file system has less free space than this.
     pub min_free_bytes: u64,
     /// Largest data set a deflated instance may inflate to; more is refused (0xC000) while
@@ -129,6 +135,8 @@ impl Default for Config {
             idle_timeout_secs: 120,
             association_timeout_secs: 4 * 3600,
             quiet_period_secs: 15,
+            deid_max_attempts: 8,
+            deid_retry_base_secs: 5,
             min_free_bytes: 1 << 30,
             max_inflated_bytes: 512 << 20,
             max_inflation_ratio: 200,
@@ -197,6 +205,12 @@ impl Config {
         }
         if self.max_associations == 0 || self.max_associations > 4096 {
             return Err(invalid("max_associations", "must be between 1 and 4096"));
+        }
+        if self.deid_max_attempts == 0 {
+            return Err(invalid("deid_max_attempts", "must be at least 1"));
+        }
+        if self.deid_retry_base_secs == 0 || self.deid_retry_base_secs > 600 {
+            return Err(invalid("deid_retry_base_secs", "must be between 1 and 600"));
         }
         if self.max_unassociated == 0 || self.max_unassociated > 4096 {
             return Err(invalid("max_unassociated", "must be between 1 and 4096"));

@@ -331,6 +331,13 @@ pub struct TransferRecord {
     /// Progress towards each of the project's destinations.
     #[serde(default)]
     pub deliveries: Vec<Delivery>,
+    /// De-identification passes that failed (not parked instances: the pass as a whole, e.g.
+    /// the outbound area could not be written); at `deid_max_attempts` the transfer fails.
+    #[serde(default)]
+    pub deid_attempts: u32,
+    /// Not before this time (Unix ms) for the next de-identification pass.
+    #[serde(default)]
+    pub next_deid_ms: i64,
 }
 
 /// A state change that [`TransferState::may_become`] does not allow.

@@ -132,7 +132,7 @@ impl Pipeline {
         let quiet = self.config.quiet_period().as_millis() as i64;
         let mut out = Vec::new();
         for t in self.store.transfers().map_err(|e| e.to_string())? {
-            if t.state != TransferState::Requested {
+            if t.state != TransferState::Requested || t.next_deid_ms > now_ms {
                 continue;
             }
             let Some(study) = self.store.study(&t.study_key).map_err(|e| e.to_string())? else {
@@ -277,6 +277,8 @@ impl Pipeline {
                 cur.deidentified = o.deidentified;
                 cur.dropped = o.dropped;
                 cur.parked = o.parked.clone();
+                cur.reason = None;
+                cur.next_deid_ms = 0;
                 tables.put_transfer(&cur)?;
                 tables.append_audit(transfer_audit(
                     &cur,
@@ -977,10 +979,55 @@ impl Pipeline {
                     "transfer de-identified"
                 ),
                 Err(e) => {
-                    tracing::error!(transfer = %t.id, error = %e, "transfer not de-identified")
+                    if let Err(e2) = self.deid_failed(&t, &e) {
+                        tracing::error!(transfer = %t.id, error = %e2, "de-identification failure not recorded");
+                    }
                 }
             }
         }
+    }
+
+    /// A de-identification pass failed as a whole: count it, and retry later with backoff,
+    /// or fail the transfer with the reason once `deid_max_attempts` passes have failed.
+    fn deid_failed(&self, t: &TransferRecord, why: &str) -> Result<(), String> {
+        let now = now_ms();
+        let max = self.config.deid_max_attempts;
+        let base = Duration::from_secs(self.config.deid_retry_base_secs);
+        self.store
+            .write_assign(&mut |tables| {
+                let Some(mut cur) = tables.transfer(&t.id)? else {
+                    return Ok(());
+                };
+                if cur.state != TransferState::Requested {
+                    return Ok(());
+                }
+                cur.deid_attempts += 1;
+                let n = cur.deid_attempts;
+                if n >= max {
+                    cur.move_to(TransferState::Failed, now)?;
+                    cur.reason = Some(format!("de-identification failed {n} times; last: {why}"));
+                    tracing::error!(transfer = %t.id, attempts = n, error = %why, "transfer failed: de-identification keeps failing");
+                    tables.put_transfer(&cur)?;
+                    tables.append_audit(transfer_audit(
+                        &cur,
+                        "pipeline",
+                        "failed",
+                        cur.reason.clone().unwrap_or_default(),
+                        now,
+                    ))?;
+                    return Ok(());
+                }
+                let wait = base
+                    .saturating_mul(1u32 << (n - 1).min(16))
+                    .min(Duration::from_secs(600));
+                cur.next_deid_ms = now + wait.as_millis() as i64;
+                cur.reason = Some(format!(
+                    "de-identification attempt {n} of {max} failed: {why}"
+                ));
+                tracing::warn!(transfer = %t.id, attempts = n, retry_in_s = wait.as_secs(), error = %why, "transfer not de-identified; retried later");
+                tables.put_transfer(&cur)
+            })
+            .map_err(|e| e.to_string())
     }
 }
 
@@ -1065,6 +1112,8 @@ pub fn resend(
                 t.sent = 0;
                 t.verified_ms = None;
                 t.deliveries.clear();
+                t.deid_attempts = 0;
+                t.next_deid_ms = 0;
                 tables.put_transfer(&t)?;
                 tables.append_audit(transfer_audit(
                     &t,

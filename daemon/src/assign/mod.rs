@@ -295,6 +295,8 @@ pub fn assign(
         dropped: 0,
         parked: Vec::new(),
         deliveries: Vec::new(),
+        deid_attempts: 0,
+        next_deid_ms: 0,
     };
     let assignment = match existing {
         Some(mut a) => {
