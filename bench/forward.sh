@@ -81,7 +81,7 @@ log "generating $COUNT synthetic CT instances into $CORPUS"
 "$MAKE_CORPUS" "$CORPUS" "$COUNT" 4 ct >/dev/null
 BYTES=$(find "$CORPUS" -type f -printf '%s\n' | awk '{s += $1} END {printf "%d", s}')
 
-# --- research PACS: dcmqrscp, configured as daemon/tests/pipeline.rs does -------------
+# --- research PACS: dcmqrscp, configured as daemon/tests/common/pipeline.rs does -------------
 free_port() {
   local p
   for _ in $(seq 50); do

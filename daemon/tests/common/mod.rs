@@ -1,0 +1,2 @@
+//! Helpers shared by several test files of this directory (`mod common;`).
+pub mod pipeline;
