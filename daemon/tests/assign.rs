@@ -255,30 +255,12 @@ fn manual_assignment_corrections_later_series_and_restart() {
         ],
     );
     assert!(ok && out.contains("already assigned"), "{out}");
-    let v = d.json(&[
-        "assign",
-        &key,
-        "--project",
-        "SECOND",
-        "--participant",
-        "S001",
-        "--event",
-        "scan",
-    ]);
+    let v = d.assign(&key, "SECOND", "S001", "scan");
     assert_eq!(v["result"], "assigned");
     assert_eq!(transfers(&d, &[]).len(), 2);
 
     // A correction: the unstarted transfer is cancelled, a new one replaces it.
-    let v = d.json(&[
-        "assign",
-        &key,
-        "--project",
-        "PROJ1",
-        "--participant",
-        "PROJ1-0002",
-        "--event",
-        "followup",
-    ]);
+    let v = d.assign(&key, "PROJ1", "PROJ1-0002", "followup");
     assert_eq!(v["result"], "corrected");
     let cancelled = transfers(&d, &["--state", "cancelled"]);
     assert_eq!(cancelled.len(), 1);
@@ -646,16 +628,7 @@ fn unassigned_studies_leave_the_assign_list_after_the_visibility_period() {
         .as_str()
         .unwrap()
         .to_string();
-    d.json(&[
-        "assign",
-        &k2,
-        "--project",
-        "SECOND",
-        "--participant",
-        "S042",
-        "--event",
-        "scan",
-    ]);
+    d.assign(&k2, "SECOND", "S042", "scan");
     std::thread::sleep(std::time::Duration::from_millis(9000));
     // The unassigned one is gone from the list; the assigned one stays.
     let v = studies(&d);
@@ -673,15 +646,6 @@ fn unassigned_studies_leave_the_assign_list_after_the_visibility_period() {
     assert_eq!(hidden[0]["instances"], 1);
     // It can still be assigned by key, and then it is back in the list.
     let k1 = hidden[0]["key"].as_str().unwrap().to_string();
-    d.json(&[
-        "assign",
-        &k1,
-        "--project",
-        "SECOND",
-        "--participant",
-        "S041",
-        "--event",
-        "scan",
-    ]);
+    d.assign(&k1, "SECOND", "S041", "scan");
     assert_eq!(studies(&d).len(), 2);
 }

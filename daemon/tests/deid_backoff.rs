@@ -39,16 +39,7 @@ fn a_failing_deidentification_backs_off_and_fails_with_its_reason() {
     };
     let files = corpus::write_study(&spec, &src).unwrap();
     assert!(storescu(d.addr, "FIONA", &[], &files).status.success());
-    d.json(&[
-        "assign",
-        &spec.accession,
-        "--project",
-        "PROJ1",
-        "--participant",
-        "PROJ1-1516",
-        "--event",
-        "baseline",
-    ]);
+    d.assign(&spec.accession, "PROJ1", "PROJ1-1516", "baseline");
     let t = d.transfer_when("the transfer to fail", |t| t["state"] == "failed");
     assert_eq!(t["deid_attempts"], 2, "{t:#}");
     let reason = t["reason"].as_str().unwrap();

@@ -122,16 +122,7 @@ fn a_data_directory_written_before_issue_15_opens_and_serves() {
     )
     .unwrap();
     assert!(storescu(d.addr, "FIONA", &[], &files).status.success());
-    d.json(&[
-        "assign",
-        &spec.accession,
-        "--project",
-        "PROJ1",
-        "--participant",
-        "PROJ1-01515",
-        "--event",
-        "baseline",
-    ]);
+    d.assign(&spec.accession, "PROJ1", "PROJ1-01515", "baseline");
     let start = std::time::Instant::now();
     loop {
         let t = d.json(&["transfers"]);

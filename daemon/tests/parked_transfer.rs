@@ -72,16 +72,7 @@ fn a_transfer_whose_only_image_is_parked_is_parked_not_verified() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let assigned = d.json(&[
-        "assign",
-        &spec.accession,
-        "--project",
-        "PROJ1",
-        "--participant",
-        "PROJ1-0011",
-        "--event",
-        "baseline",
-    ]);
+    let assigned = d.assign(&spec.accession, "PROJ1", "PROJ1-0011", "baseline");
     let id = assigned["transfer"].as_str().unwrap().to_string();
 
     let t = d.transfer_when("the pipeline to finish with the transfer", settled);

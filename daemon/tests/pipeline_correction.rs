@@ -28,16 +28,7 @@ fn a_correction_stops_a_transfer_that_is_being_sent() {
         .unwrap()
         .to_string();
     let accession = StudySpec::new(709, Modality::Ct).accession;
-    d.json(&[
-        "assign",
-        &accession,
-        "--project",
-        "PROJ1",
-        "--participant",
-        "PROJ1-0010",
-        "--event",
-        "baseline",
-    ]);
+    d.assign(&accession, "PROJ1", "PROJ1-0010", "baseline");
     // The old transfer stops within an instance or so, and says how much went out.
     let old = |d: &Daemon| {
         d.json(&["transfers"])

@@ -44,16 +44,7 @@ fn an_assigned_study_is_deidentified_and_scrubbed_without_anyone_acting() {
         String::from_utf8_lossy(&out.stderr)
     );
 
-    let assigned = d.json(&[
-        "assign",
-        &spec.accession,
-        "--project",
-        "PROJ1",
-        "--participant",
-        "PROJ1-0042",
-        "--event",
-        "baseline",
-    ]);
+    let assigned = d.assign(&spec.accession, "PROJ1", "PROJ1-0042", "baseline");
     let transfer = assigned["transfer"].as_str().unwrap().to_string();
 
     let t = d.transfer_when("the transfer to be de-identified", |t| {

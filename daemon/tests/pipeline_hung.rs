@@ -36,16 +36,7 @@ fn a_hung_research_pacs_holds_neither_the_other_destination_nor_the_receive_side
     );
     let (spec, files) = write(&tmp.path().join("in"), 707, Modality::Ct, 1, 3, 32);
     assert!(storescu(d.addr, "FIONA", &[], &files).status.success());
-    d.json(&[
-        "assign",
-        &spec.accession,
-        "--project",
-        "PROJ1",
-        "--participant",
-        "PROJ1-0007",
-        "--event",
-        "baseline",
-    ]);
+    d.assign(&spec.accession, "PROJ1", "PROJ1-0007", "baseline");
     let delivery = |t: &Value, name: &str| {
         t["deliveries"]
             .as_array()

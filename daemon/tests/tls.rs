@@ -235,16 +235,7 @@ fn forwarding_over_tls(tmp: &Path, p: &Pki, port: u16, ca: &Path) -> (Daemon, St
     let argv: Vec<&str> = args.iter().map(String::as_str).collect();
     let out = storescu(tls_addr(&d), "FIONA", &argv, &files);
     assert!(out.status.success(), "{}", text(&out));
-    d.json(&[
-        "assign",
-        &spec.accession,
-        "--project",
-        "PROJ1",
-        "--participant",
-        "PROJ1-0801",
-        "--event",
-        "baseline",
-    ]);
+    d.assign(&spec.accession, "PROJ1", "PROJ1-0801", "baseline");
     (d, spec)
 }
 

@@ -132,16 +132,7 @@ fn verify_at_project_scale_runs_as_a_job_and_survives_a_hung_pacs() {
         String::from_utf8_lossy(&out.stderr)
     );
     for (n, acc) in accessions.iter().enumerate() {
-        d.json(&[
-            "assign",
-            acc,
-            "--project",
-            "PROJ1",
-            "--participant",
-            &format!("PROJ1-{n:04}"),
-            "--event",
-            "baseline",
-        ]);
+        d.assign(acc, "PROJ1", &format!("PROJ1-{n:04}"), "baseline");
     }
     wait_for(&d, "every transfer to be sent", || {
         let v = d.json(&["transfers", "--state", "sent"]);

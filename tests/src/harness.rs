@@ -171,6 +171,27 @@ impl Daemon {
         serde_json::from_slice(&out.stdout).expect("json output")
     }
 
+    /// `fiona assign STUDY --project P --participant ID --event E --json` (`study`: the
+    /// study's key or accession number); panics when it fails.
+    pub fn assign(
+        &self,
+        study: &str,
+        project: &str,
+        participant: &str,
+        event: &str,
+    ) -> serde_json::Value {
+        self.json(&[
+            "assign",
+            study,
+            "--project",
+            project,
+            "--participant",
+            participant,
+            "--event",
+            event,
+        ])
+    }
+
     /// The first transfer (`fiona transfers`) once `done` holds for it; panics with the
     /// transfer and the log after 90 s.
     pub fn transfer_when(

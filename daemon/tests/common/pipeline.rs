@@ -114,16 +114,7 @@ pub fn forwarding(
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    d.json(&[
-        "assign",
-        &spec.accession,
-        "--project",
-        "PROJ1",
-        "--participant",
-        participant,
-        "--event",
-        "baseline",
-    ]);
+    d.assign(&spec.accession, "PROJ1", participant, "baseline");
     (d, spec)
 }
 
