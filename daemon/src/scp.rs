@@ -300,10 +300,10 @@ fn refused(node: &Node, peer: SocketAddr, why: &'static str) {
 }
 
 /// Wait until the whole first PDU (the A-ASSOCIATE-RQ) is in the socket's receive buffer,
-/// without reading it: `Ok(true)` when it is (or when it is not an A-ASSOCIATE-RQ, which
-/// negotiation then refuses at once), `Ok(false)` when the peer closed first. A peer that
-/// trickles its request waits here, holding no association slot. Returns the bytes peeked
-/// (at most 64 KiB).
+/// without reading it: `Ok(Some(bytes))` when it is (or when it is not an A-ASSOCIATE-RQ, which
+/// negotiation then refuses at once), `Ok(None)` when the peer closed first (also after
+/// part of a request). A peer that trickles its request waits here, holding no association
+/// slot. Returns the bytes peeked (at most 64 KiB).
 async fn wait_for_request(sock: &TcpStream) -> std::io::Result<Option<Vec<u8>>> {
     const MAX: usize = 64 * 1024;
     let mut need = 6;
@@ -325,7 +325,13 @@ async fn wait_for_request(sock: &TcpStream) -> std::io::Result<Option<Vec<u8>>> 
             }
             return Ok(Some(buf));
         }
-        // Part of it is here: `peek` would return at once again, so wait a little.
+        // Part of it is here. A peer that closed its side after part of a request will never
+        // send the rest (`peek` keeps returning what is there, never 0): closed. Otherwise
+        // `peek` would return at once again, so wait a little.
+        let ready = sock.ready(tokio::io::Interest::READABLE).await?;
+        if ready.is_read_closed() {
+            return Ok(None);
+        }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }

@@ -202,3 +202,36 @@ fn a_request_without_presentation_contexts_is_refused() {
     assert_eq!(answer[7], 1, "permanent");
     assert!(d.log().contains("no presentation context proposed"));
 }
+
+/// A peer that sends part of a request and then closes its side is closed at once, not
+/// after `acse_timeout_secs` (its unassociated budget comes back).
+#[test]
+fn a_partial_request_then_close_is_closed_at_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = Daemon::start(
+        &fiona_bin!(),
+        &tmp.path().join("data"),
+        &Options {
+            extra_toml: "acse_timeout_secs = 120\n".into(),
+            ..Options::default()
+        },
+    );
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let closed = rt.block_on(async {
+        let mut s = connect_from("127.0.0.1", d.addr).await.unwrap();
+        s.write_all(&rq_start()[..20]).await.unwrap();
+        s.shutdown().await.unwrap();
+        // Well inside the 120 s ARTIM: the daemon closes on its own once it sees the close.
+        closed_within(&mut s, Duration::from_secs(60)).await
+    });
+    assert!(closed, "{}", d.log());
+    assert!(
+        d.log()
+            .contains("connection closed before an association was requested"),
+        "{}",
+        d.log()
+    );
+}
