@@ -59,7 +59,7 @@ use crate::index::{
     IndexHealth, InstanceRecord, IoFailure, RejectRecord, SeriesRecord, StudyRecord, Totals,
 };
 use crate::jobs::{JobState, JobView, Jobs};
-use crate::scp::Node;
+use crate::node::Node;
 
 /// Largest coupling list accepted (about a million rows).
 pub const COUPLING_MAX_BYTES: usize = 64 << 20;

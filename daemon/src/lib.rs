@@ -19,6 +19,7 @@ pub mod index;
 pub mod jobs;
 pub mod logging;
 pub mod model;
+pub mod node;
 pub mod part10;
 pub mod pipeline;
 pub mod pixel;

@@ -28,7 +28,7 @@
 //! behind; the index reopens itself after such an error (`index::recovering`).
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -46,99 +46,19 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::admission::{Admission, Throttle};
-use crate::assign::Policy;
-use crate::committer::Committer;
-use crate::config::{Config, IpNet};
 use crate::dimse::{self, field, status, Command};
 use crate::header::{Checker, HeaderError, HeaderFields};
 #[cfg(test)]
 use crate::header::{Encoding, Scanner};
-use crate::index::{CommitOutcome, NewInstance, Origin, RejectRecord, Store};
-use crate::quarantine::{is_disk_full, Incoming, Quarantine};
+use crate::index::{CommitOutcome, NewInstance, Origin, RejectRecord};
+use crate::quarantine::{is_disk_full, Incoming};
 use crate::storage_classes::STORAGE_SOP_CLASSES;
 
 /// Verification SOP Class.
 pub const VERIFICATION: &str = "1.2.840.10008.1.1";
 pub use crate::part10::{file_meta, IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME};
 
-/// Counters of the receive stage, for `fiona status` and metrics.
-#[derive(Debug, Default)]
-pub struct Stats {
-    pub associations_active: AtomicU64,
-    pub associations_total: AtomicU64,
-    pub associations_refused: AtomicU64,
-    pub instances_stored: AtomicU64,
-    pub instances_duplicate: AtomicU64,
-    pub instances_rejected: AtomicU64,
-    pub instances_out_of_resources: AtomicU64,
-    pub bytes_stored: AtomicU64,
-}
-
-/// Everything an association task needs. Shared by all of them.
-pub struct Node {
-    /// Validated configuration.
-    pub config: Arc<Config>,
-    /// The index (the authority on what is stored).
-    pub store: Arc<dyn Store>,
-    /// Where instance bytes go.
-    pub quarantine: Quarantine,
-    /// Group commit of index records.
-    pub committer: Committer,
-    /// Counters for status and logs.
-    pub stats: Arc<Stats>,
-    /// Projects, rules and secrets that assignment decides with.
-    pub policy: Arc<Policy>,
-    /// Called AE titles answered: ours, plus auto-ID and routing titles.
-    called_titles: Vec<String>,
-    /// Bounds concurrent associations.
-    limit: Arc<Semaphore>,
-    /// Budgets of connections before they associate (see `admission`).
-    admission: Arc<Admission>,
-    /// Log lines of refused connections, throttled.
-    refusals_logged: Throttle,
-    /// Parsed address allow-list (empty: everyone).
-    allow_addrs: Vec<IpNet>,
-    /// Wakes the pipeline (a new assignment or re-send need not wait for its next tick).
-    pub pipeline_wake: Arc<tokio::sync::Notify>,
-}
-
-impl std::fmt::Debug for Node {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Node").finish_non_exhaustive()
-    }
-}
-
-impl Node {
-    pub fn new(
-        config: Arc<Config>,
-        store: Arc<dyn Store>,
-        quarantine: Quarantine,
-        committer: Committer,
-        policy: Arc<Policy>,
-        pipeline_wake: Arc<tokio::sync::Notify>,
-    ) -> Node {
-        let mut called_titles = vec![config.ae_title.trim().to_string()];
-        called_titles.extend(policy.projects.extra_called_ae_titles());
-        Node {
-            policy,
-            called_titles,
-            limit: Arc::new(Semaphore::new(config.max_associations)),
-            admission: Arc::new(Admission::new(
-                config.max_unassociated,
-                config.max_connections_per_address,
-            )),
-            refusals_logged: Throttle::new(Duration::from_secs(10)),
-            allow_addrs: config.address_allow_list(),
-            config,
-            store,
-            quarantine,
-            committer,
-            stats: Arc::new(Stats::default()),
-            pipeline_wake,
-        }
-    }
-}
+pub use crate::node::{Node, Stats};
 
 /// Accept associations until `shutdown` fires, then give in-flight associations the
 /// configured grace period and abort the rest.

@@ -34,7 +34,15 @@ struct Node {
 fn node() -> &'static Node {
     static NODE: OnceLock<Node> = OnceLock::new();
     NODE.get_or_init(|| {
-        let dir = std::env::temp_dir().join(format!("fiona-fuzz-socket-{}", std::process::id()));
+        // On tmpfs when there is one: every store and rejection fsyncs (file, directory,
+        // index), which on a disk costs more than the rest of a session.
+        let shm = PathBuf::from("/dev/shm");
+        let base = if shm.is_dir() {
+            shm
+        } else {
+            std::env::temp_dir()
+        };
+        let dir = base.join(format!("fiona-fuzz-socket-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         let mut cfg = fiona::config::Config::default();
         cfg.ae_title = "FIONA".into();

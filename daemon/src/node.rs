@@ -1,0 +1,95 @@
+//! The daemon's shared state ([`Node`]), in the daemon layer: the receive stage (`scp`) and
+//! the control API (`control`) both use it, and neither reaches the other through it.
+
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::Semaphore;
+
+use crate::admission::{Admission, Throttle};
+use crate::assign::Policy;
+use crate::committer::Committer;
+use crate::config::{Config, IpNet};
+use crate::index::Store;
+use crate::quarantine::Quarantine;
+
+/// Counters of the receive stage, for `fiona status` and metrics.
+#[derive(Debug, Default)]
+pub struct Stats {
+    pub associations_active: AtomicU64,
+    pub associations_total: AtomicU64,
+    pub associations_refused: AtomicU64,
+    pub instances_stored: AtomicU64,
+    pub instances_duplicate: AtomicU64,
+    pub instances_rejected: AtomicU64,
+    pub instances_out_of_resources: AtomicU64,
+    pub bytes_stored: AtomicU64,
+}
+
+/// The daemon's shared state: configuration, index, quarantine, group commit, counters,
+/// assignment policy, and the receive stage's admission state. Built once by `serve`, shared
+/// by the receive stage, the pipeline's wake-up and the control API.
+pub struct Node {
+    /// Validated configuration.
+    pub config: Arc<Config>,
+    /// The index (the authority on what is stored).
+    pub store: Arc<dyn Store>,
+    /// Where instance bytes go.
+    pub quarantine: Quarantine,
+    /// Group commit of index records.
+    pub committer: Committer,
+    /// Counters for status and logs.
+    pub stats: Arc<Stats>,
+    /// Projects, rules and secrets that assignment decides with.
+    pub policy: Arc<Policy>,
+    /// Called AE titles answered: ours, plus auto-ID and routing titles.
+    pub(crate) called_titles: Vec<String>,
+    /// Bounds concurrent associations.
+    pub(crate) limit: Arc<Semaphore>,
+    /// Budgets of connections before they associate (see `admission`).
+    pub(crate) admission: Arc<Admission>,
+    /// Log lines of refused connections, throttled.
+    pub(crate) refusals_logged: Throttle,
+    /// Parsed address allow-list (empty: everyone).
+    pub(crate) allow_addrs: Vec<IpNet>,
+    /// Wakes the pipeline (a new assignment or re-send need not wait for its next tick).
+    pub pipeline_wake: Arc<tokio::sync::Notify>,
+}
+
+impl std::fmt::Debug for Node {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Node").finish_non_exhaustive()
+    }
+}
+
+impl Node {
+    pub fn new(
+        config: Arc<Config>,
+        store: Arc<dyn Store>,
+        quarantine: Quarantine,
+        committer: Committer,
+        policy: Arc<Policy>,
+        pipeline_wake: Arc<tokio::sync::Notify>,
+    ) -> Node {
+        let mut called_titles = vec![config.ae_title.trim().to_string()];
+        called_titles.extend(policy.projects.extra_called_ae_titles());
+        Node {
+            policy,
+            called_titles,
+            limit: Arc::new(Semaphore::new(config.max_associations)),
+            admission: Arc::new(Admission::new(
+                config.max_unassociated,
+                config.max_connections_per_address,
+            )),
+            refusals_logged: Throttle::new(Duration::from_secs(10)),
+            allow_addrs: config.address_allow_list(),
+            config,
+            store,
+            quarantine,
+            committer,
+            stats: Arc::new(Stats::default()),
+            pipeline_wake,
+        }
+    }
+}
