@@ -383,6 +383,12 @@ async fn transcode(f: &Outgoing) -> Result<Vec<u8>, String> {
                 "{size} bytes is too large (at most {MAX_TRANSCODE})"
             )));
         }
+        // fiona's own output, but read through the same bounded check as received data
+        // before dicom-object parses it (it allocates from declared lengths).
+        let mut file = std::fs::File::open(&path).map_err(|e| what(&e))?;
+        let meta = read_meta_info(&mut file).map_err(|e| what(&e))?;
+        crate::part10::check_data_set(&mut file, &meta.transfer_syntax, meta.data_set_offset)
+            .map_err(|e| what(&e))?;
         let mut obj = dicom_object::OpenFileOptions::new()
             .read_all()
             .open_file(&path)
@@ -873,5 +879,39 @@ mod tests {
         huge[4..8].copy_from_slice(&0xFFFF_FFF0u32.to_le_bytes());
         assert!(parse_identifier(&huge).is_err());
         assert!(parse_identifier(&[]).unwrap().is_empty());
+    }
+
+    /// Issue 15: the transcoding path reads fiona's own outputs through the same bounded check
+    /// as received data: a file whose data set declares more than it has is refused before
+    /// dicom-object parses it.
+    #[tokio::test]
+    async fn transcoding_checks_the_file_first() {
+        let d = tempfile::tempdir().unwrap();
+        let path = d.path().join("out.dcm");
+        let mut meta = Vec::new();
+        for (e, v) in [
+            (0x0002u16, &b"1.2.840.10008.5.1.4.1.1.7\0"[..]),
+            (0x0003, b"1.2.3.4\0"),
+            (0x0010, b"1.2.840.10008.1.2.1\0"),
+        ] {
+            meta.extend_from_slice(&2u16.to_le_bytes());
+            meta.extend_from_slice(&e.to_le_bytes());
+            meta.extend_from_slice(b"UI");
+            meta.extend_from_slice(&(v.len() as u16).to_le_bytes());
+            meta.extend_from_slice(v);
+        }
+        let mut f = vec![0u8; 128];
+        f.extend_from_slice(b"DICM");
+        f.extend_from_slice(&[2, 0, 0, 0, b'U', b'L', 4, 0]);
+        f.extend_from_slice(&(meta.len() as u32).to_le_bytes());
+        f.extend(meta);
+        // (0010,0010) UT declaring 4 GB, followed by 4 bytes.
+        f.extend_from_slice(&[0x10, 0, 0x10, 0, b'U', b'T', 0, 0]);
+        f.extend_from_slice(&0xFFFF_FFF0u32.to_le_bytes());
+        f.extend_from_slice(b"abcd");
+        std::fs::write(&path, f).unwrap();
+        let out = Outgoing::open(&path).unwrap();
+        let e = transcode(&out).await.unwrap_err();
+        assert!(e.contains("does not parse"), "{e}");
     }
 }

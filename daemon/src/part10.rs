@@ -2,9 +2,13 @@
 //! (on receive and for de-identified outputs), and the bounded reader of a file's meta group
 //! (de-identification and forwarding). Written by hand: the reader bounds untrusted bytes
 //! (the group length is checked against 64 KiB before anything is allocated), and both sides
-//! need only the few elements below. No other module of the crate is used here.
+//! need only the few elements below. [`check_data_set`] runs a stored file's data set through
+//! the same bounded checker that guards receiving, before anything parses it with
+//! dicom-object (de-identification, transcoding for forwarding). Only `header` is used here.
 
-use std::io::Read;
+use std::io::{BufReader, Read, Seek, SeekFrom};
+
+use crate::header::{Checker, HeaderError, HeaderFields};
 
 /// Our implementation class UID (a 2.25 UUID-derived root) and version name for file meta.
 pub const IMPLEMENTATION_CLASS_UID: &str = "2.25.160289716355129447434187452427153405527";
@@ -156,4 +160,50 @@ pub fn file_meta(
     );
     out.extend_from_slice(&body);
     out
+}
+
+/// Why a file's data set did not pass [`check_data_set`].
+#[derive(Debug, thiserror::Error)]
+pub enum CheckError {
+    #[error("I/O error: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("transfer syntax {0} has no data set encoding fiona reads")]
+    Unsupported(String),
+    #[error("data set does not parse: {0}")]
+    Structure(#[from] HeaderError),
+}
+
+/// Check the data set of a Part-10 file (from `data_set_offset`, in `transfer_syntax`) with
+/// the bounded `header::Checker`, as receiving does; returns what it found (Pixel Data's
+/// range among it). Values the checker does not look into (pixel data above all) are jumped
+/// over, not read: only the bytes the file really has may be jumped (its length is known).
+pub fn check_data_set(
+    f: &mut std::fs::File,
+    transfer_syntax: &str,
+    data_set_offset: u64,
+) -> Result<HeaderFields, CheckError> {
+    let mut checker = Checker::new(transfer_syntax)
+        .ok_or_else(|| CheckError::Unsupported(transfer_syntax.to_string()))?;
+    let file_len = f.metadata()?.len();
+    f.seek(SeekFrom::Start(data_set_offset))?;
+    let mut left = file_len.saturating_sub(data_set_offset);
+    let mut r = BufReader::with_capacity(64 * 1024, f);
+    let mut buf = vec![0u8; 64 * 1024];
+    while left > 0 {
+        let skip = checker.skippable().min(left);
+        if skip >= 16 * 1024 {
+            r.seek_relative(skip as i64)?;
+            checker.skip(skip)?;
+            left -= skip;
+            continue;
+        }
+        let want = (buf.len() as u64).min(left) as usize;
+        let n = r.read(&mut buf[..want])?;
+        if n == 0 {
+            break;
+        }
+        checker.feed(&buf[..n])?;
+        left -= n as u64;
+    }
+    Ok(checker.finish()?)
 }

@@ -20,7 +20,7 @@
 //! Endian.
 
 use std::fs::{self, File};
-use std::io::{self, BufReader, BufWriter, Read, Seek, SeekFrom, Write};
+use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::Path;
 
 use dicom_dictionary_std::tags;
@@ -28,7 +28,7 @@ use dicom_encoding::TransferSyntaxIndex;
 use dicom_transfer_syntax_registry::TransferSyntaxRegistry;
 
 use super::engine::{Engine, Report};
-use crate::header::{Checker, Encoding};
+use crate::header::Encoding;
 use crate::part10::read_meta_info;
 
 /// Why a file was not de-identified. Never quotes a value from the file.
@@ -95,31 +95,12 @@ pub fn deidentify_file_with(
         .ok_or_else(|| FileError::Unsupported(ts_uid.clone()))?;
 
     // 1. Check the whole data set (bounded), find Pixel Data.
-    let mut checker =
-        Checker::new(&ts_uid).ok_or_else(|| FileError::Unsupported(ts_uid.clone()))?;
-    // Values the checker does not look into (pixel data above all) are jumped over, not
-    // read: only the bytes the file really has may be jumped (its length is known).
-    let file_len = f.metadata()?.len();
-    let mut left = file_len.saturating_sub(ds_offset);
-    let mut r = BufReader::with_capacity(64 * 1024, &mut f);
-    let mut buf = vec![0u8; 64 * 1024];
-    while left > 0 {
-        let skip = checker.skippable().min(left);
-        if skip >= 16 * 1024 {
-            r.seek_relative(skip as i64)?;
-            checker.skip(skip)?;
-            left -= skip;
-            continue;
-        }
-        let want = (buf.len() as u64).min(left) as usize;
-        let n = r.read(&mut buf[..want])?;
-        if n == 0 {
-            break;
-        }
-        checker.feed(&buf[..n])?;
-        left -= n as u64;
-    }
-    let fields = checker.finish()?;
+    let fields =
+        crate::part10::check_data_set(&mut f, &ts_uid, ds_offset).map_err(|e| match e {
+            crate::part10::CheckError::Io(e) => FileError::Io(e),
+            crate::part10::CheckError::Unsupported(ts) => FileError::Unsupported(ts),
+            crate::part10::CheckError::Structure(e) => FileError::Structure(e),
+        })?;
     let trailing = fields
         .pixel_data
         .is_some_and(|(_, end)| end < fields.data_set_length);
