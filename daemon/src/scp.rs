@@ -226,24 +226,24 @@ fn refused(node: &Node, peer: SocketAddr, why: &'static str) {
 /// slot. Returns the bytes peeked (at most 64 KiB).
 async fn wait_for_request(sock: &TcpStream) -> std::io::Result<Option<Vec<u8>>> {
     const MAX: usize = 64 * 1024;
-    let mut need = 6;
     let mut buf = vec![0u8; 6];
+    // Whether `buf` is sized for the whole PDU yet (the header's length read).
+    let mut sized = false;
     loop {
         let n = sock.peek(&mut buf).await?;
         if n == 0 {
             return Ok(None);
         }
-        if n >= need {
-            if need == 6 {
-                let len = u32::from_be_bytes([buf[2], buf[3], buf[4], buf[5]]) as usize;
-                if buf[0] != 0x01 {
-                    return Ok(Some(buf));
-                }
-                need = (6 + len).min(MAX);
-                buf = vec![0u8; need];
-                continue;
+        if n >= buf.len() {
+            if sized || buf[0] != 0x01 {
+                return Ok(Some(buf));
             }
-            return Ok(Some(buf));
+            // The header is here: wait for the whole PDU (also when it declares no body,
+            // which negotiation then refuses).
+            let len = u32::from_be_bytes([buf[2], buf[3], buf[4], buf[5]]) as usize;
+            buf = vec![0u8; (6 + len).min(MAX)];
+            sized = true;
+            continue;
         }
         // Part of it is here. A peer that closed its side after part of a request will never
         // send the rest (`peek` keeps returning what is there, never 0): closed. Otherwise

@@ -235,3 +235,35 @@ fn a_partial_request_then_close_is_closed_at_once() {
         d.log()
     );
 }
+
+/// Regression (socket fuzz target): an A-ASSOCIATE-RQ whose header declares no body made the
+/// wait for the whole request spin on one core until `acse_timeout_secs`. It is now handed to
+/// negotiation at once, which refuses it.
+#[test]
+fn a_request_declaring_no_body_is_answered_at_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = Daemon::start(
+        &fiona_bin!(),
+        &tmp.path().join("data"),
+        &Options {
+            extra_toml: "acse_timeout_secs = 120\n".into(),
+            ..Options::default()
+        },
+    );
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let closed = rt.block_on(async {
+        let mut s = connect_from("127.0.0.1", d.addr).await.unwrap();
+        // Header only, length 0; the write side stays open.
+        s.write_all(&[0x01, 0x00, 0, 0, 0, 0]).await.unwrap();
+        closed_within(&mut s, Duration::from_secs(60)).await
+    });
+    assert!(closed, "{}", d.log());
+    assert!(
+        d.log().contains("association not established"),
+        "{}",
+        d.log()
+    );
+}
