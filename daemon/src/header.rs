@@ -165,6 +165,14 @@ pub enum HeaderError {
     DeflateTruncated,
     #[error("more than {MAX_TRAILING_AFTER_DEFLATE} bytes after the end of the deflated data set")]
     TrailingData,
+    #[error("element ({group:04X},{elem:04X}) at offset {offset}: {vr} value of {len} bytes is not a whole number of values")]
+    PartialValue {
+        group: u16,
+        elem: u16,
+        vr: String,
+        len: u32,
+        offset: u64,
+    },
     #[error("deflated data set inflates to more than {limit} bytes (max_inflated_bytes)")]
     InflatedTooLarge { limit: u64 },
     #[error("deflated data set inflates more than {limit} times its size (max_inflation_ratio): {inflated} bytes from {deflated}")]
@@ -327,6 +335,26 @@ fn is_long_vr(vr: [u8; 2]) -> bool {
             | b"SV"
             | b"UV"
     )
+}
+
+/// Size of one value of a binary VR (`US` 2, `UL` 4, `FD` 8, ...); `None` for the others.
+fn vr_unit(vr: [u8; 2]) -> Option<u32> {
+    match &vr {
+        b"US" | b"SS" | b"OW" => Some(2),
+        b"UL" | b"SL" | b"FL" | b"AT" | b"OL" | b"OF" => Some(4),
+        b"FD" | b"SV" | b"UV" | b"OD" | b"OV" => Some(8),
+        _ => None,
+    }
+}
+
+/// The standard dictionary's VR of a tag (for implicit VR data), when it has one.
+fn dictionary_vr(tag: u32) -> Option<[u8; 2]> {
+    use dicom_core::dictionary::{DataDictionary, DataDictionaryEntry};
+    use dicom_core::Tag;
+    let t = Tag((tag >> 16) as u16, tag as u16);
+    dicom_dictionary_std::StandardDataDictionary
+        .by_tag(t)
+        .map(|e| e.vr().relaxed().to_bytes())
 }
 
 fn implicit_is_sequence(tag: u32) -> bool {
@@ -702,6 +730,22 @@ impl Scanner {
                             .unwrap_or_else(|| "implicit".into()),
                         offset: start,
                     });
+                }
+                // A binary value must hold whole values: dicom-rs, which parses what this
+                // check passed, reads `len / size` values and goes on from there, out of step
+                // (found by fuzzing: a 6-byte UL made it read a length from text and reserve
+                // 775 MB).
+                let as_vr = vr.or_else(|| dictionary_vr(tag));
+                if let Some((unit, v)) = as_vr.and_then(|v| vr_unit(v).map(|u| (u, v))) {
+                    if len % unit != 0 {
+                        return Err(HeaderError::PartialValue {
+                            group,
+                            elem,
+                            vr: String::from_utf8_lossy(&v).into_owned(),
+                            len,
+                            offset: start,
+                        });
+                    }
                 }
                 // Keep the first occurrence only: a data set repeating a wanted tag must not
                 // make the scanner's memory grow with the instance.
@@ -1139,6 +1183,40 @@ mod tests {
                 assert!(r.is_err(), "cut at {cut} must be refused");
             }
         }
+    }
+
+    /// Regression (fuzzing, cfind_identifier): a binary value that is not a whole number of
+    /// values is refused, explicit or implicit VR (dictionary VR), so dicom-rs never parses
+    /// out of step after this check.
+    #[test]
+    fn partial_binary_values_are_refused() {
+        let mut ul6 = Vec::new();
+        ul6.extend_from_slice(&0x0020u16.to_le_bytes());
+        ul6.extend_from_slice(&0x0000u16.to_le_bytes());
+        ul6.extend_from_slice(b"UL");
+        ul6.extend_from_slice(&6u16.to_le_bytes());
+        ul6.extend_from_slice(b"1.2.3\0");
+        let mut s = Scanner::new(Encoding::ExplicitLittle);
+        assert!(matches!(
+            s.feed(&ul6),
+            Err(HeaderError::PartialValue { len: 6, .. })
+        ));
+        // Implicit VR: (0020,0000) is UL by the dictionary.
+        let mut imp = Vec::new();
+        imp.extend_from_slice(&0x0020u16.to_le_bytes());
+        imp.extend_from_slice(&0x0000u16.to_le_bytes());
+        imp.extend_from_slice(&6u32.to_le_bytes());
+        imp.extend_from_slice(b"1.2.3\0");
+        let mut s = Scanner::new(Encoding::ImplicitLittle);
+        let e = s.feed(&imp).unwrap_err();
+        assert!(e.to_string().contains("(0020,0000)"), "{e}");
+        // Whole values pass: a 4-byte UL, a 4-byte US pair, text of any even length.
+        let mut ok = el(0x0020_0000, b"UL", &[4, 0, 0, 0]);
+        ok.extend(el(0x0028_0010, b"US", &[4, 0]));
+        ok.extend(el(0x0008_0018, b"UI", b"1.2.3\0"));
+        let mut s = Scanner::new(Encoding::ExplicitLittle);
+        s.feed(&ok).unwrap();
+        s.finish().unwrap();
     }
 
     #[test]

@@ -101,4 +101,9 @@ fn cfind_identifier_seeds_parse() {
         let id = fiona_fuzz::cfind_identifier(&data).unwrap_or_else(|| panic!("{name}"));
         assert_eq!(id[&(0x0020, 0x000D)], "1.2.3", "{name}");
     }
+    // Found by the fuzzer: a 6-byte UL put dicom-rs out of step (775 MB reserved). Refused
+    // by the check before dicom-rs sees it.
+    for (name, data) in files("regressions/cfind_identifier") {
+        assert!(fiona_fuzz::cfind_identifier(&data).is_none(), "{name}");
+    }
 }
