@@ -53,17 +53,24 @@ pub struct InflateLimits {
 /// Inflated size from which [`InflateLimits::max_ratio`] applies.
 pub const RATIO_CHECKED_FROM: u64 = 16 << 20;
 
+/// Default of [`InflateLimits::max_bytes`] (and of the configuration's `max_inflated_bytes`).
+pub const DEFAULT_MAX_INFLATED_BYTES: u64 = 512 << 20;
+/// Default of [`InflateLimits::max_ratio`] (and of `max_inflation_ratio`).
+pub const DEFAULT_MAX_INFLATION_RATIO: u64 = 200;
+
 impl Default for InflateLimits {
     fn default() -> InflateLimits {
         InflateLimits {
-            max_bytes: 512 << 20,
-            max_ratio: 200,
+            max_bytes: DEFAULT_MAX_INFLATED_BYTES,
+            max_ratio: DEFAULT_MAX_INFLATION_RATIO,
         }
     }
 }
 
-static LIMIT_BYTES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(512 << 20);
-static LIMIT_RATIO: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(200);
+static LIMIT_BYTES: std::sync::atomic::AtomicU64 =
+    std::sync::atomic::AtomicU64::new(DEFAULT_MAX_INFLATED_BYTES);
+static LIMIT_RATIO: std::sync::atomic::AtomicU64 =
+    std::sync::atomic::AtomicU64::new(DEFAULT_MAX_INFLATION_RATIO);
 
 impl InflateLimits {
     /// The limits every [`Checker`] uses: set once from the configuration at start
@@ -355,16 +362,6 @@ fn dictionary_vr(tag: u32) -> Option<[u8; 2]> {
     dicom_dictionary_std::StandardDataDictionary
         .by_tag(t)
         .map(|e| e.vr().relaxed().to_bytes())
-}
-
-fn implicit_is_sequence(tag: u32) -> bool {
-    use dicom_core::dictionary::{DataDictionary, DataDictionaryEntry};
-    use dicom_core::{Tag, VR};
-    let t = Tag((tag >> 16) as u16, tag as u16);
-    dicom_dictionary_std::StandardDataDictionary
-        .by_tag(t)
-        .map(|e| e.vr().relaxed() == VR::SQ)
-        .unwrap_or(false)
 }
 
 impl Scanner {
@@ -691,10 +688,9 @@ impl Scanner {
                     let end = (len != UNDEFINED).then(|| self.pos + u64::from(len));
                     self.pixel = Some((start, end));
                 }
-                let is_sq = match vr {
-                    Some(v) => &v == b"SQ",
-                    None => len == UNDEFINED || implicit_is_sequence(tag),
-                };
+                // The VR: stated (explicit VR), or the dictionary's (implicit VR).
+                let as_vr = vr.or_else(|| dictionary_vr(tag));
+                let is_sq = as_vr == Some(*b"SQ") || (vr.is_none() && len == UNDEFINED);
                 if tag == PIXEL_DATA && len == UNDEFINED {
                     return self.push(Container {
                         kind: Kind::Fragments,
@@ -735,7 +731,6 @@ impl Scanner {
                 // check passed, reads `len / size` values and goes on from there, out of step
                 // (found by fuzzing: a 6-byte UL made it read a length from text and reserve
                 // 775 MB).
-                let as_vr = vr.or_else(|| dictionary_vr(tag));
                 if let Some((unit, v)) = as_vr.and_then(|v| vr_unit(v).map(|u| (u, v))) {
                     if len % unit != 0 {
                         return Err(HeaderError::PartialValue {

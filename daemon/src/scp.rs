@@ -347,13 +347,7 @@ async fn handle_connection(
             // Wait for the whole request holding only the unassociated budget.
             let rq = match tokio::time::timeout_at(artim, wait_for_request(&sock)).await {
                 Ok(Ok(Some(rq))) => rq,
-                Ok(Ok(None)) | Ok(Err(_)) => {
-                    node.stats
-                        .associations_refused
-                        .fetch_add(1, Ordering::Relaxed);
-                    tracing::info!(peer = %peer, tls = false, "connection closed before an association was requested");
-                    return;
-                }
+                Ok(Ok(None)) | Ok(Err(_)) => return closed_early(&node, peer, false),
                 Err(_) => {
                     refused(
                         &node,
@@ -417,6 +411,15 @@ async fn handle_connection(
     }
 }
 
+/// A connection that ended before it asked for an association (a port check or a load
+/// balancer's probe: connect, then close): counted as refused, logged at INFO, not WARN.
+fn closed_early(node: &Node, peer: SocketAddr, tls: bool) {
+    node.stats
+        .associations_refused
+        .fetch_add(1, Ordering::Relaxed);
+    tracing::info!(peer = %peer, tls, "connection closed before an association was requested");
+}
+
 /// The association, or `None` after counting and logging why there is none.
 fn established<S>(
     r: Result<
@@ -435,15 +438,14 @@ fn established<S>(
         ),
         Err(_) => ("association request timed out".to_string(), false),
     };
+    if closed {
+        closed_early(node, peer, tls);
+        return None;
+    }
     node.stats
         .associations_refused
         .fetch_add(1, Ordering::Relaxed);
-    if closed {
-        // A port check or a load balancer's probe: connect, then close. Not a warning.
-        tracing::info!(peer = %peer, tls, "connection closed before an association was requested");
-    } else {
-        tracing::warn!(peer = %peer, tls, error = %why, "association not established");
-    }
+    tracing::warn!(peer = %peer, tls, error = %why, "association not established");
     None
 }
 

@@ -203,10 +203,9 @@ fn a_request_without_presentation_contexts_is_refused() {
     assert!(d.log().contains("no presentation context proposed"));
 }
 
-/// A peer that sends part of a request and then closes its side is closed at once, not
-/// after `acse_timeout_secs` (its unassociated budget comes back).
-#[test]
-fn a_partial_request_then_close_is_closed_at_once() {
+/// With ARTIM at 120 s, send `bytes` (then close the write side when `close`): whether the
+/// daemon closes the connection within 60 s, and its log.
+fn closed_well_before_artim(bytes: &[u8], close: bool) -> (bool, String) {
     let tmp = tempfile::tempdir().unwrap();
     let d = Daemon::start(
         &fiona_bin!(),
@@ -222,17 +221,24 @@ fn a_partial_request_then_close_is_closed_at_once() {
         .unwrap();
     let closed = rt.block_on(async {
         let mut s = connect_from("127.0.0.1", d.addr).await.unwrap();
-        s.write_all(&rq_start()[..20]).await.unwrap();
-        s.shutdown().await.unwrap();
-        // Well inside the 120 s ARTIM: the daemon closes on its own once it sees the close.
+        s.write_all(bytes).await.unwrap();
+        if close {
+            s.shutdown().await.unwrap();
+        }
         closed_within(&mut s, Duration::from_secs(60)).await
     });
-    assert!(closed, "{}", d.log());
+    (closed, d.log())
+}
+
+/// A peer that sends part of a request and then closes its side is closed at once, not
+/// after `acse_timeout_secs` (its unassociated budget comes back).
+#[test]
+fn a_partial_request_then_close_is_closed_at_once() {
+    let (closed, log) = closed_well_before_artim(&rq_start()[..20], true);
+    assert!(closed, "{log}");
     assert!(
-        d.log()
-            .contains("connection closed before an association was requested"),
-        "{}",
-        d.log()
+        log.contains("connection closed before an association was requested"),
+        "{log}"
     );
 }
 
@@ -241,29 +247,8 @@ fn a_partial_request_then_close_is_closed_at_once() {
 /// negotiation at once, which refuses it.
 #[test]
 fn a_request_declaring_no_body_is_answered_at_once() {
-    let tmp = tempfile::tempdir().unwrap();
-    let d = Daemon::start(
-        &fiona_bin!(),
-        &tmp.path().join("data"),
-        &Options {
-            extra_toml: "acse_timeout_secs = 120\n".into(),
-            ..Options::default()
-        },
-    );
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let closed = rt.block_on(async {
-        let mut s = connect_from("127.0.0.1", d.addr).await.unwrap();
-        // Header only, length 0; the write side stays open.
-        s.write_all(&[0x01, 0x00, 0, 0, 0, 0]).await.unwrap();
-        closed_within(&mut s, Duration::from_secs(60)).await
-    });
-    assert!(closed, "{}", d.log());
-    assert!(
-        d.log().contains("association not established"),
-        "{}",
-        d.log()
-    );
+    // Header only, length 0; the write side stays open.
+    let (closed, log) = closed_well_before_artim(&[0x01, 0x00, 0, 0, 0, 0], false);
+    assert!(closed, "{log}");
+    assert!(log.contains("association not established"), "{log}");
 }

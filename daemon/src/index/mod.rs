@@ -78,8 +78,7 @@ impl StoreError {
 
 /// Classify an I/O error from the engine.
 pub fn classify_io(e: &std::io::Error) -> IoFailure {
-    let full = [nix::libc::ENOSPC, nix::libc::EDQUOT];
-    if matches!(e.raw_os_error(), Some(code) if full.contains(&code)) {
+    if crate::quarantine::is_disk_full(e) {
         IoFailure::DiskFull
     } else {
         IoFailure::Other
