@@ -15,15 +15,13 @@
 //! Runs on tokio's multi-threaded runtime only: dicom-ul 0.10's P-DATA writer finishes its
 //! last fragment in `Drop` with `block_in_place`, which panics on a current-thread runtime.
 
-use std::path::{Path, PathBuf};
-
 use dicom_ul::association::client::ClientAssociationOptions;
 use dicom_ul::pdu::{PDataValue, PDataValueType, PresentationContextResultReason};
 use dicom_ul::Pdu;
 use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 
+use crate::deid::outbound::Released;
 use crate::dimse::{self, Command};
-use crate::part10::read_meta_info;
 use crate::tls::DestinationTls;
 
 /// Explicit VR Little Endian.
@@ -40,46 +38,6 @@ const MAX_CONTEXTS: usize = 128;
 pub const PEER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 /// Most C-FIND responses one query may return (a study's series, a series' instances).
 const MAX_MATCHES: usize = 100_000;
-
-/// A file to send, as its meta group describes it.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Outgoing {
-    pub path: PathBuf,
-    pub sop_class_uid: String,
-    pub sop_instance_uid: String,
-    pub transfer_syntax: String,
-    pub data_set_offset: u64,
-}
-
-impl std::fmt::Debug for Outgoing {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        // The path is fiona's own key; UIDs are left out of logs by rule.
-        f.debug_struct("Outgoing")
-            .field("path", &self.path)
-            .finish_non_exhaustive()
-    }
-}
-
-impl Outgoing {
-    /// Read a Part-10 file's meta group.
-    pub fn open(path: &Path) -> Result<Outgoing, String> {
-        let mut f = std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
-        let m = read_meta_info(&mut f).map_err(|e| format!("{}: {e}", path.display()))?;
-        if m.sop_class_uid.is_empty() || m.sop_instance_uid.is_empty() {
-            return Err(format!(
-                "{}: no SOP class or instance in the meta group",
-                path.display()
-            ));
-        }
-        Ok(Outgoing {
-            path: path.to_path_buf(),
-            sop_class_uid: m.sop_class_uid,
-            sop_instance_uid: m.sop_instance_uid,
-            transfer_syntax: m.transfer_syntax,
-            data_set_offset: m.data_set_offset,
-        })
-    }
-}
 
 /// Where to send: the peer's address and AE titles, and TLS when configured.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -201,7 +159,7 @@ pub struct AssociationError(pub String);
 /// confirmed are not in the result, which is then shorter than `files`.
 pub async fn store(
     peer: &Peer,
-    files: &[Outgoing],
+    files: &[Released],
     max_pdu: u32,
 ) -> Result<Vec<Stored>, (Vec<Stored>, AssociationError)> {
     let results = std::sync::Mutex::new(Vec::with_capacity(files.len()));
@@ -226,7 +184,7 @@ pub type Results = std::sync::Mutex<Vec<Stored>>;
 /// cancelled meanwhile stops here).
 pub async fn store_into(
     peer: &Peer,
-    files: &[Outgoing],
+    files: &[Released],
     max_pdu: u32,
     results: &Results,
     keep_going: KeepGoing<'_>,
@@ -240,8 +198,8 @@ pub async fn store_into(
         let mut end = start;
         while end < files.len() {
             let f = &files[end];
-            let class = f.sop_class_uid.as_str();
-            let wanted = [(class, f.transfer_syntax.as_str()), (class, EXPLICIT_VR_LE)];
+            let class = f.sop_class_uid();
+            let wanted = [(class, f.transfer_syntax()), (class, EXPLICIT_VR_LE)];
             let new: Vec<(&str, &str)> = wanted
                 .iter()
                 .enumerate()
@@ -274,7 +232,7 @@ pub async fn store_into(
 async fn one_association(
     peer: &Peer,
     pairs: &[(&str, &str)],
-    files: &[Outgoing],
+    files: &[Released],
     max_pdu: u32,
     out: &Results,
     keep_going: KeepGoing<'_>,
@@ -301,7 +259,7 @@ async fn one_association(
 /// Send `files` over an established association, then release it.
 async fn send_on<S>(
     mut assoc: ClientAssoc<S>,
-    files: &[Outgoing],
+    files: &[Released],
     out: &Results,
     keep_going: KeepGoing<'_>,
 ) -> Result<(), AssociationError>
@@ -329,8 +287,8 @@ where
         // As stored when the peer takes that; Explicit VR Little Endian (transcoded) when
         // that is all it takes.
         let (pc, body) = match (
-            context(&f.transfer_syntax, &f.sop_class_uid),
-            context(EXPLICIT_VR_LE, &f.sop_class_uid),
+            context(f.transfer_syntax(), f.sop_class_uid()),
+            context(EXPLICIT_VR_LE, f.sop_class_uid()),
         ) {
             (Some(pc), _) => (pc, None),
             (None, Some(pc)) => match transcode(f).await {
@@ -366,7 +324,7 @@ where
 
 /// The data set of `f` in Explicit VR Little Endian, compressed pixel data decoded, for a
 /// peer that accepts nothing else (on a blocking thread; one instance in memory).
-async fn transcode(f: &Outgoing) -> Result<Vec<u8>, String> {
+async fn transcode(f: &Released) -> Result<Vec<u8>, String> {
     // One at a time across destinations: an instance is held two or three times over in
     // memory while it is re-encoded.
     static TRANSCODING: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(1);
@@ -374,7 +332,7 @@ async fn transcode(f: &Outgoing) -> Result<Vec<u8>, String> {
         .acquire()
         .await
         .map_err(|e| format!("transcoding: {e}"))?;
-    let path = f.path.clone();
+    let path = f.path().to_path_buf();
     let work = move || -> Result<Vec<u8>, String> {
         let what = |e: &dyn std::fmt::Display| format!("{}: transcoding: {e}", path.display());
         let size = std::fs::metadata(&path).map_err(|e| what(&e))?.len();
@@ -386,7 +344,7 @@ async fn transcode(f: &Outgoing) -> Result<Vec<u8>, String> {
         // fiona's own output, but read through the same bounded check as received data
         // before dicom-object parses it (it allocates from declared lengths).
         let mut file = std::fs::File::open(&path).map_err(|e| what(&e))?;
-        let meta = read_meta_info(&mut file).map_err(|e| what(&e))?;
+        let meta = crate::part10::read_meta_info(&mut file).map_err(|e| what(&e))?;
         crate::part10::check_data_set(&mut file, &meta.transfer_syntax, meta.data_set_offset)
             .map_err(|e| what(&e))?;
         let mut obj = dicom_object::OpenFileOptions::new()
@@ -414,7 +372,7 @@ async fn send_one<S>(
     assoc: &mut dicom_ul::association::client::AsyncClientAssociation<S>,
     pc: u8,
     message_id: u16,
-    f: &Outgoing,
+    f: &Released,
     transcoded: Option<Vec<u8>>,
 ) -> Result<u16, SendError>
 where
@@ -424,17 +382,17 @@ where
     let mut source: Box<dyn tokio::io::AsyncRead + Unpin + Send> = match transcoded {
         Some(bytes) => Box::new(std::io::Cursor::new(bytes)),
         None => {
-            let mut file = tokio::fs::File::open(&f.path)
+            let mut file = tokio::fs::File::open(f.path())
                 .await
-                .map_err(|e| SendError::File(format!("{}: {e}", f.path.display())))?;
-            file.seek(std::io::SeekFrom::Start(f.data_set_offset))
+                .map_err(|e| SendError::File(format!("{}: {e}", f.path().display())))?;
+            file.seek(std::io::SeekFrom::Start(f.data_set_offset()))
                 .await
-                .map_err(|e| SendError::File(format!("{}: {e}", f.path.display())))?;
+                .map_err(|e| SendError::File(format!("{}: {e}", f.path().display())))?;
             Box::new(file)
         }
     };
     let link = |e: &dyn std::fmt::Display| SendError::Link(format!("association broke: {e}"));
-    let cmd = dimse::encode_store_request(message_id, &f.sop_class_uid, &f.sop_instance_uid);
+    let cmd = dimse::encode_store_request(message_id, f.sop_class_uid(), f.sop_instance_uid());
     assoc
         .send(&Pdu::PData {
             data: vec![PDataValue {
@@ -910,7 +868,7 @@ mod tests {
         f.extend_from_slice(&0xFFFF_FFF0u32.to_le_bytes());
         f.extend_from_slice(b"abcd");
         std::fs::write(&path, f).unwrap();
-        let out = Outgoing::open(&path).unwrap();
+        let out = Released::open_for_test(&path).unwrap();
         let e = transcode(&out).await.unwrap_err();
         assert!(e.contains("does not parse"), "{e}");
     }

@@ -723,6 +723,7 @@ fn run(cli: Cli) -> Result<(), String> {
         ),
         Cmd::CheckConfig { config } => {
             let cfg = Config::from_file(&config).map_err(|e| e.to_string())?;
+            fiona::pipeline::build_stages(&cfg)?;
             println!("{config:?}: valid");
             println!("{cfg:#?}");
             Ok(())

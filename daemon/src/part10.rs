@@ -2,13 +2,25 @@
 //! (on receive and for de-identified outputs), and the bounded reader of a file's meta group
 //! (de-identification and forwarding). Written by hand: the reader bounds untrusted bytes
 //! (the group length is checked against 64 KiB before anything is allocated), and both sides
-//! need only the few elements below. [`check_data_set`] runs a stored file's data set through
+//! need only the few elements below. [`is_valid_uid`] is the UID syntax every layer checks. [`check_data_set`] runs a stored file's data set through
 //! the same bounded checker that guards receiving, before anything parses it with
 //! dicom-object (de-identification, transcoding for forwarding). Only `header` is used here.
 
 use std::io::{BufReader, Read, Seek, SeekFrom};
 
 use crate::header::{Checker, HeaderError, HeaderFields};
+
+/// Whether a string is a valid UID (PS3.5 9.1): at most 64 characters, components of digits
+/// separated by dots, no empty component, no leading zero in a multi-digit component.
+pub fn is_valid_uid(uid: &str) -> bool {
+    !uid.is_empty()
+        && uid.len() <= 64
+        && uid.split('.').all(|c| {
+            !c.is_empty()
+                && c.bytes().all(|b| b.is_ascii_digit())
+                && !(c.len() > 1 && c.starts_with('0'))
+        })
+}
 
 /// Our implementation class UID (a 2.25 UUID-derived root) and version name for file meta.
 pub const IMPLEMENTATION_CLASS_UID: &str = "2.25.160289716355129447434187452427153405527";

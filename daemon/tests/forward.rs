@@ -8,7 +8,11 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use fiona::forward::{store, Outgoing, Peer, Stored};
+mod common;
+
+use common::outbound::release;
+use fiona::deid::outbound::Released;
+use fiona::forward::{store, Peer, Stored};
 use fiona_tests::corpus::{self, Modality, StudySpec, Variant};
 use fiona_tests::harness::{free_port, require_tool, wait_until_listening, KillOnDrop};
 
@@ -87,7 +91,7 @@ fn instances_go_over_one_association_and_arrive_unchanged() {
     }
     let tmp = tempfile::tempdir().unwrap();
     let (sent, originals) = files(&tmp.path().join("in"));
-    let outgoing: Vec<Outgoing> = sent.iter().map(|p| Outgoing::open(p).unwrap()).collect();
+    let outgoing: Vec<Released> = release(&tmp.path().join("released"), &sent);
 
     // A peer that accepts everything: all stored, data sets byte for byte.
     let port = free_port();
@@ -166,7 +170,7 @@ fn orthanc_gets_each_instance_in_its_stored_syntax() {
     }
     let tmp = tempfile::tempdir().unwrap();
     let (sent, _) = files(&tmp.path().join("in"));
-    let outgoing: Vec<Outgoing> = sent.iter().map(|p| Outgoing::open(p).unwrap()).collect();
+    let outgoing: Vec<Released> = release(&tmp.path().join("released"), &sent);
     let port = free_port();
     let pacs = fiona_tests::orthanc::Orthanc::start(
         &tmp.path().join("orthanc"),

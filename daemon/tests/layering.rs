@@ -248,3 +248,113 @@ fn the_checker_sees_cycles() {
         "fn a() {}\n\nfn c() {}"
     );
 }
+
+/// The stage modules: nothing in the configuration layer or below may name them.
+const STAGES: &[&str] = &[
+    "admission",
+    "assign",
+    "committer",
+    "control",
+    "deid",
+    "forward",
+    "jobs",
+    "node",
+    "pipeline",
+    "pixel",
+    "scp",
+    "serve",
+];
+
+#[test]
+fn configuration_is_plain_data_below_the_stages() {
+    let g = graph();
+    for m in ["config", "project", "model", "clock", "part10"] {
+        let named: Vec<&String> = g[m]
+            .iter()
+            .filter(|u| STAGES.contains(&u.as_str()))
+            .collect();
+        assert!(named.is_empty(), "{m} names the stages {named:?}");
+    }
+    // The bottom records and the clock name nothing of the crate.
+    for m in ["model", "clock"] {
+        assert!(g[m].iter().all(|u| u == "header"), "{m} uses {:?}", g[m]);
+    }
+}
+
+#[test]
+fn mask_and_ocr_share_image_types_without_naming_each_other() {
+    let read =
+        |f: &str| without_tests(&std::fs::read_to_string(src().join("pixel").join(f)).unwrap());
+    let (mask, ocr, image) = (read("mask.rs"), read("ocr.rs"), read("image.rs"));
+    assert!(!mask.contains("super::ocr") && !mask.contains("pixel::ocr"));
+    assert!(!ocr.contains("super::mask") && !ocr.contains("pixel::mask"));
+    for other in ["super::mask", "super::ocr", "super::detect", "super::scrub"] {
+        assert!(!image.contains(other), "image.rs names {other}");
+    }
+}
+
+/// `docs/ARCHITECTURE.md` draws the layers as lines `modules : what they are`, top first.
+/// Every top-level module is on exactly one line, and uses only modules on lower lines: the
+/// picture is the code's.
+#[test]
+fn the_layer_picture_in_the_architecture_document_is_true() {
+    let g = graph();
+    let doc = std::fs::read_to_string(
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../docs/ARCHITECTURE.md"),
+    )
+    .unwrap();
+    let block = doc
+        .split("### Layers")
+        .nth(1)
+        .and_then(|s| s.split("```").nth(1))
+        .expect("a code block after ### Layers");
+    let mut line_of: BTreeMap<String, usize> = BTreeMap::new();
+    for (i, l) in block.lines().enumerate() {
+        let Some((names, _)) = l.split_once(':') else {
+            continue;
+        };
+        for n in names.split_whitespace() {
+            assert!(g.contains_key(n), "the picture names `{n}`, not a module");
+            assert!(
+                line_of.insert(n.to_string(), i).is_none(),
+                "`{n}` drawn twice"
+            );
+        }
+    }
+    let missing: Vec<&String> = g.keys().filter(|m| !line_of.contains_key(*m)).collect();
+    // The level each module would need (longest chain below it), to redraw the picture.
+    fn level(
+        m: &str,
+        g: &BTreeMap<String, BTreeSet<String>>,
+        memo: &mut BTreeMap<String, usize>,
+    ) -> usize {
+        if let Some(l) = memo.get(m) {
+            return *l;
+        }
+        memo.insert(m.to_string(), 0);
+        let l = g[m]
+            .iter()
+            .map(|u| level(u, g, memo) + 1)
+            .max()
+            .unwrap_or(0);
+        memo.insert(m.to_string(), l);
+        l
+    }
+    let mut memo = BTreeMap::new();
+    let levels: BTreeMap<usize, Vec<&String>> = g.keys().fold(BTreeMap::new(), |mut acc, m| {
+        acc.entry(level(m, &g, &mut memo)).or_default().push(m);
+        acc
+    });
+    assert!(
+        missing.is_empty(),
+        "not drawn: {missing:?}; levels: {levels:#?}"
+    );
+    for (a, used) in &g {
+        for b in used {
+            assert!(
+                line_of[a] < line_of[b],
+                "`{a}` uses `{b}`, drawn on the same line or above it; levels: {levels:#?}"
+            );
+        }
+    }
+}

@@ -9,6 +9,8 @@
 //!   TLS. With a CA that does not match Orthanc's certificate, nothing is sent and the
 //!   transfer shows the certificate problem.
 
+mod common;
+
 use fiona_tests::fiona_bin;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -357,10 +359,7 @@ fn fiona_does_not_send_to_a_peer_that_speaks_only_tls_1_1() {
     let _server = fiona_tests::harness::KillOnDrop(server);
     fiona_tests::harness::wait_until_listening(port, "openssl s_server");
     let (_, files) = write(&tmp.path().join("in"), 803, 1, 1);
-    let outgoing: Vec<fiona::forward::Outgoing> = files
-        .iter()
-        .map(|f| fiona::forward::Outgoing::open(f).unwrap())
-        .collect();
+    let outgoing = common::outbound::release(&tmp.path().join("released"), &files);
     let peer = fiona::forward::Peer {
         host: "127.0.0.1".into(),
         port,

@@ -79,12 +79,7 @@ pub enum DatePolicy {
     },
 }
 
-/// A private element a project keeps: its block's creator and its element byte.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SafePrivate {
-    pub creator: String,
-    pub element: u8,
-}
+pub use crate::project::deid::SafePrivate;
 
 /// What a project's own rule does to one standard attribute, before the table is asked.
 #[derive(Debug, Clone, PartialEq, Eq)]

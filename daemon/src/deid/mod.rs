@@ -9,15 +9,17 @@
 //! * [`settings`]: a project's settings as configuration, and the engine they make;
 //! * [`un`]: standard attributes encoded as UN read again with their dictionary VR;
 //! * [`values`]: VR length limits, padding, character-safe cutting, dummy values;
+//! * [`outbound`]: the outbound area, and [`outbound::Released`], the only thing sending takes;
 //! * [`file`]: one Part-10 file: bounded structural check, the header through dicom-object,
 //!   pixel data copied through unread, the output written unnamed and linked into place.
 //!
-//! `fiona deid` runs it on files and directory trees. The daemon's pipeline (pixel scrubbing
-//! first, then this, then forwarding) comes with issues 5 and 6.
+//! `fiona deid` runs it on files and directory trees; the daemon's pipeline (`pipeline::deidentify`)
+//! runs the pixel stage, then this, into the outbound area.
 
 pub mod dates;
 pub mod engine;
 pub mod file;
+pub mod outbound;
 pub mod profile;
 pub mod secret;
 pub mod settings;

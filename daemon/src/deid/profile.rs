@@ -55,33 +55,9 @@ pub enum Action {
     Uid,
 }
 
-/// The options of PS3.15 Table E.1-1 a project selects.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct ProfileOptions {
-    pub retain_safe_private: bool,
-    pub retain_uids: bool,
-    pub retain_device_identity: bool,
-    pub retain_institution_identity: bool,
-    pub retain_patient_characteristics: bool,
-    pub retain_full_dates: bool,
-    pub retain_modified_dates: bool,
-    pub clean_descriptors: bool,
-    pub clean_structured_content: bool,
-    pub clean_graphics: bool,
-}
+pub use crate::project::deid::ProfileOptions;
 
 impl ProfileOptions {
-    /// The two longitudinal-date options exclude each other.
-    pub fn validate(&self) -> Result<(), String> {
-        if self.retain_full_dates && self.retain_modified_dates {
-            return Err(
-                "retain_full_dates and retain_modified_dates exclude each other".to_string(),
-            );
-        }
-        Ok(())
-    }
-
     /// (table column, selected) for every option.
     fn columns(&self) -> [(&'static str, bool); 10] {
         [

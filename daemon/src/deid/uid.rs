@@ -184,17 +184,7 @@ pub fn legacy_digits(input: &[u8]) -> String {
     out
 }
 
-/// Whether a string is a valid UID (PS3.5 9.1): at most 64 characters, components of digits
-/// separated by dots, no empty component, no leading zero in a multi-digit component.
-pub fn is_valid_uid(uid: &str) -> bool {
-    !uid.is_empty()
-        && uid.len() <= 64
-        && uid.split('.').all(|c| {
-            !c.is_empty()
-                && c.bytes().all(|b| b.is_ascii_digit())
-                && !(c.len() > 1 && c.starts_with('0'))
-        })
-}
+pub use crate::part10::is_valid_uid;
 
 #[cfg(test)]
 mod tests {

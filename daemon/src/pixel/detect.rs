@@ -60,8 +60,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use tract_onnx::prelude::*;
 
-use super::mask::{Layout, Palette, Photometric};
-use super::ocr::{luma, sample};
+use super::image::{luma, sample, Layout, Palette, Photometric};
 use super::signatures::Rect;
 
 /// The model, embedded (see `daemon/models/README.md`).

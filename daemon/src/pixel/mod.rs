@@ -1,5 +1,6 @@
 //! The pixel stage (issue 5): burned-in annotation scrubbing.
 //!
+//! * [`image`]: the frame layout, photometric and palette types the others share;
 //! * [`signatures`]: the known-region library (conditions on header values, rectangles);
 //! * [`mask`]: blanking rectangles in decoded frames with the value that renders black;
 //! * [`decode`]: every frame of an instance as native samples (dicom-pixeldata: native,
@@ -9,14 +10,13 @@
 //!   masked, pixels written back as Explicit VR Little Endian with consistent attributes;
 //! * [`detect`]: the learned text detector (issue 13) and [`ocr`]: Tesseract, the independent
 //!   check after masking;
-//! * [`config`]: the project's `[projects.NAME.pixel]` settings as plain data.
 //!
 //! `fiona deid` and the daemon's pipeline run it per project; what cannot be scrubbed is
 //! parked with its reason, never passed on. Output is Explicit VR Little Endian (lossless
 //! compressed output is not done).
-pub mod config;
 pub mod decode;
 pub mod detect;
+pub mod image;
 pub mod mask;
 pub mod ocr;
 pub mod scrub;

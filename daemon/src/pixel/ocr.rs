@@ -31,7 +31,7 @@ use tesseract_plumbing::tesseract_sys::{
 };
 use tesseract_plumbing::TessBaseApi;
 
-use super::mask::{Layout, Palette, Photometric};
+use super::image::{luma, sample, Layout, Palette, Photometric};
 use super::signatures::Rect;
 
 /// How OCR runs and what counts as a word.
@@ -54,13 +54,23 @@ pub struct OcrSettings {
 }
 
 impl Default for OcrSettings {
+    /// As configured when a project says nothing (`[projects.NAME.pixel.ocr]`).
     fn default() -> Self {
+        OcrSettings::from(&crate::project::OcrConfig::default())
+    }
+}
+
+impl From<&crate::project::OcrConfig> for OcrSettings {
+    fn from(c: &crate::project::OcrConfig) -> Self {
         OcrSettings {
-            languages: "eng".into(),
-            min_confidence: 0.0,
-            margin: 3,
-            max_rounds: 3,
-            detector: Some(super::detect::DetectSettings::default()),
+            languages: c.languages.clone(),
+            min_confidence: f32::from(c.min_confidence),
+            margin: c.margin,
+            max_rounds: c.max_rounds,
+            detector: c.detector.then(|| super::detect::DetectSettings {
+                each_frame: c.detect_each_frame,
+                ..Default::default()
+            }),
         }
     }
 }
@@ -178,27 +188,6 @@ pub fn drop_engine() {
 /// Start this thread's engine now (to check the languages are installed before any image).
 pub fn check_languages(languages: &str) -> Result<(), OcrError> {
     with_engine(languages, |_| Ok(()))
-}
-
-/// One sample's value (little endian, masked to BitsStored, sign-extended when signed).
-pub(crate) fn sample(frame: &[u8], bytes: usize, at: usize, layout: &Layout) -> i32 {
-    let raw = if bytes == 1 {
-        u32::from(frame[at])
-    } else {
-        u32::from(u16::from_le_bytes([frame[at], frame[at + 1]]))
-    };
-    let bs = u32::from(layout.bits_stored);
-    let v = raw & ((1u32 << bs) - 1);
-    if layout.signed && v & (1 << (bs - 1)) != 0 {
-        v as i32 - (1i32 << bs)
-    } else {
-        v as i32
-    }
-}
-
-/// Rec. 601 luma of an RGB sample triple (integer).
-pub fn luma(r: i32, g: i32, b: i32) -> i32 {
-    ((299 * i64::from(r) + 587 * i64::from(g) + 114 * i64::from(b)) / 1000) as i32
 }
 
 /// The displayed brightness of every pixel of a frame, in the frame's own scale (larger is

@@ -22,6 +22,7 @@ use super::decode::{decode, DecodeError};
 use super::mask::{mask_frame, Layout, Palette, Photometric};
 use super::ocr::{text_boxes, OcrError, OcrSettings};
 use super::signatures::{Attr, HeaderValues, Library, Rect};
+use crate::project::{OcrConfig, PixelConfig};
 
 /// Explicit VR Little Endian.
 pub const EXPLICIT_VR_LE: &str = "1.2.840.10008.1.2.1";
@@ -102,7 +103,7 @@ impl OcrSelect {
                 .chain(ULTRASOUND)
                 .map(|s| s.to_string())
                 .collect(),
-            series_descriptions: super::config::OcrConfig::USUAL_SERIES
+            series_descriptions: OcrConfig::USUAL_SERIES
                 .iter()
                 .filter_map(|p| regex::Regex::new(p).ok())
                 .collect(),
@@ -180,7 +181,7 @@ impl Stage {
     }
 
     /// The stage for a project's `[projects.NAME.pixel]` settings (validated beforehand).
-    pub fn from_config(c: &super::config::PixelConfig) -> Result<Stage, String> {
+    pub fn from_config(c: &PixelConfig) -> Result<Stage, String> {
         let library = match &c.library {
             Some(path) => {
                 let text = std::fs::read_to_string(path)
@@ -200,7 +201,7 @@ impl Stage {
             known_regions: c.known_regions,
             drop_secondary_capture: c.drop_secondary_capture,
             exclude_series,
-            ocr: match c.ocr.stage()? {
+            ocr: match OcrStage::from_config(&c.ocr)? {
                 Some(o) => {
                     // Started once here: a missing language package is an error now, not
                     // on every image.
@@ -721,6 +722,59 @@ fn put_native(
     );
 }
 
+impl OcrStage {
+    /// The stage's OCR part from its settings; `None` when switched off.
+    pub fn from_config(c: &OcrConfig) -> Result<Option<OcrStage>, String> {
+        if !c.enabled {
+            return Ok(None);
+        }
+        if c.languages.is_empty()
+            || !c.languages.split('+').all(|l| {
+                !l.is_empty() && l.chars().all(|ch| ch.is_ascii_alphanumeric() || ch == '_')
+            })
+        {
+            return Err(format!(
+                "pixel.ocr.languages: `{}` is not a list like eng+nor",
+                c.languages
+            ));
+        }
+        if c.min_confidence > 100 {
+            return Err("pixel.ocr.min_confidence: 0 to 100".into());
+        }
+        if !(1..=5).contains(&c.max_rounds) {
+            return Err("pixel.ocr.max_rounds: 1 to 5".into());
+        }
+        if c.margin > 64 {
+            return Err("pixel.ocr.margin: at most 64 pixels".into());
+        }
+        let mut select = OcrSelect::usual();
+        select.all_images = c.all_images;
+        select.burned_in_annotation = c.burned_in_annotation;
+        if let Some(m) = &c.modalities {
+            select.modalities = m.clone();
+        }
+        if let Some(c) = &c.sop_classes {
+            if let Some(bad) = c.iter().find(|u| !crate::part10::is_valid_uid(u)) {
+                return Err(format!("pixel.ocr.sop_classes: `{bad}` is not a UID"));
+            }
+            select.sop_classes = c.clone();
+        }
+        if let Some(d) = &c.series_descriptions {
+            select.series_descriptions = d
+                .iter()
+                .map(|p| {
+                    regex::Regex::new(p)
+                        .map_err(|e| format!("pixel.ocr.series_descriptions: `{p}`: {e}"))
+                })
+                .collect::<Result<_, _>>()?;
+        }
+        Ok(Some(OcrStage {
+            settings: OcrSettings::from(c),
+            select,
+        }))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -958,33 +1012,33 @@ when = { all = [ { attr = "Manufacturer", contains = "acme" }, { attr = "Modalit
         all.all_images = true;
         assert!(all.selects(&ct));
         // A project's own modality list replaces the usual one.
-        let cfg = crate::pixel::config::OcrConfig {
+        let cfg = OcrConfig {
             modalities: Some(vec!["CT".into()]),
             ..Default::default()
         };
-        let mine = cfg.stage().unwrap().unwrap().select;
+        let mine = OcrStage::from_config(&cfg).unwrap().unwrap().select;
         assert!(mine.selects(&ct));
         assert!(!mine.selects(&us));
-        let off = crate::pixel::config::OcrConfig {
+        let off = OcrConfig {
             enabled: false,
             ..Default::default()
         };
-        assert!(off.stage().unwrap().is_none());
+        assert!(OcrStage::from_config(&off).unwrap().is_none());
         for bad in [
-            crate::pixel::config::OcrConfig {
+            OcrConfig {
                 languages: "eng; rm".into(),
                 ..Default::default()
             },
-            crate::pixel::config::OcrConfig {
+            OcrConfig {
                 max_rounds: 0,
                 ..Default::default()
             },
-            crate::pixel::config::OcrConfig {
+            OcrConfig {
                 series_descriptions: Some(vec!["(".into()]),
                 ..Default::default()
             },
         ] {
-            assert!(bad.stage().is_err());
+            assert!(OcrStage::from_config(&bad).is_err());
         }
     }
 

@@ -1,2 +1,3 @@
 //! Helpers shared by several test files of this directory (`mod common;`).
+pub mod outbound;
 pub mod pipeline;

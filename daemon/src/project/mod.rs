@@ -11,7 +11,7 @@
 //! state = "active"                            # or "archived"
 //! destinations = ["research"]                 # names of [destinations.NAME]
 //! auto_id = { ae_title = "PROJ1AUTO", prefix = "PROJ1-", digits = 4, event = "baseline" }
-//! [projects.PROJ1.deid]                       # de-identification (see deid::settings)
+//! [projects.PROJ1.deid]                       # de-identification (see project::deid)
 //!
 //! [[routing]]                                 # data that arrives already pseudonymized
 //! project = "PROJ1"
@@ -35,8 +35,11 @@ use std::collections::BTreeMap;
 use regex::Regex;
 use serde::{Deserialize, Deserializer, Serialize};
 
-use crate::deid::settings::DeidConfig;
-pub use crate::pixel::config::{OcrConfig, PixelConfig};
+pub mod deid;
+pub mod pixel;
+
+pub use deid::DeidConfig;
+pub use pixel::{OcrConfig, PixelConfig};
 
 /// A project is active until archived; an archived project accepts no new assignments.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -131,91 +134,6 @@ pub struct ProjectConfig {
     pub deid: DeidConfig,
     /// Pixel scrubbing settings (`[projects.NAME.pixel]`).
     pub pixel: PixelConfig,
-}
-
-impl OcrConfig {
-    /// The stage's OCR part; `None` when switched off.
-    pub fn stage(&self) -> Result<Option<crate::pixel::scrub::OcrStage>, String> {
-        use crate::pixel::scrub::{OcrSelect, OcrStage};
-        if !self.enabled {
-            return Ok(None);
-        }
-        if self.languages.is_empty()
-            || !self
-                .languages
-                .split('+')
-                .all(|l| !l.is_empty() && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'))
-        {
-            return Err(format!(
-                "pixel.ocr.languages: `{}` is not a list like eng+nor",
-                self.languages
-            ));
-        }
-        if self.min_confidence > 100 {
-            return Err("pixel.ocr.min_confidence: 0 to 100".into());
-        }
-        if !(1..=5).contains(&self.max_rounds) {
-            return Err("pixel.ocr.max_rounds: 1 to 5".into());
-        }
-        if self.margin > 64 {
-            return Err("pixel.ocr.margin: at most 64 pixels".into());
-        }
-        let mut select = OcrSelect::usual();
-        select.all_images = self.all_images;
-        select.burned_in_annotation = self.burned_in_annotation;
-        if let Some(m) = &self.modalities {
-            select.modalities = m.clone();
-        }
-        if let Some(c) = &self.sop_classes {
-            if let Some(bad) = c.iter().find(|u| !crate::deid::uid::is_valid_uid(u)) {
-                return Err(format!("pixel.ocr.sop_classes: `{bad}` is not a UID"));
-            }
-            select.sop_classes = c.clone();
-        }
-        if let Some(d) = &self.series_descriptions {
-            select.series_descriptions = d
-                .iter()
-                .map(|p| {
-                    Regex::new(p).map_err(|e| format!("pixel.ocr.series_descriptions: `{p}`: {e}"))
-                })
-                .collect::<Result<_, _>>()?;
-        }
-        Ok(Some(OcrStage {
-            settings: crate::pixel::ocr::OcrSettings {
-                languages: self.languages.clone(),
-                min_confidence: f32::from(self.min_confidence),
-                margin: self.margin,
-                max_rounds: self.max_rounds,
-                detector: self.detector.then(|| crate::pixel::detect::DetectSettings {
-                    each_frame: self.detect_each_frame,
-                    ..Default::default()
-                }),
-            },
-            select,
-        }))
-    }
-}
-
-impl PixelConfig {
-    /// Check the settings; the library file is read and validated too.
-    pub fn validate(&self) -> Result<(), String> {
-        for p in &self.exclude_series {
-            Regex::new(p).map_err(|e| format!("pixel.exclude_series: `{p}`: {e}"))?;
-        }
-        if let Some(path) = &self.library {
-            let text = std::fs::read_to_string(path)
-                .map_err(|e| format!("pixel.library: {}: {e}", path.display()))?;
-            crate::pixel::signatures::Library::parse(&text)
-                .map_err(|e| format!("pixel.library: {}: {e}", path.display()))?;
-        }
-        if let Some(ocr) = self.ocr.stage()? {
-            // The engine starts here once, so a missing language package is a start-up
-            // error, not a failure on the first image.
-            crate::pixel::ocr::check_languages(&ocr.settings.languages)
-                .map_err(|e| format!("pixel.ocr: {e}"))?;
-        }
-        Ok(())
-    }
 }
 
 /// An AE title is 1 to 16 characters of the default repertoire, no backslash or control
@@ -466,8 +384,6 @@ impl Project {
                 validate_participant_syntax(&id).map_err(|r| format!("auto_id: {r}"))?;
             }
         }
-        config.deid.validate().map_err(|r| format!("deid: {r}"))?;
-        config.pixel.validate()?;
         Ok(Project {
             name: name.to_string(),
             config: config.clone(),

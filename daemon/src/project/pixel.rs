@@ -1,6 +1,7 @@
 //! The pixel stage's configuration as plain data (`[projects.NAME.pixel]` and its `ocr`
-//! table): read by `project` with the rest of a project's settings, turned into a stage by
-//! `project` and [`super::scrub::Stage::from_config`]. No module above `pixel` is used here.
+//! table), read with the rest of a project's settings. The stage is built from it above, by
+//! `pixel::scrub::Stage::from_config`, which also checks what only the stage can (the
+//! signature library parses, the OCR languages are installed).
 
 use serde::Deserialize;
 
@@ -68,7 +69,7 @@ pub struct OcrConfig {
 
 impl Default for OcrConfig {
     fn default() -> Self {
-        let s = super::ocr::OcrSettings::default();
+        // The OCR engine's own defaults (`pixel::ocr::OcrSettings::default`) are these.
         OcrConfig {
             enabled: true,
             all_images: false,
@@ -76,12 +77,12 @@ impl Default for OcrConfig {
             sop_classes: None,
             series_descriptions: None,
             burned_in_annotation: true,
-            languages: s.languages,
-            min_confidence: s.min_confidence as u8,
-            margin: s.margin,
-            max_rounds: s.max_rounds,
-            detector: s.detector.is_some(),
-            detect_each_frame: s.detector.as_ref().is_some_and(|d| d.each_frame),
+            languages: "eng".into(),
+            min_confidence: 0,
+            margin: 3,
+            max_rounds: 3,
+            detector: true,
+            detect_each_frame: false,
         }
     }
 }
