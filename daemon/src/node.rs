@@ -9,6 +9,7 @@ use tokio::sync::Semaphore;
 
 use crate::admission::{Admission, Throttle};
 use crate::assign::Policy;
+use crate::clock::{Clock, SystemClock};
 use crate::committer::Committer;
 use crate::config::{Config, IpNet};
 use crate::index::Store;
@@ -55,6 +56,9 @@ pub struct Node {
     pub(crate) allow_addrs: Vec<IpNet>,
     /// Wakes the pipeline (a new assignment or re-send need not wait for its next tick).
     pub pipeline_wake: Arc<tokio::sync::Notify>,
+    /// What "now" is for the control API: a study's quiet period and the visibility window
+    /// of unassigned studies (the system clock; tests hand in a manual one).
+    pub clock: Arc<dyn Clock>,
 }
 
 impl std::fmt::Debug for Node {
@@ -90,6 +94,7 @@ impl Node {
             committer,
             stats: Arc::new(Stats::default()),
             pipeline_wake,
+            clock: Arc::new(SystemClock),
         }
     }
 }

@@ -111,7 +111,9 @@ fn silent_peer_is_dropped_after_idle_timeout() {
         RawScu::connect(d.addr, "SILENT", "FIONA", CT_IMAGE_STORAGE, EXPLICIT_VR_LE).unwrap();
     assert_eq!(scu.echo().unwrap(), 0, "alive before going silent");
     // Wait for the event (the daemon ends the association), not for a time.
-    wait_until(&d, "the idle timeout", || d.log().contains("idle timeout"));
+    d.wait_for("the idle timeout", Duration::from_secs(30), || {
+        d.log().contains("idle timeout")
+    });
     // The daemon closed the association: the slot is free for someone else.
     assert!(ok(&echoscu(d.addr, "NEXT", "FIONA")), "{}", d.log());
     assert!(scu.echo().is_err(), "the silent association was closed");
@@ -141,21 +143,12 @@ fn peer_that_never_associates_is_dropped_after_acse_timeout() {
             && !matches!(&n, Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
         "{n:?}"
     );
-    wait_until(&d, "the ARTIM refusal in the log", || {
-        d.log()
-            .contains("no association request within acse_timeout_secs")
-    });
-}
-
-/// Poll `done` until it holds (at most 30 s, then fail with the log).
-fn wait_until(d: &Daemon, what: &str, mut done: impl FnMut() -> bool) {
-    let start = std::time::Instant::now();
-    while !done() {
-        assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "timed out waiting for {what}\n{}",
+    d.wait_for(
+        "the ARTIM refusal in the log",
+        Duration::from_secs(30),
+        || {
             d.log()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+                .contains("no association request within acse_timeout_secs")
+        },
+    );
 }

@@ -49,24 +49,32 @@ fn a_correction_stops_a_transfer_that_is_being_sent() {
                     .contains("when the correction stopped it")
         })
     };
-    wait_for(&d, "the stopped send to be recorded", || audit_says(&d));
+    d.wait_for(
+        "the stopped send to be recorded",
+        Duration::from_secs(60),
+        || audit_says(&d),
+    );
     let t = old(&d);
     assert_eq!(t["state"], "cancelled", "{t}");
     let sent_before = t["deliveries"][0]["stored"].as_array().unwrap().len();
     assert!(sent_before < total as usize, "{t}");
     // The correction goes out in full and is verified.
     let mut t = Value::Null;
-    wait_for(&d, "the correction to be verified", || {
-        t = d
-            .json(&["transfers"])
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|t| t["id"] != first.as_str())
-            .cloned()
-            .unwrap_or(Value::Null);
-        finished(&t)
-    });
+    d.wait_for(
+        "the correction to be verified",
+        Duration::from_secs(60),
+        || {
+            t = d
+                .json(&["transfers"])
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|t| t["id"] != first.as_str())
+                .cloned()
+                .unwrap_or(Value::Null);
+            finished(&t)
+        },
+    );
     assert_eq!(t["state"], "verified", "{t}");
     assert_eq!(t["participant"], "PROJ1-0010", "{t}");
 }

@@ -11,7 +11,7 @@ use fiona_tests::fiona_bin;
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use fiona_tests::corpus::{self, Modality, StudySpec};
 use fiona_tests::harness::{dcmqrscp, free_port, storescu, Daemon, Options};
@@ -32,19 +32,6 @@ fn hung_server() -> u16 {
         }
     });
     port
-}
-
-/// Wait for `done`, failing with the log after a generous bound (no timing is asserted).
-fn wait_for(d: &Daemon, what: &str, mut done: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !done() {
-        assert!(
-            start.elapsed() < Duration::from_secs(300),
-            "timed out waiting for {what}\n{}",
-            d.log()
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
 }
 
 /// Run `fiona ARGS`; its exit code, stdout, and stderr lines.
@@ -134,10 +121,14 @@ fn verify_at_project_scale_runs_as_a_job_and_survives_a_hung_pacs() {
     for (n, acc) in accessions.iter().enumerate() {
         d.assign(acc, "PROJ1", &format!("PROJ1-{n:04}"), "baseline");
     }
-    wait_for(&d, "every transfer to be sent", || {
-        let v = d.json(&["transfers", "--state", "sent"]);
-        v.as_array().unwrap().len() == STUDIES as usize
-    });
+    d.wait_for(
+        "every transfer to be sent",
+        Duration::from_secs(300),
+        || {
+            let v = d.json(&["transfers", "--state", "sent"]);
+            v.as_array().unwrap().len() == STUDIES as usize
+        },
+    );
 
     // The PACS's query side hangs: the verify completes anyway, with progress, and says so.
     let (code, stdout, stderr) = run_cli(&d, &["verify", "--project", "PROJ1"]);

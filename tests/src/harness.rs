@@ -135,6 +135,20 @@ impl Daemon {
         }
     }
 
+    /// Poll `done` until it holds; after `within` (a generous bound: no timing is asserted)
+    /// fail with the daemon's log.
+    pub fn wait_for(&self, what: &str, within: Duration, mut done: impl FnMut() -> bool) {
+        let start = Instant::now();
+        while !done() {
+            assert!(
+                start.elapsed() < within,
+                "timed out waiting for {what}\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// The daemon's stderr so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log_path).unwrap_or_default()

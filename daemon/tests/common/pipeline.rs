@@ -32,18 +32,6 @@ pub fn burns() -> Vec<Burn> {
     sample_burns()
 }
 
-pub fn wait_for(d: &Daemon, what: &str, mut done: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !done() {
-        assert!(
-            start.elapsed() < Duration::from_secs(60),
-            "timed out waiting for {what}\n{}",
-            d.log()
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
-
 /// A study of `series` x `per_series` instances, written under `dir`.
 pub fn write(
     dir: &Path,
