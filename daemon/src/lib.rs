@@ -8,6 +8,7 @@
 
 pub mod admission;
 pub mod assign;
+pub mod cli;
 pub mod committer;
 pub mod config;
 pub mod control;
