@@ -8,6 +8,7 @@
 
 pub mod admission;
 pub mod assign;
+pub mod cli;
 pub mod clock;
 pub mod committer;
 pub mod config;

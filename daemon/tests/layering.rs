@@ -358,3 +358,17 @@ fn the_layer_picture_in_the_architecture_document_is_true() {
         }
     }
 }
+
+#[test]
+fn the_command_line_is_the_top_layer() {
+    let g = graph();
+    assert!(g.contains_key("cli"), "{g:?}");
+    let users: Vec<&String> = g
+        .iter()
+        .filter(|(_, used)| used.contains("cli"))
+        .map(|(m, _)| m)
+        .collect();
+    assert!(users.is_empty(), "modules that use cli: {users:?}");
+    // It reaches the daemon through the control API's client, not by opening the index.
+    assert!(g["cli"].contains("control"), "{:?}", g["cli"]);
+}

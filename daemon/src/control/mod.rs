@@ -1,41 +1,21 @@
-//! The control API: HTTP/1.1 over a Unix socket in the data directory (`run/control.sock`,
-//! mode 0600 in a 0700 directory), so only the daemon's user (and root) reach it. The admin
-//! commands (`fiona studies`, `study`, `status`, `rejected`) are its clients; the web page
-//! will serve the same handlers later.
-//!
-//! | route                 | answer                                   |
-//! |-----------------------|------------------------------------------|
-//! | `GET /v1/status`      | [`StatusView`]                           |
-//! | `GET /v1/health`      | [`HealthView`] (503 when unhealthy)      |
-//! | `GET /v1/studies`     | `[StudyView]`                            |
-//! | `GET /v1/studies/KEY` | [`StudyDetail`] (404 if unknown)         |
-//! | `GET /v1/studies/KEY/instances` | `[InstanceRecord]` (404 if unknown) |
-//! | `GET /v1/rejected`    | `[RejectRecord]`                         |
-//! | `POST /v1/assign`     | [`AssignBody`] -> [`AssignOutcome`] (422 with the reason if refused) |
-//! | `POST /v1/coupling?replace=BOOL` | CSV body -> [`ImportReport`] (422 if any line is bad) |
-//! | `GET /v1/coupling`    | `[CouplingEntry]`                        |
-//! | `GET /v1/transfers?project=&state=&since=&until=` | `[TransferRecord]`, oldest first |
-//! | `POST /v1/resend`     | [`ResendBody`] -> 202 [`JobView`]; its result: [`ResendOutcome`] (the transfers re-queued) |
-//! | `POST /v1/verify`     | [`VerifyBody`] -> 202 [`JobView`]; its result: `[VerifyRow]` (C-FIND at each destination; changes nothing) |
-//! | `GET /v1/jobs`        | `[JobView]` (without results), oldest first |
-//! | `GET /v1/jobs/ID?wait_ms=` | [`JobView`]; waits up to `wait_ms` (at most 5 s) for a running job to finish (404 if unknown) |
-//! | `GET /v1/audit`       | `[AuditRecord]`, oldest first            |
-//! | `GET /v1/projects`    | `[ProjectView]`                          |
-//!
-//! `GET /v1/studies` lists the studies an admin can still assign: unassigned studies older
-//! than `unassigned_visible_days` are left out unless `?all=true` (then they are marked
-//! `hidden`). Every study carries its current assignments.
+//! The control API's server: HTTP/1.1 (axum) over a Unix socket in the data directory
+//! (`run/control.sock`, mode 0600 in a 0700 directory), so only the daemon's user (and root)
+//! reach it. The routes and the types they carry are in [`api`], shared with the client
+//! ([`client`]) that the admin commands (`fiona studies`, `assign`, `verify`, ...) use; the web
+//! page will serve the same handlers later.
 //!
 //! Who made a change is taken from the connecting process's user ID (`SO_PEERCRED`), so the
 //! audit trail names the Unix user, not what a client claims.
 //!
-//! No request should take long: the client's socket gives up after [`CLIENT_TIMEOUT`] of
-//! silence. Operations that grow with a project (verify, resend) run as jobs (`jobs.rs`): the
-//! `POST` answers at once with the job, and [`run_job`] follows it, reporting progress.
+//! No request should take long: the client gives up after [`client::CLIENT_TIMEOUT`].
+//! Operations that grow with a project (verify, resend) run as jobs (`jobs.rs`): the `POST`
+//! answers at once with the job, and [`client::Client::run_job`] follows it, reporting
+//! progress.
 
-use std::io::{Read, Write};
+pub mod api;
+pub mod client;
+
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
@@ -47,173 +27,27 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::serve::IncomingStream;
 use axum::{Json, Router};
-use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
-use crate::assign::coupling::{self, ImportReport};
+use crate::assign::coupling;
 use crate::assign::{
     self, AssignError, AssignOutcome, AssignmentRecord, AuditRecord, CouplingEntry, Request,
     TransferRecord, TransferState, Via,
 };
 use crate::index::{
-    IndexHealth, InstanceRecord, IoFailure, RejectRecord, SeriesRecord, StudyRecord, Totals,
+    IndexHealth, InstanceRecord, IoFailure, RejectRecord, SeriesRecord, StudyRecord,
 };
-use crate::jobs::{JobState, JobView, Jobs};
+use crate::jobs::Jobs;
 use crate::node::Node;
+
+use api::{
+    route, AssignBody, AssignmentView, CouplingQuery, ErrorBody, HealthView, ImportReport,
+    JobQuery, JobView, ProjectView, ResendBody, ResendOutcome, SeriesView, StatusView,
+    StudiesQuery, StudyDetail, StudyView, TransferQuery, VerifyBody, SOCKET_NAME,
+};
 
 /// Largest coupling list accepted (about a million rows).
 pub const COUPLING_MAX_BYTES: usize = 64 << 20;
-
-/// File name of the control socket inside `run/`.
-pub const SOCKET_NAME: &str = "control.sock";
-
-pub fn socket_path(data_dir: &Path) -> PathBuf {
-    data_dir.join("run").join(SOCKET_NAME)
-}
-
-/// One study as the admin sees it in a listing.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct StudyView {
-    pub key: String,
-    pub accession_number: String,
-    pub study_date: String,
-    pub study_time: String,
-    pub study_description: String,
-    pub modalities: Vec<String>,
-    pub series: u64,
-    pub instances: u64,
-    pub bytes: u64,
-    /// `receiving` until the quiet period has passed since the last instance, then `arrived`.
-    pub state: String,
-    /// Seconds since the first instance arrived.
-    pub age_secs: i64,
-    pub first_received_ms: i64,
-    pub last_received_ms: i64,
-    pub calling_ae: String,
-    pub called_ae: String,
-    pub peer: String,
-    /// Current assignments (project, participant, event, transfer state).
-    #[serde(default)]
-    pub assignments: Vec<AssignmentView>,
-    /// Unassigned for longer than `unassigned_visible_days`: left out of the assign list
-    /// and eligible for eviction.
-    #[serde(default)]
-    pub hidden: bool,
-}
-
-/// A study's assignment to one project, as listings show it.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct AssignmentView {
-    pub project: String,
-    pub participant: String,
-    pub event: String,
-    pub via: String,
-    pub actor: String,
-    pub assigned_ms: i64,
-    pub research_study_uid: String,
-    #[serde(default)]
-    pub derived_from: Option<String>,
-    /// State of the current transfer.
-    pub state: String,
-    pub transfers: Vec<String>,
-}
-
-/// A project as the people assigning studies need to see it.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct ProjectView {
-    pub name: String,
-    pub state: String,
-    pub approval: String,
-    pub approval_start: Option<String>,
-    pub approval_end: Option<String>,
-    /// Whether it takes new assignments today, and if not why.
-    pub accepts_assignments: bool,
-    pub refusal: Option<String>,
-    pub participant_pattern: String,
-    pub events: Vec<String>,
-    pub destinations: Vec<String>,
-    pub auto_id_ae_title: Option<String>,
-    pub participants: u64,
-    /// Transfers by state.
-    pub transfers: std::collections::BTreeMap<String, u64>,
-}
-
-/// `POST /v1/assign`: STUDY is a quarantine key or an accession number.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct AssignBody {
-    pub study: String,
-    pub project: String,
-    pub participant: String,
-    pub event: String,
-    /// The participant ID is known to be used for another PatientID of the same person.
-    #[serde(default)]
-    pub allow_other_patient: bool,
-}
-
-/// One study with its series, for `fiona study KEY`. Holds the patient identity the assign
-/// step needs: it is shown to the admin on request, never logged.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct StudyDetail {
-    pub study: StudyView,
-    pub study_instance_uid: String,
-    pub patient_id: String,
-    pub patient_name: String,
-    pub series: Vec<SeriesView>,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct SeriesView {
-    pub series_instance_uid: String,
-    pub series_number: Option<i64>,
-    pub modality: String,
-    pub series_description: String,
-    pub instances: u64,
-    pub bytes: u64,
-    pub last_received_ms: i64,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct StatusView {
-    pub version: String,
-    pub ae_title: String,
-    pub listen: String,
-    pub data_dir: String,
-    pub uptime_secs: u64,
-    pub totals: Totals,
-    pub studies_receiving: u64,
-    pub studies_arrived: u64,
-    pub free_bytes: u64,
-    pub total_bytes: u64,
-    pub min_free_bytes: u64,
-    pub associations_active: u64,
-    pub associations_total: u64,
-    pub associations_refused: u64,
-    pub instances_stored_since_start: u64,
-    pub instances_duplicate_since_start: u64,
-    pub instances_rejected_since_start: u64,
-    pub instances_out_of_resources_since_start: u64,
-    /// Instances the pipeline parked (all transfers); `fiona parked` lists them.
-    #[serde(default)]
-    pub instances_parked: u64,
-    /// Transfers in state `parked`: nothing could be passed on, a person must look.
-    #[serde(default)]
-    pub transfers_parked: u64,
-    /// Whether the index works (I/O errors, reopens).
-    #[serde(default)]
-    pub index: IndexHealth,
-    /// Why the index could not be read for this view (the counts above are then zero).
-    #[serde(default)]
-    pub index_error: Option<String>,
-}
-
-/// `GET /v1/health`: what a watchdog or a monitor checks. `healthy` is false while the
-/// index is stuck on an I/O error; `problems` says why in words.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct HealthView {
-    pub healthy: bool,
-    pub problems: Vec<String>,
-    pub index: IndexHealth,
-}
 
 struct Ctl {
     node: Arc<Node>,
@@ -223,10 +57,8 @@ struct Ctl {
     listen: String,
 }
 
-fn now_ms() -> i64 {
-    (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64
-}
-
+/// A study as the control API shows it at `now` (by the node's clock): `receiving` until no
+/// instance has come for `quiet_ms`, then `arrived`.
 pub fn study_view(s: &StudyRecord, quiet_ms: i64, now: i64) -> StudyView {
     StudyView {
         key: s.key.clone(),
@@ -286,9 +118,14 @@ fn full_study_view(
             assignment_view(a, st)
         })
         .collect();
-    v.hidden =
-        v.assignments.is_empty() && now - s.first_received_ms > node.policy.unassigned_visible_ms;
+    v.hidden = hidden(&v, node.policy.unassigned_visible_ms, now);
     v
+}
+
+/// Whether the assign list leaves a study out: unassigned, and first received longer than
+/// the visibility window (`unassigned_visible_days`) before `now`.
+pub fn hidden(v: &StudyView, visible_ms: i64, now: i64) -> bool {
+    v.assignments.is_empty() && now - v.first_received_ms > visible_ms
 }
 
 fn series_view(s: &SeriesRecord) -> SeriesView {
@@ -307,7 +144,7 @@ struct ApiError(StatusCode, String);
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.0, Json(serde_json::json!({ "error": self.1 }))).into_response()
+        (self.0, Json(ErrorBody { error: self.1 })).into_response()
     }
 }
 
@@ -367,7 +204,7 @@ async fn status(State(c): State<Arc<Ctl>>) -> Result<Json<StatusView>, ApiError>
     // health say what is wrong.
     let counts = blocking(move || {
         let totals = node.store.totals().map_err(|e| e.to_string())?;
-        let now = now_ms();
+        let now = node.clock.now_ms();
         let studies = node.store.studies().map_err(|e| e.to_string())?;
         let receiving = studies
             .iter()
@@ -418,19 +255,13 @@ async fn status(State(c): State<Arc<Ctl>>) -> Result<Json<StatusView>, ApiError>
     }))
 }
 
-#[derive(Debug, Default, Deserialize)]
-struct StudiesQuery {
-    #[serde(default)]
-    all: bool,
-}
-
 async fn studies(
     State(c): State<Arc<Ctl>>,
     Query(q): Query<StudiesQuery>,
 ) -> Result<Json<Vec<StudyView>>, ApiError> {
     let node = c.node.clone();
     let mut v = blocking(move || {
-        let now = now_ms();
+        let now = node.clock.now_ms();
         let studies = node.store.studies().map_err(|e| e.to_string())?;
         let mut by_study: std::collections::HashMap<String, Vec<AssignmentRecord>> =
             Default::default();
@@ -488,7 +319,7 @@ async fn study(
             .map_err(|e| e.to_string())?;
         let states = transfer_states(&node)?;
         Ok(Some(StudyDetail {
-            study: full_study_view(&node, &s, &assignments, &states, now_ms()),
+            study: full_study_view(&node, &s, &assignments, &states, node.clock.now_ms()),
             study_instance_uid: s.study_instance_uid.clone(),
             patient_id: s.patient_id.clone(),
             patient_name: s.patient_name.clone(),
@@ -538,7 +369,7 @@ async fn get_projects(State(c): State<Arc<Ctl>>) -> Result<Json<Vec<ProjectView>
         blocking(move || {
             let participants = node.store.participants().map_err(|e| e.to_string())?;
             let transfers = node.store.transfers().map_err(|e| e.to_string())?;
-            let today = assign::utc_date(now_ms());
+            let today = assign::utc_date(node.clock.now_ms());
             Ok(node
                 .policy
                 .projects
@@ -690,7 +521,7 @@ async fn post_assign(
                     derived_from: None,
                     allow_other_patient: b.allow_other_patient,
                 };
-                match assign::assign_audited(t, &node.policy, &req, now_ms(), false) {
+                match assign::assign_audited(t, &node.policy, &req, node.clock.now_ms(), false) {
                     Err(AssignError::Store(e)) => Err(e),
                     other => {
                         result = Some(other);
@@ -719,12 +550,6 @@ async fn post_assign(
     Ok(Json(r))
 }
 
-#[derive(Debug, Default, Deserialize)]
-struct CouplingQuery {
-    #[serde(default)]
-    replace: bool,
-}
-
 async fn post_coupling(
     State(c): State<Arc<Ctl>>,
     ConnectInfo(peer): ConnectInfo<Peer>,
@@ -743,7 +568,7 @@ async fn post_coupling(
                     &body,
                     &actor,
                     q.replace,
-                    now_ms(),
+                    node.clock.now_ms(),
                 )?);
                 Ok(())
             })
@@ -775,41 +600,8 @@ async fn get_coupling(State(c): State<Arc<Ctl>>) -> Result<Json<Vec<CouplingEntr
     ))
 }
 
-/// Filters of `GET /v1/transfers`; dates are `YYYY-MM-DD` (UTC), both ends included.
-#[derive(Debug, Default, Deserialize)]
-pub struct TransferQuery {
-    #[serde(default)]
-    pub project: Option<String>,
-    #[serde(default)]
-    pub state: Option<String>,
-    #[serde(default)]
-    pub since: Option<String>,
-    #[serde(default)]
-    pub until: Option<String>,
-    #[serde(default)]
-    pub study: Option<String>,
-}
-
 fn day_start_ms(d: time::Date) -> i64 {
     (d.midnight().assume_utc().unix_timestamp_nanos() / 1_000_000) as i64
-}
-
-/// `POST /v1/resend`: re-queue the transfers of a study (key or accession number), or of a
-/// project (optionally those created on or after `since`, YYYY-MM-DD).
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct ResendBody {
-    #[serde(default)]
-    pub study: Option<String>,
-    #[serde(default)]
-    pub project: Option<String>,
-    #[serde(default)]
-    pub since: Option<String>,
-}
-
-/// What `POST /v1/resend` did: the transfers re-queued.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct ResendOutcome {
-    pub transfers: Vec<String>,
 }
 
 async fn post_resend(
@@ -854,7 +646,7 @@ async fn post_resend(
                 project.as_deref(),
                 since,
                 &actor,
-                now_ms(),
+                node.clock.now_ms(),
                 &progress,
             )
             .inspect(|ids| {
@@ -875,13 +667,6 @@ fn started(
 ) -> Result<(StatusCode, Json<JobView>), ApiError> {
     job.map(|v| (StatusCode::ACCEPTED, Json(v)))
         .map_err(|e| ApiError(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))
-}
-
-#[derive(Debug, Default, Deserialize)]
-struct JobQuery {
-    /// Wait up to this long (capped at `jobs::MAX_WAIT`) for a running job to finish.
-    #[serde(default)]
-    wait_ms: u64,
 }
 
 async fn get_job(
@@ -905,12 +690,6 @@ async fn get_job(
 
 async fn get_jobs(State(c): State<Arc<Ctl>>) -> Json<Vec<JobView>> {
     Json(c.jobs.list())
-}
-
-/// `POST /v1/verify`: ask the research PACS what it holds of a project's sent studies.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct VerifyBody {
-    pub project: String,
 }
 
 async fn post_verify(
@@ -1006,230 +785,93 @@ pub async fn serve(
         listen,
     });
     let app = Router::new()
-        .route("/v1/status", get(status))
-        .route("/v1/health", get(health))
-        .route("/v1/studies", get(studies))
-        .route("/v1/studies/{key}", get(study))
-        .route("/v1/studies/{key}/instances", get(instances))
-        .route("/v1/rejected", get(rejected))
-        .route("/v1/assign", post(post_assign))
+        .route(route::STATUS, get(status))
+        .route(route::HEALTH, get(health))
+        .route(route::STUDIES, get(studies))
+        .route(route::STUDY, get(study))
+        .route(route::STUDY_INSTANCES, get(instances))
+        .route(route::REJECTED, get(rejected))
+        .route(route::ASSIGN, post(post_assign))
         .route(
-            "/v1/coupling",
+            route::COUPLING,
             post(post_coupling)
                 .get(get_coupling)
                 .layer(axum::extract::DefaultBodyLimit::max(COUPLING_MAX_BYTES)),
         )
-        .route("/v1/transfers", get(get_transfers))
-        .route("/v1/resend", post(post_resend))
-        .route("/v1/verify", post(post_verify))
-        .route("/v1/jobs", get(get_jobs))
-        .route("/v1/jobs/{id}", get(get_job))
-        .route("/v1/audit", get(get_audit))
-        .route("/v1/projects", get(get_projects))
+        .route(route::TRANSFERS, get(get_transfers))
+        .route(route::RESEND, post(post_resend))
+        .route(route::VERIFY, post(post_verify))
+        .route(route::JOBS, get(get_jobs))
+        .route(route::JOB, get(get_job))
+        .route(route::AUDIT, get(get_audit))
+        .route(route::PROJECTS, get(get_projects))
         .with_state(ctl);
     axum::serve(listener, app.into_make_service_with_connect_info::<Peer>())
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
         .await
 }
 
-/// Errors of the control client, phrased for the admin at the console.
-#[derive(Debug, thiserror::Error)]
-pub enum ClientError {
-    #[error("cannot reach the fiona daemon at {path}: {source} (is `fiona serve` running with this data directory?)")]
-    Connect {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("control socket I/O error: {0}")]
-    Io(#[from] std::io::Error),
-    #[error("daemon answered {status}: {body}")]
-    Status { status: u16, body: String },
-    #[error("malformed answer from daemon: {0}")]
-    Malformed(String),
-    #[error("{0}")]
-    JobFailed(String),
-}
-
-/// How long the client waits for any answer on the control socket before giving up (the
-/// socket's `SO_RCVTIMEO`; `EAGAIN` when it passes). Every route answers well within it: long
-/// operations are jobs.
-pub const CLIENT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
-
-/// How long one `GET` of a job waits for it to finish: progress is reported at this pace.
-const JOB_POLL: std::time::Duration = std::time::Duration::from_secs(1);
-
-/// `POST path` with a JSON body to start a job, then follow it until it ends, calling
-/// `progress` whenever its count changes; returns the job's result as JSON. A refusal of the
-/// `POST` is a [`ClientError::Status`]; a job that failed is a [`ClientError::JobFailed`].
-pub fn run_job(
-    data_dir: &Path,
-    path: &str,
-    body: &[u8],
-    mut progress: impl FnMut(&JobView),
-) -> Result<Vec<u8>, ClientError> {
-    let (status, answer) = request_post(data_dir, path, "application/json", body)?;
-    let answer = check_status(status, answer)?;
-    let mut job: JobView =
-        serde_json::from_slice(&answer).map_err(|e| ClientError::Malformed(e.to_string()))?;
-    let mut shown = None;
-    loop {
-        if shown != Some((job.done, job.total)) {
-            progress(&job);
-            shown = Some((job.done, job.total));
-        }
-        match job.state {
-            JobState::Done => {
-                let result = job.result.unwrap_or(serde_json::Value::Null);
-                return serde_json::to_vec(&result)
-                    .map_err(|e| ClientError::Malformed(e.to_string()));
-            }
-            JobState::Failed => {
-                return Err(ClientError::JobFailed(job.error.unwrap_or_default()));
-            }
-            JobState::Running => {}
-        }
-        let next = request(
-            data_dir,
-            &format!("/v1/jobs/{}?wait_ms={}", job.id, JOB_POLL.as_millis()),
-        )?;
-        job = serde_json::from_slice(&next).map_err(|e| ClientError::Malformed(e.to_string()))?;
-    }
-}
-
-/// `GET path` on the control socket; returns the body of a 2xx answer.
-pub fn request(data_dir: &Path, path: &str) -> Result<Vec<u8>, ClientError> {
-    send(data_dir, "GET", path, None).and_then(|(status, body)| check_status(status, body))
-}
-
-/// `POST path` with a body (`content_type`); returns the status and body, whatever the status.
-pub fn request_post(
-    data_dir: &Path,
-    path: &str,
-    content_type: &str,
-    body: &[u8],
-) -> Result<(u16, Vec<u8>), ClientError> {
-    send(data_dir, "POST", path, Some((content_type, body)))
-}
-
-/// Percent-encode a query value.
-pub fn encode_query(v: &str) -> String {
-    v.bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
-                (b as char).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect()
-}
-
-fn send(
-    data_dir: &Path,
-    method: &str,
-    path: &str,
-    body: Option<(&str, &[u8])>,
-) -> Result<(u16, Vec<u8>), ClientError> {
-    let sock = socket_path(data_dir);
-    let mut s =
-        std::os::unix::net::UnixStream::connect(&sock).map_err(|source| ClientError::Connect {
-            path: sock.clone(),
-            source,
-        })?;
-    s.set_read_timeout(Some(CLIENT_TIMEOUT))?;
-    let mut head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: fiona\r\nConnection: close\r\nAccept: application/json\r\n"
-    );
-    if let Some((ct, b)) = body {
-        head.push_str(&format!(
-            "Content-Type: {ct}\r\nContent-Length: {}\r\n",
-            b.len()
-        ));
-    }
-    head.push_str("\r\n");
-    s.write_all(head.as_bytes())?;
-    if let Some((_, b)) = body {
-        s.write_all(b)?;
-    }
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw)?;
-    split_response(&raw)
-}
-
-#[cfg(test)]
-fn parse_response(raw: &[u8]) -> Result<Vec<u8>, ClientError> {
-    split_response(raw).and_then(|(status, body)| check_status(status, body))
-}
-
-/// A non-2xx status as an error carrying the answer's `error` message.
-pub fn check_status(status: u16, body: Vec<u8>) -> Result<Vec<u8>, ClientError> {
-    if !(200..300).contains(&status) {
-        let msg = serde_json::from_slice::<serde_json::Value>(&body)
-            .ok()
-            .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(String::from))
-            .unwrap_or_else(|| String::from_utf8_lossy(&body).into_owned());
-        return Err(ClientError::Status { status, body: msg });
-    }
-    Ok(body)
-}
-
-fn split_response(raw: &[u8]) -> Result<(u16, Vec<u8>), ClientError> {
-    let split = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .ok_or_else(|| ClientError::Malformed("no header end".into()))?;
-    let head = String::from_utf8_lossy(&raw[..split]).to_string();
-    let mut body = raw[split + 4..].to_vec();
-    let status: u16 = head
-        .lines()
-        .next()
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|c| c.parse().ok())
-        .ok_or_else(|| ClientError::Malformed("no status line".into()))?;
-    let chunked = head.lines().any(|l| {
-        let l = l.to_ascii_lowercase();
-        l.starts_with("transfer-encoding:") && l.contains("chunked")
-    });
-    if chunked {
-        body = dechunk(&body)?;
-    }
-    Ok((status, body))
-}
-
-fn dechunk(mut b: &[u8]) -> Result<Vec<u8>, ClientError> {
-    let mut out = Vec::new();
-    loop {
-        let line_end = b
-            .windows(2)
-            .position(|w| w == b"\r\n")
-            .ok_or_else(|| ClientError::Malformed("bad chunk".into()))?;
-        let size_s = String::from_utf8_lossy(&b[..line_end]);
-        let size = usize::from_str_radix(size_s.split(';').next().unwrap_or("").trim(), 16)
-            .map_err(|_| ClientError::Malformed("bad chunk size".into()))?;
-        b = &b[line_end + 2..];
-        if size == 0 {
-            return Ok(out);
-        }
-        if b.len() < size + 2 {
-            return Err(ClientError::Malformed("short chunk".into()));
-        }
-        out.extend_from_slice(&b[..size]);
-        b = &b[size + 2..];
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::Origin;
 
+    const T0: i64 = 1_800_000_000_000;
+
+    fn study() -> StudyRecord {
+        StudyRecord {
+            key: "S1".into(),
+            study_instance_uid: "2.25.1".into(),
+            accession_number: String::new(),
+            study_date: String::new(),
+            study_time: String::new(),
+            study_description: String::new(),
+            modalities: vec![],
+            patient_id: String::new(),
+            patient_name: String::new(),
+            origin: Origin::default(),
+            first_received_ms: T0,
+            last_received_ms: T0 + 1_000,
+            series_count: 1,
+            instance_count: 2,
+            bytes: 10,
+        }
+    }
+
+    /// The quiet period and the visibility window are decided by the `now` the node's clock
+    /// gives, not by the wall clock.
     #[test]
-    fn parses_plain_and_chunked() {
-        let r = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n[]";
-        assert_eq!(parse_response(r).unwrap(), b"[]");
-        let r = b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n";
-        assert_eq!(parse_response(r).unwrap(), b"abcde");
-        let r = b"HTTP/1.1 404 Not Found\r\n\r\n{\"error\":\"no study with key X\"}";
-        let e = parse_response(r).unwrap_err().to_string();
-        assert!(e.contains("404") && e.contains("no study"), "{e}");
+    fn quiet_period_and_visibility_window_follow_the_clock() {
+        let s = study();
+        let quiet = 5_000;
+        assert_eq!(
+            study_view(&s, quiet, T0 + 1_000 + quiet - 1).state,
+            "receiving"
+        );
+        assert_eq!(study_view(&s, quiet, T0 + 1_000 + quiet).state, "arrived");
+        let day = 86_400_000;
+        let v = study_view(&s, quiet, T0 + 7 * day);
+        assert!(
+            !hidden(&v, 7 * day, T0 + 7 * day),
+            "visible through the window"
+        );
+        assert!(hidden(&v, 7 * day, T0 + 7 * day + 1), "hidden after it");
+        let mut assigned = v.clone();
+        assigned.assignments.push(AssignmentView {
+            project: "PROJ1".into(),
+            participant: "PROJ1-1".into(),
+            event: "baseline".into(),
+            via: "manual".into(),
+            actor: "test".into(),
+            assigned_ms: T0,
+            research_study_uid: "2.25.9".into(),
+            derived_from: None,
+            state: "requested".into(),
+            transfers: vec![],
+        });
+        assert!(
+            !hidden(&assigned, 7 * day, T0 + 30 * day),
+            "assigned studies stay"
+        );
     }
 }

@@ -1,0 +1,283 @@
+//! The control API's wire contract, one definition for both ends: the server
+//! (`control/mod.rs`, axum) serialises these types and the client (`control/client.rs`,
+//! hyper) deserialises them, so the two cannot drift apart. Types only the API uses are
+//! defined here; records a stage produces (transfers, audit, jobs, verification rows) are
+//! re-exported from where they live.
+//!
+//! HTTP/1.1 over the Unix socket [`socket_path`]; JSON bodies; a refusal answers with a
+//! non-2xx status and an [`ErrorBody`].
+//!
+//! | route                 | answer                                   |
+//! |-----------------------|------------------------------------------|
+//! | `GET /v1/status`      | [`StatusView`]                           |
+//! | `GET /v1/health`      | [`HealthView`] (503 when unhealthy)      |
+//! | `GET /v1/studies?all=BOOL` | `[StudyView]` ([`StudiesQuery`])    |
+//! | `GET /v1/studies/KEY` | [`StudyDetail`] (404 if unknown)         |
+//! | `GET /v1/studies/KEY/instances` | `[InstanceRecord]` (404 if unknown) |
+//! | `GET /v1/rejected`    | `[RejectRecord]`                         |
+//! | `POST /v1/assign`     | [`AssignBody`] -> [`AssignOutcome`] (422 with the reason if refused) |
+//! | `POST /v1/coupling?replace=BOOL` | CSV body -> [`ImportReport`] (422 if any line is bad) |
+//! | `GET /v1/coupling`    | `[CouplingEntry]`                        |
+//! | `GET /v1/transfers?project=&state=&since=&until=&study=` | `[TransferRecord]` ([`TransferQuery`]), oldest first |
+//! | `POST /v1/resend`     | [`ResendBody`] -> 202 [`JobView`]; its result: [`ResendOutcome`] (the transfers re-queued) |
+//! | `POST /v1/verify`     | [`VerifyBody`] -> 202 [`JobView`]; its result: `[VerifyRow]` (C-FIND at each destination; changes nothing) |
+//! | `GET /v1/jobs`        | `[JobView]` (without results), oldest first |
+//! | `GET /v1/jobs/ID?wait_ms=` | [`JobView`]; waits up to `wait_ms` (at most 5 s) for a running job to finish (404 if unknown) |
+//! | `GET /v1/audit`       | `[AuditRecord]`, oldest first            |
+//! | `GET /v1/projects`    | `[ProjectView]`                          |
+//!
+//! `GET /v1/studies` lists the studies an admin can still assign: unassigned studies older
+//! than `unassigned_visible_days` are left out unless `?all=true` (then they are marked
+//! `hidden`). Every study carries its current assignments.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::index::{IndexHealth, Totals};
+
+pub use crate::assign::coupling::ImportReport;
+pub use crate::assign::AssignOutcome;
+pub use crate::jobs::{JobState, JobView};
+pub use crate::model::{AuditRecord, CouplingEntry, InstanceRecord, RejectRecord, TransferRecord};
+pub use crate::pipeline::VerifyRow;
+
+/// The routes, as the server mounts them; the client fills in `{key}` and `{id}`.
+pub mod route {
+    pub const STATUS: &str = "/v1/status";
+    pub const HEALTH: &str = "/v1/health";
+    pub const STUDIES: &str = "/v1/studies";
+    pub const STUDY: &str = "/v1/studies/{key}";
+    pub const STUDY_INSTANCES: &str = "/v1/studies/{key}/instances";
+    pub const REJECTED: &str = "/v1/rejected";
+    pub const ASSIGN: &str = "/v1/assign";
+    pub const COUPLING: &str = "/v1/coupling";
+    pub const TRANSFERS: &str = "/v1/transfers";
+    pub const RESEND: &str = "/v1/resend";
+    pub const VERIFY: &str = "/v1/verify";
+    pub const JOBS: &str = "/v1/jobs";
+    pub const JOB: &str = "/v1/jobs/{id}";
+    pub const AUDIT: &str = "/v1/audit";
+    pub const PROJECTS: &str = "/v1/projects";
+}
+
+/// The body of every refusal (a non-2xx answer): what went wrong, for the admin.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub error: String,
+}
+
+/// File name of the control socket inside `run/`.
+pub const SOCKET_NAME: &str = "control.sock";
+
+/// Where the control socket of the daemon on `data_dir` is.
+pub fn socket_path(data_dir: &Path) -> PathBuf {
+    data_dir.join("run").join(SOCKET_NAME)
+}
+
+/// One study as the admin sees it in a listing.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StudyView {
+    pub key: String,
+    pub accession_number: String,
+    pub study_date: String,
+    pub study_time: String,
+    pub study_description: String,
+    pub modalities: Vec<String>,
+    pub series: u64,
+    pub instances: u64,
+    pub bytes: u64,
+    /// `receiving` until the quiet period has passed since the last instance, then `arrived`.
+    pub state: String,
+    /// Seconds since the first instance arrived.
+    pub age_secs: i64,
+    pub first_received_ms: i64,
+    pub last_received_ms: i64,
+    pub calling_ae: String,
+    pub called_ae: String,
+    pub peer: String,
+    /// Current assignments (project, participant, event, transfer state).
+    #[serde(default)]
+    pub assignments: Vec<AssignmentView>,
+    /// Unassigned for longer than `unassigned_visible_days`: left out of the assign list
+    /// and eligible for eviction.
+    #[serde(default)]
+    pub hidden: bool,
+}
+
+/// A study's assignment to one project, as listings show it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AssignmentView {
+    pub project: String,
+    pub participant: String,
+    pub event: String,
+    pub via: String,
+    pub actor: String,
+    pub assigned_ms: i64,
+    pub research_study_uid: String,
+    #[serde(default)]
+    pub derived_from: Option<String>,
+    /// State of the current transfer.
+    pub state: String,
+    pub transfers: Vec<String>,
+}
+
+/// A project as the people assigning studies need to see it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ProjectView {
+    pub name: String,
+    pub state: String,
+    pub approval: String,
+    pub approval_start: Option<String>,
+    pub approval_end: Option<String>,
+    /// Whether it takes new assignments today, and if not why.
+    pub accepts_assignments: bool,
+    pub refusal: Option<String>,
+    pub participant_pattern: String,
+    pub events: Vec<String>,
+    pub destinations: Vec<String>,
+    pub auto_id_ae_title: Option<String>,
+    pub participants: u64,
+    /// Transfers by state.
+    pub transfers: std::collections::BTreeMap<String, u64>,
+}
+
+/// `POST /v1/assign`: STUDY is a quarantine key or an accession number.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AssignBody {
+    pub study: String,
+    pub project: String,
+    pub participant: String,
+    pub event: String,
+    /// The participant ID is known to be used for another PatientID of the same person.
+    #[serde(default)]
+    pub allow_other_patient: bool,
+}
+
+/// One study with its series, for `fiona study KEY`. Holds the patient identity the assign
+/// step needs: it is shown to the admin on request, never logged.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StudyDetail {
+    pub study: StudyView,
+    pub study_instance_uid: String,
+    pub patient_id: String,
+    pub patient_name: String,
+    pub series: Vec<SeriesView>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SeriesView {
+    pub series_instance_uid: String,
+    pub series_number: Option<i64>,
+    pub modality: String,
+    pub series_description: String,
+    pub instances: u64,
+    pub bytes: u64,
+    pub last_received_ms: i64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StatusView {
+    pub version: String,
+    pub ae_title: String,
+    pub listen: String,
+    pub data_dir: String,
+    pub uptime_secs: u64,
+    pub totals: Totals,
+    pub studies_receiving: u64,
+    pub studies_arrived: u64,
+    pub free_bytes: u64,
+    pub total_bytes: u64,
+    pub min_free_bytes: u64,
+    pub associations_active: u64,
+    pub associations_total: u64,
+    pub associations_refused: u64,
+    pub instances_stored_since_start: u64,
+    pub instances_duplicate_since_start: u64,
+    pub instances_rejected_since_start: u64,
+    pub instances_out_of_resources_since_start: u64,
+    /// Instances the pipeline parked (all transfers); `fiona parked` lists them.
+    #[serde(default)]
+    pub instances_parked: u64,
+    /// Transfers in state `parked`: nothing could be passed on, a person must look.
+    #[serde(default)]
+    pub transfers_parked: u64,
+    /// Whether the index works (I/O errors, reopens).
+    #[serde(default)]
+    pub index: IndexHealth,
+    /// Why the index could not be read for this view (the counts above are then zero).
+    #[serde(default)]
+    pub index_error: Option<String>,
+}
+
+/// `GET /v1/health`: what a watchdog or a monitor checks. `healthy` is false while the
+/// index is stuck on an I/O error; `problems` says why in words.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct HealthView {
+    pub healthy: bool,
+    pub problems: Vec<String>,
+    pub index: IndexHealth,
+}
+
+/// Query of `GET /v1/studies`.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct StudiesQuery {
+    /// Also the unassigned studies past the visibility period (marked `hidden`).
+    #[serde(default)]
+    pub all: bool,
+}
+
+/// Query of `POST /v1/coupling`.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct CouplingQuery {
+    /// Let rows change the participant or event of keys already coupled.
+    #[serde(default)]
+    pub replace: bool,
+}
+
+/// Filters of `GET /v1/transfers`; dates are `YYYY-MM-DD` (UTC), both ends included.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct TransferQuery {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub project: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub until: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub study: Option<String>,
+}
+
+/// `POST /v1/resend`: re-queue the transfers of a study (key or accession number), or of a
+/// project (optionally those created on or after `since`, YYYY-MM-DD).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ResendBody {
+    #[serde(default)]
+    pub study: Option<String>,
+    #[serde(default)]
+    pub project: Option<String>,
+    #[serde(default)]
+    pub since: Option<String>,
+}
+
+/// What `POST /v1/resend` did: the transfers re-queued.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ResendOutcome {
+    pub transfers: Vec<String>,
+}
+
+/// Query of `GET /v1/jobs/ID`.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct JobQuery {
+    /// Wait up to this long (capped at `jobs::MAX_WAIT`) for a running job to finish.
+    #[serde(default)]
+    pub wait_ms: u64,
+}
+
+/// `POST /v1/verify`: ask the research PACS what it holds of a project's sent studies.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct VerifyBody {
+    pub project: String,
+}
