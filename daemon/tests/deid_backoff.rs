@@ -55,13 +55,9 @@ fn a_failing_deidentification_backs_off_and_fails_with_its_reason() {
         1,
         "one retry, then failed\n{log}"
     );
-    let audit = d.json(&["audit"]);
     assert!(
-        audit
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|a| a["action"] == "failed" && a["transfer"] == t["id"]),
-        "{audit:#}"
+        d.audit_has(|a| a["action"] == "failed" && a["transfer"] == t["id"]),
+        "{:#}",
+        d.json(&["audit"])
     );
 }

@@ -6,11 +6,10 @@
 //! it again (it is parked again, nothing goes out).
 
 use fiona_tests::fiona_bin;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use fiona_tests::corpus::{self, Modality, StudySpec};
-use fiona_tests::harness::{dcmqrscp, free_port, require_tool, storescu, Daemon, Options};
+use fiona_tests::harness::{dcmqrscp, free_port, require_tool, Daemon, Options};
 
 /// The pipeline has finished with the transfer (nothing more will happen without a person).
 fn settled(t: &serde_json::Value) -> bool {
@@ -60,18 +59,8 @@ fn a_transfer_whose_only_image_is_parked_is_parked_not_verified() {
     let dir = tmp.path().join("in");
     std::fs::create_dir_all(&dir).unwrap();
     let files = corpus::write_study(&spec, &dir).unwrap();
-    let st = Command::new("dcmodify")
-        .args(["-nb", "-i", "(0028,0010)=300"])
-        .arg(&files[0])
-        .status()
-        .unwrap();
-    assert!(st.success());
-    let out = storescu(d.addr, "FIONA", &[], &files);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    fiona_tests::harness::make_undecodable(&files[0]);
+    d.store_ok(&files);
     let assigned = d.assign(&spec.accession, "PROJ1", "PROJ1-0011", "baseline");
     let id = assigned["transfer"].as_str().unwrap().to_string();
 

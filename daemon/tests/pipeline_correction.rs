@@ -12,17 +12,14 @@ fn a_correction_stops_a_transfer_that_is_being_sent() {
     let total = 60;
     let (pacs, d) = to_orthanc(
         tmp.path(),
-        "function ReceivedInstanceFilter(dicom, origin, info)\n\
-           local x = 0\n for i = 1, 3000000 do x = x + i end\n return true\nend\n",
+        SLOW_PACS,
         "retry_base_secs = 1\nverify_after_secs = 0\n",
         (709, Modality::Ct, 1, total),
         "PROJ1-0009",
     );
-    let start = Instant::now();
-    while pacs.stored_files() < 3 {
-        assert!(start.elapsed() < Duration::from_secs(60), "{}", d.log());
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    d.wait_for("instances at the PACS", Duration::from_secs(60), || {
+        pacs.stored_files() >= 3
+    });
     let first = d.json(&["transfers"])[0]["id"]
         .as_str()
         .unwrap()
@@ -125,12 +122,7 @@ fn a_derived_series_sent_back_joins_its_research_study() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let out = storescu(d.addr, "FIONA", &[], std::slice::from_ref(&derived));
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    d.store_ok(std::slice::from_ref(&derived));
 
     // A second transfer, for the derived study, to the same research study, verified.
     let start = Instant::now();

@@ -13,23 +13,16 @@ fn after_kill_9_mid_transfer_the_transfer_completes_and_verifies() {
     // A slow PACS (a busy loop per instance) so that fiona is killed mid-association.
     let (pacs, mut d) = to_orthanc(
         tmp.path(),
-        "function ReceivedInstanceFilter(dicom, origin, info)\n\
-           local x = 0\n for i = 1, 3000000 do x = x + i end\n return true\nend\n",
+        SLOW_PACS,
         "retry_base_secs = 1\nverify_after_secs = 0\n",
         (706, Modality::Ct, 1, total),
         "PROJ1-0006",
     );
-    let start = Instant::now();
     let mut at_kill = 0;
-    while at_kill < 3 {
-        assert!(
-            start.elapsed() < Duration::from_secs(60),
-            "nothing reached the PACS\n{}",
-            d.log()
-        );
-        std::thread::sleep(Duration::from_millis(20));
+    d.wait_for("instances at the PACS", Duration::from_secs(60), || {
         at_kill = pacs.stored_files();
-    }
+        at_kill >= 3
+    });
     d.kill9();
     assert!(
         (at_kill as u32) < total,
@@ -67,15 +60,9 @@ fn a_pacs_answering_duplicate_after_kill_9_ends_verified() {
         (714, Modality::Ct, 1, total),
         "PROJ1-0714",
     );
-    let start = Instant::now();
-    while lines(&state.join("held.txt")) < 12 {
-        assert!(
-            start.elapsed() < Duration::from_secs(60),
-            "nothing reached the PACS\n{}",
-            d.log()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    d.wait_for("instances at the PACS", Duration::from_secs(60), || {
+        lines(&state.join("held.txt")) >= 12
+    });
     d.kill9();
     let at_kill = lines(&state.join("held.txt"));
     assert!(at_kill < total as usize, "not killed mid-transfer");
@@ -131,15 +118,11 @@ fn attempts_interrupted_by_kill_9_count_towards_max_attempts() {
     );
     for round in 1..=2 {
         let before = lines(&state.join("held.txt"));
-        let start = Instant::now();
-        while lines(&state.join("held.txt")) < before + 2 {
-            assert!(
-                start.elapsed() < Duration::from_secs(60),
-                "round {round}: nothing sent\n{}",
-                d.log()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        d.wait_for(
+            &format!("round {round}: sending"),
+            Duration::from_secs(60),
+            || lines(&state.join("held.txt")) >= before + 2,
+        );
         d.kill9();
         d.restart();
     }

@@ -31,18 +31,8 @@ fn an_assigned_study_is_deidentified_and_scrubbed_without_anyone_acting() {
     for f in &files[..3] {
         burn_text(f, &burns()).unwrap();
     }
-    let st = Command::new("dcmodify")
-        .args(["-nb", "-i", "(0028,0010)=300"])
-        .arg(&files[3])
-        .status()
-        .unwrap();
-    assert!(st.success());
-    let out = storescu(d.addr, "FIONA", &[], &files);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    fiona_tests::harness::make_undecodable(&files[3]);
+    d.store_ok(&files);
 
     let assigned = d.assign(&spec.accession, "PROJ1", "PROJ1-0042", "baseline");
     let transfer = assigned["transfer"].as_str().unwrap().to_string();

@@ -51,12 +51,11 @@ fn a_study_goes_out_to_the_research_pacs_once_it_is_back() {
     for g in &got {
         check_deidentified(g, &spec, research_uid, "PROJ1-0007");
     }
-    let audit = d.json(&["audit"]);
-    assert!(audit
-        .as_array()
-        .unwrap()
-        .iter()
-        .any(|a| a["action"] == "sent"));
+    assert!(
+        d.audit_has(|a| a["action"] == "sent"),
+        "{}",
+        d.json(&["audit"])
+    );
 
     // The research PACS lost the study: `fiona resend` sends it again, all of it.
     let r = d.json(&["resend", "--study", &spec.accession]);

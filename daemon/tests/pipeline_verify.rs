@@ -22,12 +22,11 @@ fn a_sent_study_is_verified_by_c_find_at_the_research_pacs() {
     assert_eq!(t["sent"], 4);
     assert!(t["verified_ms"].as_i64().unwrap() > 0);
     assert!(t["deliveries"][0]["verified_ms"].as_i64().is_some());
-    let audit = d.json(&["audit"]);
-    assert!(audit
-        .as_array()
-        .unwrap()
-        .iter()
-        .any(|a| a["action"] == "verified"));
+    assert!(
+        d.audit_has(|a| a["action"] == "verified"),
+        "{}",
+        d.json(&["audit"])
+    );
 
     // On demand: `fiona verify` asks the PACS again and reports nothing missing...
     let r = d.cli(&["verify", "--project", "PROJ1"]);
@@ -70,15 +69,11 @@ fn an_instance_the_pacs_acknowledged_but_lost_is_found_by_verification_and_sent_
     let t = d.transfer_when("the transfer to be verified", finished);
     assert_eq!(t["state"], "verified", "{t}");
     assert_eq!(t["deliveries"][0]["resent_after_verify"], 1, "{t}");
-    let audit = d.json(&["audit"]);
     assert!(
-        audit
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|a| a["action"] == "resend"
-                && a["detail"].as_str().unwrap_or("").contains("lacks 1 of 4")),
-        "{audit}"
+        d.audit_has(|a| a["action"] == "resend"
+            && a["detail"].as_str().unwrap_or("").contains("lacks 1 of 4")),
+        "{}",
+        d.json(&["audit"])
     );
     let uid = t["research_study_uid"].as_str().unwrap();
     assert_eq!(pacs.held(uid, "FIONA", &[], &tmp.path().join("q")), 4);

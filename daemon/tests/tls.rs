@@ -22,13 +22,7 @@ use fiona_tests::harness::{free_port, storescu, Daemon, Options};
 use fiona_tests::orthanc::{Orthanc, Settings};
 use fiona_tests::pki::{Ca, Identity};
 
-const PROJECT: &str = r#"
-[projects.PROJ1]
-participant_pattern = "PROJ1-[0-9]{4}"
-events = ["baseline"]
-approval_start = "2025-01-01"
-approval_end = "2099-12-31"
-"#;
+use common::pipeline::PROJECT;
 
 /// The test's certificates: fiona's CA (signs fiona, the modality and the research PACS) and
 /// an unrelated one.

@@ -14,7 +14,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use fiona_tests::corpus::{self, Modality, StudySpec};
-use fiona_tests::harness::{dcmqrscp, free_port, storescu, Daemon, Options};
+use fiona_tests::harness::{dcmqrscp, free_port, Daemon, Options};
 
 const STUDIES: u32 = 40;
 
@@ -112,12 +112,7 @@ fn verify_at_project_scale_runs_as_a_job_and_survives_a_hung_pacs() {
         files.extend(corpus::write_study(&spec, &sub).unwrap());
         accessions.push(spec.accession.clone());
     }
-    let out = storescu(d.addr, "FIONA", &[], &files);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    d.store_ok(&files);
     for (n, acc) in accessions.iter().enumerate() {
         d.assign(acc, "PROJ1", &format!("PROJ1-{n:04}"), "baseline");
     }

@@ -149,6 +149,24 @@ impl Daemon {
         }
     }
 
+    /// Send `files` with `storescu` (called AE `FIONA`); every one must be stored.
+    pub fn store_ok(&self, files: &[PathBuf]) {
+        let out = storescu(self.addr, "FIONA", &[], files);
+        assert!(
+            out.status.success(),
+            "{}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            self.log()
+        );
+    }
+
+    /// Whether the audit trail has a record `matches` accepts.
+    pub fn audit_has(&self, matches: impl Fn(&serde_json::Value) -> bool) -> bool {
+        self.json(&["audit"])
+            .as_array()
+            .is_some_and(|a| a.iter().any(matches))
+    }
+
     /// The daemon's stderr so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log_path).unwrap_or_default()
@@ -278,6 +296,18 @@ impl Drop for Daemon {
 }
 
 /// `storescu` to the daemon with `TCP_NODELAY=1` (Nagle dominates on loopback otherwise).
+/// Make an image undecodable without touching its structure: Rows set to 300 with
+/// `dcmodify`, so the pixel data is shorter than the header says (a pixel stage must park it).
+pub fn make_undecodable(file: &Path) {
+    require_tool("dcmodify");
+    let st = Command::new("dcmodify")
+        .args(["-nb", "-i", "(0028,0010)=300"])
+        .arg(file)
+        .status()
+        .expect("run dcmodify");
+    assert!(st.success(), "dcmodify {}", file.display());
+}
+
 pub fn storescu(addr: SocketAddr, called_ae: &str, args: &[&str], files: &[PathBuf]) -> Output {
     require_tool("storescu");
     Command::new("storescu")

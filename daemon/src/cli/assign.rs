@@ -16,12 +16,8 @@ use crate::model::KeyKind;
 pub struct AssignArgs {
     /// The study's key (from `fiona studies`) or its accession number.
     study: String,
-    #[arg(long)]
-    project: String,
-    #[arg(long)]
-    participant: String,
-    #[arg(long)]
-    event: String,
+    #[command(flatten)]
+    to: super::Target,
     /// The participant ID is already used for another PatientID, and that is the same
     /// person (e.g. a hospital ID that changed). Without it such an assignment is refused.
     #[arg(long)]
@@ -46,9 +42,9 @@ pub enum CouplingCmd {
 pub fn assign(g: &Global, a: AssignArgs) -> Result<(), String> {
     let body = AssignBody {
         study: a.study,
-        project: a.project,
-        participant: a.participant,
-        event: a.event,
+        project: a.to.project,
+        participant: a.to.participant,
+        event: a.to.event,
         allow_other_patient: a.allow_other_patient,
     };
     let refused = |e: ClientError| match e {

@@ -11,15 +11,8 @@ use crate::config::Config;
 
 #[derive(Args, Debug)]
 pub struct DeidArgs {
-    /// Research project (names the secret and is written as the protocol).
-    #[arg(long)]
-    project: String,
-    /// Pseudonymized participant ID.
-    #[arg(long)]
-    participant: String,
-    /// Event name, e.g. baseline.
-    #[arg(long)]
-    event: String,
+    #[command(flatten)]
+    to: super::Target,
     /// A file, or a directory searched recursively.
     input: PathBuf,
     /// The output file (for a file input) or directory.
@@ -41,9 +34,9 @@ pub fn deid(g: &Global, a: DeidArgs) -> Result<(), String> {
     .install();
     run(
         &cfg,
-        a.project,
-        a.participant,
-        a.event,
+        a.to.project,
+        a.to.participant,
+        a.to.event,
         &a.input,
         &a.output,
         a.report.as_deref(),

@@ -61,6 +61,20 @@ pub struct Global {
     pub json: bool,
 }
 
+/// What a study or a file is assigned to: `--project`, `--participant`, `--event`.
+#[derive(Args, Debug, Clone)]
+pub struct Target {
+    /// Research project (names the secret and is written as the protocol).
+    #[arg(long)]
+    pub project: String,
+    /// Pseudonymized participant ID (for `assign`, it must match the project's pattern).
+    #[arg(long)]
+    pub participant: String,
+    /// Event name, e.g. baseline.
+    #[arg(long)]
+    pub event: String,
+}
+
 impl Global {
     /// The configuration file (or the defaults) with `--data-dir` applied.
     pub fn config(&self) -> Result<Config, String> {

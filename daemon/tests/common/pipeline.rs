@@ -28,6 +28,11 @@ approval_start = "2025-01-01"
 approval_end = "2099-12-31"
 "#;
 
+/// An Orthanc filter that makes the PACS slow (a busy loop per instance), so that an
+/// association is still running when a test interrupts it.
+pub const SLOW_PACS: &str = "function ReceivedInstanceFilter(dicom, origin, info)\n\
+    local x = 0\n for i = 1, 3000000 do x = x + i end\n return true\nend\n";
+
 pub fn burns() -> Vec<Burn> {
     sample_burns()
 }
@@ -96,12 +101,7 @@ pub fn forwarding(
     );
     let (n, m, series, per) = study;
     let (spec, files) = write(&tmp.join("in"), n, m, series, per, 32);
-    let out = storescu(d.addr, "FIONA", &[], &files);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    d.store_ok(&files);
     d.assign(&spec.accession, "PROJ1", participant, "baseline");
     (d, spec)
 }
