@@ -108,8 +108,13 @@ fn a_transfer_whose_only_image_is_parked_is_parked_not_verified() {
     let t = d.transfer_when("the resent transfer to settle", settled);
     assert_eq!(t["state"], "parked", "{t}");
     assert_eq!(t["sent"], 0, "{t}");
+    // Logged just after the state is recorded: wait for the line.
+    d.wait_for(
+        "the parked transfer in the log",
+        Duration::from_secs(30),
+        || d.log().contains("transfer parked"),
+    );
     let log = d.log();
-    assert!(log.contains("transfer parked"), "{log}");
     for secret in [&spec.patient_id, &spec.patient_name, &spec.accession] {
         assert!(!log.contains(secret.as_str()), "the log holds patient data");
     }

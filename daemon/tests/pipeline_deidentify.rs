@@ -106,8 +106,16 @@ fn an_assigned_study_is_deidentified_and_scrubbed_without_anyone_acting() {
         .collect();
     assert!(stray.is_empty(), "{stray:?}");
     // The log tells what happened (the parked instance and why) with no patient data.
+    // (Logged around the recording of the state: wait for the lines.)
+    d.wait_for(
+        "the parked instance and the transfer in the log",
+        Duration::from_secs(30),
+        || {
+            let log = d.log();
+            log.contains("instance parked") && log.contains("transfer de-identified")
+        },
+    );
     let log = d.log();
-    assert!(log.contains("instance parked") && log.contains("transfer de-identified"));
     for secret in [
         &spec.patient_id,
         &spec.patient_name,
