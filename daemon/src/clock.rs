@@ -48,6 +48,17 @@ impl Clock for ManualClock {
     }
 }
 
+/// RFC 3339 UTC time of a millisecond timestamp (empty when out of range).
+pub fn iso_ms(ms: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_default()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -105,6 +105,40 @@ pub struct Config {
     /// Days (fractions allowed) an unassigned study stays in the assign list; after that it
     /// is hidden there and may be evicted.
     pub unassigned_visible_days: f64,
+    /// Days (fractions allowed) after which an unassigned study is deleted, whatever the
+    /// free space: identifiable data is not kept forever. At least `unassigned_visible_days`.
+    pub unassigned_retention_days: f64,
+    /// Days (fractions allowed) after which a rejected instance's file is deleted.
+    pub rejected_retention_days: f64,
+    /// Disk-pressure eviction (`[eviction]`).
+    pub eviction: EvictionConfig,
+}
+
+/// When housekeeping evicts under disk pressure (`[eviction]`; see `evict`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EvictionConfig {
+    /// A pass evicts when the data file system has less free space than this (percent).
+    pub high_water_free_percent: f64,
+    /// ... until this much is free (percent), or nothing more may go.
+    pub target_free_percent: f64,
+    /// Hours (fractions allowed) a transfer stays after it is verified at every destination
+    /// before its study may be evicted; also how long a rejected file stays before pressure
+    /// may take it.
+    pub grace_hours: f64,
+    /// Seconds between housekeeping passes (free space, retention, eviction).
+    pub interval_secs: f64,
+}
+
+impl Default for EvictionConfig {
+    fn default() -> Self {
+        EvictionConfig {
+            high_water_free_percent: 20.0,
+            target_free_percent: 25.0,
+            grace_hours: 24.0,
+            interval_secs: 60.0,
+        }
+    }
 }
 
 /// Who may open associations. Each non-empty list must match.
@@ -147,6 +181,9 @@ impl Default for Config {
             routing: Vec::new(),
             destinations: BTreeMap::new(),
             unassigned_visible_days: 7.0,
+            unassigned_retention_days: 30.0,
+            rejected_retention_days: 30.0,
+            eviction: EvictionConfig::default(),
         }
     }
 }
@@ -239,6 +276,45 @@ impl Config {
             return Err(invalid(
                 "unassigned_visible_days",
                 "must be more than 0 and at most 3650 days",
+            ));
+        }
+        if !(self.unassigned_retention_days >= self.unassigned_visible_days
+            && self.unassigned_retention_days <= 36500.0)
+        {
+            return Err(invalid(
+                "unassigned_retention_days",
+                "must be at least `unassigned_visible_days` (a study on the assign list is kept) and at most 36500 days",
+            ));
+        }
+        if !(self.rejected_retention_days > 0.0 && self.rejected_retention_days <= 36500.0) {
+            return Err(invalid(
+                "rejected_retention_days",
+                "must be more than 0 and at most 36500 days",
+            ));
+        }
+        let e = &self.eviction;
+        if !(e.high_water_free_percent > 0.0 && e.high_water_free_percent < 100.0) {
+            return Err(invalid(
+                "eviction.high_water_free_percent",
+                "must be more than 0 and less than 100",
+            ));
+        }
+        if !(e.target_free_percent >= e.high_water_free_percent && e.target_free_percent < 100.0) {
+            return Err(invalid(
+                "eviction.target_free_percent",
+                "must be at least `high_water_free_percent` and less than 100",
+            ));
+        }
+        if !(e.grace_hours >= 0.0 && e.grace_hours <= 87600.0) {
+            return Err(invalid(
+                "eviction.grace_hours",
+                "must be at least 0 and at most 87600 hours",
+            ));
+        }
+        if !(e.interval_secs >= 0.05 && e.interval_secs <= 86400.0) {
+            return Err(invalid(
+                "eviction.interval_secs",
+                "must be at least 0.05 and at most 86400 seconds",
             ));
         }
         if let Some(t) = &self.tls {

@@ -15,6 +15,7 @@ pub mod config;
 pub mod control;
 pub mod deid;
 pub mod dimse;
+pub mod evict;
 pub mod forward;
 pub mod header;
 pub mod index;

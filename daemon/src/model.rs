@@ -101,6 +101,75 @@ pub struct StudyRecord {
     pub series_count: u64,
     pub instance_count: u64,
     pub bytes: u64,
+    /// Set when the study's files were evicted (its instances, series and files are gone;
+    /// this record and its assignments and transfers stay). Instances that arrive again
+    /// after it are indexed as new ones; the record keeps the last eviction.
+    #[serde(default)]
+    pub evicted: Option<Eviction>,
+}
+
+impl StudyRecord {
+    /// Evicted and nothing arrived since: no instance, no file.
+    pub fn is_evicted(&self) -> bool {
+        self.evicted.is_some() && self.instance_count == 0
+    }
+}
+
+/// Why data was evicted (housekeeping; see `evict`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EvictReason {
+    /// Under disk pressure: every transfer verified at every destination, grace period over.
+    Verified,
+    /// Under disk pressure: unassigned and past the assign list's visibility window.
+    UnassignedHidden,
+    /// Under disk pressure: a rejected file past the grace period.
+    Rejected,
+    /// Retention: unassigned for `unassigned_retention_days`.
+    UnassignedRetention,
+    /// Retention: rejected for `rejected_retention_days`.
+    RejectedRetention,
+}
+
+impl EvictReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EvictReason::Verified => "verified",
+            EvictReason::UnassignedHidden => "unassigned_hidden",
+            EvictReason::Rejected => "rejected",
+            EvictReason::UnassignedRetention => "unassigned_retention",
+            EvictReason::RejectedRetention => "rejected_retention",
+        }
+    }
+
+    /// Whether disk pressure is the reason (not retention).
+    pub fn is_pressure(self) -> bool {
+        matches!(
+            self,
+            EvictReason::Verified | EvictReason::UnassignedHidden | EvictReason::Rejected
+        )
+    }
+}
+
+impl fmt::Display for EvictReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What an eviction removed from a study.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Eviction {
+    pub at_ms: i64,
+    pub reason: EvictReason,
+    pub series: u64,
+    pub instances: u64,
+    /// Bytes of the originals (outbound copies not counted).
+    pub bytes: u64,
+    /// Transfers whose outbound copies went with it (start-up recovery removes what a crash
+    /// left of them).
+    #[serde(default)]
+    pub transfers: Vec<String>,
 }
 
 impl fmt::Debug for StudyRecord {
@@ -146,6 +215,10 @@ pub struct RejectRecord {
     /// Why it was refused: structural, never a value from the data set.
     pub reason: String,
     pub origin: Origin,
+    /// Set when its file was evicted (the record stays, so start-up recovery knows to delete
+    /// a file a crash left behind rather than index it again).
+    #[serde(default)]
+    pub evicted_ms: Option<i64>,
 }
 
 /// Counts over the whole index.

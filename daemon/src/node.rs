@@ -59,6 +59,8 @@ pub struct Node {
     /// What "now" is for the control API: a study's quiet period and the visibility window
     /// of unassigned studies (the system clock; tests hand in a manual one).
     pub clock: Arc<dyn Clock>,
+    /// The last housekeeping report (disk, evictable, unsent) and the pass lock.
+    pub housekeeping: Arc<crate::evict::Housekeeping>,
 }
 
 impl std::fmt::Debug for Node {
@@ -95,6 +97,7 @@ impl Node {
             stats: Arc::new(Stats::default()),
             pipeline_wake,
             clock: Arc::new(SystemClock),
+            housekeeping: Arc::new(crate::evict::Housekeeping::default()),
         }
     }
 }

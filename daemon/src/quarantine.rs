@@ -78,6 +78,19 @@ pub struct Recovery {
     pub temp_files_removed: u64,
     pub orphans_removed: u64,
     pub rejected_reindexed: u64,
+    /// Files of evicted rejected records that a crash left behind.
+    pub evicted_removed: u64,
+}
+
+/// What the index says of a file in the rejected area.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RejectedFile {
+    /// It has its record.
+    Recorded,
+    /// Its record says it was evicted: a crash came before the unlink.
+    Evicted,
+    /// No record (refused just before a crash): indexed again.
+    Unknown,
 }
 
 /// Everything fiona creates from now on is owner-only (directories 0700, files 0600),
@@ -209,12 +222,13 @@ impl Quarantine {
     }
 
     /// Start-up recovery. `is_indexed(key)` says whether an object key is in the index;
-    /// `reindex_rejected(key, rel, bytes)` records a rejected file that lost its record.
+    /// `rejection(key)` what the index says of a rejected file; `reindex_rejected(key, rel,
+    /// bytes, mtime_ms)` records a rejected file that lost its record.
     pub fn recover(
         &self,
         is_indexed: &dyn Fn(&str) -> bool,
-        is_rejection_recorded: &dyn Fn(&str) -> bool,
-        reindex_rejected: &mut dyn FnMut(&str, &str, u64) -> io::Result<()>,
+        rejection: &dyn Fn(&str) -> RejectedFile,
+        reindex_rejected: &mut dyn FnMut(&str, &str, u64, i64) -> io::Result<()>,
     ) -> io::Result<Recovery> {
         let mut r = Recovery::default();
         let objects = self.root.join("objects");
@@ -253,10 +267,22 @@ impl Quarantine {
                 continue;
             }
             if let Some(key) = name.strip_suffix(".dcm") {
-                if !is_rejection_recorded(key) {
-                    let len = entry.metadata()?.len();
-                    reindex_rejected(key, &format!("rejected/{name}"), len)?;
-                    r.rejected_reindexed += 1;
+                match rejection(key) {
+                    RejectedFile::Recorded => {}
+                    RejectedFile::Evicted => {
+                        fs::remove_file(entry.path())?;
+                        r.evicted_removed += 1;
+                    }
+                    RejectedFile::Unknown => {
+                        let meta = entry.metadata()?;
+                        let mtime_ms = meta
+                            .modified()
+                            .ok()
+                            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                            .map_or(0, |d| d.as_millis() as i64);
+                        reindex_rejected(key, &format!("rejected/{name}"), meta.len(), mtime_ms)?;
+                        r.rejected_reindexed += 1;
+                    }
                 }
             }
         }
@@ -504,10 +530,14 @@ mod tests {
         let keep = a.key.to_string();
         let mut reindexed = Vec::new();
         let rec = q
-            .recover(&|k| k == keep, &|_| false, &mut |k, rel, n| {
-                reindexed.push((k.to_string(), rel.to_string(), n));
-                Ok(())
-            })
+            .recover(
+                &|k| k == keep,
+                &|_| RejectedFile::Unknown,
+                &mut |k, rel, n, _| {
+                    reindexed.push((k.to_string(), rel.to_string(), n));
+                    Ok(())
+                },
+            )
             .unwrap();
         assert_eq!(rec.temp_files_removed, 1);
         assert_eq!(rec.orphans_removed, 1);

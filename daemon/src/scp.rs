@@ -983,6 +983,7 @@ where
                             status: st,
                             reason: reason.clone(),
                             origin,
+                            evicted_ms: None,
                         })
                         .map_err(|e| e.to_string())
                 })

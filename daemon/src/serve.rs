@@ -13,7 +13,7 @@ use crate::config::Config;
 use crate::index::recovering::Recovering;
 use crate::index::redb_store::RedbStore;
 use crate::index::{Origin, RejectRecord, Store};
-use crate::quarantine::Quarantine;
+use crate::quarantine::{Quarantine, RejectedFile};
 use crate::scp::{self, Node};
 
 /// Why the daemon could not start or had to stop.
@@ -82,16 +82,22 @@ impl Daemon {
         let recovery = quarantine
             .recover(
                 &|k| indexed.contains(k),
-                &|k| s3.has_rejection(k).unwrap_or(true),
-                &mut |key, file, bytes| {
+                &|k| match s3.rejection(k) {
+                    Ok(Some(r)) if r.evicted_ms.is_some() => RejectedFile::Evicted,
+                    Ok(None) => RejectedFile::Unknown,
+                    // Recorded, or the index cannot say: keep the file as it is.
+                    _ => RejectedFile::Recorded,
+                },
+                &mut |key, file, bytes, mtime_ms| {
                     s4.record_rejection(&RejectRecord {
                         key: key.to_string(),
                         file: file.to_string(),
                         bytes,
-                        received_ms: 0,
+                        received_ms: mtime_ms,
                         status: 0,
                         reason: "kept after a crash; the reason was lost".into(),
                         origin: Origin::default(),
+                        evicted_ms: None,
                     })
                     .map_err(|e| std::io::Error::other(e.to_string()))
                 },
@@ -101,8 +107,16 @@ impl Daemon {
             temp_files_removed = recovery.temp_files_removed,
             orphans_removed = recovery.orphans_removed,
             rejected_reindexed = recovery.rejected_reindexed,
+            evicted_removed = recovery.evicted_removed,
             "quarantine recovered"
         );
+        let outbound_removed = crate::evict::recover(&*store, &data_dir)?;
+        if outbound_removed > 0 {
+            tracing::info!(
+                directories = outbound_removed,
+                "outbound copies of evicted studies removed"
+            );
+        }
         quarantine.start_pool().map_err(dd)?;
         let projects = config
             .compile_projects()
@@ -190,6 +204,7 @@ impl Daemon {
         );
         let pipeline_stop = CancellationToken::new();
         let pipeline = tokio::spawn(self.pipeline.clone().run(pipeline_stop.clone()));
+        let housekeeping = tokio::spawn(housekeeping(self.node.clone(), pipeline_stop.clone()));
         let plain = scp::run(listener, self.node.clone(), None, shutdown.clone());
         match tls_listener {
             Some((l, config)) => {
@@ -204,6 +219,9 @@ impl Daemon {
         if let Err(e) = pipeline.await {
             tracing::error!(error = %e, "pipeline task");
         }
+        if let Err(e) = housekeeping.await {
+            tracing::error!(error = %e, "housekeeping task");
+        }
         control_stop.cancel();
         match control.await {
             Ok(Ok(())) => {}
@@ -215,6 +233,49 @@ impl Daemon {
         }
         tracing::info!("fiona stopped");
         Ok(())
+    }
+}
+
+/// Housekeeping (`evict`): a pass at start and every `eviction.interval_secs`, on a blocking
+/// thread. A pass that fails is logged and tried again at the next interval.
+async fn housekeeping(node: Arc<Node>, stop: CancellationToken) {
+    let s = crate::evict::Settings::from_config(&node.config);
+    let mut last_pressure: Option<(String, std::time::Instant)> = None;
+    loop {
+        let n = node.clone();
+        let s2 = s.clone();
+        let r = tokio::task::spawn_blocking(move || {
+            n.housekeeping.run_pass(
+                &*n.store,
+                &n.quarantine,
+                &s2,
+                "housekeeping",
+                n.clock.now_ms(),
+            )
+        })
+        .await;
+        match r {
+            Ok(Ok(report)) => {
+                // Say why nothing may go, when space is short: on change, else every 10 min.
+                if let Some(p) = report.pressure {
+                    let again = last_pressure.as_ref().is_none_or(|(was, at)| {
+                        *was != p || at.elapsed() >= std::time::Duration::from_secs(600)
+                    });
+                    if again {
+                        tracing::warn!("disk space short and nothing may be evicted: {p}");
+                        last_pressure = Some((p, std::time::Instant::now()));
+                    }
+                } else {
+                    last_pressure = None;
+                }
+            }
+            Ok(Err(e)) => tracing::error!(error = %e, "housekeeping pass failed"),
+            Err(e) => tracing::error!(error = %e, "housekeeping task"),
+        }
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(s.interval) => {}
+        }
     }
 }
 

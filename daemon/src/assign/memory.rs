@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 
 use super::*;
-use crate::model::StudyRecord;
+use crate::model::{InstanceRecord, RejectRecord, StudyRecord};
 
 #[derive(Default)]
 pub struct MemTables {
@@ -22,6 +22,40 @@ pub struct MemTables {
 }
 
 impl Tables for MemTables {
+    fn put_study(&mut self, s: &StudyRecord) -> Result<(), StoreError> {
+        self.studies.insert(s.key.clone(), s.clone());
+        Ok(())
+    }
+    fn remove_instances_of(&mut self, study_key: &str) -> Result<Vec<InstanceRecord>, StoreError> {
+        self.series.remove(study_key);
+        let keys = self.instances.remove(study_key).unwrap_or_default();
+        Ok(keys
+            .into_iter()
+            .map(|key| InstanceRecord {
+                key,
+                study_key: study_key.to_string(),
+                file: String::new(),
+                bytes: 0,
+                transfer_syntax: String::new(),
+                received_ms: 0,
+                origin: Default::default(),
+                sop_class_uid: String::new(),
+                sop_instance_uid: String::new(),
+                study_instance_uid: String::new(),
+                series_instance_uid: String::new(),
+            })
+            .collect())
+    }
+    fn remove_transfer_instances(&mut self, transfer: &str) -> Result<(), StoreError> {
+        self.transfer_instances.remove(transfer);
+        Ok(())
+    }
+    fn rejection(&self, _key: &str) -> Result<Option<RejectRecord>, StoreError> {
+        Ok(None)
+    }
+    fn put_rejection(&mut self, _r: &RejectRecord) -> Result<(), StoreError> {
+        Ok(())
+    }
     fn instance_keys_of(&self, study_key: &str) -> Result<Vec<String>, StoreError> {
         Ok(self.instances.get(study_key).cloned().unwrap_or_default())
     }

@@ -80,6 +80,7 @@ fn arrive(
         series_count: 0,
         instance_count: 0,
         bytes: 0,
+        evicted: None,
     });
     s.instance_count += 1;
     let study = s.clone();

@@ -148,6 +148,11 @@ pub enum Cmd {
     Parked,
     /// Instances that were refused and kept in the rejected area, with the reason.
     Rejected,
+    /// Run a housekeeping pass now: retention (unassigned studies and rejected files past
+    /// their retention) and, below the high-water mark, eviction of verified studies, hidden
+    /// unassigned studies and old rejected files until the target is free. Never unsent,
+    /// parked or receiving data. With `--dry-run`: list what would go and why.
+    Evict(status::EvictArgs),
     /// De-identify a file or a directory tree: header profile, and the pixel stage (known
     /// regions and OCR) as the project sets it.
     ///
@@ -177,6 +182,7 @@ pub fn run(cli: Cli) -> Result<(), String> {
         Cmd::Status => status::status(g),
         Cmd::Health => status::health(g),
         Cmd::Rejected => status::rejected(g),
+        Cmd::Evict(a) => status::evict(g, a),
         Cmd::Projects => status::projects(g),
         Cmd::Audit => status::audit(g),
         Cmd::Deid(a) => deid::deid(g, a),

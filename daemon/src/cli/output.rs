@@ -19,21 +19,7 @@ pub fn write_stdout(bytes: &[u8]) -> Result<(), String> {
     }
 }
 
-/// `1.5 MiB`; bytes below 1 KiB as `N B`.
-pub fn human_bytes(n: u64) -> String {
-    const U: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = n as f64;
-    let mut i = 0;
-    while v >= 1024.0 && i < U.len() - 1 {
-        v /= 1024.0;
-        i += 1;
-    }
-    if i == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {}", U[i])
-    }
-}
+pub use crate::evict::human_bytes;
 
 /// `90s`, `5m`, `3h`, `2d`.
 pub fn human_age(secs: i64) -> String {
@@ -45,16 +31,7 @@ pub fn human_age(secs: i64) -> String {
     }
 }
 
-/// RFC 3339 UTC time of a millisecond timestamp.
-pub fn iso_ms(ms: i64) -> String {
-    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
-        .ok()
-        .and_then(|t| {
-            t.format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        })
-        .unwrap_or_default()
-}
+pub use crate::clock::iso_ms;
 
 #[cfg(test)]
 mod tests {

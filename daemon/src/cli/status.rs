@@ -5,9 +5,81 @@
 use super::output::{human_age, human_bytes, iso_ms, print_json};
 use super::table::{Align, Table};
 use super::{show, Global};
-use crate::control::api::{AuditRecord, ProjectView, RejectRecord, StatusView};
+use crate::control::api::{AuditRecord, DiskReport, ProjectView, RejectRecord, StatusView};
 use crate::control::client::call;
 use crate::index::IoFailure;
+
+#[derive(clap::Args, Debug)]
+pub struct EvictArgs {
+    /// List what a pass would evict now and why; change nothing.
+    #[arg(long)]
+    dry_run: bool,
+}
+
+pub fn evict(g: &Global, a: EvictArgs) -> Result<(), String> {
+    if a.dry_run {
+        return show(g, call::evict_plan(), |p| {
+            print_disk(&p.report);
+            if p.candidates.is_empty() {
+                println!("nothing would be evicted now");
+                return;
+            }
+            let mut t = Table::new(&[
+                ("WHAT", Align::Left),
+                ("KEY", Align::Left),
+                ("REASON", Align::Left),
+                ("SIZE", Align::Right),
+                ("SINCE", Align::Left),
+            ]);
+            for c in &p.candidates {
+                t.row([
+                    c.kind.clone(),
+                    c.key.clone(),
+                    c.reason.to_string(),
+                    human_bytes(c.bytes),
+                    iso_ms(c.since_ms),
+                ]);
+            }
+            t.print();
+        });
+    }
+    show(g, call::evict(), |r| {
+        match &r.last_pass {
+            Some(p) if p.at_ms == r.surveyed_ms => println!(
+                "evicted {} studies ({} instances) and {} rejected files, {}",
+                p.studies,
+                p.instances,
+                p.rejected_files,
+                human_bytes(p.bytes)
+            ),
+            _ => println!("nothing evicted"),
+        }
+        print_disk(&r);
+    })
+}
+
+/// The housekeeping report's lines.
+fn print_disk(d: &DiskReport) {
+    println!(
+        "free {} of {} (evicting below {}, up to {})",
+        human_bytes(d.free_bytes),
+        human_bytes(d.total_bytes),
+        human_bytes(d.high_water_free_bytes),
+        human_bytes(d.target_free_bytes)
+    );
+    println!(
+        "held {}: evictable {}, unsent transfers {}, parked {}, receiving {}, waiting {}",
+        human_bytes(d.held_bytes),
+        human_bytes(d.evictable_bytes),
+        human_bytes(d.unsent_bytes),
+        human_bytes(d.parked_bytes),
+        human_bytes(d.receiving_bytes),
+        human_bytes(d.waiting_bytes)
+    );
+    if let Some(p) = &d.pressure {
+        println!("{p}");
+    }
+}
 
 pub fn status(g: &Global) -> Result<(), String> {
     show(g, call::status(), |s| print_status(&s))
@@ -87,6 +159,36 @@ fn print_status(s: &StatusView) {
             human_bytes(s.min_free_bytes)
         ),
     ]);
+    let d = &s.disk;
+    if d.surveyed_ms > 0 {
+        t.row([
+            "held".to_string(),
+            format!(
+                "{}: {} evictable, {} by unsent transfers, {} parked, {} receiving, {} waiting (grace, assign window)",
+                human_bytes(d.held_bytes),
+                human_bytes(d.evictable_bytes),
+                human_bytes(d.unsent_bytes),
+                human_bytes(d.parked_bytes),
+                human_bytes(d.receiving_bytes),
+                human_bytes(d.waiting_bytes)
+            ),
+        ]);
+        if let Some(p) = &d.pressure {
+            t.row(["DISK PRESSURE".to_string(), p.clone()]);
+        }
+        if let Some(p) = &d.last_pass {
+            t.row([
+                "last eviction".to_string(),
+                format!(
+                    "{}: {} studies, {} rejected files, {}",
+                    iso_ms(p.at_ms),
+                    p.studies,
+                    p.rejected_files,
+                    human_bytes(p.bytes)
+                ),
+            ]);
+        }
+    }
     t.row([
         "associations".to_string(),
         format!(

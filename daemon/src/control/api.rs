@@ -25,6 +25,8 @@
 //! | `GET /v1/jobs/ID?wait_ms=` | [`JobView`]; waits up to `wait_ms` (at most 5 s) for a running job to finish (404 if unknown) |
 //! | `GET /v1/audit`       | `[AuditRecord]`, oldest first            |
 //! | `GET /v1/projects`    | `[ProjectView]`                          |
+//! | `GET /v1/evict`       | [`EvictPlan`]: what a pass would evict now and why (`fiona evict --dry-run`) |
+//! | `POST /v1/evict`      | [`DiskReport`] after a housekeeping pass run now (`fiona evict`) |
 //!
 //! `GET /v1/studies` lists the studies an admin can still assign: unassigned studies older
 //! than `unassigned_visible_days` are left out unless `?all=true` (then they are marked
@@ -38,6 +40,7 @@ use crate::index::{IndexHealth, Totals};
 
 pub use crate::assign::coupling::ImportReport;
 pub use crate::assign::AssignOutcome;
+pub use crate::evict::{Candidate, DiskReport, PassSummary};
 pub use crate::jobs::{JobState, JobView};
 pub use crate::model::{AuditRecord, CouplingEntry, InstanceRecord, RejectRecord, TransferRecord};
 pub use crate::pipeline::VerifyRow;
@@ -59,6 +62,7 @@ pub mod route {
     pub const JOB: &str = "/v1/jobs/{id}";
     pub const AUDIT: &str = "/v1/audit";
     pub const PROJECTS: &str = "/v1/projects";
+    pub const EVICT: &str = "/v1/evict";
 }
 
 /// The body of every refusal (a non-2xx answer): what went wrong, for the admin.
@@ -103,6 +107,9 @@ pub struct StudyView {
     /// and eligible for eviction.
     #[serde(default)]
     pub hidden: bool,
+    /// Its files were evicted (state `evicted` while nothing arrived since).
+    #[serde(default)]
+    pub evicted: Option<crate::model::Eviction>,
 }
 
 /// A study's assignment to one project, as listings show it.
@@ -208,6 +215,17 @@ pub struct StatusView {
     /// Why the index could not be read for this view (the counts above are then zero).
     #[serde(default)]
     pub index_error: Option<String>,
+    /// Bytes held, evictable and held by unsent transfers, from the last housekeeping pass
+    /// (every `eviction.interval_secs`), with the last pass that evicted something.
+    #[serde(default)]
+    pub disk: DiskReport,
+}
+
+/// `GET /v1/evict`: what a housekeeping pass would evict now, in order, and why.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EvictPlan {
+    pub candidates: Vec<Candidate>,
+    pub report: DiskReport,
 }
 
 /// `GET /v1/health`: what a watchdog or a monitor checks. `healthy` is false while the

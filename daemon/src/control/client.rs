@@ -244,6 +244,16 @@ pub mod call {
     pub fn projects() -> Call<Vec<ProjectView>> {
         Call::get(route::PROJECTS.into())
     }
+
+    /// What a housekeeping pass would evict now, and why.
+    pub fn evict_plan() -> Call<crate::control::api::EvictPlan> {
+        Call::get(route::EVICT.into())
+    }
+
+    /// Run a housekeeping pass now.
+    pub fn evict() -> Call<crate::control::api::DiskReport> {
+        Call::post(route::EVICT.into(), "application/json", b"{}".to_vec())
+    }
 }
 
 /// A request body as JSON.

@@ -41,9 +41,9 @@ use crate::jobs::Jobs;
 use crate::node::Node;
 
 use api::{
-    route, AssignBody, AssignmentView, CouplingQuery, ErrorBody, HealthView, ImportReport,
-    JobQuery, JobView, ProjectView, ResendBody, ResendOutcome, SeriesView, StatusView,
-    StudiesQuery, StudyDetail, StudyView, TransferQuery, VerifyBody, SOCKET_NAME,
+    route, AssignBody, AssignmentView, CouplingQuery, DiskReport, ErrorBody, EvictPlan, HealthView,
+    ImportReport, JobQuery, JobView, ProjectView, ResendBody, ResendOutcome, SeriesView,
+    StatusView, StudiesQuery, StudyDetail, StudyView, TransferQuery, VerifyBody, SOCKET_NAME,
 };
 
 /// Largest coupling list accepted (about a million rows).
@@ -70,7 +70,9 @@ pub fn study_view(s: &StudyRecord, quiet_ms: i64, now: i64) -> StudyView {
         series: s.series_count,
         instances: s.instance_count,
         bytes: s.bytes,
-        state: if now - s.last_received_ms >= quiet_ms {
+        state: if s.is_evicted() {
+            "evicted".into()
+        } else if now - s.last_received_ms >= quiet_ms {
             "arrived".into()
         } else {
             "receiving".into()
@@ -83,6 +85,7 @@ pub fn study_view(s: &StudyRecord, quiet_ms: i64, now: i64) -> StudyView {
         peer: s.origin.peer.clone(),
         assignments: Vec::new(),
         hidden: false,
+        evicted: s.evicted.clone(),
     }
 }
 
@@ -252,7 +255,39 @@ async fn status(State(c): State<Arc<Ctl>>) -> Result<Json<StatusView>, ApiError>
         transfers_parked: parked.1,
         index,
         index_error,
+        disk: n.housekeeping.report(),
     }))
+}
+
+async fn get_evict(State(c): State<Arc<Ctl>>) -> Result<Json<EvictPlan>, ApiError> {
+    let node = c.node.clone();
+    blocking(move || {
+        let s = crate::evict::Settings::from_config(&node.config);
+        let (candidates, report) =
+            crate::evict::dry_run(&*node.store, &node.quarantine, &s, node.clock.now_ms())?;
+        Ok(Json(EvictPlan { candidates, report }))
+    })
+    .await
+}
+
+async fn post_evict(
+    State(c): State<Arc<Ctl>>,
+    ConnectInfo(peer): ConnectInfo<Peer>,
+) -> Result<Json<DiskReport>, ApiError> {
+    let node = c.node.clone();
+    blocking(move || {
+        let actor = actor_of(&peer).ok_or("the caller's credentials are unknown")?;
+        let s = crate::evict::Settings::from_config(&node.config);
+        let r = node.housekeeping.run_pass(
+            &*node.store,
+            &node.quarantine,
+            &s,
+            &actor,
+            node.clock.now_ms(),
+        )?;
+        Ok(Json(r))
+    })
+    .await
 }
 
 async fn studies(
@@ -359,6 +394,8 @@ async fn instances(
 async fn rejected(State(c): State<Arc<Ctl>>) -> Result<Json<Vec<RejectRecord>>, ApiError> {
     let node = c.node.clone();
     let mut v = blocking(move || node.store.rejections().map_err(|e| e.to_string())).await?;
+    // Evicted ones keep a record (for recovery); their files are gone.
+    v.retain(|r| r.evicted_ms.is_none());
     v.sort_by_key(|r| std::cmp::Reverse(r.received_ms));
     Ok(Json(v))
 }
@@ -631,6 +668,19 @@ async fn post_resend(
             Some(s) => Some(resolve_study(&node, s)?),
             None => None,
         };
+        if let Some(k) = &key {
+            let st = node
+                .store
+                .study(k)
+                .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+            if let Some(e) = st
+                .as_ref()
+                .filter(|s| s.is_evicted())
+                .and_then(|s| s.evicted.as_ref())
+            {
+                return Err(ApiError(StatusCode::CONFLICT, evicted_message(k, e)));
+            }
+        }
         Ok((actor, key))
     })
     .await
@@ -659,6 +709,16 @@ async fn post_resend(
         serde_json::to_value(ResendOutcome { transfers: ids }).map_err(|e| e.to_string())
     });
     started(job)
+}
+
+/// Why a study cannot be sent again from fiona: its originals are gone.
+pub fn evicted_message(key: &str, e: &crate::model::Eviction) -> String {
+    format!(
+        "study {key}: its originals were evicted at {} ({}, {} instances); send the study again from the PACS: its assignments apply when it arrives",
+        crate::clock::iso_ms(e.at_ms),
+        e.reason,
+        e.instances
+    )
 }
 
 /// The answer to a `POST` that starts a job: 202 with the job, or 503 when too many run.
@@ -805,6 +865,7 @@ pub async fn serve(
         .route(route::JOB, get(get_job))
         .route(route::AUDIT, get(get_audit))
         .route(route::PROJECTS, get(get_projects))
+        .route(route::EVICT, get(get_evict).post(post_evict))
         .with_state(ctl);
     axum::serve(listener, app.into_make_service_with_connect_info::<Peer>())
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
@@ -835,6 +896,7 @@ mod tests {
             series_count: 1,
             instance_count: 2,
             bytes: 10,
+            evicted: None,
         }
     }
 

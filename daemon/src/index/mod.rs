@@ -127,6 +127,16 @@ pub trait Tables {
     ) -> Result<(), StoreError>;
     /// Append to the audit trail; returns the record's sequence number.
     fn append_audit(&mut self, a: AuditRecord) -> Result<u64, StoreError>;
+    /// Replace a study record (eviction marks it; counts are the index's own otherwise).
+    fn put_study(&mut self, s: &StudyRecord) -> Result<(), StoreError>;
+    /// Remove a study's instance records, their SOP Instance UID entries (so the instances
+    /// may be received again) and its series records; returns the instances removed, whose
+    /// files the caller deletes after the commit (eviction).
+    fn remove_instances_of(&mut self, study_key: &str) -> Result<Vec<InstanceRecord>, StoreError>;
+    /// Forget which instances a transfer covers (they were evicted).
+    fn remove_transfer_instances(&mut self, transfer: &str) -> Result<(), StoreError>;
+    fn rejection(&self, key: &str) -> Result<Option<RejectRecord>, StoreError>;
+    fn put_rejection(&mut self, r: &RejectRecord) -> Result<(), StoreError>;
 }
 
 /// What a new instance's arrival means for its study, from the index.
@@ -183,6 +193,7 @@ pub trait Store: Send + Sync + 'static {
     /// Record a rejected instance durably.
     fn record_rejection(&self, r: &RejectRecord) -> Result<(), StoreError>;
     fn has_rejection(&self, key: &str) -> Result<bool, StoreError>;
+    fn rejection(&self, key: &str) -> Result<Option<RejectRecord>, StoreError>;
     fn rejections(&self) -> Result<Vec<RejectRecord>, StoreError>;
     fn studies(&self) -> Result<Vec<StudyRecord>, StoreError>;
     fn study(&self, key: &str) -> Result<Option<StudyRecord>, StoreError>;

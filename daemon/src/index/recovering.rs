@@ -202,6 +202,9 @@ impl<S: Store + Reopen> Store for Recovering<S> {
     fn has_rejection(&self, key: &str) -> Result<bool, StoreError> {
         self.run(|s| s.has_rejection(key))
     }
+    fn rejection(&self, key: &str) -> Result<Option<RejectRecord>, StoreError> {
+        self.run(|s| s.rejection(key))
+    }
     fn rejections(&self) -> Result<Vec<RejectRecord>, StoreError> {
         self.run(|s| s.rejections())
     }
@@ -292,6 +295,9 @@ mod tests {
             Ok(None)
         }
         fn study(&self, _: &str) -> Result<Option<StudyRecord>, StoreError> {
+            Ok(None)
+        }
+        fn rejection(&self, _: &str) -> Result<Option<RejectRecord>, StoreError> {
             Ok(None)
         }
         flaky_ops! {

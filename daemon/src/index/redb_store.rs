@@ -31,8 +31,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{RwLock, RwLockReadGuard};
 
 use redb::{
-    Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition, TableHandle,
-    WriteTransaction,
+    Database, ReadableDatabase, ReadableTable, TableDefinition, TableHandle, WriteTransaction,
 };
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -244,6 +243,7 @@ impl RedbStore {
                     series_count: 0,
                     instance_count: 0,
                     bytes: 0,
+                    evicted: None,
                 }
             }
         };
@@ -544,6 +544,16 @@ impl Store for RedbStore {
         self.contains(REJECTED, key)
     }
 
+    fn rejection(&self, key: &str) -> Result<Option<RejectRecord>, StoreError> {
+        let db = self.db()?;
+        let txn = db.begin_read().map_err(engine("begin read"))?;
+        let t = txn.open_table(REJECTED).map_err(engine("open rejected"))?;
+        let Some(g) = t.get(key).map_err(engine("read rejected"))? else {
+            return Ok(None);
+        };
+        Ok(Some(decode(key, g.value())?))
+    }
+
     fn rejections(&self) -> Result<Vec<RejectRecord>, StoreError> {
         self.read_all(REJECTED)
     }
@@ -581,10 +591,13 @@ impl Store for RedbStore {
         let db = self.db()?;
         let txn = db.begin_read().map_err(engine("begin read"))?;
         let r = txn.open_table(REJECTED).map_err(engine("open rejected"))?;
-        t.rejected = r.len().map_err(engine("count rejected"))?;
         for row in r.iter().map_err(engine("iterate"))? {
             let (k, v) = row.map_err(engine("iterate"))?;
-            t.rejected_bytes += decode::<RejectRecord>(k.value(), v.value())?.bytes;
+            let r = decode::<RejectRecord>(k.value(), v.value())?;
+            if r.evicted_ms.is_none() {
+                t.rejected += 1;
+                t.rejected_bytes += r.bytes;
+            }
         }
         Ok(t)
     }
@@ -649,6 +662,77 @@ impl TxTables<'_> {
 }
 
 impl Tables for TxTables<'_> {
+    fn put_study(&mut self, s: &StudyRecord) -> Result<(), StoreError> {
+        self.put_json(STUDIES, &s.key, s)
+    }
+
+    fn remove_instances_of(&mut self, study_key: &str) -> Result<Vec<InstanceRecord>, StoreError> {
+        let (lo, hi) = study_range(study_key);
+        let removed: Vec<InstanceRecord> = self.range_json(INSTANCES, (lo.clone(), hi.clone()))?;
+        let mut instances = self
+            .txn
+            .open_table(INSTANCES)
+            .map_err(engine("open instances"))?;
+        let mut sop = self
+            .txn
+            .open_table(SOP_INDEX)
+            .map_err(engine("open sop_index"))?;
+        for r in &removed {
+            instances
+                .remove(instance_key(study_key, &r.key).as_str())
+                .map_err(engine("remove instance"))?;
+            // Only the entry that names this copy: a re-sent copy indexed since under the
+            // same SOP Instance UID cannot exist (the entry would have made it a duplicate).
+            let names_it = sop
+                .get(r.sop_instance_uid.as_str())
+                .map_err(engine("read sop_index"))?
+                .is_some_and(|g| g.value() == r.key);
+            if names_it {
+                sop.remove(r.sop_instance_uid.as_str())
+                    .map_err(engine("remove sop_index"))?;
+            }
+        }
+        drop((instances, sop));
+        let mut series = self.txn.open_table(SERIES).map_err(engine("open series"))?;
+        let keys: Vec<String> = series
+            .range(lo.as_str()..hi.as_str())
+            .map_err(engine("range series"))?
+            .map(|row| row.map(|(k, _)| k.value().to_string()))
+            .collect::<Result<_, _>>()
+            .map_err(engine("range series"))?;
+        for k in keys {
+            series.remove(k.as_str()).map_err(engine("remove series"))?;
+        }
+        Ok(removed)
+    }
+
+    fn remove_transfer_instances(&mut self, transfer: &str) -> Result<(), StoreError> {
+        let mut t = self
+            .txn
+            .open_table(TRANSFER_INSTANCES)
+            .map_err(engine("open transfer_instances"))?;
+        let (lo, hi) = us_range(transfer);
+        let keys: Vec<String> = t
+            .range(lo.as_str()..hi.as_str())
+            .map_err(engine("range transfer_instances"))?
+            .map(|row| row.map(|(k, _)| k.value().to_string()))
+            .collect::<Result<_, _>>()
+            .map_err(engine("range transfer_instances"))?;
+        for k in keys {
+            t.remove(k.as_str())
+                .map_err(engine("remove transfer_instances"))?;
+        }
+        Ok(())
+    }
+
+    fn rejection(&self, key: &str) -> Result<Option<RejectRecord>, StoreError> {
+        self.get_json(REJECTED, key)
+    }
+
+    fn put_rejection(&mut self, r: &RejectRecord) -> Result<(), StoreError> {
+        self.put_json(REJECTED, &r.key, r)
+    }
+
     fn instance_keys_of(&self, study_key: &str) -> Result<Vec<String>, StoreError> {
         let t = self
             .txn
@@ -914,6 +998,7 @@ mod tests {
                 status: 0xC000,
                 reason: "truncated".into(),
                 origin: Origin::default(),
+                evicted_ms: None,
             })
             .unwrap();
         }

@@ -75,6 +75,11 @@ pub fn resend(
                 if !wanted(&t) || ids.contains(&t.id) {
                     continue;
                 }
+                // Evicted: nothing left to send or to de-identify (the study must come again
+                // from the PACS; its assignments apply then).
+                if tables.study(&t.study_key)?.is_some_and(|s| s.is_evicted()) {
+                    continue;
+                }
                 // Outputs as recorded are sent again; otherwise the study is de-identified
                 // again (deterministic: the same UIDs and values).
                 let have = complete.get(&t.id) == Some(&t.deidentified);
