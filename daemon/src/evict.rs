@@ -104,7 +104,7 @@ pub fn classify(
     if s.is_evicted() {
         return Class::Evicted;
     }
-    if now_ms - s.last_received_ms < quiet_ms {
+    if now_ms.saturating_sub(s.last_received_ms) < quiet_ms {
         return Class::Receiving;
     }
     if assignments.is_empty() {
@@ -310,7 +310,7 @@ fn plan(
             Class::Parked => r.parked_bytes += st.bytes,
             Class::Unsent => r.unsent_bytes += st.bytes,
             Class::Unassigned { since_ms } => {
-                let age = now_ms - since_ms;
+                let age = now_ms.saturating_sub(since_ms);
                 if age >= s.unassigned_retention_ms {
                     retention.push(study(st, EvictReason::UnassignedRetention, since_ms));
                 } else if age >= s.visible_ms {
@@ -320,7 +320,7 @@ fn plan(
                 }
             }
             Class::Verified { at_ms } => {
-                if now_ms - at_ms >= s.grace_ms {
+                if now_ms.saturating_sub(at_ms) >= s.grace_ms {
                     verified.push(study(st, EvictReason::Verified, at_ms));
                 } else {
                     r.waiting_bytes += st.bytes;
@@ -330,7 +330,7 @@ fn plan(
     }
     for rej in &sv.rejected {
         r.held_bytes += rej.bytes;
-        let age = now_ms - rej.received_ms;
+        let age = now_ms.saturating_sub(rej.received_ms);
         let c = |reason| Candidate {
             kind: "rejected".into(),
             key: rej.key.clone(),
@@ -575,12 +575,14 @@ fn evict_study(
         s.quiet_ms,
     );
     let still = match (c.reason, class) {
-        (EvictReason::Verified, Class::Verified { at_ms }) => now_ms - at_ms >= s.grace_ms,
+        (EvictReason::Verified, Class::Verified { at_ms }) => {
+            now_ms.saturating_sub(at_ms) >= s.grace_ms
+        }
         (EvictReason::UnassignedHidden, Class::Unassigned { since_ms }) => {
-            now_ms - since_ms >= s.visible_ms
+            now_ms.saturating_sub(since_ms) >= s.visible_ms
         }
         (EvictReason::UnassignedRetention, Class::Unassigned { since_ms }) => {
-            now_ms - since_ms >= s.unassigned_retention_ms
+            now_ms.saturating_sub(since_ms) >= s.unassigned_retention_ms
         }
         _ => false,
     };

@@ -6,13 +6,13 @@
 
 use fiona_tests::fiona_bin;
 use std::path::PathBuf;
-use std::process::Command;
 
 use fiona_tests::corpus::{self, Modality, StudySpec};
 use fiona_tests::harness::{
     echoscu, indexed_instances, partial_temp_files, stored_files, storescu_responses as responses,
     storescu_verbose, Daemon, Options,
 };
+use fiona_tests::harness::{fill, is_root, Tmpfs};
 
 #[test]
 fn below_free_space_floor_refuses_with_a700() {
@@ -47,7 +47,7 @@ fn below_free_space_floor_refuses_with_a700() {
 
 #[test]
 fn full_file_system_keeps_acknowledged_and_leaves_nothing_half_written() {
-    if !nix_is_root() {
+    if !is_root() {
         eprintln!("SKIPPED: mounting a small tmpfs needs root (CI runs as root)");
         return;
     }
@@ -105,64 +105,13 @@ fn full_file_system_keeps_acknowledged_and_leaves_nothing_half_written() {
     }
 }
 
-fn nix_is_root() -> bool {
-    Command::new("id")
-        .arg("-u")
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
-        .unwrap_or(false)
-}
-
-/// A small tmpfs, unmounted on drop.
-struct Tmpfs(PathBuf);
-
-impl Tmpfs {
-    fn mount(at: &std::path::Path, size: &str) -> Tmpfs {
-        std::fs::create_dir_all(at).unwrap();
-        let st = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(at)
-            .status()
-            .unwrap();
-        assert!(st.success(), "mount tmpfs");
-        Tmpfs(at.to_owned())
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
-    }
-}
-
-/// Fill the file system under `dir` with a ballast file, then give back `leave` bytes.
-fn fill(dir: &std::path::Path, leave: u64) -> PathBuf {
-    use std::io::Write;
-    let p = dir.join("ballast");
-    let mut f = std::fs::File::create(&p).unwrap();
-    let chunk = vec![0x5a_u8; 4096];
-    loop {
-        match f.write(&chunk) {
-            Ok(0) => break,
-            Ok(_) => {}
-            Err(e) if e.raw_os_error() == Some(28) => break,
-            Err(e) => panic!("ballast: {e}"),
-        }
-    }
-    let _ = f.sync_all();
-    let len = f.metadata().unwrap().len();
-    f.set_len(len.saturating_sub(leave)).unwrap();
-    let _ = f.sync_all();
-    p
-}
-
 /// Issue 14, item 3: the instance file fits but the index commit hits ENOSPC. The instance
 /// gets 0xA700 (not 0x0110), the failure is counted and visible (`fiona status`, `fiona
 /// health`, the log, C-ECHO), and once space is freed the next C-STOREs succeed without a
 /// restart; nothing acknowledged is lost or duplicated.
 #[test]
 fn enospc_in_the_index_commit_answers_a700_and_recovers_without_restart() {
-    if !nix_is_root() {
+    if !is_root() {
         eprintln!("SKIPPED: mounting a small tmpfs needs root (CI runs as root)");
         return;
     }

@@ -27,6 +27,8 @@ pub struct Daemon {
     child: Option<Child>,
     pub addr: SocketAddr,
     pub log_path: PathBuf,
+    /// Environment variables the daemon is started with (test switches).
+    pub env: Vec<(String, String)>,
 }
 
 /// Settings a test usually changes; anything else goes in `extra_toml`.
@@ -36,6 +38,8 @@ pub struct Options {
     pub quiet_period_secs: u64,
     pub min_free_bytes: u64,
     pub extra_toml: String,
+    /// Environment variables for the daemon (e.g. test switches of debug builds).
+    pub env: Vec<(String, String)>,
 }
 
 impl Default for Options {
@@ -45,6 +49,7 @@ impl Default for Options {
             quiet_period_secs: 2,
             min_free_bytes: 0,
             extra_toml: String::new(),
+            env: Vec::new(),
         }
     }
 }
@@ -76,6 +81,7 @@ impl Daemon {
             child: None,
             addr: "127.0.0.1:0".parse().expect("addr"),
             log_path: data_dir.with_extension("log"),
+            env: opts.env.clone(),
         };
         d.spawn();
         d
@@ -98,6 +104,7 @@ impl Daemon {
                 std::env::var("FIONA_TEST_LOG").unwrap_or_else(|_| "info".into()),
             )
             .env_remove("JOURNAL_STREAM")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -585,5 +592,57 @@ pub fn venv_python() -> PathBuf {
          pylibjpeg, pynetdicom): run tests/run.sh, which installs it and exports \
          FIONA_TEST_PYTHON (now: {from_env:?})"
     );
+    p
+}
+
+/// Whether the tests run as root (mounting a tmpfs needs it; CI runs as root).
+pub fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false)
+}
+
+/// A small tmpfs, unmounted on drop.
+pub struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    pub fn mount(at: &std::path::Path, size: &str) -> Tmpfs {
+        std::fs::create_dir_all(at).unwrap();
+        let st = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(at)
+            .status()
+            .unwrap();
+        assert!(st.success(), "mount tmpfs");
+        Tmpfs(at.to_owned())
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+/// Fill the file system under `dir` with a ballast file, then give back `leave` bytes.
+pub fn fill(dir: &std::path::Path, leave: u64) -> PathBuf {
+    use std::io::Write;
+    let p = dir.join("ballast");
+    let mut f = std::fs::File::create(&p).unwrap();
+    let chunk = vec![0x5a_u8; 4096];
+    loop {
+        match f.write(&chunk) {
+            Ok(0) => break,
+            Ok(_) => {}
+            Err(e) if e.raw_os_error() == Some(28) => break,
+            Err(e) => panic!("ballast: {e}"),
+        }
+    }
+    let _ = f.sync_all();
+    let len = f.metadata().unwrap().len();
+    f.set_len(len.saturating_sub(leave)).unwrap();
+    let _ = f.sync_all();
     p
 }
