@@ -7,6 +7,7 @@
 //! objects/YYYYMMDD/<key>.dcm       stored instances, Part-10 files, named by internal key
 //! objects/YYYYMMDD/<key>.dcm.tmp   an instance being received (never indexed)
 //! rejected/<key>.dcm               bytes of refused instances; the reason is in the index
+//! outbound/<transfer>/<key>.dcm    de-identified copies of a transfer (`deid::outbound`)
 //! run/                             control socket, bound address (runtime state only)
 //! ```
 //!
@@ -31,6 +32,8 @@
 //! * A `.dcm` in `objects/` whose key is not in the index was renamed but not committed, so it
 //!   was never acknowledged: deleted.
 //! * A file in `rejected/` without an index record gets one ("reason lost in a crash").
+//! * A file in `rejected/` whose record says it was evicted is deleted (a crash came between
+//!   the eviction's commit and its unlink; see `evict`).
 //!
 //! # Invariants
 //!
