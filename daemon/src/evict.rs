@@ -460,6 +460,7 @@ pub fn pass_in(
     now_ms: i64,
     space: Space,
 ) -> Result<DiskReport, String> {
+    let started = std::time::Instant::now();
     let (chosen, mut report) = dry_run_in(store, q.root(), s, now_ms, space)?;
     if chosen.is_empty() {
         return Ok(report);
@@ -521,6 +522,7 @@ pub fn pass_in(
         rejected_files = summary.rejected_files,
         bytes = summary.bytes,
         free_after = summary.free_bytes_after,
+        ms = started.elapsed().as_millis() as u64,
         "evicted: {}",
         describe(&summary)
     );
@@ -740,21 +742,23 @@ impl Housekeeping {
     }
 }
 
-/// Test-only: with `FIONA_TEST_EVICT_PAUSE_MS` set (debug builds only), wait that long after
-/// the index commit and before unlinking, so a test can kill the daemon in between.
-#[cfg(debug_assertions)]
+/// Test switch: with `FIONA_TEST_EVICT_PAUSE_MS` set, wait that long after the index commit
+/// and before unlinking, so a crash test can kill the daemon in between. Honoured in every
+/// build because the tests run the release binary (CI runs `cargo test --release`); all it can
+/// do is delay the unlink of files the index no longer names, which start-up recovery would
+/// delete anyway. It is logged so a set switch never goes unnoticed.
 fn pause_before_unlink(_q: &Quarantine) {
     if let Some(ms) = std::env::var("FIONA_TEST_EVICT_PAUSE_MS")
         .ok()
         .and_then(|v| v.parse::<u64>().ok())
     {
-        tracing::info!("eviction recorded, pausing before unlinking (test switch)");
+        tracing::warn!(
+            ms,
+            "eviction recorded, pausing before unlinking (test switch)"
+        );
         std::thread::sleep(Duration::from_millis(ms));
     }
 }
-
-#[cfg(not(debug_assertions))]
-fn pause_before_unlink(_q: &Quarantine) {}
 
 #[cfg(test)]
 mod tests;
