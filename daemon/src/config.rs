@@ -112,6 +112,52 @@ pub struct Config {
     pub rejected_retention_days: f64,
     /// Disk-pressure eviction (`[eviction]`).
     pub eviction: EvictionConfig,
+    /// The mail server for projects' e-mail notifications (`[smtp]`); none by default.
+    pub smtp: Option<SmtpConfig>,
+}
+
+/// The SMTP server notifications go through (`[smtp]`): STARTTLS always. Its `Debug` never
+/// prints the password.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SmtpConfig {
+    pub host: String,
+    #[serde(default = "default_smtp_port")]
+    pub port: u16,
+    /// The sender address.
+    pub from: String,
+    #[serde(default)]
+    pub username: Option<String>,
+    #[serde(default)]
+    pub password: Option<String>,
+    /// PEM file of the CA that signed the server's certificate (default: the public web
+    /// roots).
+    #[serde(default)]
+    pub ca: Option<PathBuf>,
+    #[serde(default = "default_smtp_timeout")]
+    pub timeout_secs: u64,
+}
+
+impl std::fmt::Debug for SmtpConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SmtpConfig")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("from", &self.from)
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "<set>"))
+            .field("ca", &self.ca)
+            .field("timeout_secs", &self.timeout_secs)
+            .finish()
+    }
+}
+
+fn default_smtp_port() -> u16 {
+    587
+}
+
+fn default_smtp_timeout() -> u64 {
+    30
 }
 
 /// When housekeeping evicts under disk pressure (`[eviction]`; see `evict`).
@@ -184,6 +230,7 @@ impl Default for Config {
             unassigned_retention_days: 30.0,
             rejected_retention_days: 30.0,
             eviction: EvictionConfig::default(),
+            smtp: None,
         }
     }
 }
@@ -316,6 +363,35 @@ impl Config {
                 "eviction.interval_secs",
                 "must be at least 0.05 and at most 86400 seconds",
             ));
+        }
+        if let Some(s) = &self.smtp {
+            if s.host.trim().is_empty() {
+                return Err(invalid("smtp.host", "must not be empty"));
+            }
+            if s.port == 0 {
+                return Err(invalid("smtp.port", "must not be 0"));
+            }
+            if !s.from.contains('@') {
+                return Err(invalid("smtp.from", "must be an e-mail address"));
+            }
+            if s.username.is_some() != s.password.is_some() {
+                return Err(invalid(
+                    "smtp.password",
+                    "username and password go together",
+                ));
+            }
+        }
+        if self.smtp.is_none() {
+            if let Some((name, _)) = self
+                .projects
+                .iter()
+                .find(|(_, p)| !p.notify.email.is_empty())
+            {
+                return Err(invalid(
+                    "smtp",
+                    format!("project `{name}` sends e-mail notifications: configure [smtp]"),
+                ));
+            }
         }
         if let Some(t) = &self.tls {
             // Port 0 (any free port, as in tests) cannot clash.

@@ -23,6 +23,7 @@ pub mod jobs;
 pub mod logging;
 pub mod model;
 pub mod node;
+pub mod notify;
 pub mod part10;
 pub mod pipeline;
 pub mod pixel;

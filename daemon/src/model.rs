@@ -501,6 +501,55 @@ pub struct AuditRecord {
     pub detail: String,
 }
 
+/// Where an arrival notification goes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Channel {
+    /// HTTP POST of the JSON body, signed (`X-Fiona-Signature`).
+    Webhook { url: String },
+    /// E-mail to these addresses through the configured SMTP server.
+    Email { to: Vec<String> },
+}
+
+impl Channel {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Channel::Webhook { .. } => "webhook",
+            Channel::Email { .. } => "email",
+        }
+    }
+}
+
+/// What a notification says: a transfer verified at every destination. Nothing else (no
+/// quarantine key, no clinical value).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Notice {
+    pub project: String,
+    pub participant: String,
+    pub event: String,
+    pub instances: u64,
+    pub research_study_uid: String,
+    /// RFC 3339 UTC.
+    pub verified_at: String,
+}
+
+/// A notification waiting in the durable outbox: written in the transaction that marks the
+/// transfer verified, removed (and audited) once delivered; retried with backoff until then.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutboxRecord {
+    /// ULID: sorts by creation; also the delivery ID receivers may deduplicate by.
+    pub id: String,
+    pub transfer: String,
+    pub channel: Channel,
+    pub notice: Notice,
+    pub created_ms: i64,
+    pub attempts: u32,
+    pub next_attempt_ms: i64,
+    /// What went wrong last (status, network error); never a value from a data set.
+    #[serde(default)]
+    pub last_error: Option<String>,
+}
+
 /// A participant ID known to a project.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ParticipantRecord {

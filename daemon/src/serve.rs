@@ -205,6 +205,13 @@ impl Daemon {
         let pipeline_stop = CancellationToken::new();
         let pipeline = tokio::spawn(self.pipeline.clone().run(pipeline_stop.clone()));
         let housekeeping = tokio::spawn(housekeeping(self.node.clone(), pipeline_stop.clone()));
+        let notifications = tokio::spawn(crate::notify::run(
+            self.node.store.clone(),
+            self.node.config.clone(),
+            self.node.clock.clone(),
+            Arc::new(tokio::sync::Notify::new()),
+            pipeline_stop.clone(),
+        ));
         let plain = scp::run(listener, self.node.clone(), None, shutdown.clone());
         match tls_listener {
             Some((l, config)) => {
@@ -221,6 +228,9 @@ impl Daemon {
         }
         if let Err(e) = housekeeping.await {
             tracing::error!(error = %e, "housekeeping task");
+        }
+        if let Err(e) = notifications.await {
+            tracing::error!(error = %e, "notification task");
         }
         control_stop.cancel();
         match control.await {

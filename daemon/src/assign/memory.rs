@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 
 use super::*;
-use crate::model::{InstanceRecord, RejectRecord, StudyRecord};
+use crate::model::{InstanceRecord, OutboxRecord, RejectRecord, StudyRecord};
 
 #[derive(Default)]
 pub struct MemTables {
@@ -55,6 +55,15 @@ impl Tables for MemTables {
     }
     fn put_rejection(&mut self, _r: &RejectRecord) -> Result<(), StoreError> {
         Ok(())
+    }
+    fn put_outbox(&mut self, _r: &OutboxRecord) -> Result<(), StoreError> {
+        Ok(())
+    }
+    fn remove_outbox(&mut self, _id: &str) -> Result<bool, StoreError> {
+        Ok(false)
+    }
+    fn outbox_entry(&self, _id: &str) -> Result<Option<OutboxRecord>, StoreError> {
+        Ok(None)
     }
     fn instance_keys_of(&self, study_key: &str) -> Result<Vec<String>, StoreError> {
         Ok(self.instances.get(study_key).cloned().unwrap_or_default())

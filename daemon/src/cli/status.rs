@@ -159,6 +159,19 @@ fn print_status(s: &StatusView) {
             human_bytes(s.min_free_bytes)
         ),
     ]);
+    if s.notifications_pending > 0 {
+        t.row([
+            "notifications".to_string(),
+            format!(
+                "{} waiting{}",
+                s.notifications_pending,
+                s.notifications_last_error
+                    .as_deref()
+                    .map(|e| format!(" (last error: {e})"))
+                    .unwrap_or_default()
+            ),
+        ]);
+    }
     let d = &s.disk;
     if d.surveyed_ms > 0 {
         t.row([

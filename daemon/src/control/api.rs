@@ -219,6 +219,12 @@ pub struct StatusView {
     /// (every `eviction.interval_secs`), with the last pass that evicted something.
     #[serde(default)]
     pub disk: DiskReport,
+    /// Arrival notifications waiting in the outbox (not yet delivered).
+    #[serde(default)]
+    pub notifications_pending: u64,
+    /// The last delivery error of a waiting notification, if any.
+    #[serde(default)]
+    pub notifications_last_error: Option<String>,
 }
 
 /// `GET /v1/evict`: what a housekeeping pass would evict now, in order, and why.

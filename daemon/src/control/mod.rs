@@ -221,10 +221,22 @@ async fn status(State(c): State<Arc<Ctl>>) -> Result<Json<StatusView>, ApiError>
                 .filter(|t| t.state == TransferState::Parked)
                 .count() as u64,
         );
-        Ok((totals, receiving, studies.len() as u64 - receiving, parked))
+        let outbox = node.store.outbox().map_err(|e| e.to_string())?;
+        let last_error = outbox
+            .iter()
+            .filter(|r| r.last_error.is_some())
+            .max_by_key(|r| r.next_attempt_ms)
+            .and_then(|r| r.last_error.clone());
+        Ok((
+            totals,
+            receiving,
+            studies.len() as u64 - receiving,
+            parked,
+            (outbox.len() as u64, last_error),
+        ))
     })
     .await;
-    let (index_error, (totals, receiving, arrived, parked)) = match counts {
+    let (index_error, (totals, receiving, arrived, parked, outbox)) = match counts {
         Ok(c) => (None, c),
         Err(ApiError(_, e)) => (Some(e), Default::default()),
     };
@@ -256,6 +268,8 @@ async fn status(State(c): State<Arc<Ctl>>) -> Result<Json<StatusView>, ApiError>
         index,
         index_error,
         disk: n.housekeeping.report(),
+        notifications_pending: outbox.0,
+        notifications_last_error: outbox.1,
     }))
 }
 

@@ -19,7 +19,8 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use crate::model::{
-    AssignmentRecord, AuditRecord, CouplingEntry, KeyKind, ParticipantRecord, TransferRecord,
+    AssignmentRecord, AuditRecord, CouplingEntry, KeyKind, OutboxRecord, ParticipantRecord,
+    TransferRecord,
 };
 
 /// Errors from the index. The message names the operation, never a record's values.
@@ -137,6 +138,11 @@ pub trait Tables {
     fn remove_transfer_instances(&mut self, transfer: &str) -> Result<(), StoreError>;
     fn rejection(&self, key: &str) -> Result<Option<RejectRecord>, StoreError>;
     fn put_rejection(&mut self, r: &RejectRecord) -> Result<(), StoreError>;
+    /// Add or update a notification in the outbox.
+    fn put_outbox(&mut self, r: &OutboxRecord) -> Result<(), StoreError>;
+    /// Remove a delivered notification; returns whether it was there.
+    fn remove_outbox(&mut self, id: &str) -> Result<bool, StoreError>;
+    fn outbox_entry(&self, id: &str) -> Result<Option<OutboxRecord>, StoreError>;
 }
 
 /// What a new instance's arrival means for its study, from the index.
@@ -195,6 +201,8 @@ pub trait Store: Send + Sync + 'static {
     fn has_rejection(&self, key: &str) -> Result<bool, StoreError>;
     fn rejection(&self, key: &str) -> Result<Option<RejectRecord>, StoreError>;
     fn rejections(&self) -> Result<Vec<RejectRecord>, StoreError>;
+    /// Notifications not yet delivered, oldest first.
+    fn outbox(&self) -> Result<Vec<OutboxRecord>, StoreError>;
     fn studies(&self) -> Result<Vec<StudyRecord>, StoreError>;
     fn study(&self, key: &str) -> Result<Option<StudyRecord>, StoreError>;
     fn series_of(&self, study_key: &str) -> Result<Vec<SeriesRecord>, StoreError>;

@@ -208,6 +208,9 @@ impl<S: Store + Reopen> Store for Recovering<S> {
     fn rejections(&self) -> Result<Vec<RejectRecord>, StoreError> {
         self.run(|s| s.rejections())
     }
+    fn outbox(&self) -> Result<Vec<OutboxRecord>, StoreError> {
+        self.run(|s| s.outbox())
+    }
     fn studies(&self) -> Result<Vec<StudyRecord>, StoreError> {
         self.run(|s| s.studies())
     }
@@ -312,6 +315,7 @@ mod tests {
             record_rejection(r: &RejectRecord) -> ();
             has_rejection(k: &str) -> bool;
             rejections() -> Vec<RejectRecord>;
+            outbox() -> Vec<OutboxRecord>;
             studies() -> Vec<StudyRecord>;
             series_of(k: &str) -> Vec<SeriesRecord>;
             instances_of(k: &str) -> Vec<InstanceRecord>;

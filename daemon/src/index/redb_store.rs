@@ -53,6 +53,7 @@ const AUTO_IDS: TableDefinition<&str, &str> = TableDefinition::new("auto_ids");
 const ISSUED_STUDIES: TableDefinition<&str, &str> = TableDefinition::new("issued_studies");
 const AUDIT: TableDefinition<u64, &[u8]> = TableDefinition::new("audit");
 const TRANSFER_INSTANCES: TableDefinition<&str, &str> = TableDefinition::new("transfer_instances");
+const OUTBOX: TableDefinition<&str, &[u8]> = TableDefinition::new("outbox");
 
 /// Separator of composite keys in the assignment tables.
 const US: char = '\u{1f}';
@@ -162,6 +163,7 @@ impl RedbStore {
             txn.open_table(AUDIT).map_err(engine("create tables"))?;
             txn.open_table(TRANSFER_INSTANCES)
                 .map_err(engine("create tables"))?;
+            txn.open_table(OUTBOX).map_err(engine("create tables"))?;
         }
         txn.commit().map_err(engine("commit"))?;
         Ok(db)
@@ -554,6 +556,10 @@ impl Store for RedbStore {
         Ok(Some(decode(key, g.value())?))
     }
 
+    fn outbox(&self) -> Result<Vec<OutboxRecord>, StoreError> {
+        self.read_all(OUTBOX)
+    }
+
     fn rejections(&self) -> Result<Vec<RejectRecord>, StoreError> {
         self.read_all(REJECTED)
     }
@@ -731,6 +737,20 @@ impl Tables for TxTables<'_> {
 
     fn put_rejection(&mut self, r: &RejectRecord) -> Result<(), StoreError> {
         self.put_json(REJECTED, &r.key, r)
+    }
+
+    fn put_outbox(&mut self, r: &OutboxRecord) -> Result<(), StoreError> {
+        self.put_json(OUTBOX, &r.id, r)
+    }
+
+    fn remove_outbox(&mut self, id: &str) -> Result<bool, StoreError> {
+        let mut t = self.txn.open_table(OUTBOX).map_err(engine("open outbox"))?;
+        let was = t.remove(id).map_err(engine("remove outbox"))?.is_some();
+        Ok(was)
+    }
+
+    fn outbox_entry(&self, id: &str) -> Result<Option<OutboxRecord>, StoreError> {
+        self.get_json(OUTBOX, id)
     }
 
     fn instance_keys_of(&self, study_key: &str) -> Result<Vec<String>, StoreError> {

@@ -347,6 +347,12 @@ impl Pipeline {
                     if next != before {
                         cur.state = before;
                         cur.move_to(next, now)?;
+                        if next == TransferState::Verified {
+                            // Told once, in the transaction that marks it (the outbox).
+                            if let Some(p) = self.config.projects.get(&cur.project) {
+                                crate::notify::enqueue(tables, &p.notify, &cur, now)?;
+                            }
+                        }
                     }
                     cur.state_ms = now;
                     tables.append_audit(transfer_audit(&cur, "pipeline", action, detail, now))?;

@@ -31,6 +31,7 @@
 //! one generated once in `<data_dir>/secrets/NAME.key`.
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 
 use regex::Regex;
 use serde::{Deserialize, Deserializer, Serialize};
@@ -134,6 +135,85 @@ pub struct ProjectConfig {
     pub deid: DeidConfig,
     /// Pixel scrubbing settings (`[projects.NAME.pixel]`).
     pub pixel: PixelConfig,
+    /// Who is told when a transfer is verified at every destination
+    /// (`[projects.NAME.notify]`).
+    pub notify: NotifyConfig,
+}
+
+/// Arrival notifications of a project (`[projects.NAME.notify]`): a webhook and/or e-mail.
+/// Its `Debug` never prints the secret.
+#[derive(Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NotifyConfig {
+    /// `http://` or `https://` URL that gets a JSON POST per verified transfer.
+    pub webhook: Option<String>,
+    /// Key of the `X-Fiona-Signature` HMAC-SHA256 of the body (at least 16 characters).
+    pub webhook_secret: Option<String>,
+    /// PEM file of the CA that signed an `https://` webhook's certificate (default: the
+    /// public web roots).
+    pub webhook_ca: Option<PathBuf>,
+    /// Addresses that get an e-mail per verified transfer (through `[smtp]`).
+    pub email: Vec<String>,
+}
+
+impl std::fmt::Debug for NotifyConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NotifyConfig")
+            .field("webhook", &self.webhook)
+            .field(
+                "webhook_secret",
+                &self.webhook_secret.as_ref().map(|_| "<set>"),
+            )
+            .field("webhook_ca", &self.webhook_ca)
+            .field("email", &self.email)
+            .finish()
+    }
+}
+
+impl NotifyConfig {
+    /// Whether anything is configured.
+    pub fn any(&self) -> bool {
+        self.webhook.is_some() || !self.email.is_empty()
+    }
+
+    /// Check the plain data; the message names the field.
+    pub fn validate(&self) -> Result<(), (&'static str, String)> {
+        match (&self.webhook, &self.webhook_secret) {
+            (Some(url), secret) => {
+                let rest = url
+                    .strip_prefix("https://")
+                    .or_else(|| url.strip_prefix("http://"))
+                    .ok_or(("webhook", "must start with http:// or https://".to_string()))?;
+                if rest.is_empty() || rest.starts_with('/') || url.chars().any(char::is_whitespace)
+                {
+                    return Err(("webhook", "names no host".into()));
+                }
+                if secret.as_ref().is_none_or(|s| s.chars().count() < 16) {
+                    return Err((
+                        "webhook_secret",
+                        "a webhook needs a secret of at least 16 characters (the receiver checks the signature with it)".into(),
+                    ));
+                }
+            }
+            (None, Some(_)) => {
+                return Err(("webhook_secret", "set without `webhook`".into()));
+            }
+            (None, None) => {}
+        }
+        for a in &self.email {
+            let ok = a.split_once('@').is_some_and(|(user, host)| {
+                !user.is_empty()
+                    && host.contains('.')
+                    && !a
+                        .chars()
+                        .any(|c| c.is_whitespace() || c == '<' || c == '>' || c == ',')
+            });
+            if !ok {
+                return Err(("email", format!("`{a}` is not an e-mail address")));
+            }
+        }
+        Ok(())
+    }
 }
 
 /// An AE title is 1 to 16 characters of the default repertoire, no backslash or control
@@ -552,6 +632,9 @@ impl Projects {
             }
             let p = Project::new(name, cfg)
                 .map_err(|r| ("projects", format!("project `{name}`: {r}")))?;
+            cfg.notify.validate().map_err(|(field, r)| {
+                ("projects", format!("project `{name}`: notify.{field}: {r}"))
+            })?;
             for d in &cfg.destinations {
                 if !destinations.contains_key(d) {
                     return Err((
