@@ -12,6 +12,7 @@ use crate::assign::Policy;
 use crate::clock::{Clock, SystemClock};
 use crate::committer::Committer;
 use crate::config::{Config, IpNet};
+use crate::health::Health;
 use crate::index::Store;
 use crate::quarantine::Quarantine;
 
@@ -59,6 +60,8 @@ pub struct Node {
     /// What "now" is for the control API: a study's quiet period and the visibility window
     /// of unassigned studies (the system clock; tests hand in a manual one).
     pub clock: Arc<dyn Clock>,
+    /// The watchdog's latest verdicts (`watchdog.rs` writes them; status and metrics read).
+    pub health: Arc<Health>,
 }
 
 impl std::fmt::Debug for Node {
@@ -95,6 +98,7 @@ impl Node {
             stats: Arc::new(Stats::default()),
             pipeline_wake,
             clock: Arc::new(SystemClock),
+            health: Arc::default(),
         }
     }
 }

@@ -22,6 +22,7 @@ pub fn require_tool(name: &str) {
 /// A running daemon.
 pub struct Daemon {
     bin: PathBuf,
+    env: Vec<(String, String)>,
     pub data_dir: PathBuf,
     pub config_path: PathBuf,
     child: Option<Child>,
@@ -36,6 +37,9 @@ pub struct Options {
     pub quiet_period_secs: u64,
     pub min_free_bytes: u64,
     pub extra_toml: String,
+    /// Environment variables for the daemon (e.g. `NOTIFY_SOCKET`). The harness removes
+    /// systemd's own (`NOTIFY_SOCKET`, `WATCHDOG_USEC`, `WATCHDOG_PID`) unless set here.
+    pub env: Vec<(String, String)>,
 }
 
 impl Default for Options {
@@ -45,6 +49,7 @@ impl Default for Options {
             quiet_period_secs: 2,
             min_free_bytes: 0,
             extra_toml: String::new(),
+            env: Vec::new(),
         }
     }
 }
@@ -71,6 +76,7 @@ impl Daemon {
         std::fs::write(&config_path, toml).expect("write config");
         let mut d = Daemon {
             bin: bin.to_owned(),
+            env: opts.env.clone(),
             data_dir: data_dir.to_owned(),
             config_path,
             child: None,
@@ -98,6 +104,10 @@ impl Daemon {
                 std::env::var("FIONA_TEST_LOG").unwrap_or_else(|_| "info".into()),
             )
             .env_remove("JOURNAL_STREAM")
+            .env_remove("NOTIFY_SOCKET")
+            .env_remove("WATCHDOG_USEC")
+            .env_remove("WATCHDOG_PID")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()

@@ -25,6 +25,7 @@
 //! | `GET /v1/jobs/ID?wait_ms=` | [`JobView`]; waits up to `wait_ms` (at most 5 s) for a running job to finish (404 if unknown) |
 //! | `GET /v1/audit`       | `[AuditRecord]`, oldest first            |
 //! | `GET /v1/projects`    | `[ProjectView]`                          |
+//! | `GET /metrics`        | Prometheus text format 0.0.4 (`metrics.rs`); also on `[metrics] listen` |
 //!
 //! `GET /v1/studies` lists the studies an admin can still assign: unassigned studies older
 //! than `unassigned_visible_days` are left out unless `?all=true` (then they are marked
@@ -35,6 +36,8 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::index::{IndexHealth, Totals};
+
+pub use crate::health::CheckResult;
 
 pub use crate::assign::coupling::ImportReport;
 pub use crate::assign::AssignOutcome;
@@ -59,6 +62,7 @@ pub mod route {
     pub const JOB: &str = "/v1/jobs/{id}";
     pub const AUDIT: &str = "/v1/audit";
     pub const PROJECTS: &str = "/v1/projects";
+    pub const METRICS: &str = "/metrics";
 }
 
 /// The body of every refusal (a non-2xx answer): what went wrong, for the admin.
@@ -208,15 +212,21 @@ pub struct StatusView {
     /// Why the index could not be read for this view (the counts above are then zero).
     #[serde(default)]
     pub index_error: Option<String>,
+    /// The watchdog's checks, latest round (`runtime`, `committer`, `pipeline`, `echo`).
+    #[serde(default)]
+    pub checks: Vec<CheckResult>,
 }
 
 /// `GET /v1/health`: what a watchdog or a monitor checks. `healthy` is false while the
-/// index is stuck on an I/O error; `problems` says why in words.
+/// index is stuck on an I/O error or a watchdog check fails; `problems` says why in words.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct HealthView {
     pub healthy: bool,
     pub problems: Vec<String>,
     pub index: IndexHealth,
+    /// The watchdog's checks, latest round; a failing one is also among `problems`.
+    #[serde(default)]
+    pub checks: Vec<CheckResult>,
 }
 
 /// Query of `GET /v1/studies`.
