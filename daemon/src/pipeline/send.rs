@@ -159,6 +159,8 @@ impl Pipeline {
         let metrics = crate::metrics::global();
         let label = crate::metrics::Metrics::destination(&d.destination);
         metrics.send_attempts.get_or_create(&label).inc();
+        // Listed from the first attempt on, at 0 until one fails.
+        metrics.send_failures.get_or_create(&label).inc_by(0);
         let started = std::time::Instant::now();
         self.record_progress(t, d);
         let todo: Vec<&(String, Released)> = files
