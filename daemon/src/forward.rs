@@ -568,21 +568,43 @@ where
     Ok(out)
 }
 
-/// C-ECHO `peer` (the watchdog's check of the daemon's own listener): one association,
-/// Verification with Implicit VR Little Endian, success status expected, released. Bounded
-/// by `limit` as a whole.
-pub async fn echo(peer: &Peer, limit: std::time::Duration) -> Result<(), AssociationError> {
-    let options = ClientAssociationOptions::new()
-        .calling_ae_title(peer.calling_ae_title.clone())
-        .called_ae_title(peer.called_ae_title.clone())
-        .connection_timeout(limit)
-        .read_timeout(limit)
-        .write_timeout(limit)
-        .with_presentation_context(dimse::VERIFICATION_SOP_CLASS, vec![IMPLICIT_VR_LE]);
+/// How our own listener answered the watchdog's C-ECHO.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EchoAnswer {
+    /// C-ECHO-RSP with success status.
+    Echoed,
+    /// A-ASSOCIATE-RJ, transient (every association slot taken): the listener answers, it is
+    /// busy.
+    Busy,
+}
+
+/// C-ECHO `peer` over plain DICOM (the watchdog's check of the daemon's own listener): one
+/// association, Verification with Implicit VR Little Endian, success status expected,
+/// released. Bounded by `limit` as a whole.
+pub async fn echo(peer: &Peer, limit: std::time::Duration) -> Result<EchoAnswer, AssociationError> {
+    let addr = format!("{}:{}", peer.host, peer.port);
     let run = async {
-        match connect(peer, options, "echo association").await? {
-            Link::Plain(a) => echo_on(*a).await,
-            Link::Tls(a) => echo_on(*a).await,
+        let established = ClientAssociationOptions::new()
+            .calling_ae_title(peer.calling_ae_title.clone())
+            .called_ae_title(peer.called_ae_title.clone())
+            .connection_timeout(limit)
+            .read_timeout(limit)
+            .write_timeout(limit)
+            .with_presentation_context(dimse::VERIFICATION_SOP_CLASS, vec![IMPLICIT_VR_LE])
+            .establish_async(addr.as_str())
+            .await;
+        match established {
+            Ok(a) => echo_on(a).await.map(|()| EchoAnswer::Echoed),
+            Err(dicom_ul::association::Error::Rejected { association_rj, .. })
+                if association_rj.result == dicom_ul::pdu::AssociationRJResult::Transient =>
+            {
+                Ok(EchoAnswer::Busy)
+            }
+            Err(e) => Err(AssociationError(format!(
+                "echo association with {} at {addr} failed: {}",
+                peer.called_ae_title,
+                crate::ul_error::describe(&e)
+            ))),
         }
     };
     match tokio::time::timeout(limit, run).await {

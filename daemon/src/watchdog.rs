@@ -16,8 +16,11 @@
 //! `NOTIFY_SOCKET` nothing is sent and nothing is logged about it.
 //!
 //! The echo check is off when `[watchdog] echo_interval_secs = 0`, or when the address or
-//! calling-AE allow-list would refuse the daemon's own echo (logged once at start). Its
-//! association is counted in the receive stage's counters like any other.
+//! calling-AE allow-list would refuse the daemon's own echo (logged once at start). The first
+//! echo goes out one interval after start. An A-ASSOCIATE-RJ "transient" (every association
+//! slot taken) counts as an answer: the listener works, and a daemon that is merely full must
+//! not be restarted. Its association is counted in the receive stage's counters like any
+//! other; its log line is at debug level (`scp.rs`).
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::atomic::Ordering;
@@ -92,13 +95,21 @@ impl Watchdog {
                 let stop_echo = shutdown.clone();
                 tokio::spawn(async move {
                     loop {
+                        // The first echo after one interval: start-up is not slowed, and
+                        // a daemon that lives for seconds (a test) is not echoed at all.
+                        tokio::select! {
+                            _ = stop_echo.cancelled() => break,
+                            _ = tokio::time::sleep(every) => {}
+                        }
                         let limit = every.min(Duration::from_secs(30));
                         let r = tokio::select! {
                             _ = stop_echo.cancelled() => break,
                             r = forward::echo(&peer, limit) => r,
                         };
                         match r {
-                            Ok(()) => {
+                            // Refused as busy (every slot taken) is an answer too: the
+                            // listener works, and a full daemon must not be restarted.
+                            Ok(_) => {
                                 e.ok.tick();
                                 *e.last.lock().unwrap_or_else(|p| p.into_inner()) = Some(Ok(()));
                             }
@@ -107,10 +118,6 @@ impl Watchdog {
                                 *e.last.lock().unwrap_or_else(|p| p.into_inner()) =
                                     Some(Err(err.0));
                             }
-                        }
-                        tokio::select! {
-                            _ = stop_echo.cancelled() => break,
-                            _ = tokio::time::sleep(every) => {}
                         }
                     }
                 });
@@ -267,18 +274,19 @@ impl Judge {
                         }
                     }
                 };
-                let echo_pending = c == Check::Echo
-                    && self.echo_off.is_none()
-                    && self
-                        .echo
-                        .last
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .is_none();
                 let detail = match (&failing, c, &self.echo_off) {
                     (Some(f), _, _) => f.clone(),
                     (None, Check::Echo, Some(off)) => off.clone(),
-                    (None, Check::Echo, None) if echo_pending => "first echo not done yet".into(),
+                    (None, Check::Echo, None) => {
+                        match &*self.echo.last.lock().unwrap_or_else(|p| p.into_inner()) {
+                            None => "first echo not done yet".into(),
+                            Some(Ok(())) => String::new(),
+                            Some(Err(e)) => format!(
+                                "the last C-ECHO failed ({e}); failing after {} s without success",
+                                secs(self.stall)
+                            ),
+                        }
+                    }
                     _ => String::new(),
                 };
                 CheckResult {
