@@ -200,7 +200,10 @@ impl Daemon {
         publish_addr(&self.node.quarantine, "dicom.addr", &local.to_string())
             .map_err(ServeError::Control)?;
         let control_stop = CancellationToken::new();
-        let control = tokio::spawn(crate::control::serve(
+        // Bound here, so READY=1 below means the control socket answers too.
+        let control_listener = crate::control::bind(&self.node).map_err(ServeError::Control)?;
+        let control = tokio::spawn(crate::control::serve_on(
+            control_listener,
             self.node.clone(),
             local.to_string(),
             control_stop.clone(),

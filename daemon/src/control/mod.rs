@@ -858,12 +858,9 @@ async fn get_audit(State(c): State<Arc<Ctl>>) -> Result<Json<Vec<AuditRecord>>, 
     ))
 }
 
-/// Serve the control API on the data directory's socket until `shutdown` fires.
-pub async fn serve(
-    node: Arc<Node>,
-    listen: String,
-    shutdown: CancellationToken,
-) -> std::io::Result<()> {
+/// Bind the control socket (`run/control.sock`, 0600 in a 0700 directory), replacing a
+/// leftover one. Needs a tokio runtime.
+pub fn bind(node: &Node) -> std::io::Result<tokio::net::UnixListener> {
     let run = node.quarantine.run_dir();
     std::fs::set_permissions(&run, std::fs::Permissions::from_mode(0o700))?;
     let path = run.join(SOCKET_NAME);
@@ -874,6 +871,16 @@ pub async fn serve(
     }
     let listener = tokio::net::UnixListener::bind(&path)?;
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+    Ok(listener)
+}
+
+/// Serve the control API on the socket [`bind`] made until `shutdown` fires.
+pub async fn serve_on(
+    listener: tokio::net::UnixListener,
+    node: Arc<Node>,
+    listen: String,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
     let ctl = Arc::new(Ctl {
         node,
         jobs: Arc::default(),

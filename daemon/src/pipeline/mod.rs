@@ -22,7 +22,8 @@
 //! [`resend`] re-queues finished transfers; [`verify_report`] is the on-demand C-FIND check.
 //!
 //! Liveness (`health.rs`): the de-identification loop ticks a [`Beat`] on every loop and
-//! every instance, each destination's task on every loop and every second of a send;
+//! every instance, each destination's task on every loop, every delivery it sends or
+//! verifies and every second of a send;
 //! [`Pipeline::stalled`] names the loops whose beat is too old, for the watchdog. In debug
 //! builds only, a file `run/fault-stall-pipeline` in the data directory makes the
 //! de-identification loop stop (no pass, no tick) while it exists: the watchdog test's fault

@@ -108,6 +108,7 @@ impl Pipeline {
         });
         for (t, due, files) in work {
             for (dest, mut d) in due {
+                self.destination_tick(&d.destination);
                 let step = self.deliver(&t, dest, &files, &mut d).await;
                 if let Step::Failed { reason } = &step {
                     tracing::warn!(transfer = %t.id, destination = %d.destination, attempts = d.attempts, reason = %reason, "transfer failed");
