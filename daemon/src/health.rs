@@ -42,9 +42,58 @@ impl Beat {
         self.0.store(monotonic_ms(), Ordering::Relaxed);
     }
 
+    /// When it last ticked ([`monotonic_ms`]).
+    pub fn last_ms(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+
     /// Time since the last tick.
     pub fn age(&self) -> Duration {
         Duration::from_millis(monotonic_ms().saturating_sub(self.0.load(Ordering::Relaxed)))
+    }
+}
+
+/// A probe the watchdog sends a thread that ticks a [`Beat`] when it sees it (the
+/// committer): outstanding until the beat ticks after it was sent.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Probe {
+    /// When the outstanding probe was sent ([`monotonic_ms`]).
+    sent_ms: Option<u64>,
+}
+
+/// What to do about a [`Probe`] this round.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProbeStep {
+    /// None outstanding: send one now (and call [`Probe::sent`]).
+    Send,
+    /// Outstanding for less than the stall limit.
+    Waiting,
+    /// Outstanding for this long, more than the stall limit.
+    Stalled(Duration),
+}
+
+impl Probe {
+    /// Judge at `now` with the beat last ticked at `answered` (both [`monotonic_ms`]).
+    pub fn step(&mut self, now: u64, answered: u64, stall: Duration) -> ProbeStep {
+        match self.sent_ms {
+            Some(sent) if answered < sent => {
+                let waited = Duration::from_millis(now.saturating_sub(sent));
+                if waited > stall {
+                    ProbeStep::Stalled(waited)
+                } else {
+                    ProbeStep::Waiting
+                }
+            }
+            _ => {
+                self.sent_ms = None;
+                ProbeStep::Send
+            }
+        }
+    }
+
+    /// A probe went out at `now`.
+    pub fn sent(&mut self, now: u64) {
+        self.sent_ms = Some(now);
     }
 }
 
@@ -141,6 +190,25 @@ mod tests {
         assert!(b.age() >= Duration::from_millis(30));
         b.tick();
         assert!(b.age() < Duration::from_millis(30));
+    }
+
+    #[test]
+    fn a_probe_fails_only_when_unanswered_past_the_stall_limit() {
+        let stall = Duration::from_secs(3);
+        let mut p = Probe::default();
+        assert_eq!(p.step(1_000, 0, stall), ProbeStep::Send);
+        p.sent(1_000);
+        // Not answered yet, within the limit.
+        assert_eq!(p.step(2_000, 500, stall), ProbeStep::Waiting);
+        assert_eq!(p.step(4_000, 500, stall), ProbeStep::Waiting);
+        // Answered (ticked after it was sent): a new one goes out, however long the round.
+        assert_eq!(p.step(60_000, 1_000, stall), ProbeStep::Send);
+        p.sent(60_000);
+        // Unanswered past the limit.
+        assert_eq!(
+            p.step(63_500, 59_000, stall),
+            ProbeStep::Stalled(Duration::from_millis(3_500))
+        );
     }
 
     #[test]

@@ -31,7 +31,7 @@ use sd_notify::NotifyState;
 use tokio_util::sync::CancellationToken;
 
 use crate::forward::{self, Peer};
-use crate::health::{Beat, Check, CheckResult};
+use crate::health::{Beat, Check, CheckResult, Probe, ProbeStep};
 use crate::node::Node;
 use crate::pipeline::Pipeline;
 
@@ -134,6 +134,7 @@ impl Watchdog {
             echo,
             echo_off,
             stall: cfg.stall(),
+            probe: std::cell::Cell::new(Probe::default()),
         };
         let thread = std::thread::Builder::new()
             .name("fiona-watchdog".into())
@@ -213,6 +214,8 @@ struct Judge {
     /// Why the echo check is off, when it is.
     echo_off: Option<String>,
     stall: Duration,
+    /// The committer's probe.
+    probe: std::cell::Cell<Probe>,
 }
 
 impl Judge {
@@ -225,19 +228,7 @@ impl Judge {
                 let failing: Option<String> = match c {
                     Check::Runtime => (self.runtime.age() > self.stall)
                         .then(|| format!("no runtime task ran for {} s", secs(self.runtime.age()))),
-                    Check::Committer => {
-                        let beat = self.node.committer.beat();
-                        if !self.node.committer.probe() {
-                            Some("the committer thread has stopped".into())
-                        } else if beat.age() > self.stall {
-                            Some(format!(
-                                "the committer has not finished a batch for {} s",
-                                secs(beat.age())
-                            ))
-                        } else {
-                            None
-                        }
-                    }
+                    Check::Committer => self.committer(),
                     Check::Pipeline => {
                         let stalled = self.pipeline.stalled(self.stall);
                         (!stalled.is_empty()).then(|| {
@@ -296,6 +287,32 @@ impl Judge {
                 }
             })
             .collect()
+    }
+
+    /// The committer check ([`Probe`]): failing when a probe has been outstanding longer
+    /// than the stall limit (the thread is on one batch), or cannot be sent (the thread is
+    /// gone). A new probe goes out once the last one was answered, so the verdict does not
+    /// depend on the round's length.
+    fn committer(&self) -> Option<String> {
+        let now = crate::health::monotonic_ms();
+        let answered = self.node.committer.beat().last_ms();
+        let mut probe = self.probe.get();
+        let verdict = match probe.step(now, answered, self.stall) {
+            ProbeStep::Waiting => None,
+            ProbeStep::Stalled(waited) => Some(format!(
+                "the committer has not answered for {} s (busy with one batch)",
+                waited.as_secs()
+            )),
+            ProbeStep::Send if !self.node.committer.probe() => {
+                Some("the committer thread has stopped".into())
+            }
+            ProbeStep::Send => {
+                probe.sent(now);
+                None
+            }
+        };
+        self.probe.set(probe);
+        verdict
     }
 
     /// The one-line `STATUS=`: counts when healthy, else the failing checks. No patient data.

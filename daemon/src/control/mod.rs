@@ -286,6 +286,13 @@ pub fn metrics_sample(node: &Node) -> crate::metrics::Sample {
     for name in node.config.destinations.keys() {
         s.queue_depth.insert(name.clone(), 0);
     }
+    // Every configured project in every state, at 0 unless counted below.
+    for project in node.config.projects.keys() {
+        for state in TransferState::ALL {
+            s.transfers
+                .insert((project.clone(), state.as_str().to_string()), 0);
+        }
+    }
     match node.store.transfers() {
         Ok(transfers) => {
             for t in &transfers {
