@@ -21,6 +21,8 @@ done
 # Orthanc as a research PACS (the tests start their own instances on free ports).
 [ -x /usr/sbin/Orthanc ] || need+=(orthanc)
 command -v openssl >/dev/null 2>&1 || need+=(openssl)
+# promtool (Debian package prometheus) checks the metrics exposition (daemon/tests/metrics.rs).
+command -v promtool >/dev/null 2>&1 || need+=(prometheus)
 if ((${#need[@]})); then
   SUDO=""
   [ "$(id -u)" = 0 ] || SUDO="sudo"
@@ -30,6 +32,13 @@ if ((${#need[@]})); then
   if [[ " ${need[*]} " == *" orthanc "* ]]; then
     # The package's own service (ports 4242 and 8042 on every interface) is not wanted.
     $SUDO systemctl disable --now orthanc >/dev/null 2>&1 || $SUDO service orthanc stop >/dev/null 2>&1 || true
+  fi
+  if [[ " ${need[*]} " == *" prometheus "* ]]; then
+    # Only promtool is wanted: not the server (port 9090) nor the node exporter (9100) that
+    # come with the package.
+    for s in prometheus prometheus-node-exporter; do
+      $SUDO systemctl disable --now "$s" >/dev/null 2>&1 || $SUDO service "$s" stop >/dev/null 2>&1 || true
+    done
   fi
 fi
 

@@ -9,6 +9,10 @@
 //! If a commit fails, every instance of the batch is answered with the error (its file is
 //! removed: it was never acknowledged, so the peer will resend). The error says whether the
 //! disk was full, so the peer is told to retry later (0xA700) rather than that fiona failed.
+//!
+//! Liveness: the thread ticks its [`Beat`] on every loop, and the watchdog sends it a
+//! [`Committer::probe`] each round, which an idle thread answers at once by ticking; a thread
+//! stuck on a batch stops ticking, and one that died makes the probe fail.
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
@@ -17,6 +21,7 @@ use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::assign::Policy;
+use crate::health::Beat;
 use crate::index::{CommitOutcome, NewInstance, Store};
 use crate::quarantine::{sync_dir, DurableFile, Quarantine};
 
@@ -54,10 +59,20 @@ struct Request {
     reply: Reply,
 }
 
+/// What the committer thread is asked.
+enum Msg {
+    /// Index a durable file.
+    Commit(Box<Request>),
+    /// Tick the heartbeat (the watchdog asks whether the thread still loops).
+    Probe,
+}
+
 /// Handle to the committer thread. Cloning shares the thread.
 #[derive(Clone)]
 pub struct Committer {
-    tx: mpsc::UnboundedSender<Request>,
+    tx: mpsc::UnboundedSender<Msg>,
+    /// Ticked by the thread on every loop and probe.
+    beat: Arc<Beat>,
 }
 
 impl std::fmt::Debug for Committer {
@@ -74,22 +89,43 @@ impl Committer {
         quarantine: Quarantine,
         policy: Arc<Policy>,
     ) -> std::io::Result<Committer> {
-        let (tx, mut rx) = mpsc::unbounded_channel::<Request>();
+        let (tx, mut rx) = mpsc::unbounded_channel::<Msg>();
+        let beat = Arc::new(Beat::default());
+        let b = beat.clone();
         std::thread::Builder::new()
             .name("fiona-committer".into())
             .spawn(move || {
                 while let Some(first) = rx.blocking_recv() {
-                    let mut batch = vec![first];
+                    b.tick();
+                    let mut batch = Vec::new();
+                    if let Msg::Commit(r) = first {
+                        batch.push(*r);
+                    }
                     while batch.len() < MAX_BATCH {
                         match rx.try_recv() {
-                            Ok(r) => batch.push(r),
+                            Ok(Msg::Commit(r)) => batch.push(*r),
+                            Ok(Msg::Probe) => {}
                             Err(_) => break,
                         }
                     }
-                    commit_batch(&*store, &quarantine, &policy, batch);
+                    if !batch.is_empty() {
+                        commit_batch(&*store, &quarantine, &policy, batch);
+                        b.tick();
+                    }
                 }
             })?;
-        Ok(Committer { tx })
+        Ok(Committer { tx, beat })
+    }
+
+    /// Ask the thread to tick its heartbeat; `false` when the thread is gone.
+    pub fn probe(&self) -> bool {
+        self.tx.send(Msg::Probe).is_ok()
+    }
+
+    /// The thread's heartbeat: ticked on every loop, so its age says how long the thread has
+    /// been busy with one batch (or has not answered a probe).
+    pub fn beat(&self) -> &Beat {
+        &self.beat
     }
 
     /// Index a durable file; resolves once its record is committed (or failed).
@@ -100,11 +136,11 @@ impl Committer {
     ) -> Result<CommitOutcome, CommitFailure> {
         let (reply, rx) = oneshot::channel();
         self.tx
-            .send(Request {
+            .send(Msg::Commit(Box::new(Request {
                 instance,
                 dir: file.dir.clone(),
                 reply,
-            })
+            })))
             .map_err(|_| CommitFailure::stopped())?;
         rx.await.map_err(|_| CommitFailure::stopped())?
     }

@@ -114,6 +114,10 @@ pub struct Config {
     pub eviction: EvictionConfig,
     /// The mail server for projects' e-mail notifications (`[smtp]`); none by default.
     pub smtp: Option<SmtpConfig>,
+    /// The liveness checks behind the systemd watchdog (`[watchdog]`).
+    pub watchdog: WatchdogConfig,
+    /// Prometheus metrics over TCP (`[metrics]`); `/metrics` on the control socket always.
+    pub metrics: MetricsConfig,
 }
 
 /// The SMTP server notifications go through (`[smtp]`): STARTTLS always. Its `Debug` never
@@ -187,6 +191,43 @@ impl Default for EvictionConfig {
     }
 }
 
+/// `[watchdog]`: how the liveness checks judge (see `health.rs`, `watchdog.rs`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WatchdogConfig {
+    /// Seconds between C-ECHOs through our own DICOM listener; 0 switches the check off.
+    pub echo_interval_secs: u64,
+    /// Seconds a component may go without progress (a heartbeat, a successful echo) before
+    /// its check fails and the watchdog pings stop.
+    pub stall_secs: u64,
+}
+
+impl Default for WatchdogConfig {
+    fn default() -> Self {
+        WatchdogConfig {
+            echo_interval_secs: 60,
+            stall_secs: 600,
+        }
+    }
+}
+
+impl WatchdogConfig {
+    pub fn stall(&self) -> Duration {
+        Duration::from_secs(self.stall_secs)
+    }
+    pub fn echo_interval(&self) -> Option<Duration> {
+        (self.echo_interval_secs > 0).then(|| Duration::from_secs(self.echo_interval_secs))
+    }
+}
+
+/// `[metrics]`: an optional TCP listener for Prometheus.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// Address and port serving `GET /metrics` over plain HTTP; none by default.
+    pub listen: Option<SocketAddr>,
+}
+
 /// Who may open associations. Each non-empty list must match.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -231,6 +272,8 @@ impl Default for Config {
             rejected_retention_days: 30.0,
             eviction: EvictionConfig::default(),
             smtp: None,
+            watchdog: WatchdogConfig::default(),
+            metrics: MetricsConfig::default(),
         }
     }
 }
@@ -402,6 +445,28 @@ impl Config {
                 ));
             }
         }
+        if self.watchdog.stall_secs == 0 || self.watchdog.stall_secs > 86_400 {
+            return Err(invalid(
+                "watchdog.stall_secs",
+                "must be between 1 and 86400 seconds",
+            ));
+        }
+        if self.watchdog.echo_interval_secs > 86_400 {
+            return Err(invalid(
+                "watchdog.echo_interval_secs",
+                "must be at most 86400 seconds (0 switches the echo check off)",
+            ));
+        }
+        if let Some(m) = self.metrics.listen {
+            let tls = self.tls.as_ref().map(|t| t.listen);
+            // Port 0 (any free port, as in tests) cannot clash.
+            if m.port() != 0 && (m == self.listen || Some(m) == tls) {
+                return Err(invalid(
+                    "metrics.listen",
+                    "must differ from the DICOM listeners (`listen`, `tls.listen`)",
+                ));
+            }
+        }
         self.compile_projects()?;
         Ok(())
     }
@@ -523,6 +588,14 @@ mod tests {
         assert_eq!(c.quiet_period_secs, 3);
         assert_eq!(c.max_pdu, Config::default().max_pdu);
         assert_eq!(c.allow.calling_ae_titles, vec!["CT1"]);
+        assert_eq!(c.metrics.listen, None, "no metrics listener by default");
+        let c = Config::from_toml(
+            "[metrics]\nlisten = \"127.0.0.1:9464\"\n[watchdog]\necho_interval_secs = 5\n",
+        )
+        .unwrap();
+        assert_eq!(c.metrics.listen, Some("127.0.0.1:9464".parse().unwrap()));
+        assert_eq!(c.watchdog.echo_interval(), Some(Duration::from_secs(5)));
+        assert_eq!(c.watchdog.stall_secs, 600);
     }
 
     #[test]
@@ -537,6 +610,16 @@ mod tests {
                 "[allow]\ncalling_ae_titles = [\"\"]",
                 "allow.calling_ae_titles",
             ),
+            ("[watchdog]\nstall_secs = 0", "watchdog.stall_secs"),
+            (
+                "[watchdog]\necho_interval_secs = 100000",
+                "watchdog.echo_interval_secs",
+            ),
+            (
+                "listen = \"127.0.0.1:4242\"\n[metrics]\nlisten = \"127.0.0.1:4242\"",
+                "metrics.listen",
+            ),
+            ("[metrics]\nlisten = \"localhost\"", "listen"),
         ];
         for (toml, field) in cases {
             let e = Config::from_toml(toml).unwrap_err().to_string();

@@ -13,6 +13,8 @@ pub const MAX_COMMAND_LEN: usize = 64 * 1024;
 
 /// CommandDataSetType value meaning "no data set follows" (PS3.7 E.1-1).
 pub const NO_DATA_SET: u16 = 0x0101;
+/// The Verification SOP Class (C-ECHO).
+pub const VERIFICATION_SOP_CLASS: &str = "1.2.840.10008.1.1";
 
 pub mod field {
     pub const C_STORE_RQ: u16 = 0x0001;
@@ -266,6 +268,19 @@ pub fn encode_store_request(
     put_us(&mut body, 0x0700, 0);
     put_us(&mut body, 0x0800, 0x0000);
     put_uid(&mut body, 0x1000, sop_instance_uid);
+    let mut out = Vec::with_capacity(body.len() + 12);
+    put_elem(&mut out, 0x0000, &(body.len() as u32).to_le_bytes());
+    out.extend_from_slice(&body);
+    out
+}
+
+/// Encode a C-ECHO-RQ command set (no data set), Implicit VR Little Endian.
+pub fn encode_echo_request(message_id: u16) -> Vec<u8> {
+    let mut body = Vec::with_capacity(96);
+    put_uid(&mut body, 0x0002, VERIFICATION_SOP_CLASS);
+    put_us(&mut body, 0x0100, field::C_ECHO_RQ);
+    put_us(&mut body, 0x0110, message_id);
+    put_us(&mut body, 0x0800, NO_DATA_SET);
     let mut out = Vec::with_capacity(body.len() + 12);
     put_elem(&mut out, 0x0000, &(body.len() as u32).to_le_bytes());
     out.extend_from_slice(&body);

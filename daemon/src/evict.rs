@@ -513,6 +513,10 @@ pub fn pass_in(
     if summary.studies + summary.rejected_files == 0 {
         return Ok(report);
     }
+    let m = crate::metrics::global();
+    m.evicted_studies.inc_by(summary.studies);
+    m.evicted_rejected.inc_by(summary.rejected_files);
+    m.evicted_bytes.inc_by(summary.bytes);
     pause_before_unlink(q);
     delete(&doomed);
     summary.free_bytes_after = q.free_bytes().unwrap_or(0);

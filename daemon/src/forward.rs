@@ -491,25 +491,40 @@ pub async fn holdings(
     }
 }
 
+/// The association and the first presentation context the peer accepted; none: abort, with
+/// `refusal` as the error.
+async fn accepted_context<S>(
+    assoc: ClientAssoc<S>,
+    refusal: &str,
+) -> Result<(ClientAssoc<S>, u8), AssociationError>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send,
+{
+    let pc = assoc
+        .presentation_contexts()
+        .iter()
+        .find(|c| c.reason == PresentationContextResultReason::Acceptance)
+        .map(|c| c.id);
+    match pc {
+        Some(pc) => Ok((assoc, pc)),
+        None => {
+            let _ = assoc.abort().await;
+            Err(AssociationError(refusal.to_string()))
+        }
+    }
+}
+
 /// The queries of [`holdings`] over an established association.
 async fn query_on<S>(
-    mut assoc: ClientAssoc<S>,
+    assoc: ClientAssoc<S>,
     study_uid: &str,
     list: bool,
 ) -> Result<Holdings, AssociationError>
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send,
 {
-    let err = |m: String| AssociationError(m);
-    let Some(pc) = assoc
-        .presentation_contexts()
-        .iter()
-        .find(|c| c.reason == PresentationContextResultReason::Acceptance)
-        .map(|c| c.id)
-    else {
-        let _ = assoc.abort().await;
-        return Err(err("the peer does not answer Study Root C-FIND".into()));
-    };
+    let (mut assoc, pc) =
+        accepted_context(assoc, "the peer does not answer Study Root C-FIND").await?;
     let mut out = Holdings::default();
     let study = find(
         &mut assoc,
@@ -566,6 +581,102 @@ where
     }
     let _ = assoc.release().await;
     Ok(out)
+}
+
+/// How our own listener answered the watchdog's C-ECHO.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EchoAnswer {
+    /// C-ECHO-RSP with success status.
+    Echoed,
+    /// A-ASSOCIATE-RJ, transient (every association slot taken): the listener answers, it is
+    /// busy.
+    Busy,
+}
+
+/// C-ECHO `peer` over plain DICOM (the watchdog's check of the daemon's own listener): one
+/// association, Verification with Implicit VR Little Endian, success status expected,
+/// released. Bounded by `limit` as a whole.
+pub async fn echo(peer: &Peer, limit: std::time::Duration) -> Result<EchoAnswer, AssociationError> {
+    let addr = format!("{}:{}", peer.host, peer.port);
+    let run = async {
+        let established = ClientAssociationOptions::new()
+            .calling_ae_title(peer.calling_ae_title.clone())
+            .called_ae_title(peer.called_ae_title.clone())
+            .connection_timeout(limit)
+            .read_timeout(limit)
+            .write_timeout(limit)
+            .with_presentation_context(dimse::VERIFICATION_SOP_CLASS, vec![IMPLICIT_VR_LE])
+            .establish_async(addr.as_str())
+            .await;
+        match established {
+            Ok(a) => echo_on(a).await.map(|()| EchoAnswer::Echoed),
+            Err(dicom_ul::association::Error::Rejected { association_rj, .. })
+                if association_rj.result == dicom_ul::pdu::AssociationRJResult::Transient =>
+            {
+                Ok(EchoAnswer::Busy)
+            }
+            Err(e) => Err(AssociationError(format!(
+                "echo association with {} at {addr} failed: {}",
+                peer.called_ae_title,
+                crate::ul_error::describe(&e)
+            ))),
+        }
+    };
+    match tokio::time::timeout(limit, run).await {
+        Ok(r) => r,
+        Err(_) => Err(AssociationError(format!(
+            "no C-ECHO answer within {} s",
+            limit.as_secs()
+        ))),
+    }
+}
+
+/// The C-ECHO of [`echo`] over an established association.
+async fn echo_on<S>(assoc: ClientAssoc<S>) -> Result<(), AssociationError>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send,
+{
+    let err = |m: String| AssociationError(m);
+    let (mut assoc, pc) = accepted_context(assoc, "the peer does not accept Verification").await?;
+    assoc
+        .send(&Pdu::PData {
+            data: vec![PDataValue {
+                presentation_context_id: pc,
+                value_type: PDataValueType::Command,
+                is_last: true,
+                data: dimse::encode_echo_request(1),
+            }],
+        })
+        .await
+        .map_err(|e| err(format!("echo failed: {}", crate::ul_error::describe(&e))))?;
+    let mut cmd = Vec::new();
+    loop {
+        let pdu = assoc
+            .receive()
+            .await
+            .map_err(|e| err(format!("echo failed: {}", crate::ul_error::describe(&e))))?;
+        let Pdu::PData { data: values } = pdu else {
+            return Err(err("the peer ended the echo".into()));
+        };
+        for v in values {
+            if v.value_type != PDataValueType::Command {
+                return Err(err("echo response with a data set".into()));
+            }
+            cmd.extend_from_slice(&v.data);
+            if cmd.len() > dimse::MAX_COMMAND_LEN {
+                return Err(err("echo response too large".into()));
+            }
+            if v.is_last {
+                let r = Command::parse(&cmd).map_err(|e| err(format!("bad echo response: {e}")))?;
+                let _ = assoc.release().await;
+                return match (r.command_field, r.status) {
+                    (0x8030, Some(0x0000)) => Ok(()),
+                    (0x8030, Some(s)) => Err(err(format!("echo answered status {s:#06x}"))),
+                    _ => Err(err("echo response does not answer the echo".into())),
+                };
+            }
+        }
+    }
 }
 
 /// A C-FIND response identifier: top-level element values as text, by (group, element).

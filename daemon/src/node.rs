@@ -12,6 +12,7 @@ use crate::assign::Policy;
 use crate::clock::{Clock, SystemClock};
 use crate::committer::Committer;
 use crate::config::{Config, IpNet};
+use crate::health::Health;
 use crate::index::Store;
 use crate::quarantine::Quarantine;
 
@@ -61,6 +62,8 @@ pub struct Node {
     pub clock: Arc<dyn Clock>,
     /// The last housekeeping report (disk, evictable, unsent) and the pass lock.
     pub housekeeping: Arc<crate::evict::Housekeeping>,
+    /// The watchdog's latest verdicts (`watchdog.rs` writes them; status and metrics read).
+    pub health: Arc<Health>,
 }
 
 impl std::fmt::Debug for Node {
@@ -98,6 +101,7 @@ impl Node {
             pipeline_wake,
             clock: Arc::new(SystemClock),
             housekeeping: Arc::new(crate::evict::Housekeeping::default()),
+            health: Arc::default(),
         }
     }
 }

@@ -482,17 +482,33 @@ async fn serve_association<S>(
         bytes: 0,
     };
     let end = a.serve(shutdown, hard_stop).await;
-    tracing::info!(
-        peer_ae = %a.origin.calling_ae,
-        peer = %a.origin.peer,
-        tls,
-        stored = a.stored,
-        failed = a.failed,
-        bytes = a.bytes,
-        millis = started.elapsed().as_millis() as u64,
-        end = end,
-        "association ended"
-    );
+    // The watchdog's own C-ECHO (`watchdog.rs`: our AE title calling, from this host,
+    // nothing stored) every minute would fill the log: it is logged at debug level.
+    let self_echo = a.stored == 0
+        && a.failed == 0
+        && !tls
+        && a.origin.calling_ae == node.config.ae_title.trim()
+        && peer.ip().is_loopback();
+    macro_rules! ended {
+        ($log:ident) => {
+            tracing::$log!(
+                peer_ae = %a.origin.calling_ae,
+                peer = %a.origin.peer,
+                tls,
+                stored = a.stored,
+                failed = a.failed,
+                bytes = a.bytes,
+                millis = started.elapsed().as_millis() as u64,
+                end = end,
+                "association ended"
+            )
+        };
+    }
+    if self_echo {
+        ended!(debug);
+    } else {
+        ended!(info);
+    }
     node.stats
         .associations_active
         .fetch_sub(1, Ordering::Relaxed);

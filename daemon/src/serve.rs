@@ -1,5 +1,9 @@
 //! `fiona serve`: open the quarantine and index, recover, and run the DICOM listener and the
 //! control API until SIGTERM or SIGINT.
+//!
+//! Under systemd (`Type=notify`, `NOTIFY_SOCKET`): `READY=1` once recovery is done and the
+//! listeners are bound, `STOPPING=1` at the first SIGTERM or SIGINT, and the watchdog's pings
+//! and `STATUS=` lines in between (`watchdog.rs`). Without `NOTIFY_SOCKET` nothing is sent.
 
 use std::io::Write;
 use std::sync::Arc;
@@ -110,6 +114,11 @@ impl Daemon {
             evicted_removed = recovery.evicted_removed,
             "quarantine recovered"
         );
+        if crate::pipeline::test_faults_enabled() {
+            tracing::warn!(
+                "test fault switches are on (FIONA_TEST_FAULTS=1): for tests only, never in service"
+            );
+        }
         let outbound_removed = crate::evict::recover(&*store, &data_dir)?;
         if outbound_removed > 0 {
             tracing::info!(
@@ -188,10 +197,32 @@ impl Daemon {
             }
             _ => None,
         };
+        let metrics_listener = match cfg.metrics.listen {
+            Some(addr) => {
+                let l = TcpListener::bind(addr)
+                    .await
+                    .map_err(|source| ServeError::Listen {
+                        addr: addr.to_string(),
+                        source,
+                    })?;
+                let bound = l.local_addr().map_err(|source| ServeError::Listen {
+                    addr: addr.to_string(),
+                    source,
+                })?;
+                publish_addr(&self.node.quarantine, "metrics.addr", &bound.to_string())
+                    .map_err(ServeError::Control)?;
+                tracing::info!(listen = %bound, "fiona serving metrics");
+                Some(l)
+            }
+            None => None,
+        };
         publish_addr(&self.node.quarantine, "dicom.addr", &local.to_string())
             .map_err(ServeError::Control)?;
         let control_stop = CancellationToken::new();
-        let control = tokio::spawn(crate::control::serve(
+        // Bound here, so READY=1 below means the control socket answers too.
+        let control_listener = crate::control::bind(&self.node).map_err(ServeError::Control)?;
+        let control = tokio::spawn(crate::control::serve_on(
+            control_listener,
             self.node.clone(),
             local.to_string(),
             control_stop.clone(),
@@ -202,6 +233,13 @@ impl Daemon {
             max_associations = cfg.max_associations,
             "fiona listening"
         );
+        let metrics = metrics_listener.map(|l| {
+            tokio::spawn(crate::control::serve_metrics(
+                self.node.clone(),
+                l,
+                control_stop.clone(),
+            ))
+        });
         let pipeline_stop = CancellationToken::new();
         let pipeline = tokio::spawn(self.pipeline.clone().run(pipeline_stop.clone()));
         let housekeeping = tokio::spawn(housekeeping(self.node.clone(), pipeline_stop.clone()));
@@ -212,6 +250,24 @@ impl Daemon {
             Arc::new(tokio::sync::Notify::new()),
             pipeline_stop.clone(),
         ));
+        // Nothing is sent without NOTIFY_SOCKET; a failed send changes nothing here (systemd
+        // reports a unit that never became ready).
+        let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
+        let watchdog = crate::watchdog::Watchdog::start(
+            self.node.clone(),
+            self.pipeline.clone(),
+            local,
+            shutdown.clone(),
+        )
+        .map_err(|e| ServeError::Other(format!("watchdog thread: {e}")))?;
+        let stopping = shutdown.clone();
+        tokio::spawn(async move {
+            stopping.cancelled().await;
+            let _ = sd_notify::notify(&[
+                sd_notify::NotifyState::Stopping,
+                sd_notify::NotifyState::Status("stopping"),
+            ]);
+        });
         let plain = scp::run(listener, self.node.clone(), None, shutdown.clone());
         match tls_listener {
             Some((l, config)) => {
@@ -222,6 +278,7 @@ impl Daemon {
             }
             None => plain.await,
         }
+        watchdog.stop();
         pipeline_stop.cancel();
         if let Err(e) = pipeline.await {
             tracing::error!(error = %e, "pipeline task");
@@ -233,12 +290,19 @@ impl Daemon {
             tracing::error!(error = %e, "notification task");
         }
         control_stop.cancel();
+        if let Some(m) = metrics {
+            match m.await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::error!(error = %e, "metrics listener"),
+                Err(e) => tracing::error!(error = %e, "metrics task"),
+            }
+        }
         match control.await {
             Ok(Ok(())) => {}
             Ok(Err(e)) => return Err(ServeError::Control(e)),
             Err(e) => return Err(ServeError::Other(format!("control task: {e}"))),
         }
-        for f in ["dicom.addr", "dicom-tls.addr"] {
+        for f in ["dicom.addr", "dicom-tls.addr", "metrics.addr"] {
             let _ = std::fs::remove_file(self.node.quarantine.run_dir().join(f));
         }
         tracing::info!("fiona stopped");

@@ -38,7 +38,8 @@ pub struct Options {
     pub quiet_period_secs: u64,
     pub min_free_bytes: u64,
     pub extra_toml: String,
-    /// Environment variables for the daemon (e.g. test switches of debug builds).
+    /// Environment variables for the daemon (test switches, `NOTIFY_SOCKET`). The harness
+    /// removes systemd's own (`NOTIFY_SOCKET`, `WATCHDOG_USEC`, `WATCHDOG_PID`) unless set here.
     pub env: Vec<(String, String)>,
 }
 
@@ -104,6 +105,9 @@ impl Daemon {
                 std::env::var("FIONA_TEST_LOG").unwrap_or_else(|_| "info".into()),
             )
             .env_remove("JOURNAL_STREAM")
+            .env_remove("NOTIFY_SOCKET")
+            .env_remove("WATCHDOG_USEC")
+            .env_remove("WATCHDOG_PID")
             .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::null())
             .stderr(log)

@@ -1,4 +1,5 @@
-//! The daemon as a whole: `fiona status` (counts, disk, associations, the index's health),
+//! The daemon as a whole: `fiona status` (counts, disk, associations, the index's health,
+//! the watchdog's checks),
 //! `fiona health` (exit status for monitors), `fiona rejected` (the rejected area),
 //! `fiona projects` (the configured projects) and `fiona audit` (the audit trail).
 
@@ -245,6 +246,21 @@ fn print_status(s: &StatusView) {
         ),
     };
     t.row(["index".to_string(), index]);
+    if !s.checks.is_empty() {
+        let failing: Vec<String> = s
+            .checks
+            .iter()
+            .filter(|c| !c.healthy)
+            .map(|c| format!("{} FAILING: {}", c.check, c.detail))
+            .collect();
+        let line = if failing.is_empty() {
+            let names: Vec<&str> = s.checks.iter().map(|c| c.check.as_str()).collect();
+            format!("ok ({})", names.join(", "))
+        } else {
+            failing.join("; ")
+        };
+        t.row(["checks".to_string(), line]);
+    }
     if let Some(e) = &s.index_error {
         t.row([String::new(), format!("(counts above unavailable: {e})")]);
     }

@@ -27,6 +27,7 @@
 //! | `GET /v1/projects`    | `[ProjectView]`                          |
 //! | `GET /v1/evict`       | [`EvictPlan`]: what a pass would evict now and why (`fiona evict --dry-run`) |
 //! | `POST /v1/evict`      | [`DiskReport`] after a housekeeping pass run now (`fiona evict`) |
+//! | `GET /metrics`        | Prometheus text format 0.0.4 (`metrics.rs`); also on `[metrics] listen` |
 //!
 //! `GET /v1/studies` lists the studies an admin can still assign: unassigned studies older
 //! than `unassigned_visible_days` are left out unless `?all=true` (then they are marked
@@ -37,6 +38,8 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::index::{IndexHealth, Totals};
+
+pub use crate::health::CheckResult;
 
 pub use crate::assign::coupling::ImportReport;
 pub use crate::assign::AssignOutcome;
@@ -63,6 +66,7 @@ pub mod route {
     pub const AUDIT: &str = "/v1/audit";
     pub const PROJECTS: &str = "/v1/projects";
     pub const EVICT: &str = "/v1/evict";
+    pub const METRICS: &str = "/metrics";
 }
 
 /// The body of every refusal (a non-2xx answer): what went wrong, for the admin.
@@ -225,6 +229,9 @@ pub struct StatusView {
     /// The last delivery error of a waiting notification, if any.
     #[serde(default)]
     pub notifications_last_error: Option<String>,
+    /// The watchdog's checks, latest round (`runtime`, `committer`, `pipeline`, `echo`).
+    #[serde(default)]
+    pub checks: Vec<CheckResult>,
 }
 
 /// `GET /v1/evict`: what a housekeeping pass would evict now, in order, and why.
@@ -235,12 +242,15 @@ pub struct EvictPlan {
 }
 
 /// `GET /v1/health`: what a watchdog or a monitor checks. `healthy` is false while the
-/// index is stuck on an I/O error; `problems` says why in words.
+/// index is stuck on an I/O error or a watchdog check fails; `problems` says why in words.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct HealthView {
     pub healthy: bool,
     pub problems: Vec<String>,
     pub index: IndexHealth,
+    /// The watchdog's checks, latest round; a failing one is also among `problems`.
+    #[serde(default)]
+    pub checks: Vec<CheckResult>,
 }
 
 /// Query of `GET /v1/studies`.

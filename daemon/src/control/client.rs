@@ -406,6 +406,7 @@ mod tests {
             healthy: false,
             problems: vec!["the disk is full".into()],
             index: Default::default(),
+            checks: Vec::new(),
         }
     }
 

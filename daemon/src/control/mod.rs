@@ -41,9 +41,10 @@ use crate::jobs::Jobs;
 use crate::node::Node;
 
 use api::{
-    route, AssignBody, AssignmentView, CouplingQuery, DiskReport, ErrorBody, EvictPlan, HealthView,
-    ImportReport, JobQuery, JobView, ProjectView, ResendBody, ResendOutcome, SeriesView,
-    StatusView, StudiesQuery, StudyDetail, StudyView, TransferQuery, VerifyBody, SOCKET_NAME,
+    route, AssignBody, AssignmentView, CheckResult, CouplingQuery, DiskReport, ErrorBody,
+    EvictPlan, HealthView, ImportReport, JobQuery, JobView, ProjectView, ResendBody, ResendOutcome,
+    SeriesView, StatusView, StudiesQuery, StudyDetail, StudyView, TransferQuery, VerifyBody,
+    SOCKET_NAME,
 };
 
 /// Largest coupling list accepted (about a million rows).
@@ -160,8 +161,11 @@ async fn blocking<T: Send + 'static>(
         .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e))
 }
 
-fn health_view(index: IndexHealth) -> HealthView {
+fn health_view(index: IndexHealth, checks: Vec<CheckResult>) -> HealthView {
     let mut problems = Vec::new();
+    for c in checks.iter().filter(|c| !c.healthy) {
+        problems.push(format!("{} check failing: {}", c.check, c.detail));
+    }
     if !index.usable {
         problems.push("index cannot be opened after an I/O error".to_string());
     }
@@ -175,6 +179,7 @@ fn health_view(index: IndexHealth) -> HealthView {
         healthy: problems.is_empty(),
         problems,
         index,
+        checks,
     }
 }
 
@@ -187,7 +192,7 @@ async fn health(State(c): State<Arc<Ctl>>) -> Response {
                 .into_response()
         }
     };
-    let v = health_view(index);
+    let v = health_view(index, c.node.health.results());
     let code = if v.healthy {
         StatusCode::OK
     } else {
@@ -270,6 +275,7 @@ async fn status(State(c): State<Arc<Ctl>>) -> Result<Json<StatusView>, ApiError>
         disk: n.housekeeping.report(),
         notifications_pending: outbox.0,
         notifications_last_error: outbox.1,
+        checks: n.health.results(),
     }))
 }
 
@@ -302,6 +308,119 @@ async fn post_evict(
         Ok(Json(r))
     })
     .await
+}
+
+/// The values `/metrics` reads at scrape time (`metrics::Sample`): the receive stage's
+/// counters, transfers by project and state, destination queues and parked instances from
+/// the index (left out when it cannot be read), free disk space, the watchdog's checks.
+pub fn metrics_sample(node: &Node) -> crate::metrics::Sample {
+    let st = &node.stats;
+    let mut s = crate::metrics::Sample {
+        instances_stored: st.instances_stored.load(Ordering::Relaxed),
+        instances_duplicate: st.instances_duplicate.load(Ordering::Relaxed),
+        instances_rejected: st.instances_rejected.load(Ordering::Relaxed),
+        instances_out_of_resources: st.instances_out_of_resources.load(Ordering::Relaxed),
+        bytes_stored: st.bytes_stored.load(Ordering::Relaxed),
+        associations_active: st.associations_active.load(Ordering::Relaxed),
+        associations_total: st.associations_total.load(Ordering::Relaxed),
+        associations_refused: st.associations_refused.load(Ordering::Relaxed),
+        free_bytes: node.quarantine.free_bytes().ok(),
+        checks: node
+            .health
+            .results()
+            .into_iter()
+            .map(|c| (c.check, c.healthy))
+            .collect(),
+        ..Default::default()
+    };
+    let disk = node.housekeeping.report();
+    if disk.surveyed_ms > 0 {
+        s.disk = Some(crate::metrics::DiskSample {
+            held_bytes: disk.held_bytes,
+            evictable_bytes: disk.evictable_bytes,
+            unsent_bytes: disk.unsent_bytes,
+            parked_bytes: disk.parked_bytes,
+            studies_evicted: disk.studies_evicted,
+            pressure: disk.pressure.is_some(),
+        });
+    }
+    match node.store.outbox() {
+        Ok(o) => s.notifications_pending = o.len() as u64,
+        Err(e) => tracing::warn!(error = %e, "metrics: outbox not read from the index"),
+    }
+    for name in node.config.destinations.keys() {
+        s.queue_depth.insert(name.clone(), 0);
+    }
+    // Every configured project in every state, at 0 unless counted below.
+    for project in node.config.projects.keys() {
+        for state in TransferState::ALL {
+            s.transfers
+                .insert((project.clone(), state.as_str().to_string()), 0);
+        }
+    }
+    match node.store.transfers() {
+        Ok(transfers) => {
+            for t in &transfers {
+                *s.transfers
+                    .entry((t.project.clone(), t.state.as_str().to_string()))
+                    .or_default() += 1;
+                s.instances_parked += t.parked.len() as u64;
+                if t.state != TransferState::Deidentified {
+                    continue;
+                }
+                let Some(p) = node.config.projects.get(&t.project) else {
+                    continue;
+                };
+                for d in &p.destinations {
+                    let finished = t
+                        .deliveries
+                        .iter()
+                        .any(|x| &x.destination == d && (x.done || x.failed));
+                    if let (false, Some(n)) = (finished, s.queue_depth.get_mut(d)) {
+                        *n += 1;
+                    }
+                }
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "metrics: transfers not read from the index"),
+    }
+    s
+}
+
+/// `GET /metrics`: the Prometheus text exposition.
+async fn metrics(State(c): State<Arc<Ctl>>) -> Response {
+    metrics_answer(c.node.clone()).await
+}
+
+async fn metrics_answer(node: Arc<Node>) -> Response {
+    match tokio::task::spawn_blocking(move || {
+        crate::metrics::encode(crate::metrics::global(), &metrics_sample(&node))
+    })
+    .await
+    {
+        Ok(text) => (
+            [(
+                axum::http::header::CONTENT_TYPE,
+                crate::metrics::CONTENT_TYPE,
+            )],
+            text,
+        )
+            .into_response(),
+        Err(_) => ApiError(StatusCode::INTERNAL_SERVER_ERROR, "task failed".into()).into_response(),
+    }
+}
+
+/// Serve `GET /metrics` (only that) over plain HTTP on `listener` (`[metrics] listen`)
+/// until `shutdown`.
+pub async fn serve_metrics(
+    node: Arc<Node>,
+    listener: tokio::net::TcpListener,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    let app = Router::new().route(route::METRICS, get(move || metrics_answer(node.clone())));
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move { shutdown.cancelled().await })
+        .await
 }
 
 async fn studies(
@@ -836,12 +955,9 @@ async fn get_audit(State(c): State<Arc<Ctl>>) -> Result<Json<Vec<AuditRecord>>, 
     ))
 }
 
-/// Serve the control API on the data directory's socket until `shutdown` fires.
-pub async fn serve(
-    node: Arc<Node>,
-    listen: String,
-    shutdown: CancellationToken,
-) -> std::io::Result<()> {
+/// Bind the control socket (`run/control.sock`, 0600 in a 0700 directory), replacing a
+/// leftover one. Needs a tokio runtime.
+pub fn bind(node: &Node) -> std::io::Result<tokio::net::UnixListener> {
     let run = node.quarantine.run_dir();
     std::fs::set_permissions(&run, std::fs::Permissions::from_mode(0o700))?;
     let path = run.join(SOCKET_NAME);
@@ -852,6 +968,16 @@ pub async fn serve(
     }
     let listener = tokio::net::UnixListener::bind(&path)?;
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+    Ok(listener)
+}
+
+/// Serve the control API on the socket [`bind`] made until `shutdown` fires.
+pub async fn serve_on(
+    listener: tokio::net::UnixListener,
+    node: Arc<Node>,
+    listen: String,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
     let ctl = Arc::new(Ctl {
         node,
         jobs: Arc::default(),
@@ -880,6 +1006,7 @@ pub async fn serve(
         .route(route::AUDIT, get(get_audit))
         .route(route::PROJECTS, get(get_projects))
         .route(route::EVICT, get(get_evict).post(post_evict))
+        .route(route::METRICS, get(metrics))
         .with_state(ctl);
     axum::serve(listener, app.into_make_service_with_connect_info::<Peer>())
         .with_graceful_shutdown(async move { shutdown.cancelled().await })

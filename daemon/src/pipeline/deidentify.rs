@@ -123,12 +123,18 @@ impl Pipeline {
                 };
                 let input = self.quarantine.object_path(rel);
                 let output = outbound::output_path(&dir, key);
-                match file::deidentify_file_with(
+                let started = std::time::Instant::now();
+                let done = file::deidentify_file_with(
                     &input,
                     file::Output::File(&output),
                     &engine,
                     Some(stage),
-                ) {
+                );
+                crate::metrics::global()
+                    .deid_seconds
+                    .observe(started.elapsed().as_secs_f64());
+                self.deid_beat.tick();
+                match done {
                     Ok(_) => One::Done,
                     Err(file::FileError::Dropped(_)) => One::Dropped,
                     Err(e) => park(e.to_string()),

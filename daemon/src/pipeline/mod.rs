@@ -21,6 +21,15 @@
 //! association at a time, so a destination that is down or hangs holds only its own queue.
 //! [`resend`] re-queues finished transfers; [`verify_report`] is the on-demand C-FIND check.
 //!
+//! Liveness (`health.rs`): the de-identification loop ticks a [`Beat`] on every loop and
+//! every instance, each destination's task on every loop, every delivery it sends or
+//! verifies and every second of a send;
+//! [`Pipeline::stalled`] names the loops whose beat is too old, for the watchdog. Only when
+//! the daemon was started with `FIONA_TEST_FAULTS=1` (logged as a warning at start), a file
+//! `run/fault-stall-pipeline` in the data directory makes the de-identification loop stop
+//! (no pass, no tick) while it exists: the watchdog test's fault (see [`FAULT_STALL_FILE`]).
+//! The switch works in release builds because the tests run them (`cargo test --release`).
+//!
 //! Write then acknowledge: outputs are durable before the transfer says `deidentified`, and
 //! a delivery's progress is written while its attempt runs, so a crash replays little and
 //! never sends a different result (the engine is deterministic).
@@ -40,6 +49,7 @@ use tokio_util::sync::CancellationToken;
 use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
 use crate::deid::outbound::{self, Outbound, Released};
+use crate::health::Beat;
 use crate::index::Store;
 use crate::model::{AuditRecord, TransferRecord, TransferState};
 use crate::pixel::scrub::Stage;
@@ -51,6 +61,19 @@ pub use deidentify::Outcome;
 pub use resend::resend;
 pub use send::{backoff, store_peer};
 pub use verify::{query_peer, verify_report, VerifyRow};
+
+/// With [`test_faults_enabled`], while this file exists in the data directory's `run/`, the
+/// de-identification loop neither works nor ticks (fault injection for the watchdog test).
+pub const FAULT_STALL_FILE: &str = "fault-stall-pipeline";
+
+/// Whether test fault switches are on: the environment variable `FIONA_TEST_FAULTS=1` at
+/// start (`serve` warns when it is).
+pub fn test_faults_enabled() -> bool {
+    static ON: std::sync::LazyLock<bool> = std::sync::LazyLock::new(|| {
+        std::env::var_os("FIONA_TEST_FAULTS").is_some_and(|v| v == "1")
+    });
+    *ON
+}
 
 /// Build the stages the configuration describes, checking what only they can: each
 /// project's pixel stage (its signature library parses, its OCR languages are installed,
@@ -121,6 +144,10 @@ pub struct Pipeline {
     sendable: tokio::sync::Notify,
     /// What "now" is for the quiet period, backoff and `verify_after_secs`.
     clock: Arc<dyn Clock>,
+    /// Ticked by the de-identification loop (each loop, each instance).
+    deid_beat: Beat,
+    /// Ticked by each destination's task (each loop, each second of a send).
+    destination_beats: BTreeMap<String, Beat>,
 }
 
 impl Pipeline {
@@ -136,12 +163,44 @@ impl Pipeline {
         Ok(Pipeline {
             store,
             quarantine,
-            config,
             stages,
             wake,
             sendable: tokio::sync::Notify::new(),
             clock: Arc::new(SystemClock),
+            deid_beat: Beat::default(),
+            destination_beats: config
+                .destinations
+                .keys()
+                .map(|n| (n.clone(), Beat::default()))
+                .collect(),
+            config,
         })
+    }
+
+    /// The loops whose beat is older than `limit`: `de-identification`, `destination NAME`.
+    pub fn stalled(&self, limit: Duration) -> Vec<String> {
+        let mut out = Vec::new();
+        if self.deid_beat.age() > limit {
+            out.push("de-identification".to_string());
+        }
+        for (name, b) in &self.destination_beats {
+            if b.age() > limit {
+                out.push(format!("destination {name}"));
+            }
+        }
+        out
+    }
+
+    /// A destination task made progress.
+    fn destination_tick(&self, name: &str) {
+        if let Some(b) = self.destination_beats.get(name) {
+            b.tick();
+        }
+    }
+
+    /// Whether the test-only fault is injected (only with [`test_faults_enabled`]).
+    fn fault_stalled(&self) -> bool {
+        test_faults_enabled() && self.quarantine.run_dir().join(FAULT_STALL_FILE).exists()
     }
 
     /// The same pipeline going by `clock` (tests move a [`crate::clock::ManualClock`]).
@@ -209,6 +268,10 @@ impl Pipeline {
                 _ = tokio::time::sleep(Duration::from_secs(1)) => {}
                 _ = self.wake.notified() => {}
             }
+            if self.fault_stalled() {
+                continue;
+            }
+            self.deid_beat.tick();
             let p = self.clone();
             let stop = shutdown.clone();
             let pass = tokio::task::spawn_blocking(move || p.pass(&stop)).await;
@@ -228,11 +291,13 @@ impl Pipeline {
     /// pass) until `shutdown`.
     async fn destination_loop(&self, name: &str, shutdown: CancellationToken) {
         loop {
+            self.destination_tick(name);
             tokio::select! {
                 _ = shutdown.cancelled() => break,
                 _ = tokio::time::sleep(Duration::from_secs(1)) => {}
                 _ = self.sendable.notified() => {}
             }
+            self.destination_tick(name);
             tokio::select! {
                 _ = shutdown.cancelled() => break,
                 _ = self.send_pass(Some(name)) => {}

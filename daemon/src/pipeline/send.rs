@@ -108,6 +108,7 @@ impl Pipeline {
         });
         for (t, due, files) in work {
             for (dest, mut d) in due {
+                self.destination_tick(&d.destination);
                 let step = self.deliver(&t, dest, &files, &mut d).await;
                 if let Step::Failed { reason } = &step {
                     tracing::warn!(transfer = %t.id, destination = %d.destination, attempts = d.attempts, reason = %reason, "transfer failed");
@@ -156,6 +157,12 @@ impl Pipeline {
             };
         }
         d.attempts += 1;
+        let metrics = crate::metrics::global();
+        let label = crate::metrics::Metrics::destination(&d.destination);
+        metrics.send_attempts.get_or_create(&label).inc();
+        // Listed from the first attempt on, at 0 until one fails.
+        metrics.send_failures.get_or_create(&label).inc_by(0);
+        let started = std::time::Instant::now();
         self.record_progress(t, d);
         let todo: Vec<&(String, Released)> = files
             .iter()
@@ -188,6 +195,7 @@ impl Pipeline {
                     r = &mut attempt => break r.err().map(|e| e.0),
                     _ = &mut deadline => break Some(format!("no answer within {} s", limit.as_secs())),
                     _ = tick.tick() => {
+                        self.destination_tick(&d.destination);
                         let progress = {
                             let r = results.lock().unwrap_or_else(|p| p.into_inner());
                             (r.len() > written).then(|| {
@@ -208,6 +216,13 @@ impl Pipeline {
         let mut problems = take_results(d, dest, &todo, &results);
         if let Some(e) = link {
             problems.push(e);
+        }
+        metrics
+            .send_seconds
+            .get_or_create(&label)
+            .observe(started.elapsed().as_secs_f64());
+        if d.stored.len() != files.len() {
+            metrics.send_failures.get_or_create(&label).inc();
         }
         if d.stored.len() == files.len() {
             tracing::info!(transfer = %t.id, destination = %d.destination, instances = files.len(), duplicates = d.duplicates.len(), attempts = d.attempts, "transfer sent");

@@ -198,6 +198,7 @@ impl Pipeline {
         });
         for (t, due, files) in work {
             for (dest, mut d) in due {
+                self.destination_tick(&d.destination);
                 let step = self.verify_one(&t, dest, &files, &mut d).await;
                 settle_verify(&mut d, step, self.now());
                 if let Err(e) = self.record_verification(&t, d) {

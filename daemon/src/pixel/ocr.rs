@@ -391,7 +391,12 @@ pub fn text_boxes(
     let bright = brightness(frame, layout, palette)?;
     let level = *level.get_or_insert_with(|| ink_level(&bright));
     let picture = ink(&bright, level);
-    let words = read_words(&picture, layout.columns, layout.rows, settings)?;
+    let started = std::time::Instant::now();
+    let words = read_words(&picture, layout.columns, layout.rows, settings);
+    crate::metrics::global()
+        .ocr_seconds
+        .observe(started.elapsed().as_secs_f64());
+    let words = words?;
     let m = settings.margin;
     let parts = components(&picture, layout.columns as usize);
     Ok(words
