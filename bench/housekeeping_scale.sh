@@ -3,12 +3,12 @@
 # million by default) made directly in the index by `daemon/examples/scale_index.rs` (half
 # verified, the rest failed, parked and unassigned; one rejected file per ten studies), then,
 # against a running `fiona serve`:
-#   1. no disk pressure: `fiona status`, `fiona studies --json`, `fiona evict --dry-run`,
+#   1. no disk pressure: `fiona status`, `fiona studies --all --json`, `fiona evict --dry-run`,
 #      each run REPEAT times (median and max wall clock; peak RSS of the command);
 #   2. the daemon restarted with a high-water mark above the free space: its start-up pass
 #      evicts every verified study, every hidden unassigned study and every rejected file (the
 #      worst pass: about 600,000 instance records in one transaction); the pass times itself
-#      (`ms=` in its log line); then `fiona status` and `fiona studies --json` again.
+#      (`ms=` in its log line); then `fiona status` and `fiona studies --all --json` again.
 # The daemon's peak RSS (VmHWM) is read after each phase. The index names files that do not
 # exist (unlinking them costs nothing): the figures are of the index work. A campaign script,
 # too long for CI. Usage: bash bench/housekeeping_scale.sh   (see docs/BENCHMARKS.md)
@@ -63,9 +63,8 @@ t=$(now_ns)
 "$TARGET_DIR/release/examples/scale_index" "$DATA" "$STUDIES" "$PER" 2>/dev/null | sed 's/^/          /'
 log "index built in $(ms "$t" "$(now_ns)") ms; index file $(du -h "$DATA/index.redb" | cut -f1)"
 
-# A high-water mark the free space is below, for phase 2 (valid: < 100).
-used_pct=$(df --output=pcent "$WORK" | tail -n1 | tr -dc 0-9)
-free_pct=$((100 - used_pct))
+# Free space as fiona sees it (available to us / size), for the marks of phase 2.
+free_pct=$(df --output=avail,size "$WORK" | awk 'NR == 2 {printf "%d", 100 * $1 / $2}')
 config() { # HIGH TARGET
   cat >"$WORK/fiona.toml" <<EOF
 ae_title = "FIONA"
@@ -126,8 +125,8 @@ start_fiona
 log "daemon up; start-up pass: $(grep -c 'evicted: ' "$WORK/fiona.log" || true) evicting passes; peak RSS $(hwm)"
 timed status status --json
 jq -e --argjson n $((STUDIES * PER)) '.totals.instances == $n' "$WORK/status.out" >/dev/null || die "status does not show $((STUDIES * PER)) instances"
-timed studies studies --json
-jq -e --argjson n "$STUDIES" 'length == $n' "$WORK/studies.out" >/dev/null || die "studies --json does not list $STUDIES studies"
+timed studies studies --all --json
+jq -e --argjson n "$STUDIES" 'length == $n' "$WORK/studies.out" >/dev/null || die "studies --all --json does not list $STUDIES studies"
 timed evict-dry-run evict --dry-run --json
 echo "  daemon peak RSS after phase 1: $(hwm)"
 stop_fiona
@@ -139,11 +138,12 @@ config "$high" "$target"
 t=$(now_ns)
 start_fiona
 log "daemon answered $(ms "$t" "$(now_ns)") ms after start"
-line=$(grep 'evicted: ' "$WORK/fiona.log" | tail -n1) || die "no eviction pass in the log"
+for _ in $(seq 12000); do grep -q 'evicted: ' "$WORK/fiona.log" && break; sleep 0.05; done
+line=$(grep 'evicted: ' "$WORK/fiona.log" | tail -n1) || die "no eviction pass in the log within 600 s"
 echo "  pass: $(sed -n 's/.*\(evicted: [^=]*\) studies=.*/\1/p' <<<"$line")"
 echo "  pass: ms=$(sed -n 's/.* ms=\([0-9]*\).*/\1/p' <<<"$line") (the pass's own clock: survey, plan, one index transaction, unlink)"
 echo "  daemon peak RSS after the pass: $(hwm)"
 timed status-after status --json
-timed studies-after studies --json
+timed studies-after studies --all --json
 timed evict-again evict --json
 echo "  daemon peak RSS at the end: $(hwm)"

@@ -211,20 +211,18 @@ async fn status(State(c): State<Arc<Ctl>>) -> Result<Json<StatusView>, ApiError>
     // An index that cannot be read still gets a status: the counters and the index's own
     // health say what is wrong.
     let counts = blocking(move || {
+        // Counters and a range of the index, no scan of its records: status stays fast at
+        // a million instances (docs/BENCHMARKS.md, housekeeping at scale).
         let totals = node.store.totals().map_err(|e| e.to_string())?;
         let now = node.clock.now_ms();
-        let studies = node.store.studies().map_err(|e| e.to_string())?;
-        let receiving = studies
-            .iter()
-            .filter(|s| now - s.last_received_ms < quiet)
-            .count() as u64;
-        let transfers = node.store.transfers().map_err(|e| e.to_string())?;
+        let receiving = node
+            .store
+            .studies_received_since(now - quiet + 1)
+            .map_err(|e| e.to_string())?;
+        let counts = node.store.transfer_counts().map_err(|e| e.to_string())?;
         let parked = (
-            transfers.iter().map(|t| t.parked.len() as u64).sum(),
-            transfers
-                .iter()
-                .filter(|t| t.state == TransferState::Parked)
-                .count() as u64,
+            counts.parked_instances,
+            counts.in_state(TransferState::Parked),
         );
         let outbox = node.store.outbox().map_err(|e| e.to_string())?;
         let last_error = outbox
@@ -232,10 +230,11 @@ async fn status(State(c): State<Arc<Ctl>>) -> Result<Json<StatusView>, ApiError>
             .filter(|r| r.last_error.is_some())
             .max_by_key(|r| r.next_attempt_ms)
             .and_then(|r| r.last_error.clone());
+        let arrived = totals.studies.saturating_sub(receiving);
         Ok((
             totals,
             receiving,
-            studies.len() as u64 - receiving,
+            arrived,
             parked,
             (outbox.len() as u64, last_error),
         ))

@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::model::{
     AssignmentRecord, AuditRecord, CouplingEntry, KeyKind, OutboxRecord, ParticipantRecord,
-    TransferRecord,
+    TransferRecord, TransferState,
 };
 
 /// Errors from the index. The message names the operation, never a record's values.
@@ -166,6 +166,24 @@ pub trait OnArrival: Send + Sync {
     ) -> Result<(), StoreError>;
 }
 
+/// Transfers by (project, state), and the instances parked on them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TransferCounts {
+    pub by_state: std::collections::BTreeMap<(String, TransferState), u64>,
+    pub parked_instances: u64,
+}
+
+impl TransferCounts {
+    /// Transfers in `state`, all projects.
+    pub fn in_state(&self, state: TransferState) -> u64 {
+        self.by_state
+            .iter()
+            .filter(|((_, s), _)| *s == state)
+            .map(|(_, n)| n)
+            .sum()
+    }
+}
+
 /// The index operations fiona needs. One implementation per storage engine.
 pub trait Store: Send + Sync + 'static {
     /// Index a batch of durable instances in one atomic, durable commit, together with what
@@ -207,7 +225,29 @@ pub trait Store: Send + Sync + 'static {
     fn study(&self, key: &str) -> Result<Option<StudyRecord>, StoreError>;
     fn series_of(&self, study_key: &str) -> Result<Vec<SeriesRecord>, StoreError>;
     fn instances_of(&self, study_key: &str) -> Result<Vec<InstanceRecord>, StoreError>;
+    /// Counts over the whole index (the engine keeps them; no scan).
     fn totals(&self) -> Result<Totals, StoreError>;
+    /// Transfers by project and state and the parked instances on them. The default scans
+    /// every transfer; an engine may keep them as counters.
+    fn transfer_counts(&self) -> Result<TransferCounts, StoreError> {
+        let mut out = TransferCounts::default();
+        for t in self.transfers()? {
+            *out.by_state
+                .entry((t.project.clone(), t.state))
+                .or_default() += 1;
+            out.parked_instances += t.parked.len() as u64;
+        }
+        Ok(out)
+    }
+    /// Studies whose last instance arrived at or after `since_ms`. The default scans every
+    /// study; an engine may keep them in order of arrival.
+    fn studies_received_since(&self, since_ms: i64) -> Result<u64, StoreError> {
+        Ok(self
+            .studies()?
+            .iter()
+            .filter(|s| s.last_received_ms >= since_ms)
+            .count() as u64)
+    }
     /// Whether the index works, for status and health checks. An engine without its own
     /// failure tracking is always healthy; [`recovering::Recovering`] tracks failures.
     fn health(&self) -> IndexHealth {

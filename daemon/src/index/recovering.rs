@@ -211,6 +211,12 @@ impl<S: Store + Reopen> Store for Recovering<S> {
     fn outbox(&self) -> Result<Vec<OutboxRecord>, StoreError> {
         self.run(|s| s.outbox())
     }
+    fn transfer_counts(&self) -> Result<TransferCounts, StoreError> {
+        self.run(|s| s.transfer_counts())
+    }
+    fn studies_received_since(&self, since_ms: i64) -> Result<u64, StoreError> {
+        self.run(|s| s.studies_received_since(since_ms))
+    }
     fn studies(&self) -> Result<Vec<StudyRecord>, StoreError> {
         self.run(|s| s.studies())
     }

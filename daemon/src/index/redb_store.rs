@@ -54,6 +54,10 @@ const ISSUED_STUDIES: TableDefinition<&str, &str> = TableDefinition::new("issued
 const AUDIT: TableDefinition<u64, &[u8]> = TableDefinition::new("audit");
 const TRANSFER_INSTANCES: TableDefinition<&str, &str> = TableDefinition::new("transfer_instances");
 const OUTBOX: TableDefinition<&str, &[u8]> = TableDefinition::new("outbox");
+/// Aggregates kept in the transaction that changes their records (see [`counters`]).
+const COUNTERS: TableDefinition<&str, u64> = TableDefinition::new("counters");
+/// Studies by last arrival: `{last_received_ms:020}{US}{study key}` (the value unused).
+const RECENT: TableDefinition<&str, u64> = TableDefinition::new("recent_studies");
 
 /// Separator of composite keys in the assignment tables.
 const US: char = '\u{1f}';
@@ -164,6 +168,7 @@ impl RedbStore {
             txn.open_table(TRANSFER_INSTANCES)
                 .map_err(engine("create tables"))?;
             txn.open_table(OUTBOX).map_err(engine("create tables"))?;
+            counters::ensure(&txn)?;
         }
         txn.commit().map_err(engine("commit"))?;
         Ok(db)
@@ -250,6 +255,7 @@ impl RedbStore {
             }
         };
         drop(uid_index);
+        let before = existing_study.as_ref().map(|_| study.clone());
 
         // Series: find or create.
         let skey = series_key(&study.key, &h.series_instance_uid);
@@ -312,6 +318,7 @@ impl RedbStore {
             .insert(study.key.as_str(), encode(&study).as_slice())
             .map_err(engine("write studies"))?;
         drop(studies);
+        counters::study(txn, before.as_ref(), &study)?;
 
         let rec = InstanceRecord {
             key: n.key.clone(),
@@ -534,10 +541,10 @@ impl Store for RedbStore {
     fn record_rejection(&self, r: &RejectRecord) -> Result<(), StoreError> {
         let db = self.db()?;
         let txn = db.begin_write().map_err(engine("begin write"))?;
-        txn.open_table(REJECTED)
-            .map_err(engine("open rejected"))?
-            .insert(r.key.as_str(), encode(r).as_slice())
-            .map_err(engine("write rejected"))?;
+        {
+            let mut t = TxTables { txn: &txn };
+            t.put_rejection(r)?;
+        }
         txn.commit().map_err(engine("commit"))?;
         Ok(())
     }
@@ -587,25 +594,42 @@ impl Store for RedbStore {
     }
 
     fn totals(&self) -> Result<Totals, StoreError> {
-        let mut t = Totals::default();
-        for s in self.studies()? {
-            t.studies += 1;
-            t.series += s.series_count;
-            t.instances += s.instance_count;
-            t.bytes += s.bytes;
-        }
         let db = self.db()?;
         let txn = db.begin_read().map_err(engine("begin read"))?;
-        let r = txn.open_table(REJECTED).map_err(engine("open rejected"))?;
-        for row in r.iter().map_err(engine("iterate"))? {
-            let (k, v) = row.map_err(engine("iterate"))?;
-            let r = decode::<RejectRecord>(k.value(), v.value())?;
-            if r.evicted_ms.is_none() {
-                t.rejected += 1;
-                t.rejected_bytes += r.bytes;
-            }
+        let c = txn.open_table(COUNTERS).map_err(engine("open counters"))?;
+        let get = |k: &str| -> Result<u64, StoreError> {
+            Ok(c.get(k)
+                .map_err(engine("read counters"))?
+                .map_or(0, |g| g.value()))
+        };
+        Ok(Totals {
+            studies: get(counters::STUDIES)?,
+            series: get(counters::SERIES)?,
+            instances: get(counters::INSTANCES)?,
+            bytes: get(counters::BYTES)?,
+            rejected: get(counters::REJECTED)?,
+            rejected_bytes: get(counters::REJECTED_BYTES)?,
+        })
+    }
+
+    fn transfer_counts(&self) -> Result<TransferCounts, StoreError> {
+        let db = self.db()?;
+        let txn = db.begin_read().map_err(engine("begin read"))?;
+        let c = txn.open_table(COUNTERS).map_err(engine("open counters"))?;
+        counters::transfer_counts(&c)
+    }
+
+    fn studies_received_since(&self, since_ms: i64) -> Result<u64, StoreError> {
+        let db = self.db()?;
+        let txn = db.begin_read().map_err(engine("begin read"))?;
+        let r = txn.open_table(RECENT).map_err(engine("open recent"))?;
+        let lo = counters::recent_prefix(since_ms);
+        let mut n = 0;
+        for row in r.range(lo.as_str()..).map_err(engine("range"))? {
+            row.map_err(engine("range"))?;
+            n += 1;
         }
-        Ok(t)
+        Ok(n)
     }
 }
 
@@ -669,7 +693,9 @@ impl TxTables<'_> {
 
 impl Tables for TxTables<'_> {
     fn put_study(&mut self, s: &StudyRecord) -> Result<(), StoreError> {
-        self.put_json(STUDIES, &s.key, s)
+        let before: Option<StudyRecord> = self.get_json(STUDIES, &s.key)?;
+        self.put_json(STUDIES, &s.key, s)?;
+        counters::study(self.txn, before.as_ref(), s)
     }
 
     fn remove_instances_of(&mut self, study_key: &str) -> Result<Vec<InstanceRecord>, StoreError> {
@@ -736,7 +762,9 @@ impl Tables for TxTables<'_> {
     }
 
     fn put_rejection(&mut self, r: &RejectRecord) -> Result<(), StoreError> {
-        self.put_json(REJECTED, &r.key, r)
+        let before: Option<RejectRecord> = self.get_json(REJECTED, &r.key)?;
+        self.put_json(REJECTED, &r.key, r)?;
+        counters::rejection(self.txn, before.as_ref(), r)
     }
 
     fn put_outbox(&mut self, r: &OutboxRecord) -> Result<(), StoreError> {
@@ -847,7 +875,9 @@ impl Tables for TxTables<'_> {
     }
 
     fn put_transfer(&mut self, t: &TransferRecord) -> Result<(), StoreError> {
-        self.put_json(TRANSFERS, &t.id, t)
+        let before: Option<TransferRecord> = self.get_json(TRANSFERS, &t.id)?;
+        self.put_json(TRANSFERS, &t.id, t)?;
+        counters::transfer(self.txn, before.as_ref(), t)
     }
 
     fn participant(
@@ -940,6 +970,198 @@ impl Tables for TxTables<'_> {
     }
 }
 
+/// Aggregates the status page and metrics read without scanning the index: totals, transfers
+/// by project and state, parked instances, and studies by last arrival. Every write of a study,
+/// rejection or transfer record applies its difference in the same transaction, so they
+/// cannot drift from the records; an index without them (written before they existed, or by
+/// another version) gets them rebuilt from the records when it is opened.
+mod counters {
+    use super::*;
+
+    /// Bumped when what the counters mean changes: the next open rebuilds them.
+    const VERSION: u64 = 1;
+    const VERSION_KEY: &str = "version";
+    pub const STUDIES: &str = "studies";
+    pub const SERIES: &str = "series";
+    pub const INSTANCES: &str = "instances";
+    pub const BYTES: &str = "bytes";
+    pub const REJECTED: &str = "rejected";
+    pub const REJECTED_BYTES: &str = "rejected_bytes";
+    const PARKED: &str = "parked_instances";
+    /// `t{US}{project}{US}{state}`: transfers of a project in a state.
+    const TRANSFER_PREFIX: &str = "t\u{1f}";
+
+    fn transfer_key(t: &TransferRecord) -> String {
+        format!("{TRANSFER_PREFIX}{}{US}{}", t.project, t.state.as_str())
+    }
+
+    /// The first `RECENT` key at or after `ms`.
+    pub fn recent_prefix(ms: i64) -> String {
+        format!("{:020}", ms.max(0))
+    }
+
+    fn recent_key(s: &StudyRecord) -> String {
+        format!("{}{US}{}", recent_prefix(s.last_received_ms), s.key)
+    }
+
+    fn bump(txn: &WriteTransaction, key: &str, delta: i128) -> Result<(), StoreError> {
+        if delta == 0 {
+            return Ok(());
+        }
+        let mut c = txn.open_table(COUNTERS).map_err(engine("open counters"))?;
+        let now = c
+            .get(key)
+            .map_err(engine("read counters"))?
+            .map_or(0, |g| g.value());
+        // A count below zero would be a bug in a difference; 0 is the honest floor.
+        let next = u64::try_from((i128::from(now) + delta).max(0)).unwrap_or(u64::MAX);
+        if next == 0 {
+            c.remove(key).map_err(engine("write counters"))?;
+        } else {
+            c.insert(key, next).map_err(engine("write counters"))?;
+        }
+        Ok(())
+    }
+
+    fn diff(new: u64, old: u64) -> i128 {
+        i128::from(new) - i128::from(old)
+    }
+
+    /// A study record was written (`before`: what it replaced).
+    pub fn study(
+        txn: &WriteTransaction,
+        before: Option<&StudyRecord>,
+        s: &StudyRecord,
+    ) -> Result<(), StoreError> {
+        let (series, instances, bytes) =
+            before.map_or((0, 0, 0), |b| (b.series_count, b.instance_count, b.bytes));
+        if before.is_none() {
+            bump(txn, STUDIES, 1)?;
+        }
+        bump(txn, SERIES, diff(s.series_count, series))?;
+        bump(txn, INSTANCES, diff(s.instance_count, instances))?;
+        bump(txn, BYTES, diff(s.bytes, bytes))?;
+        let new_key = recent_key(s);
+        let old_key = before.map(recent_key);
+        if old_key.as_deref() != Some(new_key.as_str()) {
+            let mut r = txn.open_table(RECENT).map_err(engine("open recent"))?;
+            if let Some(k) = old_key {
+                r.remove(k.as_str()).map_err(engine("write recent"))?;
+            }
+            r.insert(new_key.as_str(), 0)
+                .map_err(engine("write recent"))?;
+        }
+        Ok(())
+    }
+
+    /// A rejection record was written; evicted ones no longer count.
+    pub fn rejection(
+        txn: &WriteTransaction,
+        before: Option<&RejectRecord>,
+        r: &RejectRecord,
+    ) -> Result<(), StoreError> {
+        let held = |r: &RejectRecord| r.evicted_ms.is_none();
+        let (n0, b0) = before.filter(|b| held(b)).map_or((0, 0), |b| (1, b.bytes));
+        let (n1, b1) = if held(r) { (1, r.bytes) } else { (0, 0) };
+        bump(txn, REJECTED, diff(n1, n0))?;
+        bump(txn, REJECTED_BYTES, diff(b1, b0))
+    }
+
+    /// A transfer record was written.
+    pub fn transfer(
+        txn: &WriteTransaction,
+        before: Option<&TransferRecord>,
+        t: &TransferRecord,
+    ) -> Result<(), StoreError> {
+        if let Some(b) = before {
+            bump(txn, &transfer_key(b), -1)?;
+        }
+        bump(txn, &transfer_key(t), 1)?;
+        let parked_before = before.map_or(0, |b| b.parked.len() as u64);
+        bump(txn, PARKED, diff(t.parked.len() as u64, parked_before))
+    }
+
+    pub fn transfer_counts(
+        c: &redb::ReadOnlyTable<&str, u64>,
+    ) -> Result<TransferCounts, StoreError> {
+        let mut out = TransferCounts::default();
+        let hi = format!("t{}", '\u{20}');
+        for row in c
+            .range(TRANSFER_PREFIX..hi.as_str())
+            .map_err(engine("range"))?
+        {
+            let (k, v) = row.map_err(engine("range"))?;
+            let rest = &k.value()[TRANSFER_PREFIX.len()..];
+            let Some((project, state)) = rest.rsplit_once(US) else {
+                continue;
+            };
+            let Some(state) = TransferState::parse(state) else {
+                continue;
+            };
+            out.by_state.insert((project.to_string(), state), v.value());
+        }
+        out.parked_instances = c
+            .get(PARKED)
+            .map_err(engine("read counters"))?
+            .map_or(0, |g| g.value());
+        Ok(out)
+    }
+
+    /// Rebuild the counters from the records unless they are of this version.
+    pub fn ensure(txn: &WriteTransaction) -> Result<(), StoreError> {
+        {
+            let c = txn.open_table(COUNTERS).map_err(engine("open counters"))?;
+            if c.get(VERSION_KEY)
+                .map_err(engine("read counters"))?
+                .map(|g| g.value())
+                == Some(VERSION)
+            {
+                return Ok(());
+            }
+        }
+        txn.delete_table(COUNTERS)
+            .map_err(engine("clear counters"))?;
+        txn.delete_table(RECENT).map_err(engine("clear recent"))?;
+        let studies: Vec<StudyRecord> = all(txn, super::STUDIES)?;
+        for s in &studies {
+            study(txn, None, s)?;
+        }
+        let rejected: Vec<RejectRecord> = all(txn, super::REJECTED)?;
+        for r in &rejected {
+            rejection(txn, None, r)?;
+        }
+        let transfers: Vec<TransferRecord> = all(txn, TRANSFERS)?;
+        for t in &transfers {
+            transfer(txn, None, t)?;
+        }
+        txn.open_table(COUNTERS)
+            .map_err(engine("open counters"))?
+            .insert(VERSION_KEY, VERSION)
+            .map_err(engine("write counters"))?;
+        if !studies.is_empty() || !transfers.is_empty() {
+            tracing::info!(
+                studies = studies.len(),
+                transfers = transfers.len(),
+                "index counters rebuilt from the records"
+            );
+        }
+        Ok(())
+    }
+
+    fn all<T: DeserializeOwned>(
+        txn: &WriteTransaction,
+        def: TableDefinition<&str, &[u8]>,
+    ) -> Result<Vec<T>, StoreError> {
+        let t = txn.open_table(def).map_err(engine("open table"))?;
+        let mut out = Vec::new();
+        for row in t.iter().map_err(engine("iterate"))? {
+            let (k, v) = row.map_err(engine("iterate"))?;
+            out.push(decode(k.value(), v.value())?);
+        }
+        Ok(out)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -996,6 +1218,166 @@ mod tests {
         let keys = s.instance_keys().unwrap();
         assert!(keys.contains("A"));
         assert!(!keys.contains("D"));
+    }
+
+    fn transfer(id: &str, project: &str, state: TransferState, parked: usize) -> TransferRecord {
+        TransferRecord {
+            id: id.into(),
+            study_key: "S".into(),
+            project: project.into(),
+            participant: "P-1".into(),
+            event: "e".into(),
+            kind: crate::model::TransferKind::Assignment,
+            via: crate::model::Via::Manual,
+            actor: "user:test".into(),
+            created_ms: 0,
+            series: vec![],
+            instances: 1,
+            state,
+            state_ms: 0,
+            reason: None,
+            research_study_uid: "2.25.1".into(),
+            replaces: None,
+            sent: 0,
+            verified_ms: None,
+            deidentified: 0,
+            dropped: 0,
+            parked: (0..parked)
+                .map(|i| crate::model::Parked {
+                    instance: format!("I{i}"),
+                    reason: "r".into(),
+                })
+                .collect(),
+            deliveries: vec![],
+            deid_attempts: 0,
+            next_deid_ms: 0,
+        }
+    }
+
+    fn rejected(key: &str, bytes: u64) -> RejectRecord {
+        RejectRecord {
+            key: key.into(),
+            file: format!("rejected/{key}.dcm"),
+            bytes,
+            received_ms: 0,
+            status: 0xA900,
+            reason: "r".into(),
+            origin: Origin::default(),
+            evicted_ms: None,
+        }
+    }
+
+    /// What the counters must say, from the records.
+    fn scanned(s: &RedbStore, since_ms: i64) -> (Totals, TransferCounts, u64) {
+        let mut t = Totals::default();
+        let studies = s.studies().unwrap();
+        for st in &studies {
+            t.studies += 1;
+            t.series += st.series_count;
+            t.instances += st.instance_count;
+            t.bytes += st.bytes;
+        }
+        for r in s.rejections().unwrap() {
+            if r.evicted_ms.is_none() {
+                t.rejected += 1;
+                t.rejected_bytes += r.bytes;
+            }
+        }
+        let mut c = TransferCounts::default();
+        for tr in s.transfers().unwrap() {
+            *c.by_state
+                .entry((tr.project.clone(), tr.state))
+                .or_default() += 1;
+            c.parked_instances += tr.parked.len() as u64;
+        }
+        let recent = studies
+            .iter()
+            .filter(|st| st.last_received_ms >= since_ms)
+            .count() as u64;
+        (t, c, recent)
+    }
+
+    fn counted(s: &RedbStore, since_ms: i64) -> (Totals, TransferCounts, u64) {
+        (
+            s.totals().unwrap(),
+            s.transfer_counts().unwrap(),
+            s.studies_received_since(since_ms).unwrap(),
+        )
+    }
+
+    #[test]
+    fn counters_follow_every_write_and_are_rebuilt_when_missing() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("i.redb");
+        let s = RedbStore::open(&p).unwrap();
+        let mut batch = vec![
+            inst("A", "1.1", "1.1.1", "1.1.1.1", 10),
+            inst("B", "1.1", "1.1.2", "1.1.2.1", 20),
+            inst("C", "1.2", "1.2.1", "1.2.1.1", 30),
+            inst("D", "1.3", "1.3.1", "1.3.1.1", 40),
+            inst("E", "1.3", "1.3.1", "1.3.1.1", 40), // duplicate: not counted
+        ];
+        for (i, n) in batch.iter_mut().enumerate() {
+            n.received_ms = 1000 * (i as i64 + 1);
+        }
+        s.commit(&batch, &Policy::default(), 0).unwrap();
+        s.record_rejection(&rejected("R1", 5)).unwrap();
+        s.record_rejection(&rejected("R2", 7)).unwrap();
+        let key_of = |uid: &str| {
+            let all = s.studies().unwrap();
+            all.into_iter()
+                .find(|x| x.study_instance_uid == uid)
+                .unwrap()
+                .key
+        };
+        let (k1, k3) = (key_of("1.1"), key_of("1.3"));
+        s.write_assign(&mut |t| {
+            t.put_transfer(&transfer("T1", "PROJA", TransferState::Requested, 0))?;
+            t.put_transfer(&transfer("T1", "PROJA", TransferState::Parked, 2))?;
+            t.put_transfer(&transfer("T2", "PROJB", TransferState::Sent, 0))?;
+            t.put_transfer(&transfer("T2", "PROJB", TransferState::Verified, 0))?;
+            t.put_transfer(&transfer("T3", "PROJA", TransferState::Verified, 0))?;
+            // An eviction: the study record stays with nothing in it; a rejected file goes.
+            let mut st = t.study(&k1)?.unwrap();
+            t.remove_instances_of(&k1)?;
+            st.instance_count = 0;
+            st.series_count = 0;
+            st.bytes = 0;
+            t.put_study(&st)?;
+            let mut r = t.rejection("R1")?.unwrap();
+            r.evicted_ms = Some(9);
+            t.put_rejection(&r)
+        })
+        .unwrap();
+        // A later instance of a study moves its arrival.
+        let mut late = inst("F", "1.3", "1.3.2", "1.3.2.1", 50);
+        late.received_ms = 9000;
+        s.commit(&[late], &Policy::default(), 0).unwrap();
+        assert_eq!(s.study(&k3).unwrap().unwrap().last_received_ms, 9000);
+
+        let want = scanned(&s, 3000);
+        assert_eq!(counted(&s, 3000), want);
+        let (t, c, recent) = &want;
+        assert_eq!((t.studies, t.series, t.instances, t.bytes), (3, 3, 3, 120));
+        assert_eq!((t.rejected, t.rejected_bytes), (1, 7));
+        assert_eq!(c.in_state(TransferState::Parked), 1);
+        assert_eq!(c.in_state(TransferState::Verified), 2);
+        assert_eq!(c.in_state(TransferState::Requested), 0);
+        assert_eq!(c.parked_instances, 2);
+        assert_eq!(*recent, 2, "1.2 at 3000 and 1.3 at 9000");
+        assert_eq!(s.studies_received_since(9001).unwrap(), 0);
+
+        // An index without counters (older version): rebuilt at open, the same.
+        drop(s);
+        {
+            let db = Database::create(&p).unwrap();
+            let txn = db.begin_write().unwrap();
+            txn.delete_table(COUNTERS).unwrap();
+            txn.delete_table(RECENT).unwrap();
+            txn.commit().unwrap();
+        }
+        let s = RedbStore::open(&p).unwrap();
+        assert_eq!(counted(&s, 3000), want);
     }
 
     #[test]
