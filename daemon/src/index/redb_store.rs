@@ -1122,6 +1122,8 @@ mod counters {
         txn.delete_table(COUNTERS)
             .map_err(engine("clear counters"))?;
         txn.delete_table(RECENT).map_err(engine("clear recent"))?;
+        // Both exist afterwards, also when there is nothing to count.
+        txn.open_table(RECENT).map_err(engine("create recent"))?;
         let studies: Vec<StudyRecord> = all(txn, super::STUDIES)?;
         for s in &studies {
             study(txn, None, s)?;
@@ -1310,6 +1312,8 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let p = d.path().join("i.redb");
         let s = RedbStore::open(&p).unwrap();
+        // A new, empty index answers too.
+        assert_eq!(counted(&s, 0), scanned(&s, 0));
         let mut batch = vec![
             inst("A", "1.1", "1.1.1", "1.1.1.1", 10),
             inst("B", "1.1", "1.1.2", "1.1.2.1", 20),
