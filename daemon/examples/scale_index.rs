@@ -20,28 +20,13 @@ use std::time::Instant;
 use fiona::clock::Clock;
 use fiona::header::HeaderFields;
 use fiona::index::redb_store::RedbStore;
-use fiona::index::{Arrival, CommitOutcome, OnArrival, Store, StoreError, Tables};
+use fiona::index::{CommitOutcome, NoArrival, Store, Tables};
 use fiona::model::{
     AssignmentRecord, Delivery, NewInstance, Origin, Parked, RejectRecord, TransferKind,
     TransferRecord, TransferState, Via,
 };
 
 const DAY_MS: i64 = 86_400_000;
-
-/// Nothing happens on arrival (no assignment policy: the tool assigns afterwards).
-struct NoHook;
-
-impl OnArrival for NoHook {
-    fn on_arrival(
-        &self,
-        _t: &mut dyn Tables,
-        _n: &NewInstance,
-        _a: &Arrival<'_>,
-        _now_ms: i64,
-    ) -> Result<(), StoreError> {
-        Ok(())
-    }
-}
 
 #[derive(Clone, Copy, PartialEq)]
 enum Kind {
@@ -126,7 +111,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
         batch_studies.push(inst);
         if batch_studies.len() == 100 || s + 1 == studies {
-            let out = store.commit(&batch, &NoHook, now)?;
+            let out = store.commit(&batch, &NoArrival, now)?;
             let mut it = out.into_iter();
             for inst in batch_studies.drain(..) {
                 let mut study_key = String::new();

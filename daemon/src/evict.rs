@@ -659,36 +659,24 @@ fn evict_rejected(
 
 /// Delete what the index no longer names, then make the directory entries durable.
 fn delete(d: &Doomed) {
+    let files = d.files.iter().map(|f| (f, std::fs::remove_file(f)));
+    let dirs = d.dirs.iter().map(|p| (p, std::fs::remove_dir_all(p)));
     let mut parents: Vec<PathBuf> = Vec::new();
-    for f in &d.files {
-        match std::fs::remove_file(f) {
+    for (path, removed) in files.chain(dirs) {
+        match removed {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             // Recovery at the next start deletes what is left (the index does not name it).
-            Err(e) => tracing::warn!(error = %e, "an evicted file could not be deleted"),
+            Err(e) => tracing::warn!(error = %e, "evicted data could not be deleted"),
         }
-        if let Some(p) = f.parent() {
-            if !parents.iter().any(|x| x == p) {
-                parents.push(p.to_owned());
-            }
-        }
-    }
-    for dir in &d.dirs {
-        match std::fs::remove_dir_all(dir) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => tracing::warn!(error = %e, "evicted outbound copies could not be deleted"),
-        }
-        if let Some(p) = dir.parent() {
+        if let Some(p) = path.parent() {
             if !parents.iter().any(|x| x == p) {
                 parents.push(p.to_owned());
             }
         }
     }
     for p in parents {
-        if let Ok(f) = std::fs::File::open(&p) {
-            let _ = f.sync_all();
-        }
+        let _ = crate::quarantine::sync_dir(&p);
     }
 }
 

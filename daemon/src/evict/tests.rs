@@ -5,25 +5,12 @@
 use super::*;
 use crate::header::HeaderFields;
 use crate::index::redb_store::RedbStore;
-use crate::index::{Arrival, NewInstance, OnArrival, Origin};
+use crate::index::{NewInstance, Origin};
 use crate::model::{Delivery, Parked, TransferKind, Via};
 
 const T0: i64 = 1_800_000_000_000;
 const HOUR: i64 = 3_600_000;
 const DAY: i64 = 24 * HOUR;
-
-struct NoHook;
-impl OnArrival for NoHook {
-    fn on_arrival(
-        &self,
-        _: &mut dyn Tables,
-        _: &NewInstance,
-        _: &Arrival<'_>,
-        _: i64,
-    ) -> Result<(), StoreError> {
-        Ok(())
-    }
-}
 
 struct Fixture {
     _dir: tempfile::TempDir,
@@ -74,7 +61,10 @@ impl Fixture {
                 },
             });
         }
-        let out = self.store.commit(&batch, &NoHook, at).unwrap();
+        let out = self
+            .store
+            .commit(&batch, &crate::index::NoArrival, at)
+            .unwrap();
         match &out[0] {
             crate::model::CommitOutcome::Stored { study_key } => study_key.clone(),
             other => panic!("{other:?}"),

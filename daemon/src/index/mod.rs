@@ -184,6 +184,22 @@ impl TransferCounts {
     }
 }
 
+/// An [`OnArrival`] that does nothing: indexing without assignment (tests, tools that build
+/// an index and assign afterwards).
+pub struct NoArrival;
+
+impl OnArrival for NoArrival {
+    fn on_arrival(
+        &self,
+        _: &mut dyn Tables,
+        _: &NewInstance,
+        _: &Arrival<'_>,
+        _: i64,
+    ) -> Result<(), StoreError> {
+        Ok(())
+    }
+}
+
 /// The index operations fiona needs. One implementation per storage engine.
 pub trait Store: Send + Sync + 'static {
     /// Index a batch of durable instances in one atomic, durable commit, together with what

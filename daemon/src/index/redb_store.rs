@@ -192,6 +192,7 @@ impl RedbStore {
         &self,
         txn: &WriteTransaction,
         n: &NewInstance,
+        deltas: &mut counters::StudyDeltas,
     ) -> Result<(CommitOutcome, Option<Indexed>), StoreError> {
         let h = &n.header;
         let mut sop = txn
@@ -255,7 +256,7 @@ impl RedbStore {
             }
         };
         drop(uid_index);
-        let before = existing_study.as_ref().map(|_| study.clone());
+        let last_before = existing_study.as_ref().map(|_| study.last_received_ms);
 
         // Series: find or create.
         let skey = series_key(&study.key, &h.series_instance_uid);
@@ -318,7 +319,7 @@ impl RedbStore {
             .insert(study.key.as_str(), encode(&study).as_slice())
             .map_err(engine("write studies"))?;
         drop(studies);
-        counters::study(txn, before.as_ref(), &study)?;
+        deltas.arrival(txn, last_before, series_new, n.bytes, &study)?;
 
         let rec = InstanceRecord {
             key: n.key.clone(),
@@ -406,8 +407,9 @@ impl Store for RedbStore {
         let db = self.db()?;
         let txn = db.begin_write().map_err(engine("begin write"))?;
         let mut out = Vec::with_capacity(batch.len());
+        let mut deltas = counters::StudyDeltas::default();
         for n in batch {
-            let (outcome, arrival) = self.index_one(&txn, n)?;
+            let (outcome, arrival) = self.index_one(&txn, n, &mut deltas)?;
             if let Some((study, study_new, series_new)) = arrival {
                 let mut t = TxTables { txn: &txn };
                 let arrival = Arrival {
@@ -430,6 +432,7 @@ impl Store for RedbStore {
             }
             out.push(outcome);
         }
+        deltas.apply(&txn)?;
         txn.commit().map_err(engine("commit"))?;
         Ok(out)
     }
@@ -695,7 +698,9 @@ impl Tables for TxTables<'_> {
     fn put_study(&mut self, s: &StudyRecord) -> Result<(), StoreError> {
         let before: Option<StudyRecord> = self.get_json(STUDIES, &s.key)?;
         self.put_json(STUDIES, &s.key, s)?;
-        counters::study(self.txn, before.as_ref(), s)
+        let mut deltas = counters::StudyDeltas::default();
+        deltas.study(self.txn, before.as_ref(), s)?;
+        deltas.apply(self.txn)
     }
 
     fn remove_instances_of(&mut self, study_key: &str) -> Result<Vec<InstanceRecord>, StoreError> {
@@ -1000,8 +1005,8 @@ mod counters {
         format!("{:020}", ms.max(0))
     }
 
-    fn recent_key(s: &StudyRecord) -> String {
-        format!("{}{US}{}", recent_prefix(s.last_received_ms), s.key)
+    fn recent_key(last_received_ms: i64, study_key: &str) -> String {
+        format!("{}{US}{study_key}", recent_prefix(last_received_ms))
     }
 
     fn bump(txn: &WriteTransaction, key: &str, delta: i128) -> Result<(), StoreError> {
@@ -1027,30 +1032,75 @@ mod counters {
         i128::from(new) - i128::from(old)
     }
 
-    /// A study record was written (`before`: what it replaced).
-    pub fn study(
+    /// Differences of the study totals, added up over a transaction's writes and applied
+    /// once ([`StudyDeltas::apply`]): a batch of arrivals touches each counter once.
+    #[derive(Debug, Default)]
+    pub struct StudyDeltas {
+        studies: i128,
+        series: i128,
+        instances: i128,
+        bytes: i128,
+    }
+
+    impl StudyDeltas {
+        /// A study record was written (`before`: what it replaced). Moves the study in the
+        /// arrival order at once; the totals wait for [`StudyDeltas::apply`].
+        pub fn study(
+            &mut self,
+            txn: &WriteTransaction,
+            before: Option<&StudyRecord>,
+            s: &StudyRecord,
+        ) -> Result<(), StoreError> {
+            let (series, instances, bytes) =
+                before.map_or((0, 0, 0), |b| (b.series_count, b.instance_count, b.bytes));
+            self.studies += i128::from(before.is_none());
+            self.series += diff(s.series_count, series);
+            self.instances += diff(s.instance_count, instances);
+            self.bytes += diff(s.bytes, bytes);
+            moved(txn, before.map(|b| b.last_received_ms), s)
+        }
+
+        /// One new instance of `s` (already counted in it); `last_before` is the study's last
+        /// arrival before it, `None` for a new study.
+        pub fn arrival(
+            &mut self,
+            txn: &WriteTransaction,
+            last_before: Option<i64>,
+            series_new: bool,
+            bytes: u64,
+            s: &StudyRecord,
+        ) -> Result<(), StoreError> {
+            self.studies += i128::from(last_before.is_none());
+            self.series += i128::from(series_new);
+            self.instances += 1;
+            self.bytes += i128::from(bytes);
+            moved(txn, last_before, s)
+        }
+
+        pub fn apply(self, txn: &WriteTransaction) -> Result<(), StoreError> {
+            bump(txn, STUDIES, self.studies)?;
+            bump(txn, SERIES, self.series)?;
+            bump(txn, INSTANCES, self.instances)?;
+            bump(txn, BYTES, self.bytes)
+        }
+    }
+
+    /// Keep the study's place in the arrival order (`RECENT`) in step with its last arrival.
+    fn moved(
         txn: &WriteTransaction,
-        before: Option<&StudyRecord>,
+        last_before: Option<i64>,
         s: &StudyRecord,
     ) -> Result<(), StoreError> {
-        let (series, instances, bytes) =
-            before.map_or((0, 0, 0), |b| (b.series_count, b.instance_count, b.bytes));
-        if before.is_none() {
-            bump(txn, STUDIES, 1)?;
+        if last_before == Some(s.last_received_ms) {
+            return Ok(());
         }
-        bump(txn, SERIES, diff(s.series_count, series))?;
-        bump(txn, INSTANCES, diff(s.instance_count, instances))?;
-        bump(txn, BYTES, diff(s.bytes, bytes))?;
-        let new_key = recent_key(s);
-        let old_key = before.map(recent_key);
-        if old_key.as_deref() != Some(new_key.as_str()) {
-            let mut r = txn.open_table(RECENT).map_err(engine("open recent"))?;
-            if let Some(k) = old_key {
-                r.remove(k.as_str()).map_err(engine("write recent"))?;
-            }
-            r.insert(new_key.as_str(), 0)
+        let mut r = txn.open_table(RECENT).map_err(engine("open recent"))?;
+        if let Some(ms) = last_before {
+            r.remove(recent_key(ms, &s.key).as_str())
                 .map_err(engine("write recent"))?;
         }
+        r.insert(recent_key(s.last_received_ms, &s.key).as_str(), 0)
+            .map_err(engine("write recent"))?;
         Ok(())
     }
 
@@ -1125,9 +1175,11 @@ mod counters {
         // Both exist afterwards, also when there is nothing to count.
         txn.open_table(RECENT).map_err(engine("create recent"))?;
         let studies: Vec<StudyRecord> = all(txn, super::STUDIES)?;
+        let mut deltas = StudyDeltas::default();
         for s in &studies {
-            study(txn, None, s)?;
+            deltas.study(txn, None, s)?;
         }
+        deltas.apply(txn)?;
         let rejected: Vec<RejectRecord> = all(txn, super::REJECTED)?;
         for r in &rejected {
             rejection(txn, None, r)?;

@@ -9,23 +9,9 @@ use super::*;
 use crate::clock::ManualClock;
 use crate::header::HeaderFields;
 use crate::index::redb_store::RedbStore;
-use crate::index::{Arrival, OnArrival, Tables};
 use crate::model::{NewInstance, Origin, TransferKind, Via};
 
 const T0: i64 = 1_800_000_000_000;
-
-struct NoHook;
-impl OnArrival for NoHook {
-    fn on_arrival(
-        &self,
-        _: &mut dyn Tables,
-        _: &NewInstance,
-        _: &Arrival<'_>,
-        _: i64,
-    ) -> Result<(), crate::index::StoreError> {
-        Ok(())
-    }
-}
 
 /// A port on 127.0.0.1 that nobody listens on.
 fn closed_port() -> u16 {
@@ -77,7 +63,7 @@ fn fixture(state: TransferState) -> Fixture {
                 origin: Origin::default(),
                 header,
             }],
-            &NoHook,
+            &crate::index::NoArrival,
             T0,
         )
         .unwrap();
