@@ -118,6 +118,243 @@ pub struct Config {
     pub watchdog: WatchdogConfig,
     /// Prometheus metrics over TCP (`[metrics]`); `/metrics` on the control socket always.
     pub metrics: MetricsConfig,
+    /// The web page (`[web]`): HTTPS on `web.listen`, accounts, LDAP.
+    pub web: WebConfig,
+}
+
+/// A user's role in one project (`[web]`): each includes the ones before it.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize, serde::Serialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Status and the project's transfers.
+    Viewer,
+    /// Also assigns studies to the project and uploads its coupling lists.
+    Assigner,
+    /// Also Review, resend and the project's audit trail.
+    Manager,
+}
+
+impl Role {
+    pub fn parse(s: &str) -> Option<Role> {
+        match s {
+            "viewer" => Some(Role::Viewer),
+            "assigner" => Some(Role::Assigner),
+            "manager" => Some(Role::Manager),
+            _ => None,
+        }
+    }
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Viewer => "viewer",
+            Role::Assigner => "assigner",
+            Role::Manager => "manager",
+        }
+    }
+}
+
+/// `[web]`: the web page served by the daemon, HTTPS only.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebConfig {
+    /// Serve the web page at all.
+    pub enabled: bool,
+    /// Address and port of the HTTPS listener.
+    pub listen: SocketAddr,
+    /// PEM certificate chain and private key; when neither is set, a self-signed pair is
+    /// made at first start and kept in the data directory (`web/`).
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+    /// The page's address as browsers reach it (`https://fiona.example.org:8443`): the
+    /// one-time setup link names it, and forms are accepted only from this origin (besides
+    /// the listener's own address). Default: `https://` and `listen`.
+    pub public_url: Option<String>,
+    /// Minutes without a request after which a session ends.
+    pub session_idle_minutes: u64,
+    /// Hours after login after which a session ends, whatever the activity.
+    pub session_max_hours: u64,
+    /// Failed logins of one account (within `lockout_minutes`) that lock it for
+    /// `lockout_minutes`.
+    pub max_failures_per_account: u32,
+    /// Failed logins from one address (within `lockout_minutes`) after which that address
+    /// may not try again for `lockout_minutes`.
+    pub max_failures_per_address: u32,
+    pub lockout_minutes: u64,
+    /// Accounts provisioned by configuration (`[[web.accounts]]`), besides those made with
+    /// `fiona user add`. A name may not be in both.
+    pub accounts: Vec<WebAccount>,
+    /// Log in against a directory (`[web.ldap]`): Active Directory or OpenLDAP.
+    pub ldap: Option<LdapConfig>,
+}
+
+impl Default for WebConfig {
+    fn default() -> Self {
+        WebConfig {
+            enabled: true,
+            listen: SocketAddr::from(([127, 0, 0, 1], 8443)),
+            cert: None,
+            key: None,
+            public_url: None,
+            session_idle_minutes: 30,
+            session_max_hours: 12,
+            max_failures_per_account: 5,
+            max_failures_per_address: 20,
+            lockout_minutes: 15,
+            accounts: Vec::new(),
+            ldap: None,
+        }
+    }
+}
+
+/// One provisioned web account (`[[web.accounts]]`). Its `Debug` never prints the hash.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebAccount {
+    pub name: String,
+    /// An Argon2id hash in PHC format (`fiona user hash` makes one).
+    pub password_hash: String,
+    /// Everything, on every project, plus users, rejected and parked instances.
+    #[serde(default)]
+    pub admin: bool,
+    /// Role per project.
+    #[serde(default)]
+    pub roles: BTreeMap<String, Role>,
+    #[serde(default)]
+    pub disabled: bool,
+}
+
+impl std::fmt::Debug for WebAccount {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WebAccount")
+            .field("name", &self.name)
+            .field("admin", &self.admin)
+            .field("roles", &self.roles)
+            .field("disabled", &self.disabled)
+            .finish_non_exhaustive()
+    }
+}
+
+/// `[web.ldap]`: log in with a directory account. A simple bind as the user, over LDAPS
+/// (`ldaps://`) or StartTLS (`ldap://` with `starttls = true`; a password never goes in
+/// clear), then the user's groups are read and mapped to roles. Its `Debug` never prints
+/// the bind password.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LdapConfig {
+    /// `ldaps://host:636` or `ldap://host:389` (then `starttls` must be true).
+    pub url: String,
+    #[serde(default)]
+    pub starttls: bool,
+    /// PEM file of the CA that signed the directory's certificate (default: the public web
+    /// roots).
+    #[serde(default)]
+    pub ca: Option<PathBuf>,
+    /// The DN (or Active Directory user principal name) the user binds as; `{user}` is the
+    /// login name, escaped: `uid={user},ou=people,dc=example,dc=org` or
+    /// `{user}@hospital.example`.
+    pub bind_dn: String,
+    /// Where the user's entry is searched for after the bind (to read its groups).
+    pub base_dn: String,
+    /// The filter that finds the user's entry; `{user}` is the login name, escaped.
+    #[serde(default = "default_ldap_user_filter")]
+    pub user_filter: String,
+    /// When set, groups are searched under this DN with `(member=USER-DN)` (OpenLDAP's
+    /// `groupOfNames`); otherwise the user entry's `memberOf` values are the groups (Active
+    /// Directory).
+    #[serde(default)]
+    pub group_base_dn: Option<String>,
+    /// Group DN to grants: `admin`, or `PROJECT:ROLE` (`viewer`, `assigner`, `manager`).
+    /// A user in no mapped group may not log in.
+    #[serde(default)]
+    pub groups: BTreeMap<String, Vec<String>>,
+    #[serde(default = "default_ldap_timeout")]
+    pub timeout_secs: u64,
+}
+
+impl std::fmt::Debug for LdapConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LdapConfig")
+            .field("url", &self.url)
+            .field("starttls", &self.starttls)
+            .field("ca", &self.ca)
+            .field("bind_dn", &self.bind_dn)
+            .field("base_dn", &self.base_dn)
+            .field("user_filter", &self.user_filter)
+            .field("group_base_dn", &self.group_base_dn)
+            .field("groups", &self.groups)
+            .field("timeout_secs", &self.timeout_secs)
+            .finish()
+    }
+}
+
+fn default_ldap_user_filter() -> String {
+    "(|(uid={user})(sAMAccountName={user}))".into()
+}
+
+fn default_ldap_timeout() -> u64 {
+    10
+}
+
+/// A grant parsed from `[web.ldap.groups]`: `admin` or a role in one project.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Grant {
+    Admin,
+    Project(String, Role),
+}
+
+impl Grant {
+    pub fn parse(s: &str) -> Result<Grant, String> {
+        if s == "admin" {
+            return Ok(Grant::Admin);
+        }
+        let (p, r) = s
+            .rsplit_once(':')
+            .ok_or_else(|| format!("`{s}` is neither `admin` nor `PROJECT:ROLE`"))?;
+        let role = Role::parse(r)
+            .ok_or_else(|| format!("`{r}` in `{s}` is not a role (viewer, assigner, manager)"))?;
+        Ok(Grant::Project(p.to_string(), role))
+    }
+}
+
+/// What a web user may do: `admin` everywhere, else a role per project. Local accounts
+/// carry theirs; an LDAP user's come from the groups (`[web.ldap.groups]`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
+pub struct Grants {
+    #[serde(default)]
+    pub admin: bool,
+    #[serde(default)]
+    pub roles: BTreeMap<String, Role>,
+}
+
+impl Grants {
+    /// Add a grant; a project keeps the highest role granted.
+    pub fn add(&mut self, g: &Grant) {
+        match g {
+            Grant::Admin => self.admin = true,
+            Grant::Project(p, r) => {
+                let e = self.roles.entry(p.clone()).or_insert(*r);
+                *e = (*e).max(*r);
+            }
+        }
+    }
+    /// Does the user have at least `role` in `project` (admins have every role)?
+    pub fn has(&self, project: &str, role: Role) -> bool {
+        self.admin || self.roles.get(project).is_some_and(|r| *r >= role)
+    }
+    /// No grant at all: such a user may not log in.
+    pub fn is_empty(&self) -> bool {
+        !self.admin && self.roles.is_empty()
+    }
+}
+
+/// Is `name` a valid web account name: 1 to 64 of letters, digits and `._-@`.
+pub fn valid_account_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '@'))
 }
 
 /// The SMTP server notifications go through (`[smtp]`): STARTTLS always. Its `Debug` never
@@ -274,6 +511,7 @@ impl Default for Config {
             smtp: None,
             watchdog: WatchdogConfig::default(),
             metrics: MetricsConfig::default(),
+            web: WebConfig::default(),
         }
     }
 }
@@ -467,7 +705,135 @@ impl Config {
                 ));
             }
         }
+        self.validate_web()?;
         self.compile_projects()?;
+        Ok(())
+    }
+
+    fn validate_web(&self) -> Result<(), ConfigError> {
+        let w = &self.web;
+        if w.cert.is_some() != w.key.is_some() {
+            return Err(invalid("web.key", "`cert` and `key` go together"));
+        }
+        if w.enabled && w.listen.port() != 0 {
+            let tls = self.tls.as_ref().map(|t| t.listen);
+            if w.listen == self.listen
+                || Some(w.listen) == tls
+                || Some(w.listen) == self.metrics.listen
+            {
+                return Err(invalid(
+                    "web.listen",
+                    "must differ from the DICOM and metrics listeners",
+                ));
+            }
+        }
+        if let Some(u) = &w.public_url {
+            if !u.starts_with("https://") || u.trim_end_matches('/').len() <= "https://".len() {
+                return Err(invalid("web.public_url", "must be an https:// address"));
+            }
+        }
+        if w.session_idle_minutes == 0 || w.session_idle_minutes > 24 * 60 {
+            return Err(invalid(
+                "web.session_idle_minutes",
+                "must be between 1 and 1440",
+            ));
+        }
+        if w.session_max_hours == 0 || w.session_max_hours > 24 * 7 {
+            return Err(invalid(
+                "web.session_max_hours",
+                "must be between 1 and 168",
+            ));
+        }
+        if w.max_failures_per_account == 0 || w.max_failures_per_address == 0 {
+            return Err(invalid(
+                "web.max_failures_per_account",
+                "failure limits must be at least 1",
+            ));
+        }
+        if w.lockout_minutes == 0 || w.lockout_minutes > 24 * 60 {
+            return Err(invalid("web.lockout_minutes", "must be between 1 and 1440"));
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        for a in &w.accounts {
+            if !valid_account_name(&a.name) {
+                return Err(invalid(
+                    "web.accounts",
+                    format!(
+                        "`{}` is not a valid account name (1 to 64 letters, digits, `._-@`)",
+                        a.name
+                    ),
+                ));
+            }
+            if !seen.insert(a.name.as_str()) {
+                return Err(invalid(
+                    "web.accounts",
+                    format!("`{}` is listed twice", a.name),
+                ));
+            }
+            if !a.password_hash.starts_with("$argon2id$") {
+                return Err(invalid(
+                    "web.accounts",
+                    format!(
+                        "`{}`: password_hash must be an Argon2id hash (`fiona user hash`)",
+                        a.name
+                    ),
+                ));
+            }
+            for p in a.roles.keys() {
+                if !self.projects.contains_key(p) {
+                    return Err(invalid(
+                        "web.accounts",
+                        format!("`{}`: project `{p}` is not configured", a.name),
+                    ));
+                }
+            }
+        }
+        if let Some(l) = &w.ldap {
+            let plain = l.url.starts_with("ldap://");
+            if !plain && !l.url.starts_with("ldaps://") {
+                return Err(invalid(
+                    "web.ldap.url",
+                    "must start with ldaps:// or ldap://",
+                ));
+            }
+            if plain && !l.starttls {
+                return Err(invalid(
+                    "web.ldap.starttls",
+                    "an ldap:// address needs `starttls = true` (passwords never go in clear)",
+                ));
+            }
+            if !l.url.starts_with("ldap://") && l.starttls {
+                return Err(invalid(
+                    "web.ldap.starttls",
+                    "StartTLS goes with ldap://, not ldaps://",
+                ));
+            }
+            if !l.bind_dn.contains("{user}") {
+                return Err(invalid("web.ldap.bind_dn", "must contain `{user}`"));
+            }
+            if !l.user_filter.contains("{user}") {
+                return Err(invalid("web.ldap.user_filter", "must contain `{user}`"));
+            }
+            if l.timeout_secs == 0 || l.timeout_secs > 300 {
+                return Err(invalid(
+                    "web.ldap.timeout_secs",
+                    "must be between 1 and 300",
+                ));
+            }
+            for grants in l.groups.values() {
+                for g in grants {
+                    match Grant::parse(g).map_err(|r| invalid("web.ldap.groups", r))? {
+                        Grant::Project(p, _) if !self.projects.contains_key(&p) => {
+                            return Err(invalid(
+                                "web.ldap.groups",
+                                format!("project `{p}` is not configured"),
+                            ));
+                        }
+                        _ => {}
+                    }
+                }
+            }
+        }
         Ok(())
     }
 
