@@ -13,6 +13,7 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
+pub use crate::model::{Grant, Grants, Role};
 pub use crate::project::validate_ae_title;
 pub use crate::project::ProjectConfig;
 use crate::project::{DestinationConfig, Projects, RoutingRule};
@@ -122,38 +123,6 @@ pub struct Config {
     pub web: WebConfig,
 }
 
-/// A user's role in one project (`[web]`): each includes the ones before it.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize, serde::Serialize,
-)]
-#[serde(rename_all = "lowercase")]
-pub enum Role {
-    /// Status and the project's transfers.
-    Viewer,
-    /// Also assigns studies to the project and uploads its coupling lists.
-    Assigner,
-    /// Also Review, resend and the project's audit trail.
-    Manager,
-}
-
-impl Role {
-    pub fn parse(s: &str) -> Option<Role> {
-        match s {
-            "viewer" => Some(Role::Viewer),
-            "assigner" => Some(Role::Assigner),
-            "manager" => Some(Role::Manager),
-            _ => None,
-        }
-    }
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Role::Viewer => "viewer",
-            Role::Assigner => "assigner",
-            Role::Manager => "manager",
-        }
-    }
-}
-
 /// `[web]`: the web page served by the daemon, HTTPS only.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -170,17 +139,19 @@ pub struct WebConfig {
     /// one-time setup link names it, and forms are accepted only from this origin (besides
     /// the listener's own address). Default: `https://` and `listen`.
     pub public_url: Option<String>,
-    /// Minutes without a request after which a session ends.
-    pub session_idle_minutes: u64,
-    /// Hours after login after which a session ends, whatever the activity.
-    pub session_max_hours: u64,
+    /// Minutes (fractions allowed) without a request after which a session ends.
+    pub session_idle_minutes: f64,
+    /// Hours (fractions allowed) after login after which a session ends, whatever the
+    /// activity.
+    pub session_max_hours: f64,
     /// Failed logins of one account (within `lockout_minutes`) that lock it for
     /// `lockout_minutes`.
     pub max_failures_per_account: u32,
     /// Failed logins from one address (within `lockout_minutes`) after which that address
     /// may not try again for `lockout_minutes`.
     pub max_failures_per_address: u32,
-    pub lockout_minutes: u64,
+    /// Minutes (fractions allowed).
+    pub lockout_minutes: f64,
     /// Accounts provisioned by configuration (`[[web.accounts]]`), besides those made with
     /// `fiona user add`. A name may not be in both.
     pub accounts: Vec<WebAccount>,
@@ -196,11 +167,11 @@ impl Default for WebConfig {
             cert: None,
             key: None,
             public_url: None,
-            session_idle_minutes: 30,
-            session_max_hours: 12,
+            session_idle_minutes: 30.0,
+            session_max_hours: 12.0,
             max_failures_per_account: 5,
             max_failures_per_address: 20,
-            lockout_minutes: 15,
+            lockout_minutes: 15.0,
             accounts: Vec::new(),
             ldap: None,
         }
@@ -294,58 +265,6 @@ fn default_ldap_user_filter() -> String {
 
 fn default_ldap_timeout() -> u64 {
     10
-}
-
-/// A grant parsed from `[web.ldap.groups]`: `admin` or a role in one project.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Grant {
-    Admin,
-    Project(String, Role),
-}
-
-impl Grant {
-    pub fn parse(s: &str) -> Result<Grant, String> {
-        if s == "admin" {
-            return Ok(Grant::Admin);
-        }
-        let (p, r) = s
-            .rsplit_once(':')
-            .ok_or_else(|| format!("`{s}` is neither `admin` nor `PROJECT:ROLE`"))?;
-        let role = Role::parse(r)
-            .ok_or_else(|| format!("`{r}` in `{s}` is not a role (viewer, assigner, manager)"))?;
-        Ok(Grant::Project(p.to_string(), role))
-    }
-}
-
-/// What a web user may do: `admin` everywhere, else a role per project. Local accounts
-/// carry theirs; an LDAP user's come from the groups (`[web.ldap.groups]`).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
-pub struct Grants {
-    #[serde(default)]
-    pub admin: bool,
-    #[serde(default)]
-    pub roles: BTreeMap<String, Role>,
-}
-
-impl Grants {
-    /// Add a grant; a project keeps the highest role granted.
-    pub fn add(&mut self, g: &Grant) {
-        match g {
-            Grant::Admin => self.admin = true,
-            Grant::Project(p, r) => {
-                let e = self.roles.entry(p.clone()).or_insert(*r);
-                *e = (*e).max(*r);
-            }
-        }
-    }
-    /// Does the user have at least `role` in `project` (admins have every role)?
-    pub fn has(&self, project: &str, role: Role) -> bool {
-        self.admin || self.roles.get(project).is_some_and(|r| *r >= role)
-    }
-    /// No grant at all: such a user may not log in.
-    pub fn is_empty(&self) -> bool {
-        !self.admin && self.roles.is_empty()
-    }
 }
 
 /// Is `name` a valid web account name: 1 to 64 of letters, digits and `._-@`.
@@ -732,16 +651,16 @@ impl Config {
                 return Err(invalid("web.public_url", "must be an https:// address"));
             }
         }
-        if w.session_idle_minutes == 0 || w.session_idle_minutes > 24 * 60 {
+        if !(w.session_idle_minutes >= 0.01 && w.session_idle_minutes <= 1440.0) {
             return Err(invalid(
                 "web.session_idle_minutes",
-                "must be between 1 and 1440",
+                "must be between 0.01 and 1440",
             ));
         }
-        if w.session_max_hours == 0 || w.session_max_hours > 24 * 7 {
+        if !(w.session_max_hours >= 0.001 && w.session_max_hours <= 168.0) {
             return Err(invalid(
                 "web.session_max_hours",
-                "must be between 1 and 168",
+                "must be between 0.001 and 168",
             ));
         }
         if w.max_failures_per_account == 0 || w.max_failures_per_address == 0 {
@@ -750,8 +669,11 @@ impl Config {
                 "failure limits must be at least 1",
             ));
         }
-        if w.lockout_minutes == 0 || w.lockout_minutes > 24 * 60 {
-            return Err(invalid("web.lockout_minutes", "must be between 1 and 1440"));
+        if !(w.lockout_minutes >= 0.01 && w.lockout_minutes <= 1440.0) {
+            return Err(invalid(
+                "web.lockout_minutes",
+                "must be between 0.01 and 1440",
+            ));
         }
         let mut seen = std::collections::BTreeSet::new();
         for a in &w.accounts {

@@ -37,3 +37,4 @@ pub mod storage_classes;
 pub mod tls;
 pub mod ul_error;
 pub mod watchdog;
+pub mod web;

@@ -5,6 +5,7 @@
 //! may use them. Records hold patient data (this is the quarantine): their `Debug` prints keys
 //! only where they hold values from a data set.
 
+use std::collections::BTreeMap;
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
@@ -630,5 +631,130 @@ mod tests {
         // Cancelled is final; nothing returns to itself.
         assert!(TransferState::ALL.iter().all(|s| !Cancelled.may_become(*s)));
         assert!(TransferState::ALL.iter().all(|s| !s.may_become(*s)));
+    }
+}
+
+// ---- web accounts and roles (issue 17) ----
+
+/// A user's role in one project (`[web]`): each includes the ones before it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Status and the project's transfers.
+    Viewer,
+    /// Also assigns studies to the project and uploads its coupling lists.
+    Assigner,
+    /// Also Review, resend and the project's audit trail.
+    Manager,
+}
+
+impl Role {
+    pub fn parse(s: &str) -> Option<Role> {
+        match s {
+            "viewer" => Some(Role::Viewer),
+            "assigner" => Some(Role::Assigner),
+            "manager" => Some(Role::Manager),
+            _ => None,
+        }
+    }
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Viewer => "viewer",
+            Role::Assigner => "assigner",
+            Role::Manager => "manager",
+        }
+    }
+}
+
+/// A grant parsed from `[web.ldap.groups]`: `admin` or a role in one project.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Grant {
+    Admin,
+    Project(String, Role),
+}
+
+impl Grant {
+    pub fn parse(s: &str) -> Result<Grant, String> {
+        if s == "admin" {
+            return Ok(Grant::Admin);
+        }
+        let (p, r) = s
+            .rsplit_once(':')
+            .ok_or_else(|| format!("`{s}` is neither `admin` nor `PROJECT:ROLE`"))?;
+        let role = Role::parse(r)
+            .ok_or_else(|| format!("`{r}` in `{s}` is not a role (viewer, assigner, manager)"))?;
+        Ok(Grant::Project(p.to_string(), role))
+    }
+}
+
+/// What a web user may do: `admin` everywhere, else a role per project. Local accounts
+/// carry theirs; an LDAP user's come from the groups (`[web.ldap.groups]`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
+pub struct Grants {
+    #[serde(default)]
+    pub admin: bool,
+    #[serde(default)]
+    pub roles: BTreeMap<String, Role>,
+}
+
+impl Grants {
+    /// Add a grant; a project keeps the highest role granted.
+    pub fn add(&mut self, g: &Grant) {
+        match g {
+            Grant::Admin => self.admin = true,
+            Grant::Project(p, r) => {
+                let e = self.roles.entry(p.clone()).or_insert(*r);
+                *e = (*e).max(*r);
+            }
+        }
+    }
+    /// Does the user have at least `role` in `project` (admins have every role)?
+    pub fn has(&self, project: &str, role: Role) -> bool {
+        self.admin || self.roles.get(project).is_some_and(|r| *r >= role)
+    }
+    /// `admin PROJ1:assigner PROJ2:viewer`, or `no role`.
+    pub fn describe(&self) -> String {
+        let mut v: Vec<String> = Vec::new();
+        if self.admin {
+            v.push("admin".into());
+        }
+        v.extend(
+            self.roles
+                .iter()
+                .map(|(p, r)| format!("{p}:{}", r.as_str())),
+        );
+        if v.is_empty() {
+            "no role".into()
+        } else {
+            v.join(" ")
+        }
+    }
+    /// No grant at all: such a user may not log in.
+    pub fn is_empty(&self) -> bool {
+        !self.admin && self.roles.is_empty()
+    }
+}
+
+/// A local web account (`fiona user add`), kept in the index. Its `Debug` never prints the
+/// password hash.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccountRecord {
+    pub name: String,
+    /// Argon2id, PHC string format.
+    pub password_hash: String,
+    pub grants: Grants,
+    #[serde(default)]
+    pub disabled: bool,
+    pub created_ms: i64,
+    pub changed_ms: i64,
+}
+
+impl std::fmt::Debug for AccountRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AccountRecord")
+            .field("name", &self.name)
+            .field("grants", &self.grants)
+            .field("disabled", &self.disabled)
+            .finish_non_exhaustive()
     }
 }

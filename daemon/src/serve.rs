@@ -216,6 +216,13 @@ impl Daemon {
             }
             None => None,
         };
+        let web_bound = crate::web::bind(&self.node)
+            .await
+            .map_err(ServeError::Other)?;
+        if let Some(b) = &web_bound {
+            publish_addr(&self.node.quarantine, "web.addr", &b.addr.to_string())
+                .map_err(ServeError::Control)?;
+        }
         publish_addr(&self.node.quarantine, "dicom.addr", &local.to_string())
             .map_err(ServeError::Control)?;
         let control_stop = CancellationToken::new();
@@ -237,6 +244,14 @@ impl Daemon {
             tokio::spawn(crate::control::serve_metrics(
                 self.node.clone(),
                 l,
+                control_stop.clone(),
+            ))
+        });
+        let web = web_bound.map(|b| {
+            tokio::spawn(crate::web::serve(
+                b,
+                self.node.clone(),
+                local.to_string(),
                 control_stop.clone(),
             ))
         });
@@ -297,12 +312,17 @@ impl Daemon {
                 Err(e) => tracing::error!(error = %e, "metrics task"),
             }
         }
+        if let Some(w) = web {
+            if let Err(e) = w.await {
+                tracing::error!(error = %e, "web task");
+            }
+        }
         match control.await {
             Ok(Ok(())) => {}
             Ok(Err(e)) => return Err(ServeError::Control(e)),
             Err(e) => return Err(ServeError::Other(format!("control task: {e}"))),
         }
-        for f in ["dicom.addr", "dicom-tls.addr", "metrics.addr"] {
+        for f in ["dicom.addr", "dicom-tls.addr", "metrics.addr", "web.addr"] {
             let _ = std::fs::remove_file(self.node.quarantine.run_dir().join(f));
         }
         tracing::info!("fiona stopped");

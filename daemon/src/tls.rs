@@ -153,6 +153,18 @@ pub fn server_config(c: &ListenTls) -> Result<Arc<ServerConfig>, String> {
     Ok(Arc::new(config))
 }
 
+/// The web page's rustls configuration: no client certificates, HTTP/1.1 by ALPN.
+pub fn web_server_config(cert: &Path, key: &Path) -> Result<Arc<ServerConfig>, String> {
+    let mut config = ServerConfig::builder_with_provider(provider())
+        .with_protocol_versions(VERSIONS)
+        .map_err(|e| format!("TLS versions: {e}"))?
+        .with_no_client_auth()
+        .with_single_cert(load_certificates(cert)?, load_private_key(key)?)
+        .map_err(|e| format!("{} with {}: {e}", cert.display(), key.display()))?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
 /// A destination's rustls configuration.
 pub fn client_config(t: &DestinationTls) -> Result<Arc<ClientConfig>, String> {
     let builder = ClientConfig::builder_with_provider(provider())

@@ -161,7 +161,13 @@ fn serve_runs_on_embedded_defaults_without_a_config_file() {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("from-env");
     let mut child = Command::new(fiona_bin!())
-        .args(["serve", "--listen", "127.0.0.1:0"])
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--web-listen",
+            "127.0.0.1:0",
+        ])
         .env("FIONA_DATA_DIR", &data)
         .env("FIONA_LOG", "warn")
         .stderr(std::process::Stdio::null())

@@ -263,6 +263,7 @@ const STAGES: &[&str] = &[
     "pixel",
     "scp",
     "serve",
+    "web",
 ];
 
 #[test]

@@ -66,8 +66,15 @@ impl Daemon {
                 .and_then(|n| n.to_str())
                 .unwrap_or("fiona")
         ));
+        // The web page on a free port (its embedded default, 8443, would clash between tests),
+        // unless the test configures `[web]` itself.
+        let web = if opts.extra_toml.contains("[web]") {
+            ""
+        } else {
+            "\n[web]\nlisten = \"127.0.0.1:0\"\n"
+        };
         let toml = format!(
-            "ae_title = \"{}\"\nlisten = \"127.0.0.1:0\"\ndata_dir = \"{}\"\nquiet_period_secs = {}\nmin_free_bytes = {}\n{}\n",
+            "ae_title = \"{}\"\nlisten = \"127.0.0.1:0\"\ndata_dir = \"{}\"\nquiet_period_secs = {}\nmin_free_bytes = {}\n{}\n{web}",
             opts.ae_title,
             data_dir.display(),
             opts.quiet_period_secs,

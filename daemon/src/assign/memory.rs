@@ -19,6 +19,7 @@ pub struct MemTables {
     /// Study key -> instance keys.
     pub instances: BTreeMap<String, Vec<String>>,
     pub transfer_instances: BTreeMap<String, Vec<String>>,
+    pub accounts: BTreeMap<String, crate::model::AccountRecord>,
 }
 
 impl Tables for MemTables {
@@ -64,6 +65,13 @@ impl Tables for MemTables {
     }
     fn outbox_entry(&self, _id: &str) -> Result<Option<OutboxRecord>, StoreError> {
         Ok(None)
+    }
+    fn account(&self, name: &str) -> Result<Option<crate::model::AccountRecord>, StoreError> {
+        Ok(self.accounts.get(name).cloned())
+    }
+    fn put_account(&mut self, a: &crate::model::AccountRecord) -> Result<(), StoreError> {
+        self.accounts.insert(a.name.clone(), a.clone());
+        Ok(())
     }
     fn instance_keys_of(&self, study_key: &str) -> Result<Vec<String>, StoreError> {
         Ok(self.instances.get(study_key).cloned().unwrap_or_default())

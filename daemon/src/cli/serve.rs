@@ -15,6 +15,9 @@ pub struct ServeArgs {
     /// Our AE title (overrides the config file).
     #[arg(long)]
     ae_title: Option<String>,
+    /// The web page's HTTPS address, HOST:PORT, or `off` (overrides the config file).
+    #[arg(long)]
+    web_listen: Option<String>,
 }
 
 pub fn serve(g: &Global, a: ServeArgs) -> Result<(), String> {
@@ -24,6 +27,15 @@ pub fn serve(g: &Global, a: ServeArgs) -> Result<(), String> {
         cfg.listen = l.parse().map_err(|_| {
             format!("invalid --listen `{l}`: expected HOST:PORT, e.g. 127.0.0.1:11112")
         })?;
+    }
+    match a.web_listen.as_deref() {
+        Some("off") => cfg.web.enabled = false,
+        Some(l) => {
+            cfg.web.listen = l.parse().map_err(|_| {
+                format!("invalid --web-listen `{l}`: expected HOST:PORT (127.0.0.1:8443) or `off`")
+            })?;
+        }
+        None => {}
     }
     if let Some(ae) = a.ae_title {
         cfg.ae_title = ae;

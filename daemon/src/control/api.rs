@@ -234,6 +234,16 @@ pub struct StatusView {
     pub checks: Vec<CheckResult>,
 }
 
+/// One destination on the status page: its last verification, last problem and queue.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct DestinationView {
+    pub name: String,
+    pub last_verified_ms: Option<i64>,
+    pub last_error: Option<String>,
+    /// Transfers de-identified and not yet finished at this destination.
+    pub queue: u64,
+}
+
 /// `GET /v1/evict`: what a housekeeping pass would evict now, in order, and why.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct EvictPlan {

@@ -27,6 +27,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::serve::IncomingStream;
 use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
 use crate::assign::coupling;
@@ -34,17 +35,19 @@ use crate::assign::{
     self, AssignError, AssignOutcome, AssignmentRecord, AuditRecord, CouplingEntry, Request,
     TransferRecord, TransferState, Via,
 };
+use crate::config::Grants;
 use crate::index::{
     IndexHealth, InstanceRecord, IoFailure, RejectRecord, SeriesRecord, StudyRecord,
 };
 use crate::jobs::Jobs;
+use crate::model::AccountRecord;
 use crate::node::Node;
 
 use api::{
-    route, AssignBody, AssignmentView, CheckResult, CouplingQuery, DiskReport, ErrorBody,
-    EvictPlan, HealthView, ImportReport, JobQuery, JobView, ProjectView, ResendBody, ResendOutcome,
-    SeriesView, StatusView, StudiesQuery, StudyDetail, StudyView, TransferQuery, VerifyBody,
-    SOCKET_NAME,
+    route, AssignBody, AssignmentView, CheckResult, CouplingQuery, DestinationView, DiskReport,
+    ErrorBody, EvictPlan, HealthView, ImportReport, JobQuery, JobView, ProjectView, ResendBody,
+    ResendOutcome, SeriesView, StatusView, StudiesQuery, StudyDetail, StudyView, TransferQuery,
+    VerifyBody, SOCKET_NAME,
 };
 
 /// Largest coupling list accepted (about a million rows).
@@ -144,7 +147,9 @@ fn series_view(s: &SeriesRecord) -> SeriesView {
     }
 }
 
-struct ApiError(StatusCode, String);
+/// A refusal: the HTTP status and what went wrong, for the admin (the web page shows the
+/// same message).
+pub struct ApiError(pub StatusCode, pub String);
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
@@ -202,15 +207,24 @@ async fn health(State(c): State<Arc<Ctl>>) -> Response {
 }
 
 async fn status(State(c): State<Arc<Ctl>>) -> Result<Json<StatusView>, ApiError> {
-    let node = c.node.clone();
+    Ok(Json(
+        status_view(c.node.clone(), c.started, c.listen.clone()).await,
+    ))
+}
+
+/// The daemon's status (`GET /v1/status`, the web page's status): counters and ranges of the
+/// index, no scan of its records.
+pub async fn status_view(node: Arc<Node>, started: Instant, listen: String) -> StatusView {
     let quiet = node.config.quiet_period().as_millis() as i64;
     let node2 = node.clone();
     let index = tokio::task::spawn_blocking(move || node2.store.health())
         .await
         .unwrap_or_default();
+    let node2 = node.clone();
     // An index that cannot be read still gets a status: the counters and the index's own
     // health say what is wrong.
     let counts = blocking(move || {
+        let node = node2;
         // Counters and a range of the index, no scan of its records: status stays fast at
         // a million instances (docs/BENCHMARKS.md, housekeeping at scale).
         let totals = node.store.totals().map_err(|e| e.to_string())?;
@@ -244,14 +258,14 @@ async fn status(State(c): State<Arc<Ctl>>) -> Result<Json<StatusView>, ApiError>
         Ok(c) => (None, c),
         Err(ApiError(_, e)) => (Some(e), Default::default()),
     };
-    let n = &c.node;
+    let n = &node;
     let st = &n.stats;
-    Ok(Json(StatusView {
+    StatusView {
         version: env!("CARGO_PKG_VERSION").into(),
         ae_title: n.config.ae_title.clone(),
-        listen: c.listen.clone(),
+        listen,
         data_dir: n.quarantine.root().display().to_string(),
-        uptime_secs: c.started.elapsed().as_secs(),
+        uptime_secs: started.elapsed().as_secs(),
         totals,
         studies_receiving: receiving,
         studies_arrived: arrived,
@@ -275,7 +289,7 @@ async fn status(State(c): State<Arc<Ctl>>) -> Result<Json<StatusView>, ApiError>
         notifications_pending: outbox.0,
         notifications_last_error: outbox.1,
         checks: n.health.results(),
-    }))
+    }
 }
 
 async fn get_evict(State(c): State<Arc<Ctl>>) -> Result<Json<EvictPlan>, ApiError> {
@@ -426,7 +440,12 @@ async fn studies(
     State(c): State<Arc<Ctl>>,
     Query(q): Query<StudiesQuery>,
 ) -> Result<Json<Vec<StudyView>>, ApiError> {
-    let node = c.node.clone();
+    study_views(c.node.clone(), q.all).await.map(Json)
+}
+
+/// Every study with its assignments, newest arrival first; unassigned studies past the assign
+/// list's window only with `all` (then marked `hidden`).
+pub async fn study_views(node: Arc<Node>, all: bool) -> Result<Vec<StudyView>, ApiError> {
     let mut v = blocking(move || {
         let now = node.clock.now_ms();
         let studies = node.store.studies().map_err(|e| e.to_string())?;
@@ -442,12 +461,12 @@ async fn studies(
                 let a = by_study.get(&s.key).map(Vec::as_slice).unwrap_or(&[]);
                 full_study_view(&node, s, a, &states, now)
             })
-            .filter(|v| q.all || !v.hidden)
+            .filter(|v| all || !v.hidden)
             .collect::<Vec<_>>())
     })
     .await?;
     v.sort_by_key(|s| std::cmp::Reverse(s.last_received_ms));
-    Ok(Json(v))
+    Ok(v)
 }
 
 fn transfer_states(
@@ -574,6 +593,209 @@ async fn get_projects(State(c): State<Arc<Ctl>>) -> Result<Json<Vec<ProjectView>
     ))
 }
 
+/// Each configured destination's last verification, last problem and queue (transfers
+/// de-identified and not yet finished there), from the transfers given.
+pub fn destination_views(node: &Node, transfers: &[TransferRecord]) -> Vec<DestinationView> {
+    let mut out: Vec<DestinationView> = node
+        .config
+        .destinations
+        .keys()
+        .map(|name| DestinationView {
+            name: name.clone(),
+            ..Default::default()
+        })
+        .collect();
+    let mut error_at: Vec<i64> = vec![i64::MIN; out.len()];
+    for t in transfers {
+        for d in &t.deliveries {
+            let Some(i) = out.iter().position(|x| x.name == d.destination) else {
+                continue;
+            };
+            let v = &mut out[i];
+            if let Some(ms) = d.verified_ms {
+                v.last_verified_ms = Some(v.last_verified_ms.map_or(ms, |x| x.max(ms)));
+            }
+            if let Some(r) = &d.reason {
+                if t.state_ms > error_at[i] {
+                    error_at[i] = t.state_ms;
+                    v.last_error = Some(r.clone());
+                }
+            }
+        }
+        if t.state == TransferState::Deidentified {
+            if let Some(p) = node.config.projects.get(&t.project) {
+                for name in &p.destinations {
+                    let finished = t
+                        .deliveries
+                        .iter()
+                        .any(|x| &x.destination == name && (x.done || x.failed));
+                    if let (false, Some(v)) = (finished, out.iter_mut().find(|x| &x.name == name)) {
+                        v.queue += 1;
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+/// A change to a local web account.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AccountChange {
+    Grants(Grants),
+    /// A new Argon2id hash (made by the caller from a checked password).
+    PasswordHash(String),
+    Disable,
+    Enable,
+}
+
+fn grants_detail(g: &Grants) -> String {
+    g.describe()
+}
+
+/// Add a local web account, audited in the same transaction; blocking. `first`: only when no
+/// local account exists yet (the web page's one-time setup link).
+pub fn account_add(
+    node: &Node,
+    actor: &str,
+    name: &str,
+    password_hash: String,
+    grants: Grants,
+    first: bool,
+) -> Result<(), String> {
+    if !crate::config::valid_account_name(name) {
+        return Err(format!(
+            "`{name}` is not a valid account name (1 to 64 letters, digits, `._-@`)"
+        ));
+    }
+    if !password_hash.starts_with("$argon2id$") {
+        return Err("the password hash must be Argon2id".into());
+    }
+    if node.config.web.accounts.iter().any(|a| a.name == name) {
+        return Err(format!("`{name}` is an account of the configuration"));
+    }
+    for p in grants.roles.keys() {
+        if !node.config.projects.contains_key(p) {
+            return Err(format!("project {p} is not configured"));
+        }
+    }
+    if first && !node.store.accounts().map_err(|e| e.to_string())?.is_empty() {
+        return Err("an account exists already".into());
+    }
+    let now = node.clock.now_ms();
+    let mut refusal = None;
+    node.store
+        .write_assign(&mut |t| {
+            refusal = None;
+            if t.account(name)?.is_some() {
+                refusal = Some(format!("account `{name}` exists already"));
+                return Ok(());
+            }
+            t.put_account(&AccountRecord {
+                name: name.to_string(),
+                password_hash: password_hash.clone(),
+                grants: grants.clone(),
+                disabled: false,
+                created_ms: now,
+                changed_ms: now,
+            })?;
+            t.append_audit(account_audit(
+                actor,
+                "account_add",
+                now,
+                format!("{name}: {}", grants_detail(&grants)),
+            ))?;
+            Ok(())
+        })
+        .map_err(|e| e.to_string())?;
+    match refusal {
+        Some(r) => Err(r),
+        None => {
+            tracing::info!(account = %name, actor = %actor, "web account added");
+            Ok(())
+        }
+    }
+}
+
+fn account_audit(actor: &str, action: &str, now: i64, detail: String) -> AuditRecord {
+    AuditRecord {
+        seq: 0,
+        time_ms: now,
+        actor: actor.to_string(),
+        action: action.to_string(),
+        study_key: None,
+        project: None,
+        participant: None,
+        event: None,
+        transfer: None,
+        detail,
+    }
+}
+
+/// Change a local web account, audited in the same transaction; blocking. Returns what was
+/// done, in words.
+pub fn account_change(
+    node: &Node,
+    actor: &str,
+    name: &str,
+    change: AccountChange,
+) -> Result<String, String> {
+    if let AccountChange::Grants(g) = &change {
+        for p in g.roles.keys() {
+            if !node.config.projects.contains_key(p) {
+                return Err(format!("project {p} is not configured"));
+            }
+        }
+    }
+    if let AccountChange::PasswordHash(h) = &change {
+        if !h.starts_with("$argon2id$") {
+            return Err("the password hash must be Argon2id".into());
+        }
+    }
+    let now = node.clock.now_ms();
+    let mut result: Result<String, String> = Err("no result".into());
+    node.store
+        .write_assign(&mut |t| {
+            let Some(mut a) = t.account(name)? else {
+                result = Err(if node.config.web.accounts.iter().any(|a| a.name == name) {
+                    format!("`{name}` is an account of the configuration: change it there")
+                } else {
+                    format!("no local account `{name}`")
+                });
+                return Ok(());
+            };
+            let (action, detail) = match &change {
+                AccountChange::Grants(g) => {
+                    a.grants = g.clone();
+                    ("account_roles", format!("{name}: {}", grants_detail(g)))
+                }
+                AccountChange::PasswordHash(h) => {
+                    a.password_hash = h.clone();
+                    ("account_password", format!("{name}: password set"))
+                }
+                AccountChange::Disable => {
+                    a.disabled = true;
+                    ("account_disable", format!("{name} disabled"))
+                }
+                AccountChange::Enable => {
+                    a.disabled = false;
+                    ("account_enable", format!("{name} enabled"))
+                }
+            };
+            a.changed_ms = now;
+            t.put_account(&a)?;
+            t.append_audit(account_audit(actor, action, now, detail.clone()))?;
+            result = Ok(detail);
+            Ok(())
+        })
+        .map_err(|e| e.to_string())?;
+    if let Ok(d) = &result {
+        tracing::info!(actor = %actor, "web account changed: {d}");
+    }
+    result
+}
+
 /// Who is on the other end of the control socket (from `SO_PEERCRED`).
 #[derive(Debug, Clone)]
 pub struct Peer {
@@ -637,7 +859,7 @@ fn refused(e: AssignError) -> ApiError {
 }
 
 /// Find a study by quarantine key, else by accession number (which must be unambiguous).
-fn resolve_study(node: &Node, study: &str) -> Result<String, ApiError> {
+pub fn resolve_study(node: &Node, study: &str) -> Result<String, ApiError> {
     let internal =
         |e: crate::index::StoreError| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string());
     if node.store.study(study).map_err(internal)?.is_some() {
@@ -676,7 +898,17 @@ async fn post_assign(
     let node = c.node.clone();
     let r = tokio::task::spawn_blocking(move || -> Result<AssignOutcome, ApiError> {
         let actor = actor_of(&peer).ok_or_else(no_actor)?;
-        let key = resolve_study(&node, &b.study)?;
+        assign_as(&node, &actor, &b)
+    })
+    .await
+    .map_err(|_| ApiError(StatusCode::INTERNAL_SERVER_ERROR, "task failed".into()))??;
+    Ok(Json(r))
+}
+
+/// Assign a study by hand (or correct its assignment) as `actor`, audited; blocking.
+pub fn assign_as(node: &Node, actor: &str, b: &AssignBody) -> Result<AssignOutcome, ApiError> {
+    {
+        let key = resolve_study(node, &b.study)?;
         let mut result: Option<Result<AssignOutcome, AssignError>> = None;
         node.store
             .write_assign(&mut |t| {
@@ -686,7 +918,7 @@ async fn post_assign(
                     participant: &b.participant,
                     event: &b.event,
                     via: Via::Manual,
-                    actor: &actor,
+                    actor,
                     derived_from: None,
                     allow_other_patient: b.allow_other_patient,
                 };
@@ -711,12 +943,12 @@ async fn post_assign(
                 }
                 Err(refused(e))
             }
-            None => Err(ApiError(StatusCode::INTERNAL_SERVER_ERROR, "no result".into())),
+            None => Err(ApiError(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "no result".into(),
+            )),
         }
-    })
-    .await
-    .map_err(|_| ApiError(StatusCode::INTERNAL_SERVER_ERROR, "task failed".into()))??;
-    Ok(Json(r))
+    }
 }
 
 async fn post_coupling(
@@ -728,38 +960,48 @@ async fn post_coupling(
     let node = c.node.clone();
     let res = blocking(move || {
         let actor = actor_of(&peer).ok_or("the caller's credentials are unknown")?;
-        let mut report = None;
-        node.store
-            .write_assign(&mut |t| {
-                report = Some(coupling::import(
-                    t,
-                    &node.policy,
-                    &body,
-                    &actor,
-                    q.replace,
-                    node.clock.now_ms(),
-                )?);
-                Ok(())
-            })
-            .map_err(|e| e.to_string())?;
-        report.ok_or_else(|| "no result".to_string())
+        import_coupling_as(&node, &actor, &body, q.replace)
     })
     .await;
     match res {
-        Ok(r) if r.errors.is_empty() => {
-            tracing::info!(import = %r.import_id, rows = r.rows, assigned = r.assigned.len(), "coupling list imported");
-            c.node.pipeline_wake.notify_one();
-            Json(r).into_response()
-        }
-        Ok(r) => {
-            tracing::warn!(
-                bad_lines = r.errors.len(),
-                "coupling list refused, nothing loaded"
-            );
-            (StatusCode::UNPROCESSABLE_ENTITY, Json::<ImportReport>(r)).into_response()
-        }
+        Ok(r) if r.errors.is_empty() => Json(r).into_response(),
+        Ok(r) => (StatusCode::UNPROCESSABLE_ENTITY, Json::<ImportReport>(r)).into_response(),
         Err(e) => e.into_response(),
     }
+}
+
+/// Import a coupling list as `actor` (all or nothing; the report lists bad lines); blocking.
+pub fn import_coupling_as(
+    node: &Node,
+    actor: &str,
+    csv: &str,
+    replace: bool,
+) -> Result<ImportReport, String> {
+    let mut report = None;
+    node.store
+        .write_assign(&mut |t| {
+            report = Some(coupling::import(
+                t,
+                &node.policy,
+                csv,
+                actor,
+                replace,
+                node.clock.now_ms(),
+            )?);
+            Ok(())
+        })
+        .map_err(|e| e.to_string())?;
+    let r = report.ok_or_else(|| "no result".to_string())?;
+    if r.errors.is_empty() {
+        tracing::info!(import = %r.import_id, rows = r.rows, assigned = r.assigned.len(), "coupling list imported");
+        node.pipeline_wake.notify_one();
+    } else {
+        tracing::warn!(
+            bad_lines = r.errors.len(),
+            "coupling list refused, nothing loaded"
+        );
+    }
+    Ok(r)
 }
 
 async fn get_coupling(State(c): State<Arc<Ctl>>) -> Result<Json<Vec<CouplingEntry>>, ApiError> {

@@ -19,8 +19,8 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use crate::model::{
-    AssignmentRecord, AuditRecord, CouplingEntry, KeyKind, OutboxRecord, ParticipantRecord,
-    TransferRecord, TransferState,
+    AccountRecord, AssignmentRecord, AuditRecord, CouplingEntry, KeyKind, OutboxRecord,
+    ParticipantRecord, TransferRecord, TransferState,
 };
 
 /// Errors from the index. The message names the operation, never a record's values.
@@ -143,6 +143,10 @@ pub trait Tables {
     /// Remove a delivered notification; returns whether it was there.
     fn remove_outbox(&mut self, id: &str) -> Result<bool, StoreError>;
     fn outbox_entry(&self, id: &str) -> Result<Option<OutboxRecord>, StoreError>;
+    /// A local web account by name.
+    fn account(&self, name: &str) -> Result<Option<AccountRecord>, StoreError>;
+    /// Add or replace a local web account.
+    fn put_account(&mut self, a: &AccountRecord) -> Result<(), StoreError>;
 }
 
 /// What a new instance's arrival means for its study, from the index.
@@ -237,6 +241,12 @@ pub trait Store: Send + Sync + 'static {
     fn rejections(&self) -> Result<Vec<RejectRecord>, StoreError>;
     /// Notifications not yet delivered, oldest first.
     fn outbox(&self) -> Result<Vec<OutboxRecord>, StoreError>;
+    /// Local web accounts, by name.
+    fn accounts(&self) -> Result<Vec<AccountRecord>, StoreError>;
+    /// One local web account.
+    fn account_named(&self, name: &str) -> Result<Option<AccountRecord>, StoreError> {
+        Ok(self.accounts()?.into_iter().find(|a| a.name == name))
+    }
     fn studies(&self) -> Result<Vec<StudyRecord>, StoreError>;
     fn study(&self, key: &str) -> Result<Option<StudyRecord>, StoreError>;
     fn series_of(&self, study_key: &str) -> Result<Vec<SeriesRecord>, StoreError>;
@@ -254,6 +264,11 @@ pub trait Store: Send + Sync + 'static {
             out.parked_instances += t.parked.len() as u64;
         }
         Ok(out)
+    }
+    /// When the latest instance arrived (Unix ms), if any study is known. The default scans
+    /// every study; an engine may keep them in order of arrival.
+    fn last_arrival_ms(&self) -> Result<Option<i64>, StoreError> {
+        Ok(self.studies()?.iter().map(|s| s.last_received_ms).max())
     }
     /// Studies whose last instance arrived at or after `since_ms`. The default scans every
     /// study; an engine may keep them in order of arrival.

@@ -211,6 +211,12 @@ impl<S: Store + Reopen> Store for Recovering<S> {
     fn outbox(&self) -> Result<Vec<OutboxRecord>, StoreError> {
         self.run(|s| s.outbox())
     }
+    fn accounts(&self) -> Result<Vec<AccountRecord>, StoreError> {
+        self.run(|s| s.accounts())
+    }
+    fn last_arrival_ms(&self) -> Result<Option<i64>, StoreError> {
+        self.run(|s| s.last_arrival_ms())
+    }
     fn transfer_counts(&self) -> Result<TransferCounts, StoreError> {
         self.run(|s| s.transfer_counts())
     }
@@ -322,6 +328,7 @@ mod tests {
             has_rejection(k: &str) -> bool;
             rejections() -> Vec<RejectRecord>;
             outbox() -> Vec<OutboxRecord>;
+            accounts() -> Vec<crate::model::AccountRecord>;
             studies() -> Vec<StudyRecord>;
             series_of(k: &str) -> Vec<SeriesRecord>;
             instances_of(k: &str) -> Vec<InstanceRecord>;

@@ -54,6 +54,8 @@ const ISSUED_STUDIES: TableDefinition<&str, &str> = TableDefinition::new("issued
 const AUDIT: TableDefinition<u64, &[u8]> = TableDefinition::new("audit");
 const TRANSFER_INSTANCES: TableDefinition<&str, &str> = TableDefinition::new("transfer_instances");
 const OUTBOX: TableDefinition<&str, &[u8]> = TableDefinition::new("outbox");
+/// Local web accounts by name (`AccountRecord`).
+const ACCOUNTS: TableDefinition<&str, &[u8]> = TableDefinition::new("accounts");
 /// Aggregates kept in the transaction that changes their records (see [`counters`]).
 const COUNTERS: TableDefinition<&str, u64> = TableDefinition::new("counters");
 /// Studies by last arrival: `{last_received_ms:020}{US}{study key}` (the value unused).
@@ -168,6 +170,7 @@ impl RedbStore {
             txn.open_table(TRANSFER_INSTANCES)
                 .map_err(engine("create tables"))?;
             txn.open_table(OUTBOX).map_err(engine("create tables"))?;
+            txn.open_table(ACCOUNTS).map_err(engine("create tables"))?;
             counters::ensure(&txn)?;
         }
         txn.commit().map_err(engine("commit"))?;
@@ -570,6 +573,10 @@ impl Store for RedbStore {
         self.read_all(OUTBOX)
     }
 
+    fn accounts(&self) -> Result<Vec<AccountRecord>, StoreError> {
+        self.read_all(ACCOUNTS)
+    }
+
     fn rejections(&self) -> Result<Vec<RejectRecord>, StoreError> {
         self.read_all(REJECTED)
     }
@@ -620,6 +627,14 @@ impl Store for RedbStore {
         let txn = db.begin_read().map_err(engine("begin read"))?;
         let c = txn.open_table(COUNTERS).map_err(engine("open counters"))?;
         counters::transfer_counts(&c)
+    }
+
+    fn last_arrival_ms(&self) -> Result<Option<i64>, StoreError> {
+        let db = self.db()?;
+        let txn = db.begin_read().map_err(engine("begin read"))?;
+        let r = txn.open_table(RECENT).map_err(engine("open recent"))?;
+        let last = r.last().map_err(engine("last"))?;
+        Ok(last.and_then(|(k, _)| k.value().get(..20).and_then(|ms| ms.parse().ok())))
     }
 
     fn studies_received_since(&self, since_ms: i64) -> Result<u64, StoreError> {
@@ -784,6 +799,14 @@ impl Tables for TxTables<'_> {
 
     fn outbox_entry(&self, id: &str) -> Result<Option<OutboxRecord>, StoreError> {
         self.get_json(OUTBOX, id)
+    }
+
+    fn account(&self, name: &str) -> Result<Option<AccountRecord>, StoreError> {
+        self.get_json(ACCOUNTS, name)
+    }
+
+    fn put_account(&mut self, a: &AccountRecord) -> Result<(), StoreError> {
+        self.put_json(ACCOUNTS, &a.name, a)
     }
 
     fn instance_keys_of(&self, study_key: &str) -> Result<Vec<String>, StoreError> {
