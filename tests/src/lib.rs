@@ -8,6 +8,7 @@ pub mod harness;
 pub mod orthanc;
 pub mod pki;
 pub mod scu;
+pub mod web;
 
 /// The `fiona` binary Cargo built for the calling integration test (`CARGO_BIN_EXE_fiona` is
 /// set for the daemon package's tests, so this expands in the caller).

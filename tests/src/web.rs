@@ -1,0 +1,294 @@
+//! The web page from outside: headless Chromium driven over WebDriver (Debian's `chromium`
+//! and `chromium-driver`, fantoccini), and plain HTTPS requests by `curl` for what a browser
+//! would not send (forged forms, a missing CSRF token, another origin).
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::harness::{free_port, require_tool, wait_until_listening, Daemon, KillOnDrop};
+
+/// The session cookie's name.
+pub const COOKIE: &str = "__Host-fiona";
+
+/// The web page's base address of a daemon the harness started (`run/web.addr`).
+pub fn base_url(d: &Daemon) -> String {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Ok(s) = std::fs::read_to_string(d.data_dir.join("run/web.addr")) {
+            return format!("https://{}", s.trim());
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the web page never started; log:\n{}",
+            d.log()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The one-time setup link from the daemon's log.
+pub fn setup_link(d: &Daemon) -> String {
+    let log = d.log();
+    let i = log
+        .find("/setup/")
+        .unwrap_or_else(|| panic!("no setup link in the log:\n{log}"));
+    let token: String = log[i + 7..]
+        .chars()
+        .take_while(|c| c.is_ascii_hexdigit())
+        .collect();
+    format!("/setup/{token}")
+}
+
+/// A headless Chromium under chromedriver, ended on drop.
+pub struct Browser {
+    pub client: fantoccini::Client,
+    _driver: KillOnDrop,
+    _profile: tempfile::TempDir,
+}
+
+impl Browser {
+    /// Start chromedriver on a free port and a new headless Chromium session that accepts
+    /// the page's self-signed certificate.
+    pub async fn start() -> Browser {
+        require_tool("chromedriver");
+        require_tool("chromium");
+        let port = free_port();
+        let driver = KillOnDrop(
+            Command::new("chromedriver")
+                .arg(format!("--port={port}"))
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("start chromedriver"),
+        );
+        wait_until_listening(port, "chromedriver");
+        let profile = tempfile::tempdir().expect("profile dir");
+        let mut caps = serde_json::Map::new();
+        caps.insert(
+            "goog:chromeOptions".into(),
+            serde_json::json!({
+                "binary": "/usr/bin/chromium",
+                "args": [
+                    "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                    "--disable-quic", "--no-first-run", "--disable-background-networking",
+                    "--disable-component-update", "--disable-sync", "--ignore-certificate-errors",
+                    "--window-size=1280,1000",
+                    format!("--user-data-dir={}", profile.path().display()),
+                ]
+            }),
+        );
+        caps.insert("acceptInsecureCerts".into(), serde_json::Value::Bool(true));
+        // chromedriver on 127.0.0.1: plain HTTP, no TLS stack needed.
+        let http = hyper_util::client::legacy::connect::HttpConnector::new();
+        let client = fantoccini::ClientBuilder::new(http)
+            .capabilities(caps)
+            .connect(&format!("http://127.0.0.1:{port}"))
+            .await
+            .expect("WebDriver session");
+        Browser {
+            client,
+            _driver: driver,
+            _profile: profile,
+        }
+    }
+
+    pub async fn goto(&self, url: &str) {
+        self.client.goto(url).await.expect("navigate");
+    }
+
+    /// The page's visible text.
+    pub async fn text(&self) -> String {
+        self.client
+            .find(fantoccini::Locator::Css("body"))
+            .await
+            .expect("body")
+            .text()
+            .await
+            .expect("text")
+    }
+
+    pub async fn html(&self) -> String {
+        self.client.source().await.expect("page source")
+    }
+
+    pub async fn title(&self) -> String {
+        self.client.title().await.expect("title")
+    }
+
+    pub async fn url(&self) -> String {
+        self.client.current_url().await.expect("url").to_string()
+    }
+
+    /// Type into the field with this id (cleared first).
+    pub async fn fill(&self, id: &str, value: &str) {
+        let e = self
+            .client
+            .find(fantoccini::Locator::Id(id))
+            .await
+            .unwrap_or_else(|e| panic!("no field #{id}: {e}"));
+        e.clear().await.expect("clear");
+        e.send_keys(value).await.expect("type");
+    }
+
+    /// Choose an option of the select with this id, by value.
+    pub async fn select(&self, id: &str, value: &str) {
+        let e = self
+            .client
+            .find(fantoccini::Locator::Id(id))
+            .await
+            .unwrap_or_else(|e| panic!("no select #{id}: {e}"));
+        e.select_by_value(value).await.expect("select");
+    }
+
+    /// Click the element a CSS selector finds.
+    pub async fn click(&self, css: &str) {
+        self.client
+            .find(fantoccini::Locator::Css(css))
+            .await
+            .unwrap_or_else(|e| panic!("nothing matches {css}: {e}"))
+            .click()
+            .await
+            .expect("click");
+    }
+
+    /// The session cookie's value, if the browser holds one.
+    pub async fn session(&self) -> Option<String> {
+        self.client
+            .get_named_cookie(COOKIE)
+            .await
+            .ok()
+            .map(|c| c.value().to_string())
+    }
+
+    /// Forget every cookie (a different person at the same browser).
+    pub async fn forget(&self) {
+        self.client
+            .delete_all_cookies()
+            .await
+            .expect("delete cookies");
+    }
+
+    /// Log in on the login page; returns the page text after.
+    pub async fn login(&self, base: &str, name: &str, password: &str) -> String {
+        self.goto(&format!("{base}/login")).await;
+        self.fill("name", name).await;
+        self.fill("password", password).await;
+        self.click("form[action='/login'] button[type=submit]")
+            .await;
+        self.text().await
+    }
+
+    /// Save a PNG of the page as `dir/name.png`.
+    pub async fn screenshot(&self, dir: &Path, name: &str) -> PathBuf {
+        std::fs::create_dir_all(dir).expect("screenshot dir");
+        let png = self.client.screenshot().await.expect("screenshot");
+        let p = dir.join(format!("{name}.png"));
+        std::fs::write(&p, png).expect("write screenshot");
+        p
+    }
+
+    /// Reload until the page text satisfies `done` (a generous bound: no timing is
+    /// asserted).
+    pub async fn reload_until(
+        &self,
+        what: &str,
+        within: Duration,
+        done: impl Fn(&str) -> bool,
+    ) -> String {
+        let start = Instant::now();
+        loop {
+            let t = self.text().await;
+            if done(&t) {
+                return t;
+            }
+            assert!(
+                start.elapsed() < within,
+                "{what}: page never got there:\n{t}"
+            );
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            self.client.refresh().await.expect("reload");
+        }
+    }
+
+    pub async fn close(self) {
+        let _ = self.client.close().await;
+    }
+}
+
+/// The answer to a request made by curl (no certificate check: the page's own self-signed
+/// one).
+#[derive(Debug)]
+pub struct Answer {
+    pub status: u16,
+    pub headers: String,
+    pub body: String,
+}
+
+impl Answer {
+    pub fn header(&self, name: &str) -> Option<String> {
+        self.headers.lines().find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.trim()
+                .eq_ignore_ascii_case(name)
+                .then(|| v.trim().to_string())
+        })
+    }
+}
+
+/// `curl` a URL: `cookie` is the session, `form` a urlencoded body (then POST) and `origin`
+/// the Origin header sent with it.
+pub fn curl(url: &str, cookie: Option<&str>, form: Option<&str>, origin: Option<&str>) -> Answer {
+    let dir = tempfile::tempdir().expect("tmp");
+    let headers = dir.path().join("h");
+    let mut c = Command::new("curl");
+    c.args(["-sk", "-o", "-", "-D"]).arg(&headers);
+    if let Some(k) = cookie {
+        c.args(["-H", &format!("Cookie: {COOKIE}={k}")]);
+    }
+    if let Some(f) = form {
+        c.args(["--data-raw", f]);
+    }
+    if let Some(o) = origin {
+        c.args(["-H", &format!("Origin: {o}")]);
+    }
+    let out = c.arg(url).output().expect("run curl");
+    let headers = std::fs::read_to_string(&headers).unwrap_or_default();
+    let status = headers
+        .lines()
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    Answer {
+        status,
+        headers,
+        body: String::from_utf8_lossy(&out.stdout).into_owned(),
+    }
+}
+
+/// Log in with curl; returns the session cookie.
+pub fn curl_login(base: &str, name: &str, password: &str) -> Option<String> {
+    let a = curl(
+        &format!("{base}/login"),
+        None,
+        Some(&format!("name={name}&password={password}")),
+        Some(base),
+    );
+    let c = a.header("set-cookie")?;
+    let v = c.strip_prefix(&format!("{COOKIE}="))?;
+    Some(v.split(';').next()?.to_string())
+}
+
+/// The CSRF token of the page at `url` for this session (from its first form).
+pub fn csrf_of(url: &str, cookie: &str) -> String {
+    let a = curl(url, Some(cookie), None, None);
+    let i = a
+        .body
+        .find("name=\"csrf\" value=\"")
+        .unwrap_or_else(|| panic!("no CSRF field at {url}: {}", a.status));
+    a.body[i + 19..]
+        .chars()
+        .take_while(|c| c.is_ascii_hexdigit())
+        .collect()
+}
