@@ -23,6 +23,10 @@ done
 command -v openssl >/dev/null 2>&1 || need+=(openssl)
 # promtool (Debian package prometheus) checks the metrics exposition (daemon/tests/metrics.rs).
 command -v promtool >/dev/null 2>&1 || need+=(prometheus)
+# OpenLDAP for the LDAP login test (daemon/tests/ldap.rs starts its own slapd on free ports):
+# slapd (in /usr/sbin), slapadd/slappasswd, and ldapadd from ldap-utils.
+[ -x /usr/sbin/slapd ] || need+=(slapd)
+command -v ldapadd >/dev/null 2>&1 || need+=(ldap-utils)
 if ((${#need[@]})); then
   SUDO=""
   [ "$(id -u)" = 0 ] || SUDO="sudo"
@@ -32,6 +36,10 @@ if ((${#need[@]})); then
   if [[ " ${need[*]} " == *" orthanc "* ]]; then
     # The package's own service (ports 4242 and 8042 on every interface) is not wanted.
     $SUDO systemctl disable --now orthanc >/dev/null 2>&1 || $SUDO service orthanc stop >/dev/null 2>&1 || true
+  fi
+  if [[ " ${need[*]} " == *" slapd "* ]]; then
+    # The package's own directory service (port 389 on every interface) is not wanted.
+    $SUDO systemctl disable --now slapd >/dev/null 2>&1 || $SUDO service slapd stop >/dev/null 2>&1 || true
   fi
   if [[ " ${need[*]} " == *" prometheus "* ]]; then
     # Only promtool is wanted: not the server (port 9090) nor the node exporter (9100) that

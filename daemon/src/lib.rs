@@ -21,6 +21,7 @@ pub mod header;
 pub mod health;
 pub mod index;
 pub mod jobs;
+pub mod ldap;
 pub mod logging;
 pub mod metrics;
 pub mod model;

@@ -5,6 +5,7 @@ pub mod burned;
 pub mod corpus;
 pub mod glyphs;
 pub mod harness;
+pub mod ldap;
 pub mod orthanc;
 pub mod pki;
 pub mod scu;
