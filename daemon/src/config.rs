@@ -208,9 +208,9 @@ impl std::fmt::Debug for WebAccount {
 
 /// `[web.ldap]`: log in with a directory account. A simple bind as the user, over LDAPS
 /// (`ldaps://`) or StartTLS (`ldap://` with `starttls = true`; a password never goes in
-/// clear), then the user's groups are read and mapped to roles. Its `Debug` never prints
-/// the bind password.
-#[derive(Clone, Deserialize)]
+/// clear), then the user's groups are read and mapped to roles (`ldap.rs`). There is no
+/// service account: the user's own bind reads its entry and groups.
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LdapConfig {
     /// `ldaps://host:636` or `ldap://host:389` (then `starttls` must be true).
@@ -241,22 +241,6 @@ pub struct LdapConfig {
     pub groups: BTreeMap<String, Vec<String>>,
     #[serde(default = "default_ldap_timeout")]
     pub timeout_secs: u64,
-}
-
-impl std::fmt::Debug for LdapConfig {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LdapConfig")
-            .field("url", &self.url)
-            .field("starttls", &self.starttls)
-            .field("ca", &self.ca)
-            .field("bind_dn", &self.bind_dn)
-            .field("base_dn", &self.base_dn)
-            .field("user_filter", &self.user_filter)
-            .field("group_base_dn", &self.group_base_dn)
-            .field("groups", &self.groups)
-            .field("timeout_secs", &self.timeout_secs)
-            .finish()
-    }
 }
 
 fn default_ldap_user_filter() -> String {

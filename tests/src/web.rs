@@ -43,6 +43,8 @@ pub fn setup_link(d: &Daemon) -> String {
 /// A headless Chromium under chromedriver, ended on drop.
 pub struct Browser {
     pub client: fantoccini::Client,
+    /// Every (URL, title) a page's text was read at.
+    history: std::sync::Mutex<Vec<(String, String)>>,
     _driver: KillOnDrop,
     _profile: tempfile::TempDir,
 }
@@ -88,6 +90,7 @@ impl Browser {
             .expect("WebDriver session");
         Browser {
             client,
+            history: Default::default(),
             _driver: driver,
             _profile: profile,
         }
@@ -97,12 +100,37 @@ impl Browser {
         self.client.goto(url).await.expect("navigate");
     }
 
-    /// The page's visible text.
+    /// The page's visible text (its URL and title go into the history).
     pub async fn text(&self) -> String {
+        let (u, t) = (self.url().await, self.title().await);
+        self.history
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push((u, t));
+        // A page that refreshes itself may be replaced while it is read: read again.
+        let mut tries = 0;
+        loop {
+            let r = match self.client.find(fantoccini::Locator::Css("body")).await {
+                Ok(b) => b.text().await,
+                Err(e) => Err(e),
+            };
+            match r {
+                Ok(t) => return t,
+                Err(e) => {
+                    tries += 1;
+                    assert!(tries < 50, "page text: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+    }
+
+    /// The text of the element with this id.
+    pub async fn text_of(&self, id: &str) -> String {
         self.client
-            .find(fantoccini::Locator::Css("body"))
+            .find(fantoccini::Locator::Id(id))
             .await
-            .expect("body")
+            .unwrap_or_else(|e| panic!("no element #{id}: {e}"))
             .text()
             .await
             .expect("text")
@@ -131,6 +159,17 @@ impl Browser {
         e.send_keys(value).await.expect("type");
     }
 
+    /// Choose a file for the file input with this id.
+    pub async fn fill_file(&self, id: &str, path: &Path) {
+        self.client
+            .find(fantoccini::Locator::Id(id))
+            .await
+            .unwrap_or_else(|e| panic!("no file input #{id}: {e}"))
+            .send_keys(&path.display().to_string())
+            .await
+            .expect("choose file");
+    }
+
     /// Choose an option of the select with this id, by value.
     pub async fn select(&self, id: &str, value: &str) {
         let e = self
@@ -141,8 +180,14 @@ impl Browser {
         e.select_by_value(value).await.expect("select");
     }
 
-    /// Click the element a CSS selector finds.
+    /// Click the element a CSS selector finds (a link or a submit button) and wait until the
+    /// next page has loaded.
     pub async fn click(&self, css: &str) {
+        let old = self
+            .client
+            .find(fantoccini::Locator::Css("html"))
+            .await
+            .expect("html");
         self.client
             .find(fantoccini::Locator::Css(css))
             .await
@@ -150,6 +195,36 @@ impl Browser {
             .click()
             .await
             .expect("click");
+        let start = Instant::now();
+        // The old page's root goes stale once the browser has left it.
+        while old.tag_name().await.is_ok() {
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "clicking {css} loaded no page"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        self.wait_loaded().await;
+    }
+
+    async fn wait_loaded(&self) {
+        let start = Instant::now();
+        loop {
+            let state = self
+                .client
+                .execute("return document.readyState", vec![])
+                .await
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_string));
+            if state.as_deref() == Some("complete") {
+                return;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "the page never finished loading"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     /// The session cookie's value, if the browser holds one.
@@ -211,6 +286,14 @@ impl Browser {
         }
     }
 
+    /// The (URL, title) of every page whose text was read.
+    pub fn history(&self) -> Vec<(String, String)> {
+        self.history
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
     pub async fn close(self) {
         let _ = self.client.close().await;
     }
@@ -267,12 +350,32 @@ pub fn curl(url: &str, cookie: Option<&str>, form: Option<&str>, origin: Option<
     }
 }
 
+/// A urlencoded form body.
+pub fn form(fields: &[(&str, &str)]) -> String {
+    let enc = |s: &str| {
+        s.bytes()
+            .map(|b| match b {
+                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'*' => {
+                    (b as char).to_string()
+                }
+                b' ' => "+".into(),
+                _ => format!("%{b:02X}"),
+            })
+            .collect::<String>()
+    };
+    fields
+        .iter()
+        .map(|(k, v)| format!("{}={}", enc(k), enc(v)))
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
 /// Log in with curl; returns the session cookie.
 pub fn curl_login(base: &str, name: &str, password: &str) -> Option<String> {
     let a = curl(
         &format!("{base}/login"),
         None,
-        Some(&format!("name={name}&password={password}")),
+        Some(&form(&[("name", name), ("password", password)])),
         Some(base),
     );
     let c = a.header("set-cookie")?;

@@ -290,9 +290,11 @@ fn security_headers(r: &mut Response, cacheable: bool) {
         header::X_CONTENT_TYPE_OPTIONS,
         HeaderValue::from_static("nosniff"),
     );
+    // Not `no-referrer`: with it, browsers send `Origin: null` with a form, and the origin
+    // check needs the real one. No URL carries patient data.
     h.insert(
         header::REFERRER_POLICY,
-        HeaderValue::from_static("no-referrer"),
+        HeaderValue::from_static("same-origin"),
     );
     h.insert(
         header::CACHE_CONTROL,

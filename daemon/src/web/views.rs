@@ -31,8 +31,13 @@ const PAGE_ROWS: usize = 100;
 const COUPLING_MAX_BYTES: usize = 16 << 20;
 
 pub fn router(web: Arc<Web>) -> Router {
-    Router::new()
-        .route("/", get(status))
+    let mut r = Router::new();
+    if crate::pipeline::test_faults_enabled() {
+        // Only with FIONA_TEST_FAULTS=1 (warned about at start): a handler that panics, for
+        // the test that the daemon survives it.
+        r = r.route("/fault/panic", get(panic_fault));
+    }
+    r.route("/", get(status))
         .route("/login", get(login_form).post(login))
         .route("/logout", post(logout))
         .route("/setup/{token}", get(setup_form).post(setup))
@@ -56,6 +61,10 @@ pub fn router(web: Arc<Web>) -> Router {
         .route("/static/fiona.css", get(css))
         .fallback(not_found)
         .with_state(web)
+}
+
+async fn panic_fault() -> &'static str {
+    panic!("test fault: a handler panics")
 }
 
 /// A path for a log line: the first segment, the rest elided (keys, names).
@@ -368,13 +377,28 @@ async fn authenticate(
     Ok(None)
 }
 
+/// A directory login: `Ok(None)` for wrong credentials; a user in no mapped group may not
+/// log in either (logged, so an admin can tell why).
 async fn ldap_login(
     cfg: &crate::config::LdapConfig,
     name: &str,
     password: &str,
 ) -> Result<Option<Identity>, String> {
-    let _ = (cfg, name, password);
-    Ok(None)
+    use crate::ldap::LdapError;
+    match crate::ldap::login(cfg, name, password).await {
+        Ok(grants) => Ok(Some(Identity {
+            // The directory matches names without regard to case: one identity per person.
+            name: name.to_lowercase(),
+            source: Source::Ldap,
+            grants,
+        })),
+        Err(LdapError::InvalidCredentials) => Ok(None),
+        Err(LdapError::NoRole) => {
+            tracing::warn!(user = %name, "web login: the directory account is in no group mapped to a role");
+            Ok(None)
+        }
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 async fn login(
@@ -395,12 +419,14 @@ async fn login(
         )
             .into_response();
     }
-    if web.throttle.check(&name, addr).is_err() {
+    // Failures count per name whatever its case (the directory ignores case).
+    let key = name.to_lowercase();
+    if web.throttle.check(&key, addr).is_err() {
         return (StatusCode::TOO_MANY_REQUESTS, login_page(Some(too_many))).into_response();
     }
     match authenticate(&web, &name, &f.password).await {
         Ok(Some(identity)) => {
-            web.throttle.succeed(&name);
+            web.throttle.succeed(&key);
             match web.sessions.create(identity) {
                 Ok(id) => {
                     tracing::info!(user = %name, "web login");
@@ -417,7 +443,7 @@ async fn login(
             }
         }
         Ok(None) => {
-            let locked = web.throttle.fail(&name, addr);
+            let locked = web.throttle.fail(&key, addr);
             tracing::warn!(user = %name, peer = %addr, "web login failed");
             for what in locked {
                 let detail = match what {
@@ -1592,12 +1618,13 @@ fn grants_text(g: &Grants) -> String {
     g.describe()
 }
 
-fn role_fields(web: &Web, g: Option<&Grants>) -> Markup {
+/// The role fields of a user form; `id` prefixes the element IDs (unique on the page).
+fn role_fields(web: &Web, id: &str, g: Option<&Grants>) -> Markup {
     html! {
         label { input type="checkbox" name="admin" value="yes" checked[g.is_some_and(|g| g.admin)]; " Administrator (everything)" }
         @for p in web.node.config.projects.keys() {
-            label for={ "role-" (p) } { "Role in " (p) }
-            select id={ "role-" (p) } name={ "role." (p) } {
+            label for={ (id) "-role-" (p) } { "Role in " (p) }
+            select id={ (id) "-role-" (p) } name={ "role." (p) } {
                 option value="" { "none" }
                 @for r in [Role::Viewer, Role::Assigner, Role::Manager] {
                     option value=(r.as_str()) selected[g.and_then(|g| g.roles.get(p)) == Some(&r)] { (r.as_str()) }
@@ -1637,7 +1664,7 @@ async fn users_render(
                                 form method="post" action={ "/admin/users/" (a.name) } {
                                     (pages::csrf(&who.s))
                                     input type="hidden" name="op" value="roles";
-                                    (role_fields(web, Some(&a.grants)))
+                                    (role_fields(web, &format!("user-{}", a.name), Some(&a.grants)))
                                     div { button type="submit" { "Save roles" } }
                                 }
                                 form method="post" action={ "/admin/users/" (a.name) } {
@@ -1668,7 +1695,7 @@ async fn users_render(
             input id="new-name" name="name" required autocomplete="off";
             label for="new-password" { "Password (at least " (auth::MIN_PASSWORD_LEN) " characters)" }
             input id="new-password" name="password" type="password" required autocomplete="new-password";
-            (role_fields(web, None))
+            (role_fields(web, "new", None))
             div { button type="submit" { "Add" } }
         }
     };
