@@ -27,6 +27,10 @@ command -v promtool >/dev/null 2>&1 || need+=(prometheus)
 # slapd (in /usr/sbin), slapadd/slappasswd, and ldapadd from ldap-utils.
 [ -x /usr/sbin/slapd ] || need+=(slapd)
 command -v ldapadd >/dev/null 2>&1 || need+=(ldap-utils)
+# Headless Chromium and its WebDriver for the web page's browser test (daemon/tests/web.rs).
+command -v chromium >/dev/null 2>&1 || need+=(chromium)
+command -v chromedriver >/dev/null 2>&1 || need+=(chromium-driver)
+command -v curl >/dev/null 2>&1 || need+=(curl)
 if ((${#need[@]})); then
   SUDO=""
   [ "$(id -u)" = 0 ] || SUDO="sudo"

@@ -307,3 +307,95 @@ fn the_web_page_from_login_to_verified() {
         }
     }
 }
+
+/// Make the first admin through the setup link, by hand.
+fn first_admin(d: &Daemon, base: &str) {
+    let link = setup_link(d);
+    let a = curl(
+        &format!("{base}{link}"),
+        None,
+        Some(&fiona_tests::web::form(&[
+            ("name", "admin"),
+            ("password", ADMIN_PW),
+            ("confirm", ADMIN_PW),
+        ])),
+        Some(base),
+    );
+    assert_eq!(a.status, 303, "{}", a.body);
+}
+
+#[test]
+fn sessions_end_when_idle_and_when_too_old() {
+    require_tool("curl");
+    let tmp = tempfile::tempdir().unwrap();
+    // Idle after 2 s, at most 6 s after login.
+    let d = Daemon::start(
+        &fiona_bin!(),
+        &tmp.path().join("data"),
+        &Options {
+            extra_toml: "[web]\nlisten = \"127.0.0.1:0\"\nsession_idle_minutes = 0.0334\nsession_max_hours = 0.00167\n".into(),
+            ..Options::default()
+        },
+    );
+    let base = base_url(&d);
+    first_admin(&d, &base);
+    let home = format!("{base}/");
+    let ok = |c: &str| curl(&home, Some(c), None, None).status == 200;
+
+    // Idle: a session unused for longer than the idle time is gone.
+    let c = curl_login(&base, "admin", ADMIN_PW).unwrap();
+    assert!(ok(&c));
+    std::thread::sleep(Duration::from_millis(2500));
+    let gone = curl(&home, Some(&c), None, None);
+    assert_eq!((gone.status, gone.header("location").as_deref()), (303, Some("/login")));
+
+    // Absolute: a session used every half second still ends, 6 s after login.
+    let c = curl_login(&base, "admin", ADMIN_PW).unwrap();
+    let start = Instant::now();
+    while ok(&c) {
+        assert!(start.elapsed() < Duration::from_secs(30), "the session never ended");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    assert!(start.elapsed() >= Duration::from_secs(5), "ended after {:?}, before the absolute limit", start.elapsed());
+}
+
+#[test]
+fn directory_accounts_log_in_with_the_roles_of_their_groups() {
+    require_tool("curl");
+    let tmp = tempfile::tempdir().unwrap();
+    let slapd = fiona_tests::ldap::Slapd::start(&tmp.path().join("slapd"));
+    slapd.add_user("alice", "alice directory pw");
+    slapd.add_user("bob", "bob directory pw");
+    slapd.add_group("proj1-assigners", &["alice"]);
+    let config = format!(
+        "{}\n[web]\nlisten = \"127.0.0.1:0\"\n\n[web.ldap]\nurl = \"{}\"\nca = \"{}\"\n\
+         bind_dn = \"uid={{user}},ou=people,{base}\"\nbase_dn = \"{base}\"\ngroup_base_dn = \"ou=groups,{base}\"\n\n\
+         [web.ldap.groups]\n\"{}\" = [\"PROJ1:assigner\"]\n",
+        PROJECT.trim_start(),
+        slapd.ldaps_url,
+        slapd.ca_pem.display(),
+        slapd.group_dn("proj1-assigners"),
+        base = slapd.base_dn,
+    );
+    let d = Daemon::start(
+        &fiona_bin!(),
+        &tmp.path().join("data"),
+        &Options {
+            extra_toml: config,
+            ..Options::default()
+        },
+    );
+    let base = base_url(&d);
+    // No local account but no admin group either: the setup link is armed.
+    first_admin(&d, &base);
+    let alice = curl_login(&base, "alice", "alice directory pw").expect("alice logs in through the directory");
+    let home = curl(&format!("{base}/"), Some(&alice), None, None);
+    assert_eq!(home.status, 200);
+    assert!(home.body.contains("Signed in as <strong>alice</strong>"), "{}", home.body);
+    assert_eq!(curl(&format!("{base}/assign"), Some(&alice), None, None).status, 200, "assigner in PROJ1");
+    assert_eq!(curl(&format!("{base}/admin/users"), Some(&alice), None, None).status, 403, "not an admin");
+    assert!(curl_login(&base, "alice", "wrong").is_none(), "wrong password");
+    assert!(curl_login(&base, "bob", "bob directory pw").is_none(), "bob is in no mapped group");
+    assert!(d.log().contains("in no group mapped to a role"));
+    assert!(!d.log().contains("directory pw"), "no password in the log");
+}
