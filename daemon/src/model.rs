@@ -585,9 +585,469 @@ pub struct CouplingEntry {
     pub line: u64,
 }
 
+// ---------------------------------------------------------------------------------------
+// Review: what left the box, per project (issue 17).
+
+/// Sample values kept per tag of a review inventory: the first distinct ones seen.
+pub const REVIEW_SAMPLES: usize = 5;
+/// Value hashes kept per tag: a distinct count is exact up to this many values; past it the
+/// tag says `distinct_capped` (at least this many).
+pub const REVIEW_DISTINCT_CAP: usize = 1000;
+/// Tags (paths) one project's inventory holds; a path past it is left out and the inventory
+/// says `tags_capped`.
+pub const REVIEW_TAG_CAP: usize = 2000;
+/// Private creators one project's inventory holds (past it: `creators_capped`).
+pub const REVIEW_CREATOR_CAP: usize = 256;
+/// Characters a sample value is cut to (the last one `…` when cut).
+pub const REVIEW_VALUE_CHARS: usize = 64;
+
+/// One element of the de-identified outputs, at any depth, in a project's review inventory.
+/// Its values are de-identified values that left the box: `Debug` may print them, log lines
+/// must not.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReviewTag {
+    /// The element: `(0010,0010)` at the top level, `(0040,A730)[].(0040,A160)` inside the
+    /// items of a sequence (hex upper case).
+    pub path: String,
+    /// Dictionary keyword; `PrivateCreator` for a private creator, empty for other private
+    /// and unknown tags.
+    pub keyword: String,
+    /// VR as first seen.
+    pub vr: String,
+    /// Instances the element occurs in (once per instance, at whatever multiplicity).
+    pub instances: u64,
+    /// Distinct values seen: exact up to [`REVIEW_DISTINCT_CAP`].
+    pub distinct: u64,
+    /// More distinct values were seen than are counted (`distinct` is a lower bound).
+    pub distinct_capped: bool,
+    /// The first distinct values seen (at most [`REVIEW_SAMPLES`]), cut to
+    /// [`REVIEW_VALUE_CHARS`] characters; bulk and binary values (OB, OW, OF, OD, OL, OV, UN)
+    /// as `<N bytes>`, sequences as `<N items>`.
+    pub samples: Vec<String>,
+}
+
+/// A private creator in the de-identified outputs (an odd group's `(gggg,00xx)` element).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReviewCreator {
+    pub creator: String,
+    /// The group, four hex digits upper case (`0009`).
+    pub group: String,
+    pub instances: u64,
+}
+
+/// A project's inventory of what left the box: every element of every de-identified output
+/// instance, merged in the index transaction that marks each transfer `deidentified`, and
+/// kept whatever eviction removes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReviewInventory {
+    pub project: String,
+    /// Transfers counted (a transfer de-identified again is counted once).
+    pub transfers: u64,
+    /// De-identified output instances counted.
+    pub instances: u64,
+    /// When a transfer was last merged (ms since the epoch); 0 for an empty inventory.
+    pub updated_ms: i64,
+    /// Sorted by path.
+    pub tags: Vec<ReviewTag>,
+    /// Sorted by group, then creator.
+    pub private_creators: Vec<ReviewCreator>,
+    /// Some path was left out because the inventory holds [`REVIEW_TAG_CAP`] tags.
+    #[serde(default)]
+    pub tags_capped: bool,
+    /// Some creator was left out because the inventory holds [`REVIEW_CREATOR_CAP`].
+    #[serde(default)]
+    pub creators_capped: bool,
+}
+
+/// One element path as collected from outputs, before it is merged into an inventory.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BatchTag {
+    pub keyword: String,
+    pub vr: String,
+    pub instances: u64,
+    /// Hashes of the distinct values (at most [`REVIEW_DISTINCT_CAP`]).
+    pub hashes: std::collections::BTreeSet<u64>,
+    /// More distinct values were seen than `hashes` holds.
+    pub capped: bool,
+    pub samples: Vec<String>,
+}
+
+/// What the outputs of one instance, or of one transfer, hold, for the review inventory:
+/// built by the de-identification stage (`deid::review`), merged into the project's
+/// [`ReviewInventory`] by [`ReviewInventory::merge`]. Bounded like the inventory.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReviewBatch {
+    pub instances: u64,
+    /// By path.
+    pub tags: std::collections::BTreeMap<String, BatchTag>,
+    /// (group, creator) -> instances.
+    pub creators: std::collections::BTreeMap<(String, String), u64>,
+}
+
+/// `value` cut to [`REVIEW_VALUE_CHARS`] characters, the last one `…` when cut.
+pub fn review_sample(value: &str) -> String {
+    if value.chars().count() <= REVIEW_VALUE_CHARS {
+        return value.to_string();
+    }
+    let mut s: String = value.chars().take(REVIEW_VALUE_CHARS - 1).collect();
+    s.push('…');
+    s
+}
+
+/// Add `sample` to `samples` unless it is there or they are full.
+fn add_sample(samples: &mut Vec<String>, sample: &str) {
+    if samples.len() < REVIEW_SAMPLES && !samples.iter().any(|s| s == sample) {
+        samples.push(sample.to_string());
+    }
+}
+
+impl ReviewBatch {
+    /// A batch for one instance (`instances` 1): fill it with [`ReviewBatch::element`] and
+    /// [`ReviewBatch::creator`].
+    pub fn instance() -> ReviewBatch {
+        ReviewBatch {
+            instances: 1,
+            ..ReviewBatch::default()
+        }
+    }
+
+    /// One occurrence of an element in this instance: its value's hash and its sample (made
+    /// only when it may be kept).
+    pub fn element(
+        &mut self,
+        path: String,
+        keyword: &str,
+        vr: &str,
+        hash: u64,
+        sample: impl FnOnce() -> String,
+    ) {
+        let t = self.tags.entry(path).or_insert_with(|| BatchTag {
+            keyword: keyword.to_string(),
+            vr: vr.to_string(),
+            instances: 1,
+            ..BatchTag::default()
+        });
+        if !t.hashes.contains(&hash) {
+            if t.hashes.len() < REVIEW_DISTINCT_CAP {
+                t.hashes.insert(hash);
+            } else {
+                t.capped = true;
+            }
+        }
+        if t.samples.len() < REVIEW_SAMPLES {
+            add_sample(&mut t.samples, &sample());
+        }
+    }
+
+    /// A private creator in this instance.
+    pub fn creator(&mut self, group: u16, creator: &str) {
+        self.creators
+            .insert((format!("{group:04X}"), creator.to_string()), 1);
+    }
+
+    /// Add the batch of the instances that follow this one's (samples: this one's first).
+    pub fn absorb(&mut self, other: ReviewBatch) {
+        self.instances += other.instances;
+        for (path, o) in other.tags {
+            match self.tags.get_mut(&path) {
+                None => {
+                    self.tags.insert(path, o);
+                }
+                Some(t) => {
+                    t.instances += o.instances;
+                    t.capped |= o.capped;
+                    for h in o.hashes {
+                        if t.hashes.len() >= REVIEW_DISTINCT_CAP {
+                            t.capped |= !t.hashes.contains(&h);
+                        } else {
+                            t.hashes.insert(h);
+                        }
+                    }
+                    for s in &o.samples {
+                        add_sample(&mut t.samples, s);
+                    }
+                }
+            }
+        }
+        for (k, n) in other.creators {
+            *self.creators.entry(k).or_default() += n;
+        }
+    }
+}
+
+impl ReviewInventory {
+    /// The inventory of a project nothing has left yet.
+    pub fn empty(project: &str) -> ReviewInventory {
+        ReviewInventory {
+            project: project.to_string(),
+            transfers: 0,
+            instances: 0,
+            updated_ms: 0,
+            tags: Vec::new(),
+            private_creators: Vec::new(),
+            tags_capped: false,
+            creators_capped: false,
+        }
+    }
+
+    /// The paths of `batch` whose value hashes [`ReviewInventory::merge`] needs: those it
+    /// may still count distinct values of (not capped, and room for a new tag).
+    pub fn paths_to_count(&self, batch: &ReviewBatch) -> Vec<String> {
+        batch
+            .tags
+            .keys()
+            .filter(|p| match self.tag_at(p) {
+                Ok(i) => !self.tags[i].distinct_capped,
+                Err(_) => self.tags.len() < REVIEW_TAG_CAP,
+            })
+            .cloned()
+            .collect()
+    }
+
+    fn tag_at(&self, path: &str) -> Result<usize, usize> {
+        self.tags.binary_search_by(|t| t.path.as_str().cmp(path))
+    }
+
+    /// Merge one transfer's `batch`. `count`: whether its instances are counted (false
+    /// when this transfer was merged before: `fiona resend` de-identified it again; then
+    /// only values and tags never seen in the project are added, a new tag with the batch's
+    /// instance count). `values` holds, per path of [`ReviewInventory::paths_to_count`],
+    /// the value hashes kept so far (missing: none); the paths whose hashes changed are
+    /// returned, for the caller to store.
+    pub fn merge(
+        &mut self,
+        batch: &ReviewBatch,
+        count: bool,
+        values: &mut std::collections::BTreeMap<String, std::collections::BTreeSet<u64>>,
+        now_ms: i64,
+    ) -> std::collections::BTreeSet<String> {
+        let mut changed = std::collections::BTreeSet::new();
+        for (path, b) in &batch.tags {
+            let i = match self.tag_at(path) {
+                Ok(i) => {
+                    if count {
+                        self.tags[i].instances += b.instances;
+                    }
+                    i
+                }
+                Err(_) if self.tags.len() >= REVIEW_TAG_CAP => {
+                    self.tags_capped = true;
+                    continue;
+                }
+                Err(i) => {
+                    self.tags.insert(
+                        i,
+                        ReviewTag {
+                            path: path.clone(),
+                            keyword: b.keyword.clone(),
+                            vr: b.vr.clone(),
+                            instances: b.instances,
+                            distinct: 0,
+                            distinct_capped: false,
+                            samples: Vec::new(),
+                        },
+                    );
+                    i
+                }
+            };
+            let t = &mut self.tags[i];
+            for s in &b.samples {
+                add_sample(&mut t.samples, s);
+            }
+            if t.distinct_capped {
+                continue;
+            }
+            let kept = values.entry(path.clone()).or_default();
+            for h in &b.hashes {
+                if kept.contains(h) {
+                    continue;
+                }
+                if kept.len() >= REVIEW_DISTINCT_CAP {
+                    t.distinct_capped = true;
+                    break;
+                }
+                kept.insert(*h);
+                changed.insert(path.clone());
+            }
+            t.distinct_capped |= b.capped;
+            t.distinct = kept.len() as u64;
+        }
+        for ((group, creator), n) in &batch.creators {
+            let at = self.private_creators.binary_search_by(|c| {
+                (c.group.as_str(), c.creator.as_str()).cmp(&(group.as_str(), creator.as_str()))
+            });
+            match at {
+                Ok(i) if count => self.private_creators[i].instances += n,
+                Ok(_) => {}
+                Err(_) if self.private_creators.len() >= REVIEW_CREATOR_CAP => {
+                    self.creators_capped = true;
+                }
+                Err(i) => self.private_creators.insert(
+                    i,
+                    ReviewCreator {
+                        creator: creator.clone(),
+                        group: group.clone(),
+                        instances: *n,
+                    },
+                ),
+            }
+        }
+        if count {
+            self.transfers += 1;
+            self.instances += batch.instances;
+        }
+        self.updated_ms = now_ms;
+        changed
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn batch(values: &[(&str, &[&str])]) -> ReviewBatch {
+        let mut b = ReviewBatch::instance();
+        for (path, vs) in values {
+            for v in *vs {
+                let h = v
+                    .bytes()
+                    .fold(7u64, |h, c| h.wrapping_mul(31).wrapping_add(c as u64));
+                b.element(path.to_string(), "Kw", "LO", h, || v.to_string());
+            }
+        }
+        b
+    }
+
+    fn merge(inv: &mut ReviewInventory, b: &ReviewBatch, count: bool, values: &mut Values) {
+        let mut v = std::collections::BTreeMap::new();
+        for p in inv.paths_to_count(b) {
+            v.insert(p.clone(), values.get(&p).cloned().unwrap_or_default());
+        }
+        for p in inv.merge(b, count, &mut v, 5) {
+            values.insert(p.clone(), v[&p].clone());
+        }
+    }
+
+    type Values = std::collections::BTreeMap<String, std::collections::BTreeSet<u64>>;
+
+    /// Instances count once per instance, distinct values across instances, samples are the
+    /// first distinct ones in order, creators add up; a transfer merged again adds values
+    /// but no instances, and a tag it brings that was never seen.
+    #[test]
+    fn review_merge_counts_once_and_keeps_the_first_samples() {
+        let mut t = batch(&[("(0010,0010)", &["A"]), ("(0008,0060)", &["CT", "CT"])]);
+        t.creator(0x0009, "ACME");
+        let mut second = batch(&[("(0010,0010)", &["B"]), ("(0008,0060)", &["CT"])]);
+        second.creator(0x0009, "ACME");
+        t.absorb(second);
+        t.absorb(batch(&[("(0010,0010)", &["A"])]));
+        assert_eq!(t.instances, 3);
+        assert_eq!(t.tags["(0010,0010)"].instances, 3);
+        assert_eq!(t.tags["(0008,0060)"].instances, 2, "once per instance");
+        assert_eq!(t.tags["(0010,0010)"].samples, ["A", "B"]);
+        assert_eq!(t.creators[&("0009".into(), "ACME".into())], 2);
+
+        let mut inv = ReviewInventory::empty("P");
+        let mut values = Values::new();
+        merge(&mut inv, &t, true, &mut values);
+        let tag = |inv: &ReviewInventory, p: &str| {
+            inv.tags.iter().find(|t| t.path == p).cloned().unwrap()
+        };
+        assert_eq!((inv.transfers, inv.instances), (1, 3));
+        assert_eq!(
+            inv.tags.iter().map(|t| t.path.as_str()).collect::<Vec<_>>(),
+            ["(0008,0060)", "(0010,0010)"],
+            "sorted by path"
+        );
+        let pn = tag(&inv, "(0010,0010)");
+        assert_eq!(
+            (pn.instances, pn.distinct, pn.distinct_capped),
+            (3, 2, false)
+        );
+        assert_eq!(inv.private_creators[0].instances, 2);
+        assert_eq!(inv.updated_ms, 5);
+
+        // The same transfer again (re-queued): a new value and a new tag, no new instances.
+        let again = batch(&[("(0010,0010)", &["C"]), ("(0020,0011)", &["1"])]);
+        merge(&mut inv, &again, false, &mut values);
+        assert_eq!((inv.transfers, inv.instances), (1, 3));
+        let pn = tag(&inv, "(0010,0010)");
+        assert_eq!((pn.instances, pn.distinct), (3, 3));
+        assert_eq!(pn.samples, ["A", "B", "C"]);
+        assert_eq!(
+            tag(&inv, "(0020,0011)").instances,
+            1,
+            "a tag never seen is added"
+        );
+        // Another transfer counts.
+        merge(
+            &mut inv,
+            &batch(&[("(0010,0010)", &["A"])]),
+            true,
+            &mut values,
+        );
+        assert_eq!((inv.transfers, inv.instances), (2, 4));
+        let pn = tag(&inv, "(0010,0010)");
+        assert_eq!((pn.instances, pn.distinct), (4, 3), "A is not new");
+    }
+
+    /// Samples, distinct values, tags and creators are bounded; past the bound the
+    /// inventory says so.
+    #[test]
+    fn review_is_bounded() {
+        let many: Vec<String> = (0..REVIEW_DISTINCT_CAP + 10)
+            .map(|i| format!("v{i}"))
+            .collect();
+        let refs: Vec<&str> = many.iter().map(String::as_str).collect();
+        // Within one batch.
+        let b = batch(&[("(0008,0018)", &refs)]);
+        let t = &b.tags["(0008,0018)"];
+        assert_eq!(t.hashes.len(), REVIEW_DISTINCT_CAP);
+        assert!(t.capped);
+        assert_eq!(t.samples, ["v0", "v1", "v2", "v3", "v4"]);
+        // Across batches: exact up to the cap, then capped and never counted again.
+        let mut inv = ReviewInventory::empty("P");
+        let mut values = Values::new();
+        for chunk in refs.chunks(100) {
+            merge(
+                &mut inv,
+                &batch(&[("(0008,0018)", chunk)]),
+                true,
+                &mut values,
+            );
+            let t = &inv.tags[0];
+            let seen = (inv.instances as usize * 100).min(REVIEW_DISTINCT_CAP);
+            assert_eq!(t.distinct as usize, seen);
+            assert_eq!(
+                t.distinct_capped,
+                inv.instances as usize * 100 > REVIEW_DISTINCT_CAP
+            );
+        }
+        assert!(inv
+            .paths_to_count(&batch(&[("(0008,0018)", &["x"])]))
+            .is_empty());
+        assert_eq!(values["(0008,0018)"].len(), REVIEW_DISTINCT_CAP);
+        assert_eq!(inv.tags[0].samples.len(), REVIEW_SAMPLES);
+        // Tags and creators per project.
+        let mut b = ReviewBatch::instance();
+        for i in 0..REVIEW_TAG_CAP + 1 {
+            b.element(format!("(0009,{i:04X})"), "", "LO", 1, || "x".into());
+        }
+        for i in 0..REVIEW_CREATOR_CAP + 1 {
+            b.creator(0x0009, &format!("C{i}"));
+        }
+        let mut inv = ReviewInventory::empty("P");
+        merge(&mut inv, &b, true, &mut Values::new());
+        assert_eq!(inv.tags.len(), REVIEW_TAG_CAP);
+        assert!(inv.tags_capped);
+        assert_eq!(inv.private_creators.len(), REVIEW_CREATOR_CAP);
+        assert!(inv.creators_capped);
+        // Values are cut to their bound, in characters.
+        let cut = review_sample(&"é".repeat(100));
+        assert_eq!(cut.chars().count(), REVIEW_VALUE_CHARS);
+        assert!(cut.ends_with('…'));
+        assert_eq!(review_sample("short"), "short");
+    }
 
     /// Every pair of states, against the table written out by hand.
     #[test]

@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 
 use super::*;
-use crate::model::{InstanceRecord, OutboxRecord, RejectRecord, StudyRecord};
+use crate::model::{InstanceRecord, OutboxRecord, RejectRecord, ReviewInventory, StudyRecord};
 
 #[derive(Default)]
 pub struct MemTables {
@@ -20,6 +20,10 @@ pub struct MemTables {
     pub instances: BTreeMap<String, Vec<String>>,
     pub transfer_instances: BTreeMap<String, Vec<String>>,
     pub accounts: BTreeMap<String, crate::model::AccountRecord>,
+    pub review: BTreeMap<String, ReviewInventory>,
+    pub review_values: BTreeMap<(String, String), Vec<u64>>,
+    /// Transfer -> project.
+    pub review_counted: BTreeMap<String, String>,
 }
 
 impl Tables for MemTables {
@@ -189,5 +193,37 @@ impl Tables for MemTables {
         a.seq = self.audit.len() as u64 + 1;
         self.audit.push(a);
         Ok(self.audit.len() as u64)
+    }
+    fn review(&self, project: &str) -> Result<Option<ReviewInventory>, StoreError> {
+        Ok(self.review.get(project).cloned())
+    }
+    fn put_review(&mut self, r: &ReviewInventory) -> Result<(), StoreError> {
+        self.review.insert(r.project.clone(), r.clone());
+        Ok(())
+    }
+    fn review_values(&self, project: &str, path: &str) -> Result<Vec<u64>, StoreError> {
+        Ok(self
+            .review_values
+            .get(&(project.to_string(), path.to_string()))
+            .cloned()
+            .unwrap_or_default())
+    }
+    fn put_review_values(
+        &mut self,
+        project: &str,
+        path: &str,
+        hashes: &[u64],
+    ) -> Result<(), StoreError> {
+        self.review_values
+            .insert((project.to_string(), path.to_string()), hashes.to_vec());
+        Ok(())
+    }
+    fn review_counted(&self, transfer: &str) -> Result<bool, StoreError> {
+        Ok(self.review_counted.contains_key(transfer))
+    }
+    fn put_review_counted(&mut self, transfer: &str, project: &str) -> Result<(), StoreError> {
+        self.review_counted
+            .insert(transfer.to_string(), project.to_string());
+        Ok(())
     }
 }

@@ -11,6 +11,7 @@
 //! | [`assign`]     | `assign`, `coupling import`, `coupling list`    |
 //! | [`transfers`]  | `transfers`, `parked`, `resend`, `verify`       |
 //! | [`status`]     | `status`, `health`, `rejected`, `projects`, `audit` |
+//! | [`review`]     | `review`                                        |
 //! | [`deid`]       | `deid`                                          |
 //!
 //! `--config`, `--data-dir` and `--json` are global: they may stand before or after the
@@ -19,6 +20,7 @@
 pub mod assign;
 pub mod deid;
 pub mod output;
+pub mod review;
 pub mod serve;
 pub mod status;
 pub mod studies;
@@ -129,6 +131,10 @@ pub enum Cmd {
     Projects,
     /// The audit trail: every assignment, correction, refusal, rule match and coupling import.
     Audit,
+    /// What left the box for a project: every tag of its de-identified outputs (at any
+    /// depth) with keyword, VR, in how many instances, how many distinct values and a few
+    /// samples, then the private creators. Kept in the index, so it outlives eviction.
+    Review(review::ReviewArgs),
     /// Show one study and its series.
     Study(studies::StudyArgs),
     /// Counts, bytes, free disk and associations of the running daemon.
@@ -185,6 +191,7 @@ pub fn run(cli: Cli) -> Result<(), String> {
         Cmd::Evict(a) => status::evict(g, a),
         Cmd::Projects => status::projects(g),
         Cmd::Audit => status::audit(g),
+        Cmd::Review(a) => review::review(g, a),
         Cmd::Deid(a) => deid::deid(g, a),
     }
 }

@@ -24,6 +24,7 @@
 //! | `GET /v1/jobs`        | `[JobView]` (without results), oldest first |
 //! | `GET /v1/jobs/ID?wait_ms=` | [`JobView`]; waits up to `wait_ms` (at most 5 s) for a running job to finish (404 if unknown) |
 //! | `GET /v1/audit`       | `[AuditRecord]`, oldest first            |
+//! | `GET /v1/review?project=P` | [`ReviewInventory`] ([`ReviewQuery`]): what left the box for the project (every element of its de-identified outputs, counts, samples, private creators); empty for a configured project nothing has left yet, 404 for an unknown one |
 //! | `GET /v1/projects`    | `[ProjectView]`                          |
 //! | `GET /v1/evict`       | [`EvictPlan`]: what a pass would evict now and why (`fiona evict --dry-run`) |
 //! | `POST /v1/evict`      | [`DiskReport`] after a housekeeping pass run now (`fiona evict`) |
@@ -45,7 +46,10 @@ pub use crate::assign::coupling::ImportReport;
 pub use crate::assign::AssignOutcome;
 pub use crate::evict::{Candidate, DiskReport, PassSummary};
 pub use crate::jobs::{JobState, JobView};
-pub use crate::model::{AuditRecord, CouplingEntry, InstanceRecord, RejectRecord, TransferRecord};
+pub use crate::model::{
+    AuditRecord, CouplingEntry, InstanceRecord, RejectRecord, ReviewCreator, ReviewInventory,
+    ReviewTag, TransferRecord,
+};
 pub use crate::pipeline::VerifyRow;
 
 /// The routes, as the server mounts them; the client fills in `{key}` and `{id}`.
@@ -64,6 +68,7 @@ pub mod route {
     pub const JOBS: &str = "/v1/jobs";
     pub const JOB: &str = "/v1/jobs/{id}";
     pub const AUDIT: &str = "/v1/audit";
+    pub const REVIEW: &str = "/v1/review";
     pub const PROJECTS: &str = "/v1/projects";
     pub const EVICT: &str = "/v1/evict";
     pub const METRICS: &str = "/metrics";
@@ -292,6 +297,13 @@ pub struct TransferQuery {
     pub until: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub study: Option<String>,
+}
+
+/// `GET /v1/review`: the project whose review inventory is asked for (required).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ReviewQuery {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub project: Option<String>,
 }
 
 /// `POST /v1/resend`: re-queue the transfers of a study (key or accession number), or of a

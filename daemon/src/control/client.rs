@@ -146,8 +146,8 @@ pub mod call {
     use crate::control::api::{
         route, AssignBody, AssignOutcome, AuditRecord, CouplingEntry, CouplingQuery, HealthView,
         ImportReport, InstanceRecord, JobQuery, JobView, ProjectView, RejectRecord, ResendBody,
-        ResendOutcome, StatusView, StudiesQuery, StudyDetail, StudyView, TransferQuery,
-        TransferRecord, VerifyBody, VerifyRow,
+        ResendOutcome, ReviewInventory, ReviewQuery, StatusView, StudiesQuery, StudyDetail,
+        StudyView, TransferQuery, TransferRecord, VerifyBody, VerifyRow,
     };
 
     /// `path?query`, or `path` when the query is empty.
@@ -239,6 +239,14 @@ pub mod call {
 
     pub fn audit() -> Call<Vec<AuditRecord>> {
         Call::get(route::AUDIT.into())
+    }
+
+    /// A project's review inventory: what left the box.
+    pub fn review(project: &str) -> Call<ReviewInventory> {
+        let query = ReviewQuery {
+            project: Some(project.to_string()),
+        };
+        Call::get(with_query(route::REVIEW, &query))
     }
 
     pub fn projects() -> Call<Vec<ProjectView>> {

@@ -46,8 +46,8 @@ use crate::node::Node;
 use api::{
     route, AssignBody, AssignmentView, CheckResult, CouplingQuery, DestinationView, DiskReport,
     ErrorBody, EvictPlan, HealthView, ImportReport, JobQuery, JobView, ProjectView, ResendBody,
-    ResendOutcome, SeriesView, StatusView, StudiesQuery, StudyDetail, StudyView, TransferQuery,
-    VerifyBody, SOCKET_NAME,
+    ResendOutcome, ReviewInventory, ReviewQuery, SeriesView, StatusView, StudiesQuery, StudyDetail,
+    StudyView, TransferQuery, VerifyBody, SOCKET_NAME,
 };
 
 /// Largest coupling list accepted (about a million rows).
@@ -1196,6 +1196,34 @@ async fn get_audit(State(c): State<Arc<Ctl>>) -> Result<Json<Vec<AuditRecord>>, 
     ))
 }
 
+/// A project's review inventory: what left the box. A configured project nothing has left
+/// yet has an empty one; a project that is neither configured nor has an inventory is
+/// unknown (404). The answer carries de-identified values: it is never logged.
+async fn get_review(
+    State(c): State<Arc<Ctl>>,
+    Query(q): Query<ReviewQuery>,
+) -> Result<Json<ReviewInventory>, ApiError> {
+    let Some(project) = q.project.filter(|p| !p.is_empty()) else {
+        return Err(ApiError(
+            StatusCode::BAD_REQUEST,
+            "which project? (`?project=NAME`)".into(),
+        ));
+    };
+    let node = c.node.clone();
+    let p = project.clone();
+    let inv = blocking(move || node.store.review(&p).map_err(|e| e.to_string())).await?;
+    match inv {
+        Some(inv) => Ok(Json(inv)),
+        None if c.node.config.projects.contains_key(&project) => {
+            Ok(Json(ReviewInventory::empty(&project)))
+        }
+        None => Err(ApiError(
+            StatusCode::NOT_FOUND,
+            format!("unknown project {project} (see `fiona projects`)"),
+        )),
+    }
+}
+
 /// Bind the control socket (`run/control.sock`, 0600 in a 0700 directory), replacing a
 /// leftover one. Needs a tokio runtime.
 pub fn bind(node: &Node) -> std::io::Result<tokio::net::UnixListener> {
@@ -1245,6 +1273,7 @@ pub async fn serve_on(
         .route(route::JOBS, get(get_jobs))
         .route(route::JOB, get(get_job))
         .route(route::AUDIT, get(get_audit))
+        .route(route::REVIEW, get(get_review))
         .route(route::PROJECTS, get(get_projects))
         .route(route::EVICT, get(get_evict).post(post_evict))
         .route(route::METRICS, get(metrics))

@@ -29,6 +29,7 @@ use dicom_transfer_syntax_registry::TransferSyntaxRegistry;
 
 use super::engine::{Engine, Report};
 use crate::header::Encoding;
+use crate::model::ReviewBatch;
 use crate::part10::read_meta_info;
 
 /// Why a file was not de-identified. Never quotes a value from the file.
@@ -89,6 +90,28 @@ pub fn deidentify_file_with(
     engine: &Engine,
     pixels: Option<&crate::pixel::scrub::Stage>,
 ) -> Result<(Report, std::path::PathBuf), FileError> {
+    run(input, output, engine, pixels, false).map(|(r, p, _)| (r, p))
+}
+
+/// [`deidentify_file_with`], and what the output holds for the project's review inventory
+/// ([`super::review`]): collected from the output data set in memory after the engine ran,
+/// the pixel data copied through listed by its size.
+pub fn deidentify_file_reviewed(
+    input: &Path,
+    output: Output<'_>,
+    engine: &Engine,
+    pixels: Option<&crate::pixel::scrub::Stage>,
+) -> Result<(Report, std::path::PathBuf, ReviewBatch), FileError> {
+    run(input, output, engine, pixels, true).map(|(r, p, b)| (r, p, b.unwrap_or_default()))
+}
+
+fn run(
+    input: &Path,
+    output: Output<'_>,
+    engine: &Engine,
+    pixels: Option<&crate::pixel::scrub::Stage>,
+    review: bool,
+) -> Result<(Report, std::path::PathBuf, Option<ReviewBatch>), FileError> {
     let mut f = File::open(input)?;
     let (ts_uid, ds_offset) = read_meta(&mut f)?;
     let (encoding, deflated) = Encoding::of_transfer_syntax(&ts_uid)
@@ -190,6 +213,17 @@ pub fn deidentify_file_with(
         return Err(FileError::Header("no valid SOP Instance UID".into()));
     }
 
+    let batch = if review {
+        let mut b = super::review::collect(&obj);
+        if let Some((start, end)) = copy_pixels {
+            let (vr, bytes) = copied_pixel_data(&mut f, ds_offset + start, end - start, encoding)?;
+            super::review::add_copied_pixel_data(&mut b, vr, bytes);
+        }
+        Some(b)
+    } else {
+        None
+    };
+
     // 3. Write: temp file, then rename into place.
     let output = match output {
         Output::File(p) => p.to_path_buf(),
@@ -258,7 +292,7 @@ pub fn deidentify_file_with(
     if let Some(out) = unnamed_file(dir) {
         write(&out, &mut f)?;
         match link_unnamed(&out, output) {
-            Ok(()) => return Ok((report, output.to_path_buf())),
+            Ok(()) => return Ok((report, output.to_path_buf(), batch)),
             // The name is taken: linked under a temporary name, then renamed over it (as
             // below), so an existing output is replaced atomically.
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
@@ -268,7 +302,7 @@ pub fn deidentify_file_with(
                     let _ = fs::remove_file(&tmp);
                     return Err(e.into());
                 }
-                return Ok((report, output.to_path_buf()));
+                return Ok((report, output.to_path_buf(), batch));
             }
             // It cannot be linked here (no /proc): written again the portable way.
             Err(_) => {}
@@ -286,7 +320,33 @@ pub fn deidentify_file_with(
     if result.is_err() {
         let _ = fs::remove_file(&tmp);
     }
-    result.map(|()| (report, output.to_path_buf()))
+    result.map(|()| (report, output.to_path_buf(), batch))
+}
+
+/// The VR and value length (padded to even, as written) of the Pixel Data element that
+/// starts at `at` and spans `len` bytes with its header, read from its header.
+fn copied_pixel_data(
+    f: &mut File,
+    at: u64,
+    len: u64,
+    encoding: Encoding,
+) -> Result<(dicom_core::VR, u64), FileError> {
+    let header_len = match encoding {
+        Encoding::ImplicitLittle => 8,
+        Encoding::ExplicitLittle | Encoding::ExplicitBig => 12,
+    };
+    let vr = match encoding {
+        // Implicit VR: native Pixel Data is OW (PS3.5 A.1).
+        Encoding::ImplicitLittle => dicom_core::VR::OW,
+        Encoding::ExplicitLittle | Encoding::ExplicitBig => {
+            let mut h = [0u8; 6];
+            f.seek(SeekFrom::Start(at))?;
+            f.read_exact(&mut h)?;
+            dicom_core::VR::from_binary([h[4], h[5]]).unwrap_or(dicom_core::VR::OB)
+        }
+    };
+    let bytes = len.saturating_sub(header_len);
+    Ok((vr, bytes + bytes % 2))
 }
 
 /// A fresh name for a temporary file in `dir` (never derived from the input).

@@ -10,6 +10,8 @@
 //! * [`un`]: standard attributes encoded as UN read again with their dictionary VR;
 //! * [`values`]: VR length limits, padding, character-safe cutting, dummy values;
 //! * [`outbound`]: the outbound area, and [`outbound::Released`], the only thing sending takes;
+//! * [`review`]: what an output holds (every element, at every depth, hashed and sampled), for
+//!   its project's review inventory;
 //! * [`file`]: one Part-10 file: bounded structural check, the header through dicom-object,
 //!   pixel data copied through unread, the output written unnamed and linked into place.
 //!
@@ -21,6 +23,7 @@ pub mod engine;
 pub mod file;
 pub mod outbound;
 pub mod profile;
+pub mod review;
 pub mod secret;
 pub mod settings;
 pub mod uid;

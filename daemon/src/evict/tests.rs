@@ -459,3 +459,27 @@ fn recovery_removes_what_a_crash_left_after_the_commit() {
     assert!(files.iter().all(|p| !p.exists()));
     assert!(!outbound::transfer_dir(f.q.root(), &format!("T{k}")).exists());
 }
+
+/// A project's review inventory (what left the box) is kept when the studies it was built
+/// from are evicted: eviction removes instance records, never the inventory.
+#[test]
+fn eviction_keeps_the_review_inventory() {
+    let f = fixture();
+    let now = T0 + 20 * DAY;
+    let k = f.study("reviewed", 2, 100, T0);
+    f.assign(&k, TransferState::Verified, Some(T0 + DAY), false);
+    let mut batch = crate::model::ReviewBatch::instance();
+    batch.element("(0010,0020)".into(), "PatientID", "LO", 1, || "P1".into());
+    f.store
+        .write_assign(&mut |t| crate::index::merge_review(t, "p", &format!("T{k}"), &batch, T0))
+        .unwrap();
+    let before = f.store.review("p").unwrap().unwrap();
+    let tight = Space {
+        free: 1000,
+        total: 10_000,
+    };
+    let r = pass_in(&f.store, &f.q, &f.s, "housekeeping", now, tight).unwrap();
+    assert_eq!(r.last_pass.expect("a pass that evicted").studies, 1);
+    assert!(f.store.study(&k).unwrap().unwrap().is_evicted());
+    assert_eq!(f.store.review("p").unwrap(), Some(before));
+}

@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::model::{
     AccountRecord, AssignmentRecord, AuditRecord, CouplingEntry, KeyKind, OutboxRecord,
-    ParticipantRecord, TransferRecord, TransferState,
+    ParticipantRecord, ReviewBatch, ReviewInventory, TransferRecord, TransferState,
 };
 
 /// Errors from the index. The message names the operation, never a record's values.
@@ -147,6 +147,55 @@ pub trait Tables {
     fn account(&self, name: &str) -> Result<Option<AccountRecord>, StoreError>;
     /// Add or replace a local web account.
     fn put_account(&mut self, a: &AccountRecord) -> Result<(), StoreError>;
+    /// A project's review inventory (issue 17), if anything of it was merged yet.
+    fn review(&self, project: &str) -> Result<Option<ReviewInventory>, StoreError>;
+    fn put_review(&mut self, r: &ReviewInventory) -> Result<(), StoreError>;
+    /// The value hashes kept for one path of a project's inventory (its distinct count).
+    fn review_values(&self, project: &str, path: &str) -> Result<Vec<u64>, StoreError>;
+    fn put_review_values(
+        &mut self,
+        project: &str,
+        path: &str,
+        hashes: &[u64],
+    ) -> Result<(), StoreError>;
+    /// Whether a transfer's instances are counted in its project's inventory already.
+    fn review_counted(&self, transfer: &str) -> Result<bool, StoreError>;
+    fn put_review_counted(&mut self, transfer: &str, project: &str) -> Result<(), StoreError>;
+}
+
+/// Merge one transfer's review `batch` into its project's inventory, inside the caller's
+/// transaction (the one that marks the transfer `deidentified`). A transfer merged before
+/// (`fiona resend` de-identified it again) adds its values but not its instances again.
+/// Nothing ever removes an inventory: eviction leaves it, so it outlives the data.
+pub fn merge_review(
+    t: &mut dyn Tables,
+    project: &str,
+    transfer: &str,
+    batch: &ReviewBatch,
+    now_ms: i64,
+) -> Result<(), StoreError> {
+    let mut inv = t
+        .review(project)?
+        .unwrap_or_else(|| ReviewInventory::empty(project));
+    let count = !t.review_counted(transfer)?;
+    let mut values = std::collections::BTreeMap::new();
+    for path in inv.paths_to_count(batch) {
+        let kept = t.review_values(project, &path)?;
+        values.insert(path, kept.into_iter().collect());
+    }
+    let changed = inv.merge(batch, count, &mut values, now_ms);
+    for path in changed {
+        let hashes: Vec<u64> = values
+            .get(&path)
+            .map(|h| h.iter().copied().collect())
+            .unwrap_or_default();
+        t.put_review_values(project, &path, &hashes)?;
+    }
+    t.put_review(&inv)?;
+    if count {
+        t.put_review_counted(transfer, project)?;
+    }
+    Ok(())
 }
 
 /// What a new instance's arrival means for its study, from the index.
@@ -247,6 +296,9 @@ pub trait Store: Send + Sync + 'static {
     fn account_named(&self, name: &str) -> Result<Option<AccountRecord>, StoreError> {
         Ok(self.accounts()?.into_iter().find(|a| a.name == name))
     }
+    /// A project's review inventory: what left the box (issue 17); `None` when nothing of
+    /// the project was de-identified yet.
+    fn review(&self, project: &str) -> Result<Option<ReviewInventory>, StoreError>;
     fn studies(&self) -> Result<Vec<StudyRecord>, StoreError>;
     fn study(&self, key: &str) -> Result<Option<StudyRecord>, StoreError>;
     fn series_of(&self, study_key: &str) -> Result<Vec<SeriesRecord>, StoreError>;

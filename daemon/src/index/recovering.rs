@@ -217,6 +217,9 @@ impl<S: Store + Reopen> Store for Recovering<S> {
     fn last_arrival_ms(&self) -> Result<Option<i64>, StoreError> {
         self.run(|s| s.last_arrival_ms())
     }
+    fn review(&self, project: &str) -> Result<Option<ReviewInventory>, StoreError> {
+        self.run(|s| s.review(project))
+    }
     fn transfer_counts(&self) -> Result<TransferCounts, StoreError> {
         self.run(|s| s.transfer_counts())
     }
@@ -329,6 +332,7 @@ mod tests {
             rejections() -> Vec<RejectRecord>;
             outbox() -> Vec<OutboxRecord>;
             accounts() -> Vec<crate::model::AccountRecord>;
+            review(p: &str) -> Option<ReviewInventory>;
             studies() -> Vec<StudyRecord>;
             series_of(k: &str) -> Vec<SeriesRecord>;
             instances_of(k: &str) -> Vec<InstanceRecord>;

@@ -18,6 +18,12 @@
 //! | `issued_studies` | research StudyInstanceUID    | `study key US project`        |
 //! | `audit`          | sequence number (u64)        | [`AuditRecord`] JSON          |
 //! | `transfer_instances` | `transfer ID US instance key` | empty                    |
+//! | `review`         | project                      | [`ReviewInventory`] JSON      |
+//! | `review_values`  | `project US path`            | value hashes, u64 LE each     |
+//! | `review_transfers` | transfer ID                | project                       |
+//!
+//! The review tables (issue 17) are written in the transaction that marks a transfer
+//! `deidentified` and are never removed: eviction does not touch them.
 //!
 //! `US` is the unit separator U+001F, which no DICOM value used in a key may contain, so a
 //! prefix range never runs into a longer key. The audit table is only ever appended to.
@@ -56,6 +62,9 @@ const TRANSFER_INSTANCES: TableDefinition<&str, &str> = TableDefinition::new("tr
 const OUTBOX: TableDefinition<&str, &[u8]> = TableDefinition::new("outbox");
 /// Local web accounts by name (`AccountRecord`).
 const ACCOUNTS: TableDefinition<&str, &[u8]> = TableDefinition::new("accounts");
+const REVIEW: TableDefinition<&str, &[u8]> = TableDefinition::new("review");
+const REVIEW_VALUES: TableDefinition<&str, &[u8]> = TableDefinition::new("review_values");
+const REVIEW_TRANSFERS: TableDefinition<&str, &str> = TableDefinition::new("review_transfers");
 /// Aggregates kept in the transaction that changes their records (see [`counters`]).
 const COUNTERS: TableDefinition<&str, u64> = TableDefinition::new("counters");
 /// Studies by last arrival: `{last_received_ms:020}{US}{study key}` (the value unused).
@@ -171,6 +180,11 @@ impl RedbStore {
                 .map_err(engine("create tables"))?;
             txn.open_table(OUTBOX).map_err(engine("create tables"))?;
             txn.open_table(ACCOUNTS).map_err(engine("create tables"))?;
+            txn.open_table(REVIEW).map_err(engine("create tables"))?;
+            txn.open_table(REVIEW_VALUES)
+                .map_err(engine("create tables"))?;
+            txn.open_table(REVIEW_TRANSFERS)
+                .map_err(engine("create tables"))?;
             counters::ensure(&txn)?;
         }
         txn.commit().map_err(engine("commit"))?;
@@ -577,6 +591,16 @@ impl Store for RedbStore {
         self.read_all(ACCOUNTS)
     }
 
+    fn review(&self, project: &str) -> Result<Option<ReviewInventory>, StoreError> {
+        let db = self.db()?;
+        let txn = db.begin_read().map_err(engine("begin read"))?;
+        let t = txn.open_table(REVIEW).map_err(engine("open review"))?;
+        let Some(g) = t.get(project).map_err(engine("read review"))? else {
+            return Ok(None);
+        };
+        Ok(Some(decode(REVIEW.name(), g.value())?))
+    }
+
     fn rejections(&self) -> Result<Vec<RejectRecord>, StoreError> {
         self.read_all(REJECTED)
     }
@@ -807,6 +831,77 @@ impl Tables for TxTables<'_> {
 
     fn put_account(&mut self, a: &AccountRecord) -> Result<(), StoreError> {
         self.put_json(ACCOUNTS, &a.name, a)
+    }
+
+    fn review(&self, project: &str) -> Result<Option<ReviewInventory>, StoreError> {
+        self.get_json(REVIEW, project)
+    }
+
+    fn put_review(&mut self, r: &ReviewInventory) -> Result<(), StoreError> {
+        self.put_json(REVIEW, &r.project, r)
+    }
+
+    fn review_values(&self, project: &str, path: &str) -> Result<Vec<u64>, StoreError> {
+        let t = self
+            .txn
+            .open_table(REVIEW_VALUES)
+            .map_err(engine("open review_values"))?;
+        let key = format!("{project}{US}{path}");
+        let Some(g) = t.get(key.as_str()).map_err(engine("read review_values"))? else {
+            return Ok(Vec::new());
+        };
+        let bytes = g.value();
+        if bytes.len() % 8 != 0 {
+            return Err(StoreError::Corrupt(
+                REVIEW_VALUES.name().to_string(),
+                format!("{} bytes is not a list of hashes", bytes.len()),
+            ));
+        }
+        Ok(bytes
+            .chunks_exact(8)
+            .map(|c| {
+                let mut b = [0u8; 8];
+                b.copy_from_slice(c);
+                u64::from_le_bytes(b)
+            })
+            .collect())
+    }
+
+    fn put_review_values(
+        &mut self,
+        project: &str,
+        path: &str,
+        hashes: &[u64],
+    ) -> Result<(), StoreError> {
+        let bytes: Vec<u8> = hashes.iter().flat_map(|h| h.to_le_bytes()).collect();
+        let key = format!("{project}{US}{path}");
+        self.txn
+            .open_table(REVIEW_VALUES)
+            .map_err(engine("open review_values"))?
+            .insert(key.as_str(), bytes.as_slice())
+            .map_err(engine("write review_values"))?;
+        Ok(())
+    }
+
+    fn review_counted(&self, transfer: &str) -> Result<bool, StoreError> {
+        let t = self
+            .txn
+            .open_table(REVIEW_TRANSFERS)
+            .map_err(engine("open review_transfers"))?;
+        let counted = t
+            .get(transfer)
+            .map_err(engine("read review_transfers"))?
+            .is_some();
+        Ok(counted)
+    }
+
+    fn put_review_counted(&mut self, transfer: &str, project: &str) -> Result<(), StoreError> {
+        self.txn
+            .open_table(REVIEW_TRANSFERS)
+            .map_err(engine("open review_transfers"))?
+            .insert(transfer, project)
+            .map_err(engine("write review_transfers"))?;
+        Ok(())
     }
 
     fn instance_keys_of(&self, study_key: &str) -> Result<Vec<String>, StoreError> {
@@ -1487,6 +1582,53 @@ mod tests {
         assert_eq!(s.totals().unwrap().instances, 1);
         assert_eq!(s.rejections().unwrap().len(), 1);
         assert!(s.has_rejection("R").unwrap());
+    }
+
+    /// The review inventory through the index (issue 17): merged inside a write
+    /// transaction, a transfer merged again adds no instances, the distinct counts go on
+    /// from the hashes kept, a rolled-back merge leaves nothing, and it survives a reopen.
+    #[test]
+    fn review_merges_once_per_transfer_and_survives_reopen() {
+        use crate::model::ReviewBatch;
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("i.redb");
+        let one = |value: &str| {
+            let mut b = ReviewBatch::instance();
+            let h = value.len() as u64;
+            b.element("(0010,0010)".into(), "PatientName", "PN", h, || {
+                value.to_string()
+            });
+            b
+        };
+        let mut two = one("P-1");
+        two.absorb(one("P-22"));
+        let merge = |s: &RedbStore, transfer: &str, b: &ReviewBatch| {
+            s.write_assign(&mut |t| super::super::merge_review(t, "PROJ", transfer, b, 9))
+                .unwrap()
+        };
+        {
+            let s = RedbStore::open(&p).unwrap();
+            assert_eq!(Store::review(&s, "PROJ").unwrap(), None);
+            merge(&s, "T1", &two);
+            merge(&s, "T1", &one("P-333"));
+            // A transaction that fails after merging leaves nothing of it.
+            let r = s.write_assign(&mut |t| {
+                super::super::merge_review(t, "PROJ", "T2", &two, 9)?;
+                Err(StoreError::Refused("test".into()))
+            });
+            assert!(r.is_err());
+        }
+        let s = RedbStore::open(&p).unwrap();
+        let inv = Store::review(&s, "PROJ").unwrap().unwrap();
+        assert_eq!((inv.transfers, inv.instances), (1, 2), "{inv:?}");
+        let t = &inv.tags[0];
+        assert_eq!((t.instances, t.distinct), (2, 3));
+        assert_eq!(t.samples, ["P-1", "P-22", "P-333"]);
+        merge(&s, "T2", &one("P-1"));
+        let inv = Store::review(&s, "PROJ").unwrap().unwrap();
+        assert_eq!((inv.transfers, inv.instances), (2, 3));
+        assert_eq!((inv.tags[0].instances, inv.tags[0].distinct), (3, 3));
+        assert_eq!(Store::review(&s, "OTHER").unwrap(), None);
     }
 
     proptest! {

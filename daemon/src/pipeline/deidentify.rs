@@ -14,6 +14,13 @@
 //! nothing to send or verify, and a person must look (`fiona resend` de-identifies it again;
 //! a correction cancels it). A transfer with some outputs goes on with what it has.
 //!
+//! Review (issue 17): what each output holds (every element at every depth, hashed and
+//! sampled: `deid::review`) is collected from the output data set as it is written, folded
+//! into one batch for the transfer, and merged into the project's review inventory in the
+//! transaction that moves the transfer to `deidentified`, so the inventory is exactly what
+//! was released; a transfer de-identified again counts its instances once
+//! (`index::merge_review`).
+//!
 //! Write then acknowledge: the outputs are durable before the transfer moves to
 //! `deidentified` (one index transaction, with its audit record). A crash before that leaves
 //! the transfer `requested`, and the next pass writes the same outputs again. A transfer
@@ -30,7 +37,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{transfer_audit, Parked, Pipeline, Step};
 use crate::deid::{engine, file, outbound};
-use crate::model::{TransferRecord, TransferState};
+use crate::model::{ReviewBatch, TransferRecord, TransferState};
 use crate::quarantine::sync_dir;
 
 /// What de-identifying one transfer gave.
@@ -109,14 +116,20 @@ impl Pipeline {
             Dropped,
             Parked(Parked),
         }
-        let results: Vec<One> = keys
+        // The instances' outcomes in key order, and what their outputs hold for the review
+        // inventory, folded as they finish (rayon keeps the order, so the samples kept are
+        // the first in key order whatever the threads did).
+        let (results, review): (Vec<One>, ReviewBatch) = keys
             .par_iter()
             .map(|key| {
                 let park = |reason: String| {
-                    One::Parked(Parked {
-                        instance: key.clone(),
-                        reason,
-                    })
+                    (
+                        One::Parked(Parked {
+                            instance: key.clone(),
+                            reason,
+                        }),
+                        None,
+                    )
                 };
                 let Some(rel) = files.get(key) else {
                     return park("instance not in the index".into());
@@ -124,7 +137,7 @@ impl Pipeline {
                 let input = self.quarantine.object_path(rel);
                 let output = outbound::output_path(&dir, key);
                 let started = std::time::Instant::now();
-                let done = file::deidentify_file_with(
+                let done = file::deidentify_file_reviewed(
                     &input,
                     file::Output::File(&output),
                     &engine,
@@ -135,12 +148,29 @@ impl Pipeline {
                     .observe(started.elapsed().as_secs_f64());
                 self.deid_beat.tick();
                 match done {
-                    Ok(_) => One::Done,
-                    Err(file::FileError::Dropped(_)) => One::Dropped,
+                    Ok((_, _, batch)) => (One::Done, Some(batch)),
+                    Err(file::FileError::Dropped(_)) => (One::Dropped, None),
                     Err(e) => park(e.to_string()),
                 }
             })
-            .collect();
+            .fold(
+                || (Vec::new(), ReviewBatch::default()),
+                |(mut ones, mut review), (one, batch)| {
+                    ones.push(one);
+                    if let Some(b) = batch {
+                        review.absorb(b);
+                    }
+                    (ones, review)
+                },
+            )
+            .reduce(
+                || (Vec::new(), ReviewBatch::default()),
+                |(mut ones, mut review), (more, later)| {
+                    ones.extend(more);
+                    review.absorb(later);
+                    (ones, review)
+                },
+            );
         // Every output durable before the transfer says so: one flush of the file system
         // (one journal commit) instead of one fsync per output; an error fails the whole pass,
         // which is then replayed.
@@ -160,7 +190,7 @@ impl Pipeline {
         for p in &outcome.parked {
             tracing::warn!(transfer = %t.id, instance = %p.instance, reason = %p.reason, "instance parked");
         }
-        self.record(t, keys.len() as u64, &mut outcome)?;
+        self.record(t, keys.len() as u64, &mut outcome, &review)?;
         if outcome.skipped {
             let _ = std::fs::remove_dir_all(&dir);
         }
@@ -168,12 +198,15 @@ impl Pipeline {
     }
 
     /// Move the transfer to `deidentified` with its counts (`parked` when it has no output
-    /// and parked instances), if it is still the transfer we processed.
+    /// and parked instances), if it is still the transfer we processed; in the same
+    /// transaction, merge what its outputs hold into the project's review inventory (so the
+    /// inventory is always what was released).
     fn record(
         &self,
         t: &TransferRecord,
         processed: u64,
         outcome: &mut Outcome,
+        review: &ReviewBatch,
     ) -> Result<(), String> {
         let now = self.now();
         let mut skipped = false;
@@ -205,6 +238,9 @@ impl Pipeline {
                 cur.reason = None;
                 cur.next_deid_ms = 0;
                 tables.put_transfer(&cur)?;
+                if review.instances > 0 {
+                    crate::index::merge_review(tables, &cur.project, &cur.id, review, now)?;
+                }
                 tables.append_audit(transfer_audit(
                     &cur,
                     "pipeline",
