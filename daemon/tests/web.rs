@@ -202,6 +202,7 @@ fn the_web_page_from_login_to_verified() {
             "/transfers.csv?project=PROJ1".to_string(),
             "/audit?project=PROJ1".to_string(),
             "/admin/users".to_string(),
+            "/review?project=PROJ1".to_string(),
         ] {
             assert_eq!(curl(&format!("{base}{path}"), Some(&out), None, None).status, 403, "{path}");
         }
@@ -217,8 +218,19 @@ fn the_web_page_from_login_to_verified() {
         assert_eq!(resend.status, 403, "resend of another project's transfer");
         b.click("form[action='/logout'] button").await;
 
-        // The admin sees the audit trail with the web users as actors.
+        // Review lists what left the box for PROJ1: the pseudonym, none of the originals.
         b.login(&base, "admin", ADMIN_PW).await;
+        b.goto(&format!("{base}/review?project=PROJ1")).await;
+        let rv = b.text().await;
+        assert!(rv.contains("1 transfers, 4 instances"), "{rv}");
+        assert!(rv.contains("PatientName") && rv.contains("PROJ1-0001"), "{rv}");
+        let html = b.html().await;
+        for original in [&spec.patient_name, &spec.patient_id, &spec.accession, &spec.study_uid] {
+            assert!(!html.contains(original.as_str()), "Review shows the original {original}");
+        }
+        b.screenshot(&shots, "review").await;
+
+        // The admin sees the audit trail with the web users as actors.
         b.goto(&format!("{base}/audit")).await;
         let at = b.text().await;
         assert!(at.contains("web:nurse") && at.contains("web:admin") && at.contains("account_add"), "{at}");
@@ -347,16 +359,26 @@ fn sessions_end_when_idle_and_when_too_old() {
     assert!(ok(&c));
     std::thread::sleep(Duration::from_millis(2500));
     let gone = curl(&home, Some(&c), None, None);
-    assert_eq!((gone.status, gone.header("location").as_deref()), (303, Some("/login")));
+    assert_eq!(
+        (gone.status, gone.header("location").as_deref()),
+        (303, Some("/login"))
+    );
 
     // Absolute: a session used every half second still ends, 6 s after login.
     let c = curl_login(&base, "admin", ADMIN_PW).unwrap();
     let start = Instant::now();
     while ok(&c) {
-        assert!(start.elapsed() < Duration::from_secs(30), "the session never ended");
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "the session never ended"
+        );
         std::thread::sleep(Duration::from_millis(500));
     }
-    assert!(start.elapsed() >= Duration::from_secs(5), "ended after {:?}, before the absolute limit", start.elapsed());
+    assert!(
+        start.elapsed() >= Duration::from_secs(5),
+        "ended after {:?}, before the absolute limit",
+        start.elapsed()
+    );
 }
 
 #[test]
@@ -388,14 +410,33 @@ fn directory_accounts_log_in_with_the_roles_of_their_groups() {
     let base = base_url(&d);
     // No local account but no admin group either: the setup link is armed.
     first_admin(&d, &base);
-    let alice = curl_login(&base, "alice", "alice directory pw").expect("alice logs in through the directory");
+    let alice = curl_login(&base, "alice", "alice directory pw")
+        .expect("alice logs in through the directory");
     let home = curl(&format!("{base}/"), Some(&alice), None, None);
     assert_eq!(home.status, 200);
-    assert!(home.body.contains("Signed in as <strong>alice</strong>"), "{}", home.body);
-    assert_eq!(curl(&format!("{base}/assign"), Some(&alice), None, None).status, 200, "assigner in PROJ1");
-    assert_eq!(curl(&format!("{base}/admin/users"), Some(&alice), None, None).status, 403, "not an admin");
-    assert!(curl_login(&base, "alice", "wrong").is_none(), "wrong password");
-    assert!(curl_login(&base, "bob", "bob directory pw").is_none(), "bob is in no mapped group");
+    assert!(
+        home.body.contains("Signed in as <strong>alice</strong>"),
+        "{}",
+        home.body
+    );
+    assert_eq!(
+        curl(&format!("{base}/assign"), Some(&alice), None, None).status,
+        200,
+        "assigner in PROJ1"
+    );
+    assert_eq!(
+        curl(&format!("{base}/admin/users"), Some(&alice), None, None).status,
+        403,
+        "not an admin"
+    );
+    assert!(
+        curl_login(&base, "alice", "wrong").is_none(),
+        "wrong password"
+    );
+    assert!(
+        curl_login(&base, "bob", "bob directory pw").is_none(),
+        "bob is in no mapped group"
+    );
     assert!(d.log().contains("in no group mapped to a role"));
     assert!(!d.log().contains("directory pw"), "no password in the log");
 }

@@ -55,6 +55,7 @@ pub fn router(web: Arc<Web>) -> Router {
                     COUPLING_MAX_BYTES + 64 * 1024,
                 )),
         )
+        .route("/review", get(review_page))
         .route("/audit", get(audit_page))
         .route("/admin/users", get(users_page).post(user_add))
         .route("/admin/users/{name}", post(user_change))
@@ -1549,6 +1550,76 @@ async fn coupling_upload(
         StatusCode::UNPROCESSABLE_ENTITY
     };
     Ok((code, coupling_page(&who, &projects, Some(r))).into_response())
+}
+
+// ---- review ----
+
+#[derive(Deserialize, Default)]
+struct ProjectQuery {
+    #[serde(default)]
+    project: Option<String>,
+}
+
+async fn review_page(
+    State(web): State<Arc<Web>>,
+    who: Who,
+    Query(q): Query<ProjectQuery>,
+) -> Result<Response, Reject> {
+    let managed = who.projects(&web, Role::Manager);
+    let project = match q.project.filter(|p| !p.is_empty()) {
+        Some(p) => {
+            who.need(&p, Role::Manager)?;
+            if !web.node.config.projects.contains_key(&p) {
+                return Err(Reject::NotFound);
+            }
+            p
+        }
+        None if managed.len() == 1 => {
+            return Ok(Redirect::to(&format!("/review?project={}", managed[0])).into_response())
+        }
+        None if managed.is_empty() => return Err(Reject::Forbidden),
+        None => {
+            let body = html! { p { "Choose a project:" } ul { @for p in &managed { li { a href={ "/review?project=" (p) } { (p) } } } } };
+            return Ok(page("Review", Nav::Review, Some(&who.s), None, body).into_response());
+        }
+    };
+    let node = web.node.clone();
+    let p = project.clone();
+    let inv = blocking(move || node.store.review(&p).map_err(|e| e.to_string()))
+        .await?
+        .unwrap_or_else(|| crate::model::ReviewInventory::empty(&project));
+    let body = html! {
+        p { "Every element that left the box for " strong { (project) } " after de-identification: "
+            (inv.transfers) " transfers, " (inv.instances) " instances"
+            @if inv.updated_ms > 0 { ", last added " (pages::time(inv.updated_ms)) } ". "
+            "Look for a value that should not be there." }
+        @if inv.tags_capped { p.error { "More elements left than the inventory keeps (2000): some are not listed." } }
+        div.scroll { table id="review-tags" {
+            caption.hint { "Distinct values are counted exactly up to 1000; samples are the first five distinct values, cut to 64 characters." }
+            thead { tr { th { "Element" } th { "Keyword" } th { "VR" } th.num { "Instances" } th.num { "Distinct" } th { "Sample values" } } }
+            tbody { @for t in &inv.tags {
+                tr {
+                    td { code { (t.path) } } td { (t.keyword) } td { (t.vr) }
+                    td.num { (t.instances) }
+                    td.num { (t.distinct) @if t.distinct_capped { "+" } }
+                    td { @for (i, v) in t.samples.iter().enumerate() {
+                        @if i > 0 { br; }
+                        @if v.is_empty() { span.hint { "(empty)" } } @else { (v) }
+                    } }
+                }
+            } }
+        } }
+        h2 { "Private creators" }
+        @if inv.private_creators.is_empty() {
+            p { "None: no private element left the box." }
+        } @else {
+            table {
+                thead { tr { th { "Group" } th { "Creator" } th.num { "Instances" } } }
+                tbody { @for c in &inv.private_creators { tr { td { (c.group) } td { (c.creator) } td.num { (c.instances) } } } }
+            }
+        }
+    };
+    Ok(page("Review", Nav::Review, Some(&who.s), None, body).into_response())
 }
 
 // ---- audit ----
