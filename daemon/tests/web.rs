@@ -101,6 +101,7 @@ fn the_web_page_from_login_to_verified() {
             assert!(b.text().await.contains(&format!("Account {name} added")), "{}", b.text().await);
         }
         b.screenshot(&shots, "users").await;
+        assert_eq!(b.unlabeled().await, Vec::<String>::new(), "Users: every control has a label");
 
         // A study arrives from a modality.
         d.store_ok(&files);
@@ -123,6 +124,12 @@ fn the_web_page_from_login_to_verified() {
         b.click("form[action='/assign'] button[type=submit]").await;
         assert!(b.text().await.contains("1 unassigned studies match"), "{}", b.text().await);
         b.screenshot(&shots, "assign").await;
+        assert_eq!(b.unlabeled().await, Vec::<String>::new(), "Assign: every control has a label");
+        // Usable in a narrow window: the page itself does not scroll sideways.
+        b.window(400, 900).await;
+        assert!(!b.overflows().await, "Assign is wider than a 400-pixel window");
+        b.screenshot(&shots, "assign-narrow").await;
+        b.window(1280, 1000).await;
         b.click("a[href^='/study/']").await;
         let study_url = b.url().await;
         let key = study_url.rsplit('/').next().unwrap().to_string();
@@ -133,6 +140,7 @@ fn the_web_page_from_login_to_verified() {
         let refused = b.text().await;
         assert!(refused.contains("does not match project `PROJ1`'s pattern `PROJ1-[0-9]{4}`"), "{refused}");
         b.screenshot(&shots, "study").await;
+        assert_eq!(b.unlabeled().await, Vec::<String>::new(), "Study: every control has a label");
         b.fill("participant", "PROJ1-0001").await;
         b.select("event", "baseline").await;
         b.click("main form button[type=submit]").await;
@@ -170,6 +178,7 @@ fn the_web_page_from_login_to_verified() {
         let html = b.html().await;
         assert!(html.contains("<td class=\"num\">3</td>") && html.contains("<td class=\"num\">4</td>"), "line numbers 3 and 4: {html}");
         b.screenshot(&shots, "coupling").await;
+        assert_eq!(b.unlabeled().await, Vec::<String>::new(), "Coupling: every control has a label");
         let loaded = d.json(&["coupling", "list"]);
         assert_eq!(loaded.as_array().map(Vec::len), Some(0), "nothing loaded: {loaded}");
 

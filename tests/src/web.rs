@@ -286,6 +286,42 @@ impl Browser {
         }
     }
 
+    /// Form controls of the page without a label (neither `<label for>` nor inside a
+    /// `<label>`), by id or name: every control must have one.
+    pub async fn unlabeled(&self) -> Vec<String> {
+        let v = self
+            .client
+            .execute(
+                "return Array.from(document.querySelectorAll('input:not([type=hidden]), select, textarea'))\
+                 .filter(e => e.labels.length === 0).map(e => e.id || e.name)",
+                vec![],
+            )
+            .await
+            .expect("script");
+        serde_json::from_value(v).expect("a list of names")
+    }
+
+    /// Whether the page is wider than the window (a horizontal scroll bar for the whole
+    /// page; wide tables scroll inside their own box instead).
+    pub async fn overflows(&self) -> bool {
+        self.client
+            .execute(
+                "return document.documentElement.scrollWidth > window.innerWidth",
+                vec![],
+            )
+            .await
+            .ok()
+            .and_then(|v| v.as_bool())
+            .unwrap_or(true)
+    }
+
+    pub async fn window(&self, width: u32, height: u32) {
+        self.client
+            .set_window_size(width, height)
+            .await
+            .expect("window size");
+    }
+
     /// The (URL, title) of every page whose text was read.
     pub fn history(&self) -> Vec<(String, String)> {
         self.history
