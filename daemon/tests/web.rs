@@ -449,3 +449,45 @@ fn directory_accounts_log_in_with_the_roles_of_their_groups() {
     assert!(d.log().contains("in no group mapped to a role"));
     assert!(!d.log().contains("directory pw"), "no password in the log");
 }
+
+#[test]
+fn provisioned_accounts_log_in_with_their_roles_and_no_setup_link_is_offered() {
+    require_tool("curl");
+    let tmp = tempfile::tempdir().unwrap();
+    let hash = fiona::web::auth::hash_password("viewer password 1").unwrap();
+    let config = format!(
+        "{}\n[web]\nlisten = \"127.0.0.1:0\"\n\n[[web.accounts]]\nname = \"vera\"\npassword_hash = \"{hash}\"\nroles = {{ PROJ1 = \"viewer\" }}\n\n\
+         [[web.accounts]]\nname = \"gone\"\npassword_hash = \"{hash}\"\nadmin = true\ndisabled = true\n",
+        PROJECT.trim_start()
+    );
+    let d = Daemon::start(
+        &fiona_bin!(),
+        &tmp.path().join("data"),
+        &Options {
+            extra_toml: config,
+            ..Options::default()
+        },
+    );
+    let base = base_url(&d);
+    assert!(
+        !d.log().contains("/setup/"),
+        "accounts exist: no setup link"
+    );
+    let vera = curl_login(&base, "vera", "viewer password 1").expect("vera logs in");
+    let get = |path: &str| curl(&format!("{base}{path}"), Some(&vera), None, None).status;
+    assert_eq!(get("/"), 200);
+    assert_eq!(get("/transfers?project=PROJ1"), 200, "viewer of PROJ1");
+    assert_eq!(get("/assign"), 403, "a viewer does not assign");
+    assert_eq!(get("/coupling"), 403);
+    assert_eq!(
+        get("/review?project=PROJ1"),
+        403,
+        "a viewer is not a manager"
+    );
+    assert_eq!(get("/admin/users"), 403);
+    assert!(curl_login(&base, "vera", "viewer password 2").is_none());
+    assert!(
+        curl_login(&base, "gone", "viewer password 1").is_none(),
+        "a disabled account"
+    );
+}
