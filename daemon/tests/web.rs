@@ -239,6 +239,17 @@ fn the_web_page_from_login_to_verified() {
         }
         b.screenshot(&shots, "review").await;
 
+        // A manager sends the transfer again from its page; it goes through to verified again.
+        b.goto(&format!("{base}/transfer/{transfer}")).await;
+        b.click("form[action$='/resend'] button").await;
+        let again = b
+            .reload_until("resent transfer verified", Duration::from_secs(120), |t| {
+                t.contains("verified") || t.contains("failed")
+            })
+            .await;
+        assert_eq!(b.text_of("transfer-state").await, "verified", "{again}");
+        assert!(d.audit_has(|a| a["action"] == "resend" && a["actor"] == "web:admin"));
+
         // The admin sees the audit trail with the web users as actors.
         b.goto(&format!("{base}/audit")).await;
         let at = b.text().await;
