@@ -25,6 +25,7 @@ table { border-collapse: collapse; width: 100%; margin: .5rem 0 1rem; }
 th, td { text-align: left; padding: .3rem .5rem; border-bottom: 1px solid var(--line); vertical-align: top; }
 th { background: #eef2f6; }
 td.num, th.num { text-align: right; font-variant-numeric: tabular-nums; }
+table.compact { width: auto; min-width: 20rem; }
 .scroll { overflow-x: auto; }
 a { color: var(--accent); }
 a:focus, button:focus, input:focus, select:focus, textarea:focus { outline: 3px solid #f5a623; outline-offset: 2px; }

@@ -714,7 +714,7 @@ async fn status(State(web): State<Arc<Web>>, who: Who) -> Result<Response, Rejec
             dt { "Studies held" } dd { (v.totals.studies) " (" (v.studies_receiving) " receiving)" }
         }
         h2 { "Pipeline" }
-        table {
+        table.compact {
             thead { tr { th { "State" } th.num { "Transfers" } } }
             tbody {
                 @for s in TransferState::ALL {
