@@ -469,6 +469,157 @@ pub async fn study_views(node: Arc<Node>, all: bool) -> Result<Vec<StudyView>, A
     Ok(v)
 }
 
+/// What the assign list may be narrowed to (the web page's search): an accession number and
+/// a study date (`YYYYMMDD`), each exactly.
+#[derive(Debug, Clone, Default)]
+pub struct AssignFilter {
+    pub accession: Option<String>,
+    pub study_date: Option<String>,
+}
+
+impl AssignFilter {
+    fn is_empty(&self) -> bool {
+        self.accession.is_none() && self.study_date.is_none()
+    }
+    fn matches(&self, s: &StudyRecord) -> bool {
+        self.accession
+            .as_ref()
+            .is_none_or(|a| s.accession_number.trim() == a)
+            && self
+                .study_date
+                .as_ref()
+                .is_none_or(|d| s.study_date.trim() == d)
+    }
+}
+
+/// One page of the assign list.
+#[derive(Debug, Clone)]
+pub struct StudyPage {
+    /// Studies the list (and filter) selects, all pages.
+    pub total: u64,
+    /// This page (from 1, within `1..=pages`) and the number of pages.
+    pub page: usize,
+    pub pages: usize,
+    pub rows: Vec<StudyView>,
+}
+
+/// `total` rows in pages of `rows`: the number of pages and `page` moved into them.
+fn page_of(total: u64, page: usize, rows: usize) -> (usize, usize) {
+    let pages = usize::try_from(total)
+        .unwrap_or(usize::MAX)
+        .div_ceil(rows.max(1))
+        .max(1);
+    (page.clamp(1, pages), pages)
+}
+
+/// Page `page` (from 1; past the end: the last) of `rows` rows of the assign list: studies
+/// with no assignment, never evicted, first received within `unassigned_visible_days`,
+/// latest arrival first (the unassigned, not hidden studies of [`study_views`]). Unfiltered,
+/// only the page's studies are read ([`crate::index::Store::unassigned_studies`]); a filter
+/// reads the list's records.
+pub async fn assign_page(
+    node: Arc<Node>,
+    filter: AssignFilter,
+    page: usize,
+    rows: usize,
+) -> Result<StudyPage, ApiError> {
+    blocking(move || {
+        let now = node.clock.now_ms();
+        let since = now.saturating_sub(node.policy.unassigned_visible_ms);
+        let quiet = node.config.quiet_period().as_millis() as i64;
+        let rows = rows.max(1);
+        let (total, page, pages, list) = if filter.is_empty() {
+            let (total, _) = node
+                .store
+                .unassigned_studies(since, 0, Some(0))
+                .map_err(|e| e.to_string())?;
+            let (page, pages) = page_of(total, page, rows);
+            let (_, list) = node
+                .store
+                .unassigned_studies(since, (page - 1) * rows, Some(rows))
+                .map_err(|e| e.to_string())?;
+            (total, page, pages, list)
+        } else {
+            let (_, mut all) = node
+                .store
+                .unassigned_studies(since, 0, None)
+                .map_err(|e| e.to_string())?;
+            all.retain(|s| filter.matches(s));
+            let total = all.len() as u64;
+            let (page, pages) = page_of(total, page, rows);
+            let list = all.into_iter().skip((page - 1) * rows).take(rows).collect();
+            (total, page, pages, list)
+        };
+        Ok(StudyPage {
+            total,
+            page,
+            pages,
+            rows: list.iter().map(|s| study_view(s, quiet, now)).collect(),
+        })
+    })
+    .await
+}
+
+/// One page of a project's transfers, newest first.
+#[derive(Debug, Clone)]
+pub struct TransferPage {
+    /// Transfers the filter selects, by state (all pages).
+    pub by_state: std::collections::BTreeMap<TransferState, u64>,
+    /// Their number.
+    pub total: u64,
+    /// This page (from 1, within `1..=pages`) and the number of pages.
+    pub page: usize,
+    pub pages: usize,
+    pub rows: Vec<TransferRecord>,
+}
+
+/// Page `page` (from 1; past the end: the last) of `rows` rows of `project`'s transfers that
+/// `filter` selects. Reads the counts and the page's records only
+/// ([`crate::index::Store::project_transfers`]).
+pub async fn transfer_page(
+    node: Arc<Node>,
+    project: String,
+    filter: crate::index::TransferFilter,
+    page: usize,
+    rows: usize,
+) -> Result<TransferPage, ApiError> {
+    blocking(move || {
+        let by_state = node
+            .store
+            .project_transfer_counts(&project, &filter)
+            .map_err(|e| e.to_string())?;
+        let total: u64 = by_state.values().sum();
+        let rows = rows.max(1);
+        let (page, pages) = page_of(total, page, rows);
+        let list = node
+            .store
+            .project_transfers(&project, &filter, (page - 1) * rows, Some(rows))
+            .map_err(|e| e.to_string())?;
+        Ok(TransferPage {
+            by_state,
+            total,
+            page,
+            pages,
+            rows: list,
+        })
+    })
+    .await
+}
+
+/// Every transfer of `project` that `filter` selects, newest first (exports).
+pub async fn project_transfers(
+    node: Arc<Node>,
+    project: String,
+    filter: crate::index::TransferFilter,
+) -> Result<Vec<TransferRecord>, ApiError> {
+    blocking(move || {
+        node.store
+            .project_transfers(&project, &filter, 0, None)
+            .map_err(|e| e.to_string())
+    })
+    .await
+}
+
 fn transfer_states(
     node: &Node,
 ) -> Result<std::collections::HashMap<String, TransferState>, String> {
