@@ -28,6 +28,7 @@ pub mod model;
 pub mod node;
 pub mod notify;
 pub mod part10;
+pub mod password;
 pub mod pipeline;
 pub mod pixel;
 pub mod project;

@@ -12,6 +12,7 @@
 //! | [`transfers`]  | `transfers`, `parked`, `resend`, `verify`       |
 //! | [`status`]     | `status`, `health`, `rejected`, `projects`, `audit` |
 //! | [`review`]     | `review`                                        |
+//! | [`user`]       | `user list\|add\|passwd\|roles\|disable\|enable\|hash` |
 //! | [`deid`]       | `deid`                                          |
 //!
 //! `--config`, `--data-dir` and `--json` are global: they may stand before or after the
@@ -26,6 +27,7 @@ pub mod status;
 pub mod studies;
 pub mod table;
 pub mod transfers;
+pub mod user;
 
 use std::path::PathBuf;
 
@@ -169,6 +171,13 @@ pub enum Cmd {
     Deid(deid::DeidArgs),
     /// Validate a configuration file (`--config FILE`) and print the effective configuration.
     CheckConfig,
+    /// Web page accounts: list, add, set a password, change roles, disable, enable (local
+    /// accounts, kept in the index); `hash` makes a password hash for `[[web.accounts]]`.
+    /// Passwords are read from stdin, never taken from the command line.
+    User {
+        #[command(subcommand)]
+        cmd: user::UserCmd,
+    },
 }
 
 /// Run one command. `Err` holds the message for stderr (the exit status is then 1).
@@ -193,6 +202,7 @@ pub fn run(cli: Cli) -> Result<(), String> {
         Cmd::Audit => status::audit(g),
         Cmd::Review(a) => review::review(g, a),
         Cmd::Deid(a) => deid::deid(g, a),
+        Cmd::User { cmd } => user::user(g, cmd),
     }
 }
 

@@ -28,7 +28,14 @@
 //! | `GET /v1/projects`    | `[ProjectView]`                          |
 //! | `GET /v1/evict`       | [`EvictPlan`]: what a pass would evict now and why (`fiona evict --dry-run`) |
 //! | `POST /v1/evict`      | [`DiskReport`] after a housekeeping pass run now (`fiona evict`) |
+//! | `GET /v1/users`       | `[UserView]`: web accounts, local (`fiona user add`) and from the configuration (`[[web.accounts]]`); never a hash |
+//! | `POST /v1/users`      | [`UserAddBody`] -> [`UserOutcome`] (400 bad name, 409 exists or in the configuration, 422 bad password or unknown project) |
+//! | `POST /v1/users/NAME` | [`UserChange`] -> [`UserOutcome`] (404 unknown, 409 an account of the configuration, 422 bad password or unknown project) |
 //! | `GET /metrics`        | Prometheus text format 0.0.4 (`metrics.rs`); also on `[metrics] listen` |
+//!
+//! Passwords travel only in the bodies of `POST /v1/users` and `POST /v1/users/NAME` (over the
+//! owner-only socket); the daemon checks them (`password::check_new_password`), keeps only
+//! their Argon2id hash and never logs or answers either.
 //!
 //! `GET /v1/studies` lists the studies an admin can still assign: unassigned studies older
 //! than `unassigned_visible_days` are left out unless `?all=true` (then they are marked
@@ -39,6 +46,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::index::{IndexHealth, Totals};
+use crate::model::Grants;
 
 pub use crate::health::CheckResult;
 
@@ -71,6 +79,8 @@ pub mod route {
     pub const REVIEW: &str = "/v1/review";
     pub const PROJECTS: &str = "/v1/projects";
     pub const EVICT: &str = "/v1/evict";
+    pub const USERS: &str = "/v1/users";
+    pub const USER: &str = "/v1/users/{name}";
     pub const METRICS: &str = "/metrics";
 }
 
@@ -336,4 +346,76 @@ pub struct JobQuery {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct VerifyBody {
     pub project: String,
+}
+
+/// One web account as `GET /v1/users` lists it: who, from where, with which roles. The
+/// password hash is not part of it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct UserView {
+    pub name: String,
+    /// `local` (the index, `fiona user add`) or `config` (`[[web.accounts]]`, changed only
+    /// in the configuration).
+    pub source: String,
+    pub grants: Grants,
+    pub disabled: bool,
+    /// When a local account was made and last changed (Unix ms); none for configured ones.
+    #[serde(default)]
+    pub created_ms: Option<i64>,
+    #[serde(default)]
+    pub changed_ms: Option<i64>,
+}
+
+/// `POST /v1/users`: a new local account. Its `Debug` never prints the password.
+#[derive(Clone, Serialize, Deserialize)]
+pub struct UserAddBody {
+    pub name: String,
+    pub password: String,
+    pub grants: Grants,
+}
+
+impl std::fmt::Debug for UserAddBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UserAddBody")
+            .field("name", &self.name)
+            .field("grants", &self.grants)
+            .finish_non_exhaustive()
+    }
+}
+
+/// `POST /v1/users/NAME`: one change to a local account. Its `Debug` never prints a
+/// password.
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(tag = "change", rename_all = "snake_case")]
+pub enum UserChange {
+    /// Replace the account's roles.
+    Roles {
+        grants: Grants,
+    },
+    /// Set a new password (checked and hashed by the daemon).
+    Password {
+        password: String,
+    },
+    Disable,
+    Enable,
+}
+
+impl std::fmt::Debug for UserChange {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            UserChange::Roles { grants } => {
+                f.debug_struct("Roles").field("grants", grants).finish()
+            }
+            UserChange::Password { .. } => f.debug_struct("Password").finish_non_exhaustive(),
+            UserChange::Disable => f.write_str("Disable"),
+            UserChange::Enable => f.write_str("Enable"),
+        }
+    }
+}
+
+/// What `POST /v1/users` and `POST /v1/users/NAME` did: the account as it is now, and the
+/// change in words (as the audit record says it).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct UserOutcome {
+    pub user: UserView,
+    pub done: String,
 }

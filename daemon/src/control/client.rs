@@ -147,7 +147,8 @@ pub mod call {
         route, AssignBody, AssignOutcome, AuditRecord, CouplingEntry, CouplingQuery, HealthView,
         ImportReport, InstanceRecord, JobQuery, JobView, ProjectView, RejectRecord, ResendBody,
         ResendOutcome, ReviewInventory, ReviewQuery, StatusView, StudiesQuery, StudyDetail,
-        StudyView, TransferQuery, TransferRecord, VerifyBody, VerifyRow,
+        StudyView, TransferQuery, TransferRecord, UserAddBody, UserChange, UserOutcome, UserView,
+        VerifyBody, VerifyRow,
     };
 
     /// `path?query`, or `path` when the query is empty.
@@ -261,6 +262,30 @@ pub mod call {
     /// Run a housekeeping pass now.
     pub fn evict() -> Call<crate::control::api::DiskReport> {
         Call::post(route::EVICT.into(), "application/json", b"{}".to_vec())
+    }
+
+    /// Web accounts, local and from the configuration.
+    pub fn users() -> Call<Vec<UserView>> {
+        Call::get(route::USERS.into())
+    }
+
+    /// Add a local web account (the daemon checks and hashes the password).
+    pub fn user_add(body: &UserAddBody) -> Call<UserOutcome> {
+        Call::post(
+            route::USERS.into(),
+            "application/json",
+            super::json_body(body),
+        )
+    }
+
+    /// Change a local web account. `name` must be a valid account name (letters, digits,
+    /// `._-@`), which needs no escaping in a path.
+    pub fn user_change(name: &str, change: &UserChange) -> Call<UserOutcome> {
+        Call::post(
+            route::USER.replace("{name}", name),
+            "application/json",
+            super::json_body(change),
+        )
     }
 }
 
@@ -504,6 +529,10 @@ mod tests {
             "/v1/jobs/01J?wait_ms=1000"
         );
         assert_eq!(call::study("01ABC").target, "/v1/studies/01ABC");
+        assert_eq!(
+            call::user_change("a.b-c@x", &crate::control::api::UserChange::Disable).target,
+            "/v1/users/a.b-c@x"
+        );
         assert_eq!(call::health().also, Some(StatusCode::SERVICE_UNAVAILABLE));
     }
 }

@@ -47,7 +47,8 @@ use api::{
     route, AssignBody, AssignmentView, CheckResult, CouplingQuery, DestinationView, DiskReport,
     ErrorBody, EvictPlan, HealthView, ImportReport, JobQuery, JobView, ProjectView, ResendBody,
     ResendOutcome, ReviewInventory, ReviewQuery, SeriesView, StatusView, StudiesQuery, StudyDetail,
-    StudyView, TransferQuery, VerifyBody, SOCKET_NAME,
+    StudyView, TransferQuery, UserAddBody, UserChange, UserOutcome, UserView, VerifyBody,
+    SOCKET_NAME,
 };
 
 /// Largest coupling list accepted (about a million rows).
@@ -469,6 +470,157 @@ pub async fn study_views(node: Arc<Node>, all: bool) -> Result<Vec<StudyView>, A
     Ok(v)
 }
 
+/// What the assign list may be narrowed to (the web page's search): an accession number and
+/// a study date (`YYYYMMDD`), each exactly.
+#[derive(Debug, Clone, Default)]
+pub struct AssignFilter {
+    pub accession: Option<String>,
+    pub study_date: Option<String>,
+}
+
+impl AssignFilter {
+    fn is_empty(&self) -> bool {
+        self.accession.is_none() && self.study_date.is_none()
+    }
+    fn matches(&self, s: &StudyRecord) -> bool {
+        self.accession
+            .as_ref()
+            .is_none_or(|a| s.accession_number.trim() == a)
+            && self
+                .study_date
+                .as_ref()
+                .is_none_or(|d| s.study_date.trim() == d)
+    }
+}
+
+/// One page of the assign list.
+#[derive(Debug, Clone)]
+pub struct StudyPage {
+    /// Studies the list (and filter) selects, all pages.
+    pub total: u64,
+    /// This page (from 1, within `1..=pages`) and the number of pages.
+    pub page: usize,
+    pub pages: usize,
+    pub rows: Vec<StudyView>,
+}
+
+/// `total` rows in pages of `rows`: the number of pages and `page` moved into them.
+fn page_of(total: u64, page: usize, rows: usize) -> (usize, usize) {
+    let pages = usize::try_from(total)
+        .unwrap_or(usize::MAX)
+        .div_ceil(rows.max(1))
+        .max(1);
+    (page.clamp(1, pages), pages)
+}
+
+/// Page `page` (from 1; past the end: the last) of `rows` rows of the assign list: studies
+/// with no assignment, never evicted, first received within `unassigned_visible_days`,
+/// latest arrival first (the unassigned, not hidden studies of [`study_views`]). Unfiltered,
+/// only the page's studies are read ([`crate::index::Store::unassigned_studies`]); a filter
+/// reads the list's records.
+pub async fn assign_page(
+    node: Arc<Node>,
+    filter: AssignFilter,
+    page: usize,
+    rows: usize,
+) -> Result<StudyPage, ApiError> {
+    blocking(move || {
+        let now = node.clock.now_ms();
+        let since = now.saturating_sub(node.policy.unassigned_visible_ms);
+        let quiet = node.config.quiet_period().as_millis() as i64;
+        let rows = rows.max(1);
+        let (total, page, pages, list) = if filter.is_empty() {
+            let (total, _) = node
+                .store
+                .unassigned_studies(since, 0, Some(0))
+                .map_err(|e| e.to_string())?;
+            let (page, pages) = page_of(total, page, rows);
+            let (_, list) = node
+                .store
+                .unassigned_studies(since, (page - 1) * rows, Some(rows))
+                .map_err(|e| e.to_string())?;
+            (total, page, pages, list)
+        } else {
+            let (_, mut all) = node
+                .store
+                .unassigned_studies(since, 0, None)
+                .map_err(|e| e.to_string())?;
+            all.retain(|s| filter.matches(s));
+            let total = all.len() as u64;
+            let (page, pages) = page_of(total, page, rows);
+            let list = all.into_iter().skip((page - 1) * rows).take(rows).collect();
+            (total, page, pages, list)
+        };
+        Ok(StudyPage {
+            total,
+            page,
+            pages,
+            rows: list.iter().map(|s| study_view(s, quiet, now)).collect(),
+        })
+    })
+    .await
+}
+
+/// One page of a project's transfers, newest first.
+#[derive(Debug, Clone)]
+pub struct TransferPage {
+    /// Transfers the filter selects, by state (all pages).
+    pub by_state: std::collections::BTreeMap<TransferState, u64>,
+    /// Their number.
+    pub total: u64,
+    /// This page (from 1, within `1..=pages`) and the number of pages.
+    pub page: usize,
+    pub pages: usize,
+    pub rows: Vec<TransferRecord>,
+}
+
+/// Page `page` (from 1; past the end: the last) of `rows` rows of `project`'s transfers that
+/// `filter` selects. Reads the counts and the page's records only
+/// ([`crate::index::Store::project_transfers`]).
+pub async fn transfer_page(
+    node: Arc<Node>,
+    project: String,
+    filter: crate::index::TransferFilter,
+    page: usize,
+    rows: usize,
+) -> Result<TransferPage, ApiError> {
+    blocking(move || {
+        let by_state = node
+            .store
+            .project_transfer_counts(&project, &filter)
+            .map_err(|e| e.to_string())?;
+        let total: u64 = by_state.values().sum();
+        let rows = rows.max(1);
+        let (page, pages) = page_of(total, page, rows);
+        let list = node
+            .store
+            .project_transfers(&project, &filter, (page - 1) * rows, Some(rows))
+            .map_err(|e| e.to_string())?;
+        Ok(TransferPage {
+            by_state,
+            total,
+            page,
+            pages,
+            rows: list,
+        })
+    })
+    .await
+}
+
+/// Every transfer of `project` that `filter` selects, newest first (exports).
+pub async fn project_transfers(
+    node: Arc<Node>,
+    project: String,
+    filter: crate::index::TransferFilter,
+) -> Result<Vec<TransferRecord>, ApiError> {
+    blocking(move || {
+        node.store
+            .project_transfers(&project, &filter, 0, None)
+            .map_err(|e| e.to_string())
+    })
+    .await
+}
+
 fn transfer_states(
     node: &Node,
 ) -> Result<std::collections::HashMap<String, TransferState>, String> {
@@ -794,6 +946,197 @@ pub fn account_change(
         tracing::info!(actor = %actor, "web account changed: {d}");
     }
     result
+}
+
+/// A local account as `GET /v1/users` shows it (no hash).
+fn local_user_view(a: &AccountRecord) -> UserView {
+    UserView {
+        name: a.name.clone(),
+        source: "local".into(),
+        grants: a.grants.clone(),
+        disabled: a.disabled,
+        created_ms: Some(a.created_ms),
+        changed_ms: Some(a.changed_ms),
+    }
+}
+
+/// Every web account: those of the configuration (`[[web.accounts]]`) in their order, then
+/// the local ones by name; blocking. No password hash leaves this function.
+pub fn user_views(node: &Node) -> Result<Vec<UserView>, String> {
+    let mut v: Vec<UserView> = node
+        .config
+        .web
+        .accounts
+        .iter()
+        .map(|a| UserView {
+            name: a.name.clone(),
+            source: "config".into(),
+            grants: Grants {
+                admin: a.admin,
+                roles: a.roles.clone(),
+            },
+            disabled: a.disabled,
+            created_ms: None,
+            changed_ms: None,
+        })
+        .collect();
+    let mut local = node.store.accounts().map_err(|e| e.to_string())?;
+    local.sort_by(|a, b| a.name.cmp(&b.name));
+    v.extend(local.iter().map(local_user_view));
+    Ok(v)
+}
+
+async fn get_users(State(c): State<Arc<Ctl>>) -> Result<Json<Vec<UserView>>, ApiError> {
+    let node = c.node.clone();
+    Ok(Json(blocking(move || user_views(&node)).await?))
+}
+
+/// Refuse grants naming a project that is not configured (422).
+fn check_grants(node: &Node, g: &Grants) -> Result<(), ApiError> {
+    match g
+        .roles
+        .keys()
+        .find(|p| !node.config.projects.contains_key(*p))
+    {
+        Some(p) => Err(ApiError(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!("project {p} is not configured"),
+        )),
+        None => Ok(()),
+    }
+}
+
+/// Refuse a name of `[[web.accounts]]`: such an account is changed in the configuration.
+fn not_configured_account(node: &Node, name: &str) -> Result<(), ApiError> {
+    if node.config.web.accounts.iter().any(|a| a.name == name) {
+        return Err(ApiError(
+            StatusCode::CONFLICT,
+            format!(
+                "`{name}` is an account of the configuration ([[web.accounts]]): change it there"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// The local account `name` as it is now, for an answer (500 if it vanished meanwhile).
+fn user_outcome(node: &Node, name: &str, done: String) -> Result<UserOutcome, ApiError> {
+    let internal = |m: String| ApiError(StatusCode::INTERNAL_SERVER_ERROR, m);
+    let a = node
+        .store
+        .account_named(name)
+        .map_err(|e| internal(e.to_string()))?
+        .ok_or_else(|| internal(format!("account `{name}` is gone")))?;
+    Ok(UserOutcome {
+        user: local_user_view(&a),
+        done,
+    })
+}
+
+/// `POST /v1/users`: check the name, the grants and the password, hash the password
+/// (Argon2id, on a blocking thread) and add the account, audited with the caller as actor.
+async fn post_users(
+    State(c): State<Arc<Ctl>>,
+    ConnectInfo(peer): ConnectInfo<Peer>,
+    Json(b): Json<UserAddBody>,
+) -> Result<(StatusCode, Json<UserOutcome>), ApiError> {
+    let node = c.node.clone();
+    if !crate::config::valid_account_name(&b.name) {
+        return Err(ApiError(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "`{}` is not a valid account name (1 to 64 letters, digits, `._-@`)",
+                b.name
+            ),
+        ));
+    }
+    not_configured_account(&node, &b.name)?;
+    check_grants(&node, &b.grants)?;
+    crate::password::check_new_password(&b.name, &b.password)
+        .map_err(|m| ApiError(StatusCode::UNPROCESSABLE_ENTITY, m))?;
+    let r = tokio::task::spawn_blocking(move || -> Result<UserOutcome, ApiError> {
+        let actor = actor_of(&peer).ok_or_else(no_actor)?;
+        let internal = |m: String| ApiError(StatusCode::INTERNAL_SERVER_ERROR, m);
+        let exists = |name: &str| {
+            ApiError(
+                StatusCode::CONFLICT,
+                format!("account `{name}` exists already"),
+            )
+        };
+        if node
+            .store
+            .account_named(&b.name)
+            .map_err(|e| internal(e.to_string()))?
+            .is_some()
+        {
+            return Err(exists(&b.name));
+        }
+        let hash = crate::password::hash_password(&b.password).map_err(internal)?;
+        let done = format!("{} added: {}", b.name, b.grants.describe());
+        account_add(&node, &actor, &b.name, hash, b.grants, false).map_err(|e| {
+            // Added by someone else since the check above, else the index failed.
+            match node.store.account_named(&b.name) {
+                Ok(Some(_)) => exists(&b.name),
+                _ => internal(e),
+            }
+        })?;
+        user_outcome(&node, &b.name, done)
+    })
+    .await
+    .map_err(|_| ApiError(StatusCode::INTERNAL_SERVER_ERROR, "task failed".into()))??;
+    Ok((StatusCode::CREATED, Json(r)))
+}
+
+/// `POST /v1/users/NAME`: change a local account's roles or password, or disable or enable
+/// it; audited with the caller as actor. A password is checked and hashed here.
+async fn post_user(
+    State(c): State<Arc<Ctl>>,
+    ConnectInfo(peer): ConnectInfo<Peer>,
+    UrlPath(name): UrlPath<String>,
+    Json(b): Json<UserChange>,
+) -> Result<Json<UserOutcome>, ApiError> {
+    let node = c.node.clone();
+    not_configured_account(&node, &name)?;
+    match &b {
+        UserChange::Roles { grants } => check_grants(&node, grants)?,
+        UserChange::Password { password } => {
+            crate::password::check_new_password(&name, password)
+                .map_err(|m| ApiError(StatusCode::UNPROCESSABLE_ENTITY, m))?
+        }
+        UserChange::Disable | UserChange::Enable => {}
+    }
+    let r = tokio::task::spawn_blocking(move || -> Result<UserOutcome, ApiError> {
+        let actor = actor_of(&peer).ok_or_else(no_actor)?;
+        let internal = |m: String| ApiError(StatusCode::INTERNAL_SERVER_ERROR, m);
+        let unknown = || ApiError(StatusCode::NOT_FOUND, format!("no local account `{name}`"));
+        if !crate::config::valid_account_name(&name)
+            || node
+                .store
+                .account_named(&name)
+                .map_err(|e| internal(e.to_string()))?
+                .is_none()
+        {
+            return Err(unknown());
+        }
+        let change = match b {
+            UserChange::Roles { grants } => AccountChange::Grants(grants),
+            UserChange::Password { password } => AccountChange::PasswordHash(
+                crate::password::hash_password(&password).map_err(internal)?,
+            ),
+            UserChange::Disable => AccountChange::Disable,
+            UserChange::Enable => AccountChange::Enable,
+        };
+        let done = account_change(&node, &actor, &name, change).map_err(|e| {
+            match node.store.account_named(&name) {
+                Ok(None) => unknown(),
+                _ => internal(e),
+            }
+        })?;
+        user_outcome(&node, &name, done)
+    })
+    .await
+    .map_err(|_| ApiError(StatusCode::INTERNAL_SERVER_ERROR, "task failed".into()))??;
+    Ok(Json(r))
 }
 
 /// Who is on the other end of the control socket (from `SO_PEERCRED`).
@@ -1276,6 +1619,8 @@ pub async fn serve_on(
         .route(route::REVIEW, get(get_review))
         .route(route::PROJECTS, get(get_projects))
         .route(route::EVICT, get(get_evict).post(post_evict))
+        .route(route::USERS, get(get_users).post(post_users))
+        .route(route::USER, post(post_user))
         .route(route::METRICS, get(metrics))
         .with_state(ctl);
     axum::serve(listener, app.into_make_service_with_connect_info::<Peer>())

@@ -237,6 +237,30 @@ impl TransferCounts {
     }
 }
 
+/// Which of a project's transfers a listing wants: one state, and a window of creation
+/// times. Empty: all of them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TransferFilter {
+    pub state: Option<TransferState>,
+    /// Created at or after this (Unix ms).
+    pub created_from_ms: Option<i64>,
+    /// Created before this (Unix ms).
+    pub created_before_ms: Option<i64>,
+}
+
+impl TransferFilter {
+    pub fn matches(&self, t: &TransferRecord) -> bool {
+        self.state.is_none_or(|s| t.state == s)
+            && self.created_from_ms.is_none_or(|f| t.created_ms >= f)
+            && self.created_before_ms.is_none_or(|b| t.created_ms < b)
+    }
+}
+
+/// The order of a project's transfer listings: newest first (by creation, then by ID).
+pub fn newest_first(a: &TransferRecord, b: &TransferRecord) -> std::cmp::Ordering {
+    (b.created_ms, &b.id).cmp(&(a.created_ms, &a.id))
+}
+
 /// An [`OnArrival`] that does nothing: indexing without assignment (tests, tools that build
 /// an index and assign afterwards).
 pub struct NoArrival;
@@ -330,6 +354,84 @@ pub trait Store: Send + Sync + 'static {
             .iter()
             .filter(|s| s.last_received_ms >= since_ms)
             .count() as u64)
+    }
+    /// The assign list: studies without an assignment, never evicted, whose first instance
+    /// arrived at or after `since_ms`, the latest arrival first: how many there are, and
+    /// those after the first `skip`, at most `limit` (all without one). The default scans
+    /// every study and assignment; an engine may keep the list in order of arrival.
+    fn unassigned_studies(
+        &self,
+        since_ms: i64,
+        skip: usize,
+        limit: Option<usize>,
+    ) -> Result<(u64, Vec<StudyRecord>), StoreError> {
+        let assigned: std::collections::HashSet<String> = self
+            .assignments(None)?
+            .into_iter()
+            .map(|a| a.study_key)
+            .collect();
+        let mut v: Vec<StudyRecord> = self
+            .studies()?
+            .into_iter()
+            .filter(|s| {
+                s.first_received_ms >= since_ms && s.evicted.is_none() && !assigned.contains(&s.key)
+            })
+            .collect();
+        v.sort_by(|a, b| (b.last_received_ms, &b.key).cmp(&(a.last_received_ms, &a.key)));
+        let n = v.len() as u64;
+        Ok((
+            n,
+            v.into_iter()
+                .skip(skip)
+                .take(limit.unwrap_or(usize::MAX))
+                .collect(),
+        ))
+    }
+    /// The transfers in one of `states`, by ID (oldest first): what the pipeline's passes
+    /// work on. The default scans every transfer; an engine may keep them by state, so a
+    /// pass costs what is in flight, not every transfer ever made.
+    fn transfers_in(&self, states: &[TransferState]) -> Result<Vec<TransferRecord>, StoreError> {
+        Ok(self
+            .transfers()?
+            .into_iter()
+            .filter(|t| states.contains(&t.state))
+            .collect())
+    }
+    /// How many of `project`'s transfers `filter` selects, by state. The default scans every
+    /// transfer; an engine may keep counts and an index by project and creation time.
+    fn project_transfer_counts(
+        &self,
+        project: &str,
+        filter: &TransferFilter,
+    ) -> Result<std::collections::BTreeMap<TransferState, u64>, StoreError> {
+        let mut out = std::collections::BTreeMap::new();
+        for t in self.transfers()? {
+            if t.project == project && filter.matches(&t) {
+                *out.entry(t.state).or_default() += 1;
+            }
+        }
+        Ok(out)
+    }
+    /// `project`'s transfers that `filter` selects, newest first ([`newest_first`]), without
+    /// the first `skip`, at most `limit` (all without one): a page of a listing reads only its
+    /// rows. The default scans every transfer.
+    fn project_transfers(
+        &self,
+        project: &str,
+        filter: &TransferFilter,
+        skip: usize,
+        limit: Option<usize>,
+    ) -> Result<Vec<TransferRecord>, StoreError> {
+        let mut v: Vec<TransferRecord> = self
+            .transfers()?
+            .into_iter()
+            .filter(|t| t.project == project && filter.matches(t))
+            .collect();
+        v.sort_by(newest_first);
+        Ok(v.into_iter()
+            .skip(skip)
+            .take(limit.unwrap_or(usize::MAX))
+            .collect())
     }
     /// Whether the index works, for status and health checks. An engine without its own
     /// failure tracking is always healthy; [`recovering::Recovering`] tracks failures.

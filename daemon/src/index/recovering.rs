@@ -226,6 +226,33 @@ impl<S: Store + Reopen> Store for Recovering<S> {
     fn studies_received_since(&self, since_ms: i64) -> Result<u64, StoreError> {
         self.run(|s| s.studies_received_since(since_ms))
     }
+    fn unassigned_studies(
+        &self,
+        since_ms: i64,
+        skip: usize,
+        limit: Option<usize>,
+    ) -> Result<(u64, Vec<StudyRecord>), StoreError> {
+        self.run(|s| s.unassigned_studies(since_ms, skip, limit))
+    }
+    fn transfers_in(&self, states: &[TransferState]) -> Result<Vec<TransferRecord>, StoreError> {
+        self.run(|s| s.transfers_in(states))
+    }
+    fn project_transfer_counts(
+        &self,
+        project: &str,
+        filter: &TransferFilter,
+    ) -> Result<std::collections::BTreeMap<TransferState, u64>, StoreError> {
+        self.run(|s| s.project_transfer_counts(project, filter))
+    }
+    fn project_transfers(
+        &self,
+        project: &str,
+        filter: &TransferFilter,
+        skip: usize,
+        limit: Option<usize>,
+    ) -> Result<Vec<TransferRecord>, StoreError> {
+        self.run(|s| s.project_transfers(project, filter, skip, limit))
+    }
     fn studies(&self) -> Result<Vec<StudyRecord>, StoreError> {
         self.run(|s| s.studies())
     }

@@ -18,6 +18,11 @@
 //! | `issued_studies` | research StudyInstanceUID    | `study key US project`        |
 //! | `audit`          | sequence number (u64)        | [`AuditRecord`] JSON          |
 //! | `transfer_instances` | `transfer ID US instance key` | empty                    |
+//! | `counters`       | counter name                 | count (see `counters`)        |
+//! | `recent_studies` | `last arrival ms (20 digits) US study key` | unused          |
+//! | `project_transfers` | `project US created ms (20 digits) US transfer ID` | transfer state |
+//! | `unassigned_studies` | `last arrival ms (20 digits) US study key` | first arrival ms |
+//! | `transfer_states` | `state US transfer ID`       | empty                         |
 //! | `review`         | project                      | [`ReviewInventory`] JSON      |
 //! | `review_values`  | `project US path`            | value hashes, u64 LE each     |
 //! | `review_transfers` | transfer ID                | project                       |
@@ -69,6 +74,15 @@ const REVIEW_TRANSFERS: TableDefinition<&str, &str> = TableDefinition::new("revi
 const COUNTERS: TableDefinition<&str, u64> = TableDefinition::new("counters");
 /// Studies by last arrival: `{last_received_ms:020}{US}{study key}` (the value unused).
 const RECENT: TableDefinition<&str, u64> = TableDefinition::new("recent_studies");
+/// Each project's transfers by creation, `{project}{US}{created_ms:020}{US}{transfer ID}`, with
+/// the transfer's state: a page of a project's transfers reads its rows only (see [`counters`]).
+const PROJECT_TRANSFERS: TableDefinition<&str, &str> = TableDefinition::new("project_transfers");
+/// Transfers by state, `{state}{US}{transfer ID}`: the pipeline's passes read what is in
+/// flight, not every transfer (see [`counters`]).
+const TRANSFER_STATES: TableDefinition<&str, &str> = TableDefinition::new("transfer_states");
+/// The assign list: studies with no assignment that were never evicted, keyed as in `RECENT`,
+/// with their first arrival (see [`counters`]).
+const UNASSIGNED: TableDefinition<&str, i64> = TableDefinition::new("unassigned_studies");
 
 /// Separator of composite keys in the assignment tables.
 const US: char = '\u{1f}';
@@ -673,6 +687,158 @@ impl Store for RedbStore {
         }
         Ok(n)
     }
+
+    /// Walks the assign list's order back to `since_ms` (keys and first arrivals only); reads
+    /// the records of the studies returned.
+    fn unassigned_studies(
+        &self,
+        since_ms: i64,
+        skip: usize,
+        limit: Option<usize>,
+    ) -> Result<(u64, Vec<StudyRecord>), StoreError> {
+        let db = self.db()?;
+        let txn = db.begin_read().map_err(engine("begin read"))?;
+        let list = txn
+            .open_table(UNASSIGNED)
+            .map_err(engine("open unassigned"))?;
+        let studies = txn.open_table(STUDIES).map_err(engine("open studies"))?;
+        let lo = counters::recent_prefix(since_ms);
+        let mut n = 0u64;
+        let mut out = Vec::new();
+        for row in list.range(lo.as_str()..).map_err(engine("range"))?.rev() {
+            let (k, first) = row.map_err(engine("range"))?;
+            if first.value() < since_ms {
+                continue;
+            }
+            n += 1;
+            if n <= skip as u64 || limit.is_some_and(|l| out.len() >= l) {
+                continue;
+            }
+            let Some((_, key)) = k.value().split_once(US) else {
+                continue;
+            };
+            if let Some(v) = studies.get(key).map_err(engine("read"))? {
+                out.push(decode(STUDIES.name(), v.value())?);
+            }
+        }
+        Ok((n, out))
+    }
+
+    /// Each state's range of `transfer_states`; only those records are read.
+    fn transfers_in(&self, states: &[TransferState]) -> Result<Vec<TransferRecord>, StoreError> {
+        let db = self.db()?;
+        let txn = db.begin_read().map_err(engine("begin read"))?;
+        let index = txn
+            .open_table(TRANSFER_STATES)
+            .map_err(engine("open transfer states"))?;
+        let transfers = txn
+            .open_table(TRANSFERS)
+            .map_err(engine("open transfers"))?;
+        let mut ids = Vec::new();
+        for s in states {
+            let (lo, hi) = us_range(s.as_str());
+            for row in index
+                .range(lo.as_str()..hi.as_str())
+                .map_err(engine("range"))?
+            {
+                let (k, _) = row.map_err(engine("range"))?;
+                if let Some((_, id)) = k.value().split_once(US) {
+                    ids.push(id.to_string());
+                }
+            }
+        }
+        ids.sort();
+        ids.dedup();
+        let mut out = Vec::with_capacity(ids.len());
+        for id in &ids {
+            if let Some(t) = transfers.get(id.as_str()).map_err(engine("read"))? {
+                out.push(decode(TRANSFERS.name(), t.value())?);
+            }
+        }
+        Ok(out)
+    }
+
+    /// From the counters when no creation window is asked for, else from the project's
+    /// range of `project_transfers` (states only, no record read).
+    fn project_transfer_counts(
+        &self,
+        project: &str,
+        filter: &TransferFilter,
+    ) -> Result<std::collections::BTreeMap<TransferState, u64>, StoreError> {
+        let wanted = |s: TransferState| filter.state.is_none_or(|f| f == s);
+        if filter.created_from_ms.is_none() && filter.created_before_ms.is_none() {
+            return Ok(self
+                .transfer_counts()?
+                .by_state
+                .into_iter()
+                .filter(|((p, s), _)| p == project && wanted(*s))
+                .map(|((_, s), n)| (s, n))
+                .collect());
+        }
+        let db = self.db()?;
+        let txn = db.begin_read().map_err(engine("begin read"))?;
+        let t = txn
+            .open_table(PROJECT_TRANSFERS)
+            .map_err(engine("open project transfers"))?;
+        let (lo, hi) = counters::project_range(project, filter);
+        let mut out = std::collections::BTreeMap::new();
+        for row in t.range(lo.as_str()..hi.as_str()).map_err(engine("range"))? {
+            let (_, v) = row.map_err(engine("range"))?;
+            if let Some(s) = TransferState::parse(v.value()).filter(|s| wanted(*s)) {
+                *out.entry(s).or_default() += 1;
+            }
+        }
+        Ok(out)
+    }
+
+    /// The project's range of `project_transfers`, newest first; only the rows returned are
+    /// read from `transfers`.
+    fn project_transfers(
+        &self,
+        project: &str,
+        filter: &TransferFilter,
+        skip: usize,
+        limit: Option<usize>,
+    ) -> Result<Vec<TransferRecord>, StoreError> {
+        let db = self.db()?;
+        let txn = db.begin_read().map_err(engine("begin read"))?;
+        let index = txn
+            .open_table(PROJECT_TRANSFERS)
+            .map_err(engine("open project transfers"))?;
+        let transfers = txn
+            .open_table(TRANSFERS)
+            .map_err(engine("open transfers"))?;
+        let (lo, hi) = counters::project_range(project, filter);
+        let mut out = Vec::new();
+        let mut skipped = 0;
+        for row in index
+            .range(lo.as_str()..hi.as_str())
+            .map_err(engine("range"))?
+            .rev()
+        {
+            if limit.is_some_and(|l| out.len() >= l) {
+                break;
+            }
+            let (k, v) = row.map_err(engine("range"))?;
+            if filter
+                .state
+                .is_some_and(|f| TransferState::parse(v.value()) != Some(f))
+            {
+                continue;
+            }
+            if skipped < skip {
+                skipped += 1;
+                continue;
+            }
+            let Some((_, id)) = k.value().rsplit_once(US) else {
+                continue;
+            };
+            if let Some(t) = transfers.get(id).map_err(engine("read"))? {
+                out.push(decode(TRANSFERS.name(), t.value())?);
+            }
+        }
+        Ok(out)
+    }
 }
 
 /// `(prefix US, prefix US+1)`: every key that starts with `prefix` and the separator.
@@ -990,7 +1156,9 @@ impl Tables for TxTables<'_> {
     }
 
     fn put_assignment(&mut self, a: &AssignmentRecord) -> Result<(), StoreError> {
-        self.put_json(ASSIGNMENTS, &format!("{}{US}{}", a.study_key, a.project), a)
+        self.put_json(ASSIGNMENTS, &format!("{}{US}{}", a.study_key, a.project), a)?;
+        let study: Option<StudyRecord> = self.get_json(STUDIES, &a.study_key)?;
+        counters::assigned(self.txn, study.as_ref())
     }
 
     fn transfer(&self, id: &str) -> Result<Option<TransferRecord>, StoreError> {
@@ -1094,15 +1262,21 @@ impl Tables for TxTables<'_> {
 }
 
 /// Aggregates the status page and metrics read without scanning the index: totals, transfers
-/// by project and state, parked instances, and studies by last arrival. Every write of a study,
+/// by project and state, parked instances, studies by last arrival; transfers by state (the
+/// pipeline's passes read only what is in flight); and two orders the web page lists from, a
+/// page at a time: each project's transfers by creation (with their state) and the assign list (studies with no assignment, never evicted, by last arrival, with their
+/// first). A study enters the assign list when it is created and leaves it for good when an
+/// assignment of it is written or it is evicted (assignments are never removed, and an
+/// eviction is never undone). Every write of a study,
 /// rejection or transfer record applies its difference in the same transaction, so they
 /// cannot drift from the records; an index without them (written before they existed, or by
 /// another version) gets them rebuilt from the records when it is opened.
 mod counters {
     use super::*;
 
-    /// Bumped when what the counters mean changes: the next open rebuilds them.
-    const VERSION: u64 = 1;
+    /// Bumped when what the counters mean changes: the next open rebuilds them. 2: the
+    /// `project_transfers` order, the `unassigned_studies` list and `transfer_states`.
+    const VERSION: u64 = 2;
     const VERSION_KEY: &str = "version";
     pub const STUDIES: &str = "studies";
     pub const SERIES: &str = "series";
@@ -1125,6 +1299,23 @@ mod counters {
 
     fn recent_key(last_received_ms: i64, study_key: &str) -> String {
         format!("{}{US}{study_key}", recent_prefix(last_received_ms))
+    }
+
+    /// The transfer's key in `PROJECT_TRANSFERS`.
+    fn project_key(t: &TransferRecord) -> String {
+        format!("{}{US}{:020}{US}{}", t.project, t.created_ms.max(0), t.id)
+    }
+
+    /// The keys of `project`'s transfers created in `filter`'s window: `lo..hi`.
+    pub fn project_range(project: &str, filter: &TransferFilter) -> (String, String) {
+        let at = |ms: Option<i64>, or: &str| match ms {
+            Some(ms) => format!("{project}{US}{:020}", ms.max(0)),
+            None => format!("{project}{or}"),
+        };
+        (
+            at(filter.created_from_ms, "\u{1f}"),
+            at(filter.created_before_ms, "\u{20}"),
+        )
     }
 
     fn bump(txn: &WriteTransaction, key: &str, delta: i128) -> Result<(), StoreError> {
@@ -1175,6 +1366,20 @@ mod counters {
             self.series += diff(s.series_count, series);
             self.instances += diff(s.instance_count, instances);
             self.bytes += diff(s.bytes, bytes);
+            let was_listed = match before {
+                Some(b) => unlist(txn, b.last_received_ms, &b.key)?,
+                None => false,
+            };
+            // A study written whole for the first time (a rebuild) is listed unless assigned;
+            // a listed one stays listed until evicted.
+            let listed = s.evicted.is_none()
+                && match before {
+                    Some(_) => was_listed,
+                    None => !has_assignment(txn, &s.key)?,
+                };
+            if listed {
+                list(txn, s)?;
+            }
             moved(txn, before.map(|b| b.last_received_ms), s)
         }
 
@@ -1192,6 +1397,15 @@ mod counters {
             self.series += i128::from(series_new);
             self.instances += 1;
             self.bytes += i128::from(bytes);
+            // A new study is on the assign list until assigned (maybe by the arrival hook, in
+            // this transaction); a listed one moves with its last arrival.
+            let listed = match last_before {
+                None => s.evicted.is_none(),
+                Some(ms) => unlist(txn, ms, &s.key)?,
+            };
+            if listed {
+                list(txn, s)?;
+            }
             moved(txn, last_before, s)
         }
 
@@ -1222,6 +1436,51 @@ mod counters {
         Ok(())
     }
 
+    /// Put `s` on the assign list (at its last arrival, with its first).
+    fn list(txn: &WriteTransaction, s: &StudyRecord) -> Result<(), StoreError> {
+        txn.open_table(UNASSIGNED)
+            .map_err(engine("open unassigned"))?
+            .insert(
+                recent_key(s.last_received_ms, &s.key).as_str(),
+                s.first_received_ms,
+            )
+            .map_err(engine("write unassigned"))?;
+        Ok(())
+    }
+
+    /// Take a study off the assign list; whether it was on it.
+    fn unlist(
+        txn: &WriteTransaction,
+        last_received_ms: i64,
+        study_key: &str,
+    ) -> Result<bool, StoreError> {
+        Ok(txn
+            .open_table(UNASSIGNED)
+            .map_err(engine("open unassigned"))?
+            .remove(recent_key(last_received_ms, study_key).as_str())
+            .map_err(engine("write unassigned"))?
+            .is_some())
+    }
+
+    fn has_assignment(txn: &WriteTransaction, study_key: &str) -> Result<bool, StoreError> {
+        let (lo, hi) = us_range(study_key);
+        Ok(txn
+            .open_table(ASSIGNMENTS)
+            .map_err(engine("open assignments"))?
+            .range(lo.as_str()..hi.as_str())
+            .map_err(engine("range"))?
+            .next()
+            .is_some())
+    }
+
+    /// An assignment of `study` was written: it leaves the assign list.
+    pub fn assigned(txn: &WriteTransaction, study: Option<&StudyRecord>) -> Result<(), StoreError> {
+        if let Some(s) = study {
+            unlist(txn, s.last_received_ms, &s.key)?;
+        }
+        Ok(())
+    }
+
     /// A rejection record was written; evicted ones no longer count.
     pub fn rejection(
         txn: &WriteTransaction,
@@ -1245,6 +1504,32 @@ mod counters {
             bump(txn, &transfer_key(b), -1)?;
         }
         bump(txn, &transfer_key(t), 1)?;
+        if before.map(|b| b.state) != Some(t.state) {
+            let mut by_state = txn
+                .open_table(TRANSFER_STATES)
+                .map_err(engine("open transfer states"))?;
+            if let Some(b) = before {
+                by_state
+                    .remove(format!("{}{US}{}", b.state.as_str(), b.id).as_str())
+                    .map_err(engine("write transfer states"))?;
+            }
+            by_state
+                .insert(format!("{}{US}{}", t.state.as_str(), t.id).as_str(), "")
+                .map_err(engine("write transfer states"))?;
+        }
+        let key = project_key(t);
+        let old = before.map(|b| (project_key(b), b.state));
+        if old.as_ref() != Some(&(key.clone(), t.state)) {
+            let mut p = txn
+                .open_table(PROJECT_TRANSFERS)
+                .map_err(engine("open project transfers"))?;
+            if let Some((k, _)) = old.filter(|(k, _)| *k != key) {
+                p.remove(k.as_str())
+                    .map_err(engine("write project transfers"))?;
+            }
+            p.insert(key.as_str(), t.state.as_str())
+                .map_err(engine("write project transfers"))?;
+        }
         let parked_before = before.map_or(0, |b| b.parked.len() as u64);
         bump(txn, PARKED, diff(t.parked.len() as u64, parked_before))
     }
@@ -1290,8 +1575,20 @@ mod counters {
         txn.delete_table(COUNTERS)
             .map_err(engine("clear counters"))?;
         txn.delete_table(RECENT).map_err(engine("clear recent"))?;
-        // Both exist afterwards, also when there is nothing to count.
+        txn.delete_table(PROJECT_TRANSFERS)
+            .map_err(engine("clear project transfers"))?;
+        txn.delete_table(UNASSIGNED)
+            .map_err(engine("clear unassigned"))?;
+        txn.delete_table(TRANSFER_STATES)
+            .map_err(engine("clear transfer states"))?;
+        // They exist afterwards, also when there is nothing to count.
         txn.open_table(RECENT).map_err(engine("create recent"))?;
+        txn.open_table(PROJECT_TRANSFERS)
+            .map_err(engine("create project transfers"))?;
+        txn.open_table(UNASSIGNED)
+            .map_err(engine("create unassigned"))?;
+        txn.open_table(TRANSFER_STATES)
+            .map_err(engine("create transfer states"))?;
         let studies: Vec<StudyRecord> = all(txn, super::STUDIES)?;
         let mut deltas = StudyDeltas::default();
         for s in &studies {
@@ -1552,6 +1849,242 @@ mod tests {
         }
         let s = RedbStore::open(&p).unwrap();
         assert_eq!(counted(&s, 3000), want);
+    }
+
+    /// `transfers_in` (by state), `project_transfers` and `project_transfer_counts` (a key
+    /// range and the counters) and `unassigned_studies` (the assign list) answer what a scan of the records does, after
+    /// state changes, a moved creation time, a later arrival, an assignment, an eviction and
+    /// a rebuild.
+    #[test]
+    fn listings_by_project_and_arrival_agree_with_a_scan() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("i.redb");
+        let s = RedbStore::open(&p).unwrap();
+        let states = [
+            TransferState::Verified,
+            TransferState::Failed,
+            TransferState::Requested,
+        ];
+        s.write_assign(&mut |t| {
+            for i in 0..40i64 {
+                let project = if i % 4 == 3 { "PROJB" } else { "PROJA" };
+                let mut tr = transfer(&format!("T{i:02}"), project, states[i as usize % 3], 0);
+                // Some share a creation time: the ID orders them.
+                tr.created_ms = 1000 * (i / 2);
+                t.put_transfer(&tr)?;
+            }
+            // A state change and a moved creation time leave one entry each.
+            let mut a = t.transfer("T05")?.unwrap();
+            a.state = TransferState::Cancelled;
+            t.put_transfer(&a)?;
+            let mut b = t.transfer("T06")?.unwrap();
+            b.created_ms = 99_000;
+            t.put_transfer(&b)
+        })
+        .unwrap();
+        let filters = [
+            TransferFilter::default(),
+            TransferFilter {
+                state: Some(TransferState::Verified),
+                ..Default::default()
+            },
+            TransferFilter {
+                created_from_ms: Some(3000),
+                created_before_ms: Some(11_000),
+                ..Default::default()
+            },
+            TransferFilter {
+                state: Some(TransferState::Failed),
+                created_from_ms: Some(5000),
+                ..Default::default()
+            },
+            TransferFilter {
+                created_before_ms: Some(0),
+                ..Default::default()
+            },
+        ];
+        let check = |s: &RedbStore| {
+            for states in [
+                &[TransferState::Verified][..],
+                &[TransferState::Failed, TransferState::Cancelled],
+                &[TransferState::Sent],
+            ] {
+                let want: Vec<String> = s
+                    .transfers()
+                    .unwrap()
+                    .into_iter()
+                    .filter(|t| states.contains(&t.state))
+                    .map(|t| t.id)
+                    .collect();
+                let got: Vec<String> = s
+                    .transfers_in(states)
+                    .unwrap()
+                    .into_iter()
+                    .map(|t| t.id)
+                    .collect();
+                assert_eq!(got, want, "{states:?}");
+            }
+            for project in ["PROJA", "PROJB", "NONE"] {
+                for f in &filters {
+                    let mut all: Vec<TransferRecord> = s
+                        .transfers()
+                        .unwrap()
+                        .into_iter()
+                        .filter(|t| t.project == project && f.matches(t))
+                        .collect();
+                    all.sort_by(newest_first);
+                    let mut counts = std::collections::BTreeMap::new();
+                    for t in &all {
+                        *counts.entry(t.state).or_insert(0u64) += 1;
+                    }
+                    assert_eq!(
+                        s.project_transfer_counts(project, f).unwrap(),
+                        counts,
+                        "{project} {f:?}"
+                    );
+                    let ids =
+                        |v: Vec<TransferRecord>| v.into_iter().map(|t| t.id).collect::<Vec<_>>();
+                    let want = ids(all.clone());
+                    assert_eq!(ids(s.project_transfers(project, f, 0, None).unwrap()), want);
+                    for (skip, limit) in [(0, 3), (2, 5), (7, 100), (100, 1)] {
+                        let page = want
+                            .iter()
+                            .skip(skip)
+                            .take(limit)
+                            .cloned()
+                            .collect::<Vec<_>>();
+                        assert_eq!(
+                            ids(s.project_transfers(project, f, skip, Some(limit)).unwrap()),
+                            page,
+                            "{project} {f:?} {skip} {limit}"
+                        );
+                    }
+                }
+            }
+        };
+        check(&s);
+        assert_eq!(
+            s.project_transfers("PROJA", &TransferFilter::default(), 0, Some(1))
+                .unwrap()[0]
+                .id,
+            "T06",
+            "the moved one is the newest"
+        );
+
+        // The assign list: five studies; one assigned later, one evicted, one that arrived
+        // long ago, one whose later instance moves it to the front.
+        let mut batch: Vec<NewInstance> = (1..=5)
+            .map(|i| {
+                let mut n = inst(
+                    &format!("K{i}"),
+                    &format!("1.{i}"),
+                    &format!("1.{i}.1"),
+                    &format!("1.{i}.1.1"),
+                    1,
+                );
+                n.received_ms = 1000 * i;
+                n
+            })
+            .collect();
+        batch[0].received_ms = 10;
+        s.commit(&batch, &Policy::default(), 0).unwrap();
+        let mut late = inst("K6", "1.2", "1.2.1", "1.2.1.2", 1);
+        late.received_ms = 8000;
+        s.commit(&[late], &Policy::default(), 0).unwrap();
+        let key_of = |uid: &str| {
+            s.studies()
+                .unwrap()
+                .into_iter()
+                .find(|x| x.study_instance_uid == uid)
+                .unwrap()
+                .key
+        };
+        let (assigned, evicted) = (key_of("1.3"), key_of("1.5"));
+        s.write_assign(&mut |t| {
+            t.put_assignment(&AssignmentRecord {
+                study_key: assigned.clone(),
+                project: "PROJA".into(),
+                participant: "P-1".into(),
+                event: "e".into(),
+                via: crate::model::Via::Manual,
+                actor: "user:test".into(),
+                assigned_ms: 0,
+                research_study_uid: "2.25.9".into(),
+                derived_from: None,
+                transfers: vec![],
+                corrections: 0,
+            })?;
+            let mut st = t.study(&evicted)?.unwrap();
+            st.evicted = Some(crate::model::Eviction {
+                at_ms: 9000,
+                reason: crate::model::EvictReason::UnassignedRetention,
+                series: 1,
+                instances: 1,
+                bytes: 1,
+                transfers: vec![],
+            });
+            t.put_study(&st)
+        })
+        .unwrap();
+        let listed = |s: &RedbStore, since, skip, limit| {
+            let (n, v) = s.unassigned_studies(since, skip, limit).unwrap();
+            (
+                n,
+                v.into_iter()
+                    .map(|x| x.study_instance_uid)
+                    .collect::<Vec<_>>(),
+            )
+        };
+        let all = (3, vec!["1.2".to_string(), "1.4".into(), "1.1".into()]);
+        assert_eq!(listed(&s, 0, 0, None), all);
+        assert_eq!(
+            listed(&s, 1000, 0, None),
+            (2, vec!["1.2".into(), "1.4".into()])
+        );
+        assert_eq!(listed(&s, 0, 1, Some(1)), (3, vec!["1.4".into()]));
+        assert_eq!(listed(&s, 0, 5, Some(1)), (3, vec![]));
+        assert_eq!(listed(&s, 9000, 0, None), (0, vec![]));
+        // The same as the scan of the records (the trait's default).
+        let scan = |s: &RedbStore, since: i64| {
+            let assigned: Vec<String> = s
+                .assignments(None)
+                .unwrap()
+                .into_iter()
+                .map(|a| a.study_key)
+                .collect();
+            let mut v: Vec<StudyRecord> = s
+                .studies()
+                .unwrap()
+                .into_iter()
+                .filter(|x| {
+                    x.first_received_ms >= since
+                        && x.evicted.is_none()
+                        && !assigned.contains(&x.key)
+                })
+                .collect();
+            v.sort_by_key(|x| std::cmp::Reverse(x.last_received_ms));
+            v.into_iter()
+                .map(|x| x.study_instance_uid)
+                .collect::<Vec<_>>()
+        };
+        for since in [0, 1000, 2000] {
+            assert_eq!(listed(&s, since, 0, None).1, scan(&s, since));
+        }
+
+        // An index from before the order existed: rebuilt at open, the same answers.
+        drop(s);
+        {
+            let db = Database::create(&p).unwrap();
+            let txn = db.begin_write().unwrap();
+            txn.delete_table(COUNTERS).unwrap();
+            txn.delete_table(PROJECT_TRANSFERS).unwrap();
+            txn.delete_table(UNASSIGNED).unwrap();
+            txn.delete_table(TRANSFER_STATES).unwrap();
+            txn.commit().unwrap();
+        }
+        let s = RedbStore::open(&p).unwrap();
+        check(&s);
+        assert_eq!(listed(&s, 0, 0, None), all);
     }
 
     #[test]

@@ -57,7 +57,11 @@ impl Pipeline {
         let now_ms = self.now();
         let quiet = self.config.quiet_period().as_millis() as i64;
         let mut out = Vec::new();
-        for t in self.store.transfers().map_err(|e| e.to_string())? {
+        for t in self
+            .store
+            .transfers_in(&[TransferState::Requested])
+            .map_err(|e| e.to_string())?
+        {
             if t.state != TransferState::Requested || t.next_deid_ms > now_ms {
                 continue;
             }

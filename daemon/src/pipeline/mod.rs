@@ -348,7 +348,7 @@ impl Pipeline {
         Vec<(&'a DestinationConfig, Delivery)>,
         Vec<(String, Released)>,
     )> {
-        let Some(transfers) = self.transfers_logged() else {
+        let Some(transfers) = self.transfers_logged(states) else {
             return Vec::new();
         };
         let mut out = Vec::new();
@@ -367,10 +367,11 @@ impl Pipeline {
         out
     }
 
-    /// Every transfer; `None` (logged) when the index cannot be read.
-    fn transfers_logged(&self) -> Option<Vec<TransferRecord>> {
+    /// The transfers in `states` (read by state: a pass costs what is in flight); `None`
+    /// (logged) when the index cannot be read.
+    fn transfers_logged(&self, states: &[TransferState]) -> Option<Vec<TransferRecord>> {
         self.store
-            .transfers()
+            .transfers_in(states)
             .map_err(|e| tracing::error!(error = %e, "pipeline: cannot list transfers"))
             .ok()
     }

@@ -15,66 +15,21 @@ use std::net::IpAddr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
-use argon2::Argon2;
 use sha2::{Digest, Sha256};
 
 use crate::config::{Grants, WebConfig};
 
-/// Shortest password accepted for a local account.
-pub const MIN_PASSWORD_LEN: usize = 12;
-/// Longest password accepted (Argon2 takes any length; this bounds the work per request).
-pub const MAX_PASSWORD_LEN: usize = 1024;
-
-/// Hash a password with Argon2id (the crate's defaults: 19 MiB, 2 passes, 1 lane; OWASP's
-/// recommendation) and a random salt, in PHC string format.
-pub fn hash_password(password: &str) -> Result<String, String> {
-    let mut salt = [0u8; 16];
-    getrandom::fill(&mut salt).map_err(|e| format!("no random bytes: {e}"))?;
-    let salt = SaltString::encode_b64(&salt).map_err(|e| e.to_string())?;
-    Argon2::default()
-        .hash_password(password.as_bytes(), &salt)
-        .map(|h| h.to_string())
-        .map_err(|e| format!("cannot hash the password: {e}"))
-}
-
-/// Does `password` match the PHC hash (Argon2id only)?
-pub fn verify_password(hash: &str, password: &str) -> bool {
-    if password.len() > MAX_PASSWORD_LEN {
-        return false;
-    }
-    match PasswordHash::new(hash) {
-        Ok(h) if h.algorithm.as_str() == "argon2id" => Argon2::default()
-            .verify_password(password.as_bytes(), &h)
-            .is_ok(),
-        _ => false,
-    }
-}
+// The password rules and hashing live below the control API and the web page, which both
+// use them (`fiona user`, the setup link, the Users page).
+pub use crate::password::{
+    check_new_password, hash_password, verify_password, MAX_PASSWORD_LEN, MIN_PASSWORD_LEN,
+};
 
 /// A hash to verify against when the account does not exist, so that an unknown name
 /// takes as long as a wrong password.
 pub fn dummy_hash() -> &'static str {
     static H: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     H.get_or_init(|| hash_password("not a password of anyone").unwrap_or_default())
-}
-
-/// Is `password` acceptable as a new password for account `name`?
-pub fn check_new_password(name: &str, password: &str) -> Result<(), String> {
-    let n = password.chars().count();
-    if n < MIN_PASSWORD_LEN {
-        return Err(format!(
-            "the password must have at least {MIN_PASSWORD_LEN} characters"
-        ));
-    }
-    if password.len() > MAX_PASSWORD_LEN {
-        return Err(format!(
-            "the password must have at most {MAX_PASSWORD_LEN} bytes"
-        ));
-    }
-    if password.eq_ignore_ascii_case(name) {
-        return Err("the password must not be the account name".into());
-    }
-    Ok(())
 }
 
 /// 256 random bits as 64 hex digits.
@@ -355,21 +310,6 @@ impl Setup {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn passwords_hash_with_argon2id_and_verify() {
-        let h = hash_password("correct horse battery").unwrap();
-        assert!(h.starts_with("$argon2id$"), "{h}");
-        assert!(verify_password(&h, "correct horse battery"));
-        assert!(!verify_password(&h, "correct horse batterz"));
-        assert!(!verify_password("not a hash", "x"));
-        // Another algorithm in PHC form is not accepted.
-        let i = h.replacen("$argon2id$", "$argon2i$", 1);
-        assert!(!verify_password(&i, "correct horse battery"));
-        assert!(check_new_password("alice", "short").is_err());
-        assert!(check_new_password("alicealice12", "ALICEALICE12").is_err());
-        assert!(check_new_password("alice", "a good long passphrase").is_ok());
-    }
 
     #[test]
     fn sessions_end_when_idle_or_too_old_or_removed() {

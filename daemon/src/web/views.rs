@@ -19,7 +19,7 @@ use super::auth::{self, Identity, SessionView, Source};
 use super::pages::{self, page, Nav};
 use super::Web;
 use crate::config::{Grants, Role};
-use crate::control::api::{AssignBody, StudyView};
+use crate::control::api::AssignBody;
 use crate::control::ApiError;
 use crate::model::{AccountRecord, AuditRecord, TransferRecord, TransferState};
 
@@ -840,24 +840,13 @@ async fn assign_render(
         "" => None,
         d => Some(dicom_date(d).ok_or_else(|| Reject::Bad("The date must be YYYY-MM-DD.".into()))?),
     };
-    let all = crate::control::study_views(web.node.clone(), false).await?;
-    let list: Vec<&StudyView> = all
-        .iter()
-        .filter(|s| s.assignments.is_empty() && s.evicted.is_none())
-        .filter(|s| {
-            accession
-                .as_ref()
-                .is_none_or(|a| s.accession_number.trim() == a)
-        })
-        .filter(|s| {
-            date_filter
-                .as_ref()
-                .is_none_or(|d| s.study_date.trim() == d)
-        })
-        .collect();
-    let pages_n = list.len().div_ceil(PAGE_ROWS).max(1);
-    let page_no = page_no.clamp(1, pages_n);
-    let shown = &list[(page_no - 1) * PAGE_ROWS..(page_no * PAGE_ROWS).min(list.len())];
+    // The count and this page's studies only, from the index's assign list.
+    let filter = crate::control::AssignFilter {
+        accession: accession.clone(),
+        study_date: date_filter.clone(),
+    };
+    let pg = crate::control::assign_page(web.node.clone(), filter, page_no, PAGE_ROWS).await?;
+    let (pages_n, page_no, shown) = (pg.pages, pg.page, &pg.rows);
     let query = date_filter
         .as_ref()
         .map(|_| format!("date={}", date.trim()))
@@ -870,7 +859,7 @@ async fn assign_render(
             div { label for="date" { "Study date" } input id="date" name="date" type="date" value=(date.trim()); }
             div { button type="submit" { "Filter" } " " a href="/assign" { "Show all" } }
         }
-        p { (list.len()) " unassigned studies" @if accession.is_some() || date_filter.is_some() { " match" } "." }
+        p { (pg.total) " unassigned studies" @if accession.is_some() || date_filter.is_some() { " match" } "." }
         div.scroll { table {
             thead { tr {
                 th { "Arrived" } th { "Study date and time" } th { "Accession" } th { "Modalities" } th { "Description" }
@@ -1257,6 +1246,16 @@ async fn select_transfers(
     who: &Who,
     q: &TransfersQuery,
 ) -> Result<(String, Vec<TransferRecord>), Reject> {
+    let (project, filter) = transfer_filter(who, q)?;
+    let v = crate::control::project_transfers(web.node.clone(), project.clone(), filter).await?;
+    Ok((project, v))
+}
+
+/// The project and the filter of a Transfers query; checks the role.
+fn transfer_filter(
+    who: &Who,
+    q: &TransfersQuery,
+) -> Result<(String, crate::index::TransferFilter), Reject> {
     let project = q
         .project
         .clone()
@@ -1282,17 +1281,12 @@ async fn select_transfers(
         .map(day_ms)
         .transpose()?
         .map(|u| u + 86_400_000);
-    let node = web.node.clone();
-    let p = project.clone();
-    let mut v = blocking(move || node.store.transfers().map_err(|e| e.to_string())).await?;
-    v.retain(|t| {
-        t.project == p
-            && state.is_none_or(|s| t.state == s)
-            && since.is_none_or(|s| t.created_ms >= s)
-            && until.is_none_or(|u| t.created_ms < u)
-    });
-    v.sort_by_key(|t| std::cmp::Reverse(t.created_ms));
-    Ok((project, v))
+    let filter = crate::index::TransferFilter {
+        state,
+        created_from_ms: since,
+        created_before_ms: until,
+    };
+    Ok((project, filter))
 }
 
 async fn transfers_page(
@@ -1315,14 +1309,19 @@ async fn transfers_page(
             return Ok(page("Transfers", Nav::Transfers, Some(&who.s), None, body).into_response());
         }
     }
-    let (project, list) = select_transfers(&web, &who, &q).await?;
-    let pages_n = list.len().div_ceil(PAGE_ROWS).max(1);
-    let page_no = q.page.unwrap_or(1).clamp(1, pages_n);
-    let shown = &list[(page_no - 1) * PAGE_ROWS..(page_no * PAGE_ROWS).min(list.len())];
-    let mut counts = std::collections::BTreeMap::new();
-    for t in &list {
-        *counts.entry(t.state.as_str()).or_insert(0u64) += 1;
-    }
+    let (project, filter) = transfer_filter(&who, &q)?;
+    // The counts and this page's rows only, from the index's order of the project's transfers.
+    let pg = crate::control::transfer_page(
+        web.node.clone(),
+        project.clone(),
+        filter,
+        q.page.unwrap_or(1),
+        PAGE_ROWS,
+    )
+    .await?;
+    let (pages_n, page_no, shown) = (pg.pages, pg.page, &pg.rows);
+    let counts: std::collections::BTreeMap<&str, u64> =
+        pg.by_state.iter().map(|(s, n)| (s.as_str(), *n)).collect();
     let qs = q.query_string();
     let body = html! {
         form.filters method="get" action="/transfers" {
@@ -1337,7 +1336,7 @@ async fn transfers_page(
             div { label for="until" { "to" } input id="until" name="until" type="date" value=(q.until.clone().unwrap_or_default()); }
             div { button type="submit" { "Show" } }
         }
-        p { (list.len()) " transfers"
+        p { (pg.total) " transfers"
             @for (s, n) in &counts { " · " (s) " " (n) }
             " · " a href={ "/transfers.csv?" (qs) } download { "Download CSV" } }
         div.scroll { table {
