@@ -16,6 +16,8 @@
 #   FIONA_BIN        fiona binary; if unset, `cargo build --release -p fiona` is run and
 #                    target/release/fiona used
 #   KEEP_RUNS=1      keep each run's data directory and logs (default: delete after checking)
+#   FIONA_WEB        fiona's web page: `on` [default; HTTPS on a free 127.0.0.1 port, so runs
+#                    never clash with another daemon on the embedded 8443] or `off`
 #
 # Everything runs on 127.0.0.1. Every DCMTK tool gets TCP_NODELAY=1 in its environment
 # (without it Nagle's algorithm dominates on loopback). The corpus is generated once with
@@ -33,6 +35,7 @@ STORESCP_PDU=${STORESCP_PDU:-131072}
 BENCH_OUT=${BENCH_OUT:-$ROOT/bench/out}
 BENCH_DATA_ROOT=${BENCH_DATA_ROOT:-$BENCH_OUT/runs}
 KEEP_RUNS=${KEEP_RUNS:-0}
+FIONA_WEB=${FIONA_WEB:-on}
 AE=FIONA
 
 die() { echo "receive.sh: FAILED: $*" >&2; exit 1; }
@@ -48,6 +51,11 @@ done
 for r in $RECEIVERS; do
   [[ $r == storescp || $r == fiona ]] || die "unknown receiver '$r' (storescp or fiona)"
 done
+case $FIONA_WEB in
+  on) WEB_LISTEN=127.0.0.1:0 ;;
+  off) WEB_LISTEN=off ;;
+  *) die "FIONA_WEB must be on or off (got '$FIONA_WEB')" ;;
+esac
 
 # --- cleanup: stop whatever receiver or sender is still running --------------------------
 RECV_PID=""     # receiver process (own process group, see start_*)
@@ -186,7 +194,7 @@ echo "machine:   nproc $(nproc), ${CPU:-unknown cpu}, memory $MEM, kernel $(unam
 echo "data dir:  $BENCH_DATA_ROOT on $FS"
 echo "versions:  fiona $("$FIONA_BIN" --version 2>/dev/null | awk '{print $2}') (git $GIT_REV, binary sha256 $FIONA_SHA), DCMTK $DCMTK_VERSION"
 echo "corpus:    $COUNT instances, $CORPUS_BYTES bytes ($CORPUS)"
-echo "runs:      receivers [$RECEIVERS] x associations [$ASSOCS] x $REPEAT repetitions, interleaved"
+echo "runs:      receivers [$RECEIVERS] x associations [$ASSOCS] x $REPEAT repetitions, interleaved; fiona's web page $FIONA_WEB"
 echo "load:      nproc $(nproc), 1-min load average at start $LOAD_START"
 echo "disk:      $FSYNC_START"
 
@@ -221,7 +229,7 @@ start_storescp() { # DATADIR LOG
 start_fiona() { # DATADIR LOG
   local dir=$1 logf=$2 addr=""
   mkdir -p "$dir"
-  setsid "$FIONA_BIN" serve --listen 127.0.0.1:0 --data-dir "$dir" >>"$logf" 2>&1 &
+  setsid "$FIONA_BIN" serve --listen 127.0.0.1:0 --web-listen "$WEB_LISTEN" --data-dir "$dir" >>"$logf" 2>&1 &
   RECV_PID=$!
   for _ in $(seq 600); do
     kill -0 "$RECV_PID" 2>/dev/null || die "fiona exited during start-up; log $logf:
@@ -367,7 +375,7 @@ all_runs() { # RECEIVER J -> "a / b / c"
 
 {
   echo
-  echo "Command: \`COUNT=$COUNT REPEAT=$REPEAT ASSOCS=\"$ASSOCS\" STORESCP_PDU=$STORESCP_PDU bash bench/receive.sh\`"
+  echo "Command: \`COUNT=$COUNT REPEAT=$REPEAT ASSOCS=\"$ASSOCS\" STORESCP_PDU=$STORESCP_PDU FIONA_WEB=$FIONA_WEB bash bench/receive.sh\`"
   echo "Machine: nproc $(nproc), ${CPU:-unknown cpu}, $MEM, data dir on $FS, kernel $(uname -r)"
   echo "Versions: fiona git $GIT_REV (binary sha256 $FIONA_SHA), DCMTK $DCMTK_VERSION"
 } >>"$REPORT"
