@@ -23,9 +23,16 @@ pub enum Sink {
 /// Install the global subscriber. `FIONA_LOG` (or `RUST_LOG`) sets the filter, default `info`.
 pub fn init() -> Sink {
     let filter = || {
-        EnvFilter::try_from_env("FIONA_LOG")
+        let f = EnvFilter::try_from_env("FIONA_LOG")
             .or_else(|_| EnvFilter::try_from_default_env())
-            .unwrap_or_else(|_| EnvFilter::new("info"))
+            .unwrap_or_else(|_| EnvFilter::new("info"));
+        // Libraries whose warnings and debug lines can carry what a peer sent (rustls names
+        // a client's SNI value; ldap3 a directory's answer): errors only, whatever the level
+        // asked for.
+        ["rustls=error", "ldap3=error"]
+            .into_iter()
+            .filter_map(|d| d.parse().ok())
+            .fold(f, |f, d| f.add_directive(d))
     };
     // systemd sets JOURNAL_STREAM when stdout/stderr are connected to the journal.
     if std::env::var_os("JOURNAL_STREAM").is_some() {
