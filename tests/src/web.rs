@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::harness::{free_port, require_tool, wait_until_listening, Daemon, KillOnDrop};
+use crate::harness::{free_port, require_tool, wait_until_listening, Daemon};
 
 /// The session cookie's name.
 pub const COOKIE: &str = "__Host-fiona";
@@ -40,12 +40,25 @@ pub fn setup_link(d: &Daemon) -> String {
     format!("/setup/{token}")
 }
 
+/// A child and its process group, killed on drop.
+struct KillGroupOnDrop(std::process::Child);
+
+impl Drop for KillGroupOnDrop {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-KILL", "--", &format!("-{}", self.0.id())])
+            .status();
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// A headless Chromium under chromedriver, ended on drop.
 pub struct Browser {
     pub client: fantoccini::Client,
     /// Every (URL, title) a page's text was read at.
     history: std::sync::Mutex<Vec<(String, String)>>,
-    _driver: KillOnDrop,
+    _driver: KillGroupOnDrop,
     _profile: tempfile::TempDir,
 }
 
@@ -56,9 +69,13 @@ impl Browser {
         require_tool("chromedriver");
         require_tool("chromium");
         let port = free_port();
-        let driver = KillOnDrop(
+        // In a process group of its own, so the browsers it starts end with it (a test that
+        // fails never reaches `close`).
+        use std::os::unix::process::CommandExt;
+        let driver = KillGroupOnDrop(
             Command::new("chromedriver")
                 .arg(format!("--port={port}"))
+                .process_group(0)
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
                 .spawn()
