@@ -802,10 +802,6 @@ pub enum AccountChange {
     Enable,
 }
 
-fn grants_detail(g: &Grants) -> String {
-    g.describe()
-}
-
 /// Add a local web account, audited in the same transaction; blocking. `first`: only when no
 /// local account exists yet (the web page's one-time setup link).
 pub fn account_add(
@@ -856,7 +852,7 @@ pub fn account_add(
                 actor,
                 "account_add",
                 now,
-                format!("{name}: {}", grants_detail(&grants)),
+                format!("{name}: {}", grants.describe()),
             ))?;
             Ok(())
         })
@@ -920,7 +916,7 @@ pub fn account_change(
             let (action, detail) = match &change {
                 AccountChange::Grants(g) => {
                     a.grants = g.clone();
-                    ("account_roles", format!("{name}: {}", grants_detail(g)))
+                    ("account_roles", format!("{name}: {}", g.describe()))
                 }
                 AccountChange::PasswordHash(h) => {
                     a.password_hash = h.clone();

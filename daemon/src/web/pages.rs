@@ -148,11 +148,6 @@ pub fn time(ms: i64) -> String {
     s.get(..19).unwrap_or(&s).replace('T', " ")
 }
 
-/// A byte count for people.
-pub fn bytes(n: u64) -> String {
-    crate::evict::human_bytes(n)
-}
-
 /// A DICOM date (YYYYMMDD) and time (HHMMSS...) as `YYYY-MM-DD HH:MM`.
 pub fn dicom_date_time(d: &str, t: &str) -> String {
     let d = d.trim();

@@ -743,10 +743,10 @@ async fn status(State(web): State<Arc<Web>>, who: Who) -> Result<Response, Rejec
         }
         h2 { "Disk" }
         dl.kv {
-            dt { "Free" } dd { (pages::bytes(v.free_bytes)) " of " (pages::bytes(v.total_bytes)) }
-            dt { "Held" } dd { (pages::bytes(d.held_bytes)) }
-            dt { "Evictable" } dd { (pages::bytes(d.evictable_bytes)) }
-            dt { "Held by unsent transfers" } dd { (pages::bytes(d.unsent_bytes)) }
+            dt { "Free" } dd { (crate::evict::human_bytes(v.free_bytes)) " of " (crate::evict::human_bytes(v.total_bytes)) }
+            dt { "Held" } dd { (crate::evict::human_bytes(d.held_bytes)) }
+            dt { "Evictable" } dd { (crate::evict::human_bytes(d.evictable_bytes)) }
+            dt { "Held by unsent transfers" } dd { (crate::evict::human_bytes(d.unsent_bytes)) }
             @if let Some(p) = &d.pressure { dt { "Disk pressure" } dd.error { (p) } }
         }
         h2 { "Health" }
@@ -1684,10 +1684,6 @@ async fn audit_page(
 
 // ---- users (admin) ----
 
-fn grants_text(g: &Grants) -> String {
-    g.describe()
-}
-
 /// The role fields of a user form; `id` prefixes the element IDs (unique on the page).
 fn role_fields(web: &Web, id: &str, g: Option<&Grants>) -> Markup {
     html! {
@@ -1721,12 +1717,12 @@ async fn users_render(
             thead { tr { th { "Name" } th { "From" } th { "Roles" } th { "State" } th { "Change" } } }
             tbody {
                 @for a in &cfg.accounts {
-                    tr { td { (a.name) } td { "configuration" } td { (grants_text(&Grants { admin: a.admin, roles: a.roles.clone() })) }
+                    tr { td { (a.name) } td { "configuration" } td { (Grants { admin: a.admin, roles: a.roles.clone() }.describe()) }
                          td { @if a.disabled { "disabled" } @else { "active" } } td { span.hint { "change it in the configuration bundle" } } }
                 }
                 @for a in &local {
                     tr {
-                        td { (a.name) } td { "local" } td { (grants_text(&a.grants)) }
+                        td { (a.name) } td { "local" } td { (a.grants.describe()) }
                         td { @if a.disabled { "disabled" } @else { "active" } }
                         td {
                             details {
