@@ -20,6 +20,8 @@ use crate::project::{DestinationConfig, Projects, RoutingRule};
 
 /// Default DICOM port for unencrypted associations (IANA "dicom").
 pub const DEFAULT_PORT: u16 = 11112;
+/// Where the trusted bundle keys are installed with the box (`Config::bundle_keys`).
+pub const DEFAULT_BUNDLE_KEYS: &str = "/etc/fiona/bundle-keys";
 /// Default data directory when neither flag, environment nor file names one.
 pub const DEFAULT_DATA_DIR: &str = "./fiona-data";
 
@@ -121,6 +123,11 @@ pub struct Config {
     pub metrics: MetricsConfig,
     /// The web page (`[web]`): HTTPS on `web.listen`, accounts, LDAP.
     pub web: WebConfig,
+    /// The directory of the trusted bundle keys (minisign `*.pub`): installed with the box,
+    /// never set by a configuration file or bundle (`fiona serve --bundle-keys`,
+    /// `FIONA_BUNDLE_KEYS`).
+    #[serde(skip)]
+    pub bundle_keys: PathBuf,
 }
 
 /// `[web]`: the web page served by the daemon, HTTPS only.
@@ -415,6 +422,7 @@ impl Default for Config {
             watchdog: WatchdogConfig::default(),
             metrics: MetricsConfig::default(),
             web: WebConfig::default(),
+            bundle_keys: PathBuf::from(DEFAULT_BUNDLE_KEYS),
         }
     }
 }
@@ -443,6 +451,45 @@ impl Config {
         })?;
         cfg.validate()?;
         Ok(cfg)
+    }
+
+    /// Make every relative file path absolute under `base` (a provisioning bundle's
+    /// directory: its `fiona.toml` names files beside it). Absolute paths are left alone.
+    pub fn resolve_relative(&mut self, base: &Path) {
+        fn fix(p: &mut PathBuf, base: &Path) {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        }
+        fn fix_opt(p: &mut Option<PathBuf>, base: &Path) {
+            if let Some(p) = p {
+                fix(p, base);
+            }
+        }
+        fix_opt(&mut self.web.cert, base);
+        fix_opt(&mut self.web.key, base);
+        if let Some(l) = &mut self.web.ldap {
+            fix_opt(&mut l.ca, base);
+        }
+        if let Some(s) = &mut self.smtp {
+            fix_opt(&mut s.ca, base);
+        }
+        if let Some(t) = &mut self.tls {
+            fix(&mut t.certificate, base);
+            fix(&mut t.private_key, base);
+            fix_opt(&mut t.client_ca, base);
+        }
+        for d in self.destinations.values_mut() {
+            if let Some(t) = &mut d.tls {
+                fix(&mut t.ca, base);
+                fix_opt(&mut t.certificate, base);
+                fix_opt(&mut t.private_key, base);
+            }
+        }
+        for p in self.projects.values_mut() {
+            fix_opt(&mut p.notify.webhook_ca, base);
+            fix_opt(&mut p.pixel.library, base);
+        }
     }
 
     /// Check every field; the error names the first bad one.

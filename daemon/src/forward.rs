@@ -478,13 +478,7 @@ pub async fn holdings(
     study_uid: &str,
     list: bool,
 ) -> Result<Holdings, AssociationError> {
-    let options = ClientAssociationOptions::new()
-        .calling_ae_title(peer.calling_ae_title.clone())
-        .called_ae_title(peer.called_ae_title.clone())
-        .connection_timeout(PEER_TIMEOUT)
-        .read_timeout(PEER_TIMEOUT)
-        .write_timeout(PEER_TIMEOUT)
-        .with_presentation_context(STUDY_ROOT_FIND, vec![IMPLICIT_VR_LE]);
+    let options = one_context(peer, STUDY_ROOT_FIND);
     match connect(peer, options, "query association").await? {
         Link::Plain(a) => query_on(*a, study_uid, list).await,
         Link::Tls(a) => query_on(*a, study_uid, list).await,
@@ -627,6 +621,37 @@ pub async fn echo(peer: &Peer, limit: std::time::Duration) -> Result<EchoAnswer,
         Err(_) => Err(AssociationError(format!(
             "no C-ECHO answer within {} s",
             limit.as_secs()
+        ))),
+    }
+}
+
+/// Association options for `peer` with one presentation context (`sop_class`, Implicit VR
+/// Little Endian), every step bounded by [`PEER_TIMEOUT`].
+fn one_context<'a>(peer: &Peer, sop_class: &'a str) -> ClientAssociationOptions<'a> {
+    ClientAssociationOptions::new()
+        .calling_ae_title(peer.calling_ae_title.clone())
+        .called_ae_title(peer.called_ae_title.clone())
+        .connection_timeout(PEER_TIMEOUT)
+        .read_timeout(PEER_TIMEOUT)
+        .write_timeout(PEER_TIMEOUT)
+        .with_presentation_context(sop_class, vec![IMPLICIT_VR_LE])
+}
+
+/// C-ECHO a destination the way the pipeline reaches it: plain or over TLS as configured,
+/// within [`PEER_TIMEOUT`] to associate (the selftest's check of each destination).
+pub async fn echo_destination(peer: &Peer) -> Result<(), AssociationError> {
+    let options = one_context(peer, dimse::VERIFICATION_SOP_CLASS);
+    let run = async {
+        match connect(peer, options, "echo association").await? {
+            Link::Plain(a) => echo_on(*a).await,
+            Link::Tls(a) => echo_on(*a).await,
+        }
+    };
+    match tokio::time::timeout(PEER_TIMEOUT * 2, run).await {
+        Ok(r) => r,
+        Err(_) => Err(AssociationError(format!(
+            "no C-ECHO answer within {} s",
+            (PEER_TIMEOUT * 2).as_secs()
         ))),
     }
 }

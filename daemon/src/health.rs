@@ -224,3 +224,65 @@ mod tests {
         assert!(!h.healthy());
     }
 }
+
+/// A selftest check's verdict (`fiona selftest`, `selftest.rs`), in order of gravity.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum Verdict {
+    Ok,
+    Warning,
+    Failure,
+}
+
+/// One check of a selftest: its name, verdict and what it found (fixed text, paths, names of
+/// destinations and projects; never data from a peer or a patient).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SelftestCheck {
+    pub name: String,
+    pub verdict: Verdict,
+    pub message: String,
+}
+
+/// A whole selftest: every check, when it ran, and the verdict of the worst.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SelftestReport {
+    pub time_ms: i64,
+    pub verdict: Verdict,
+    pub checks: Vec<SelftestCheck>,
+}
+
+impl SelftestReport {
+    pub fn new(time_ms: i64, checks: Vec<SelftestCheck>) -> SelftestReport {
+        let verdict = checks
+            .iter()
+            .map(|c| c.verdict)
+            .max()
+            .unwrap_or(Verdict::Ok);
+        SelftestReport {
+            time_ms,
+            verdict,
+            checks,
+        }
+    }
+
+    /// `fiona selftest`'s exit status: 0 all passed, 1 a failure, 2 warnings only.
+    pub fn exit_code(&self) -> u8 {
+        match self.verdict {
+            Verdict::Ok => 0,
+            Verdict::Failure => 1,
+            Verdict::Warning => 2,
+        }
+    }
+
+    /// The failing checks, `name: message` joined (a rollback's reason).
+    pub fn failures(&self) -> String {
+        self.checks
+            .iter()
+            .filter(|c| c.verdict == Verdict::Failure)
+            .map(|c| format!("{}: {}", c.name, c.message))
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+}

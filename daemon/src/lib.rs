@@ -1,6 +1,6 @@
 //! fiona: a research-imaging gateway. See `docs/ARCHITECTURE.md` for the map.
-// One exception, with its reason at the site: pixel::ocr switches off Tesseract's OpenMP
-// threads through libgomp's C API.
+// Two exceptions, with their reasons at the site: pixel::ocr switches off Tesseract's OpenMP
+// threads through libgomp's C API; selftest reads the kernel's clock state (adjtimex).
 #![deny(unsafe_code)]
 // No `unwrap`/`expect` outside tests (clippy.toml allows them in tests): a stated invariant
 // gets `#[allow(clippy::expect_used)]` with its comment at the site.
@@ -8,6 +8,7 @@
 
 pub mod admission;
 pub mod assign;
+pub mod bundle;
 pub mod cli;
 pub mod clock;
 pub mod committer;
@@ -32,8 +33,10 @@ pub mod password;
 pub mod pipeline;
 pub mod pixel;
 pub mod project;
+pub mod provision;
 pub mod quarantine;
 pub mod scp;
+pub mod selftest;
 pub mod serve;
 pub mod storage_classes;
 pub mod tls;

@@ -26,8 +26,10 @@ fn main() -> ExitCode {
     match fiona::cli::run(fiona::cli::Cli::parse()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("fiona: {e}");
-            ExitCode::FAILURE
+            if !e.message.is_empty() {
+                eprintln!("fiona: {}", e.message);
+            }
+            ExitCode::from(e.code)
         }
     }
 }

@@ -502,6 +502,25 @@ pub struct AuditRecord {
     pub detail: String,
 }
 
+impl AuditRecord {
+    /// A record of an administrative act that names no study, project or transfer (web
+    /// accounts, provisioning bundles); `seq` is assigned when it is appended.
+    pub fn admin(actor: &str, action: &str, time_ms: i64, detail: String) -> AuditRecord {
+        AuditRecord {
+            seq: 0,
+            time_ms,
+            actor: actor.to_string(),
+            action: action.to_string(),
+            study_key: None,
+            project: None,
+            participant: None,
+            event: None,
+            transfer: None,
+            detail,
+        }
+    }
+}
+
 /// Where an arrival notification goes.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

@@ -2,17 +2,19 @@
 //! the control API (`control`) both use it, and neither reaches the other through it.
 
 use std::sync::atomic::AtomicU64;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
 
 use crate::admission::{Admission, Throttle};
 use crate::assign::Policy;
+use crate::bundle::{BoxKey, ConfigSource};
 use crate::clock::{Clock, SystemClock};
 use crate::committer::Committer;
 use crate::config::{Config, IpNet};
-use crate::health::Health;
+use crate::health::{Health, SelftestReport};
 use crate::index::Store;
 use crate::quarantine::Quarantine;
 
@@ -64,6 +66,15 @@ pub struct Node {
     pub housekeeping: Arc<crate::evict::Housekeeping>,
     /// The watchdog's latest verdicts (`watchdog.rs` writes them; status and metrics read).
     pub health: Arc<Health>,
+    /// Cancelled to make `fiona serve` stop and start again on the configuration now current
+    /// (a bundle applied or rolled back: `provision.rs`).
+    pub restart: CancellationToken,
+    /// Where the running configuration came from (`fiona status`, the selftest).
+    pub config_source: ConfigSource,
+    /// The box's key pair for provisioning bundles (made at first start).
+    pub box_key: Option<Arc<BoxKey>>,
+    /// The last selftest's report (`fiona selftest`, after a bundle is applied).
+    pub selftest: Mutex<Option<SelftestReport>>,
 }
 
 impl std::fmt::Debug for Node {
@@ -102,6 +113,10 @@ impl Node {
             clock: Arc::new(SystemClock),
             housekeeping: Arc::new(crate::evict::Housekeeping::default()),
             health: Arc::default(),
+            restart: CancellationToken::new(),
+            config_source: ConfigSource::Defaults,
+            box_key: None,
+            selftest: Mutex::new(None),
         }
     }
 }

@@ -12,6 +12,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::assign::Policy;
+use crate::bundle::ConfigSource;
 use crate::committer::Committer;
 use crate::config::Config;
 use crate::index::recovering::Recovering;
@@ -57,6 +58,12 @@ pub struct Daemon {
 impl Daemon {
     /// Open (or create) the data directory, the index, run recovery, start the committer.
     pub fn open(config: Config) -> Result<Daemon, ServeError> {
+        Self::open_from(config, ConfigSource::Defaults)
+    }
+
+    /// [`Daemon::open`], saying where the configuration came from (`fiona status`, the
+    /// selftest); makes the box's key pair for provisioning bundles at first start.
+    pub fn open_from(config: Config, source: ConfigSource) -> Result<Daemon, ServeError> {
         let data_dir = config.data_dir.clone();
         crate::header::InflateLimits {
             max_bytes: config.max_inflated_bytes,
@@ -153,9 +160,12 @@ impl Daemon {
             )
             .map_err(ServeError::Other)?,
         );
-        let node = Arc::new(Node::new(
-            config, store, quarantine, committer, policy, wake,
-        ));
+        let box_key =
+            crate::bundle::BoxKey::load_or_create(&data_dir).map_err(ServeError::Other)?;
+        let mut node = Node::new(config, store, quarantine, committer, policy, wake);
+        node.config_source = source;
+        node.box_key = Some(Arc::new(box_key));
+        let node = Arc::new(node);
         Ok(Daemon {
             node,
             pipeline,
@@ -275,13 +285,39 @@ impl Daemon {
             shutdown.clone(),
         )
         .map_err(|e| ServeError::Other(format!("watchdog thread: {e}")))?;
+        // A bundle on trial: the selftest decides whether it stays. Bundles dropped in the
+        // inbox are applied as they come.
+        let trial = tokio::spawn(crate::provision::run_trial(self.node.clone(), local));
+        let inbox = tokio::spawn(crate::provision::watch_inbox(
+            self.node.clone(),
+            pipeline_stop.clone(),
+        ));
+        // A restart (a bundle applied or rolled back) stops the daemon like SIGTERM; `fiona
+        // serve` then starts again on the configuration now current.
+        let restart = self.node.restart.clone();
+        let s2 = shutdown.clone();
+        tokio::spawn(async move {
+            restart.cancelled().await;
+            tracing::info!("restarting on the configuration now current");
+            s2.cancel();
+        });
         let stopping = shutdown.clone();
+        let restarting = self.node.restart.clone();
         tokio::spawn(async move {
             stopping.cancelled().await;
-            let _ = sd_notify::notify(&[
-                sd_notify::NotifyState::Stopping,
-                sd_notify::NotifyState::Status("stopping"),
-            ]);
+            // A restart keeps the process (and its PID): systemd is told it reloads, and
+            // READY=1 follows once the daemon runs again.
+            let _ = if restarting.is_cancelled() {
+                sd_notify::notify(&[
+                    sd_notify::NotifyState::Reloading,
+                    sd_notify::NotifyState::Status("restarting on a new configuration"),
+                ])
+            } else {
+                sd_notify::notify(&[
+                    sd_notify::NotifyState::Stopping,
+                    sd_notify::NotifyState::Status("stopping"),
+                ])
+            };
         });
         let plain = scp::run(listener, self.node.clone(), None, shutdown.clone());
         match tls_listener {
@@ -295,6 +331,8 @@ impl Daemon {
         }
         watchdog.stop();
         pipeline_stop.cancel();
+        trial.abort();
+        let _ = inbox.await;
         if let Err(e) = pipeline.await {
             tracing::error!(error = %e, "pipeline task");
         }

@@ -19,6 +19,7 @@
 //! command. The top layer of the crate: nothing in it uses this module.
 
 pub mod assign;
+pub mod bundle;
 pub mod deid;
 pub mod output;
 pub mod review;
@@ -178,12 +179,47 @@ pub enum Cmd {
         #[command(subcommand)]
         cmd: user::UserCmd,
     },
+    /// Provisioning bundles: apply a signed bundle, show the current one, print the box's
+    /// key; `manifest` and `pack` make a bundle on the admin's machine.
+    Bundle {
+        #[command(subcommand)]
+        cmd: bundle::BundleCmd,
+    },
+    /// Prove the box works: data directory, index, configuration, DICOM listener, a synthetic
+    /// study through each project's de-identification, certificates, destinations, OCR
+    /// models, clock. Exit status 0 (passed), 1 (a failure) or 2 (warnings only).
+    Selftest(bundle::SelftestArgs),
 }
 
-/// Run one command. `Err` holds the message for stderr (the exit status is then 1).
-pub fn run(cli: Cli) -> Result<(), String> {
+/// Why a command did not succeed: the message for stderr and the exit status.
+#[derive(Debug)]
+pub struct Failure {
+    /// Empty when the command printed what there was to say (`fiona selftest` with warnings).
+    pub message: String,
+    pub code: u8,
+}
+
+impl From<String> for Failure {
+    fn from(message: String) -> Failure {
+        Failure { message, code: 1 }
+    }
+}
+
+/// Run one command. `Err` holds the message for stderr and the exit status (1, or 2 for a
+/// selftest that passed with warnings).
+pub fn run(cli: Cli) -> Result<(), Failure> {
     let g = &cli.global;
-    match cli.cmd {
+    let done = match cli.cmd {
+        Cmd::Selftest(a) => {
+            return match bundle::selftest(g, a)? {
+                0 => Ok(()),
+                code => Err(Failure {
+                    message: String::new(),
+                    code,
+                }),
+            }
+        }
+        Cmd::Bundle { cmd } => bundle::bundle(g, cmd),
         Cmd::Serve(a) => serve::serve(g, a),
         Cmd::CheckConfig => serve::check_config(g),
         Cmd::Studies(a) => studies::studies(g, a),
@@ -203,7 +239,8 @@ pub fn run(cli: Cli) -> Result<(), String> {
         Cmd::Review(a) => review::review(g, a),
         Cmd::Deid(a) => deid::deid(g, a),
         Cmd::User { cmd } => user::user(g, cmd),
-    }
+    };
+    done.map_err(Failure::from)
 }
 
 /// Make `call` to the daemon and print the answer: as JSON with `--json`, else by `print`.

@@ -261,6 +261,32 @@ fn print_status(s: &StatusView) {
         };
         t.row(["checks".to_string(), line]);
     }
+    if let Some(src) = &s.config_source {
+        t.row(["configuration".to_string(), src.describe()]);
+    }
+    match &s.selftest {
+        Some(r) => {
+            use crate::control::api::Verdict;
+            let verdict = match r.verdict {
+                Verdict::Ok => "passed".to_string(),
+                Verdict::Warning => format!(
+                    "passed with warnings ({})",
+                    r.checks
+                        .iter()
+                        .filter(|c| c.verdict == Verdict::Warning)
+                        .map(|c| c.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+                Verdict::Failure => format!("FAILED: {}", r.failures()),
+            };
+            t.row([
+                "selftest".to_string(),
+                format!("{verdict} at {}", crate::clock::iso_ms(r.time_ms)),
+            ]);
+        }
+        None => t.row(["selftest", "not run since start (fiona selftest)"]),
+    }
     if let Some(e) = &s.index_error {
         t.row([String::new(), format!("(counts above unavailable: {e})")]);
     }

@@ -31,6 +31,9 @@
 //! | `GET /v1/users`       | `[UserView]`: web accounts, local (`fiona user add`) and from the configuration (`[[web.accounts]]`); never a hash |
 //! | `POST /v1/users`      | [`UserAddBody`] -> [`UserOutcome`] (400 bad name, 409 exists or in the configuration, 422 bad password or unknown project) |
 //! | `POST /v1/users/NAME` | [`UserChange`] -> [`UserOutcome`] (404 unknown, 409 an account of the configuration, 422 bad password or unknown project) |
+//! | `POST /v1/bundle`     | a provisioning bundle (the tar's bytes) -> [`Accepted`] (the daemon then restarts on it and runs the selftest), 422 with the refusal (`refused (CODE): reason`) |
+//! | `GET /v1/bundle`      | [`BundleStatus`]: the box's ID and key, the current bundle, the highest serial, a trial, the last attempt |
+//! | `POST /v1/selftest`   | [`SelftestReport`] (every check; also kept for `GET /v1/status`) |
 //! | `GET /metrics`        | Prometheus text format 0.0.4 (`metrics.rs`); also on `[metrics] listen` |
 //!
 //! Passwords travel only in the bodies of `POST /v1/users` and `POST /v1/users/NAME` (over the
@@ -48,7 +51,9 @@ use serde::{Deserialize, Serialize};
 use crate::index::{IndexHealth, Totals};
 use crate::model::Grants;
 
-pub use crate::health::CheckResult;
+pub use crate::bundle::ConfigSource;
+pub use crate::health::{CheckResult, SelftestCheck, SelftestReport, Verdict};
+pub use crate::provision::{Accepted, BundleStatus};
 
 pub use crate::assign::coupling::ImportReport;
 pub use crate::assign::AssignOutcome;
@@ -78,6 +83,8 @@ pub mod route {
     pub const AUDIT: &str = "/v1/audit";
     pub const REVIEW: &str = "/v1/review";
     pub const PROJECTS: &str = "/v1/projects";
+    pub const BUNDLE: &str = "/v1/bundle";
+    pub const SELFTEST: &str = "/v1/selftest";
     pub const EVICT: &str = "/v1/evict";
     pub const USERS: &str = "/v1/users";
     pub const USER: &str = "/v1/users/{name}";
@@ -247,6 +254,13 @@ pub struct StatusView {
     /// The watchdog's checks, latest round (`runtime`, `committer`, `pipeline`, `echo`).
     #[serde(default)]
     pub checks: Vec<CheckResult>,
+    /// Where the running configuration came from (a bundle, a file, the defaults).
+    #[serde(default)]
+    pub config_source: Option<ConfigSource>,
+    /// The last selftest (at boot, after a bundle, or `fiona selftest`), if one ran since
+    /// start.
+    #[serde(default)]
+    pub selftest: Option<SelftestReport>,
 }
 
 /// One destination on the status page: its last verification, last problem and queue.

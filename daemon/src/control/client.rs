@@ -206,6 +206,19 @@ pub mod call {
         .also(StatusCode::UNPROCESSABLE_ENTITY)
     }
 
+    /// Offer a provisioning bundle (the tar file's bytes).
+    pub fn apply_bundle(bytes: Vec<u8>) -> Call<crate::control::api::Accepted> {
+        Call::post(route::BUNDLE.into(), "application/x-tar", bytes)
+    }
+
+    pub fn bundle_status() -> Call<crate::control::api::BundleStatus> {
+        Call::get(route::BUNDLE.into())
+    }
+
+    pub fn selftest() -> Call<crate::control::api::SelftestReport> {
+        Call::post(route::SELFTEST.into(), "application/json", b"{}".to_vec())
+    }
+
     pub fn couplings() -> Call<Vec<CouplingEntry>> {
         Call::get(route::COUPLING.into())
     }

@@ -18,7 +18,7 @@ pub mod client;
 use std::os::unix::fs::PermissionsExt;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::extract::connect_info::Connected;
 use axum::extract::{ConnectInfo, Path as UrlPath, Query, State};
@@ -46,9 +46,9 @@ use crate::node::Node;
 use api::{
     route, AssignBody, AssignmentView, CheckResult, CouplingQuery, DestinationView, DiskReport,
     ErrorBody, EvictPlan, HealthView, ImportReport, JobQuery, JobView, ProjectView, ResendBody,
-    ResendOutcome, ReviewInventory, ReviewQuery, SeriesView, StatusView, StudiesQuery, StudyDetail,
-    StudyView, TransferQuery, UserAddBody, UserChange, UserOutcome, UserView, VerifyBody,
-    SOCKET_NAME,
+    ResendOutcome, ReviewInventory, ReviewQuery, SelftestReport, SeriesView, StatusView,
+    StudiesQuery, StudyDetail, StudyView, TransferQuery, UserAddBody, UserChange, UserOutcome,
+    UserView, VerifyBody, SOCKET_NAME,
 };
 
 /// Largest coupling list accepted (about a million rows).
@@ -290,6 +290,8 @@ pub async fn status_view(node: Arc<Node>, started: Instant, listen: String) -> S
         notifications_pending: outbox.0,
         notifications_last_error: outbox.1,
         checks: n.health.results(),
+        config_source: Some(n.config_source.clone()),
+        selftest: n.selftest.lock().unwrap_or_else(|p| p.into_inner()).clone(),
     }
 }
 
@@ -848,7 +850,7 @@ pub fn account_add(
                 created_ms: now,
                 changed_ms: now,
             })?;
-            t.append_audit(account_audit(
+            t.append_audit(AuditRecord::admin(
                 actor,
                 "account_add",
                 now,
@@ -863,21 +865,6 @@ pub fn account_add(
             tracing::info!(account = %name, actor = %actor, "web account added");
             Ok(())
         }
-    }
-}
-
-fn account_audit(actor: &str, action: &str, now: i64, detail: String) -> AuditRecord {
-    AuditRecord {
-        seq: 0,
-        time_ms: now,
-        actor: actor.to_string(),
-        action: action.to_string(),
-        study_key: None,
-        project: None,
-        participant: None,
-        event: None,
-        transfer: None,
-        detail,
     }
 }
 
@@ -933,7 +920,7 @@ pub fn account_change(
             };
             a.changed_ms = now;
             t.put_account(&a)?;
-            t.append_audit(account_audit(actor, action, now, detail.clone()))?;
+            t.append_audit(AuditRecord::admin(actor, action, now, detail.clone()))?;
             result = Ok(detail);
             Ok(())
         })
@@ -1579,6 +1566,52 @@ pub fn bind(node: &Node) -> std::io::Result<tokio::net::UnixListener> {
     Ok(listener)
 }
 
+/// `POST /v1/bundle`: verify and switch to a bundle, then restart on it (`provision`).
+async fn post_bundle(
+    State(c): State<Arc<Ctl>>,
+    ConnectInfo(peer): ConnectInfo<Peer>,
+    body: axum::body::Bytes,
+) -> Response {
+    let node = c.node.clone();
+    let res = tokio::task::spawn_blocking(move || {
+        let actor = actor_of(&peer).unwrap_or_else(|| "unknown".into());
+        crate::provision::apply(&node, &body, &actor)
+    })
+    .await;
+    match res {
+        Ok(Ok(a)) => {
+            crate::provision::restart_soon(&c.node, Duration::from_millis(300));
+            Json(a).into_response()
+        }
+        Ok(Err(r)) => ApiError(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!("refused ({}): {r}", r.code()),
+        )
+        .into_response(),
+        Err(_) => ApiError(StatusCode::INTERNAL_SERVER_ERROR, "task failed".into()).into_response(),
+    }
+}
+
+async fn get_bundle(
+    State(c): State<Arc<Ctl>>,
+) -> Result<Json<crate::provision::BundleStatus>, ApiError> {
+    let node = c.node.clone();
+    blocking(move || Ok(crate::provision::status(&node)))
+        .await
+        .map(Json)
+}
+
+/// `POST /v1/selftest`: run every check now; the report is kept for `GET /v1/status`.
+async fn post_selftest(State(c): State<Arc<Ctl>>) -> Result<Json<SelftestReport>, ApiError> {
+    let addr: std::net::SocketAddr = c
+        .listen
+        .parse()
+        .map_err(|_| ApiError(StatusCode::INTERNAL_SERVER_ERROR, "listener address".into()))?;
+    let report = crate::selftest::run(c.node.clone(), addr).await;
+    *c.node.selftest.lock().unwrap_or_else(|p| p.into_inner()) = Some(report.clone());
+    Ok(Json(report))
+}
+
 /// Serve the control API on the socket [`bind`] made until `shutdown` fires.
 pub async fn serve_on(
     listener: tokio::net::UnixListener,
@@ -1617,6 +1650,15 @@ pub async fn serve_on(
         .route(route::EVICT, get(get_evict).post(post_evict))
         .route(route::USERS, get(get_users).post(post_users))
         .route(route::USER, post(post_user))
+        .route(
+            route::BUNDLE,
+            post(post_bundle)
+                .get(get_bundle)
+                .layer(axum::extract::DefaultBodyLimit::max(
+                    crate::bundle::format::MAX_BUNDLE_BYTES as usize,
+                )),
+        )
+        .route(route::SELFTEST, post(post_selftest))
         .route(route::METRICS, get(metrics))
         .with_state(ctl);
     axum::serve(listener, app.into_make_service_with_connect_info::<Peer>())
