@@ -50,7 +50,7 @@ fi
 # Leptonica and the image libraries). Its name carries a hash of what it is made of.
 suite=bookworm
 packages="systemd,systemd-sysv,dbus,libtesseract5,tesseract-ocr-eng"
-cache="${FIONA_NSPAWN_CACHE:-$HOME/.cache/fiona-nspawn}"
+cache="${FIONA_NSPAWN_CACHE:-${HOME:-/root}/.cache/fiona-nspawn}"
 key=$(echo "$suite minbase $packages" | sha256sum | cut -c1-12)
 base="$cache/rootfs-$suite-$key"
 mkdir -p "$cache"
