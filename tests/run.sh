@@ -31,6 +31,13 @@ command -v ldapadd >/dev/null 2>&1 || need+=(ldap-utils)
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
 command -v chromedriver >/dev/null 2>&1 || need+=(chromium-driver)
 command -v curl >/dev/null 2>&1 || need+=(curl)
+# The hardened units (os/systemd/): systemd-analyze scores and verifies them offline
+# (daemon/tests/systemd_unit.rs); the boot test (daemon/tests/systemd_nspawn.rs, through
+# os/tests/nspawn-unit.sh) runs them in a systemd-nspawn container whose Debian rootfs
+# mmdebstrap makes once.
+command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
+command -v systemd-nspawn >/dev/null 2>&1 || need+=(systemd-container)
+command -v mmdebstrap >/dev/null 2>&1 || need+=(mmdebstrap)
 if ((${#need[@]})); then
   SUDO=""
   [ "$(id -u)" = 0 ] || SUDO="sudo"

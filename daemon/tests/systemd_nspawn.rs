@@ -1,0 +1,82 @@
+//! Scenario: the shipped units under a real systemd. `os/tests/nspawn-unit.sh` boots a
+//! Debian container (systemd-nspawn) with the binary Cargo built and the units of
+//! `os/systemd/`, and checks that fiona starts sandboxed as its own user, answers C-ECHO and
+//! C-STORE, keeps the login user in the audit trail, scrubs burned-in text with OCR inside
+//! the same sandbox (an image made here), and that systemd's watchdog kills and restarts a
+//! daemon made to hang (the test fault file), which then stays up. See the script's header
+//! for what it needs (root; the rootfs is made once from the Debian archive and cached in
+//! ~/.cache/fiona-nspawn).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use dicom_object::open_file;
+use fiona::pixel::decode::decode;
+use fiona::pixel::mask::Photometric;
+use fiona_tests::burned::{burn_text, sample_burns, Burn};
+use fiona_tests::corpus::{self, Modality, StudySpec};
+use fiona_tests::fiona_bin;
+
+#[test]
+fn units_boot_and_the_watchdog_restarts_a_hung_daemon() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut spec = StudySpec::new(7711, Modality::Ct);
+    spec.series = 1;
+    spec.instances_per_series = 1;
+    spec.rows = 256;
+    spec.cols = 256;
+    let burned = corpus::write_study(&spec, tmp.path()).unwrap().remove(0);
+    burn_text(&burned, &sample_burns()).unwrap();
+    let scrubbed = tmp.path().join("scrubbed.dcm");
+
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../os/tests/nspawn-unit.sh");
+    let out = Command::new("bash")
+        .arg(&script)
+        .arg(fiona_bin!())
+        .env("FIONA_NSPAWN_OCR_INPUT", &burned)
+        .env("FIONA_NSPAWN_OCR_OUTPUT", &scrubbed)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", script.display()));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    println!("{stdout}");
+    assert!(
+        out.status.success() && stdout.lines().any(|l| l == "nspawn-unit: PASS"),
+        "{} ({}):\n{stdout}\n{stderr}",
+        script.display(),
+        out.status
+    );
+    // OCR really ran in the sandbox: every burned-in box is black in the output.
+    let (ink, left) = text_pixels(&burned, &scrubbed);
+    assert!(ink > 0, "the input has no text to find");
+    assert_eq!(
+        left, 0,
+        "{left} pixels in the text boxes are not black after OCR"
+    );
+}
+
+/// Pixels in the burned-in boxes that are not black: (in `input`, in `output`). The input
+/// is MONOCHROME2 unsigned, whose black is all zero bytes.
+fn text_pixels(input: &Path, output: &Path) -> (usize, usize) {
+    let boxes: Vec<_> = sample_burns().iter().map(Burn::rect).collect();
+    let count = |f: &Path| {
+        let d = decode(&open_file(f).unwrap(), 1 << 30).unwrap();
+        let l = &d.layout;
+        assert!(
+            l.photometric == Photometric::Monochrome2 && !l.signed,
+            "{l:?}"
+        );
+        let px = l.frame_bytes() / (l.rows * l.columns) as usize;
+        let mut n = 0;
+        for &(bx, by, bw, bh) in &boxes {
+            for y in by..by + bh {
+                for x in bx..bx + bw {
+                    let at = (y * l.columns + x) as usize * px;
+                    n += usize::from(d.data[at..at + px].iter().any(|&b| b != 0));
+                }
+            }
+        }
+        n
+    };
+    (count(input), count(output))
+}
