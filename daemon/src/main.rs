@@ -23,7 +23,18 @@ fn main() -> ExitCode {
         }
         default_hook(info);
     }));
-    match fiona::cli::run(fiona::cli::Cli::parse()) {
+    // A command-line error exits 1, not clap's 2: exit status 2 is `fiona selftest`'s
+    // "warnings only", which the selftest unit counts as success (SuccessExitStatus=2).
+    let cli = match fiona::cli::Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) if e.use_stderr() => {
+            let _ = e.print();
+            return ExitCode::FAILURE;
+        }
+        // --help and --version: printed on stdout, exit 0.
+        Err(e) => e.exit(),
+    };
+    match fiona::cli::run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             if !e.message.is_empty() {

@@ -4,13 +4,14 @@
 //!
 //! Checks, each `ok`, `warning` or `failure` (exit status 0, 2 or 1):
 //!
-//! * `data_dir`: a file written, fsynced and removed in the data directory (a read-only or
-//!   full file system fails); free space below `min_free_bytes` warns;
+//! * `data_dir`: a file written, fsynced and removed in the data directory, its `objects/`
+//!   and its `run/` (a read-only or full file system fails); free space below
+//!   `min_free_bytes` warns;
 //! * `index`: the index answers a read and reports itself healthy;
 //! * `configuration`: where it came from: a verified bundle is ok; a `--config` file or the
 //!   embedded defaults warn, said plainly (a box in service is provisioned by a bundle);
-//! * `dicom_listener`: a C-ECHO through our own plain listener (and a TCP connect to the TLS
-//!   one);
+//! * `dicom_listener`: a C-ECHO through our own plain listener (the TLS one, bound by the same
+//!   daemon, is named; echoing through it needs a client certificate the box does not hold);
 //! * `deidentification`: a synthetic instance (made here, no real data) with planted
 //!   identity, dates, UIDs and a private element through each project's header engine and
 //!   pixel stage; a planted value found in the output fails;
@@ -90,24 +91,25 @@ fn now_s() -> i64 {
 
 fn data_dir(dir: &Path, min_free: u64) -> SelftestCheck {
     const NAME: &str = "data_dir";
-    let probe = dir
-        .join("run")
-        .join(format!("selftest-{}.tmp", ulid::Ulid::generate()));
-    let written = (|| -> std::io::Result<()> {
-        use std::io::Write;
-        let mut f = std::fs::File::create(&probe)?;
-        f.write_all(b"fiona selftest\n")?;
-        f.sync_all()?;
-        crate::quarantine::sync_dir(probe.parent().unwrap_or(dir))?;
-        std::fs::remove_file(&probe)
-    })();
-    if let Err(e) = written {
-        let _ = std::fs::remove_file(&probe);
-        return check(
-            NAME,
-            Verdict::Failure,
-            format!("{} is not writable: {e}", dir.display()),
-        );
+    // Where the daemon writes: the top (index), where instances are received, its run state.
+    for sub in [dir.to_owned(), dir.join("objects"), dir.join("run")] {
+        let probe = sub.join(format!("selftest-{}.tmp", ulid::Ulid::generate()));
+        let written = (|| -> std::io::Result<()> {
+            use std::io::Write;
+            let mut f = std::fs::File::create(&probe)?;
+            f.write_all(b"fiona selftest\n")?;
+            f.sync_all()?;
+            crate::quarantine::sync_dir(&sub)?;
+            std::fs::remove_file(&probe)
+        })();
+        if let Err(e) = written {
+            let _ = std::fs::remove_file(&probe);
+            return check(
+                NAME,
+                Verdict::Failure,
+                format!("{} is not writable: {e}", sub.display()),
+            );
+        }
     }
     match nix::sys::statvfs::statvfs(dir) {
         Ok(s) => {
@@ -205,23 +207,11 @@ async fn listener(node: &Node, dicom: SocketAddr) -> SelftestCheck {
             )
         }
     };
+    // The TLS listener shares the accept loop; an echo through it would need a client
+    // certificate its CA signed, which the box does not hold, and a bare connection would
+    // count as a refused association.
     if let Ok(addr) = std::fs::read_to_string(node.quarantine.run_dir().join("dicom-tls.addr")) {
-        let addr = addr.trim().to_string();
-        match tokio::time::timeout(
-            Duration::from_secs(5),
-            tokio::net::TcpStream::connect(addr.as_str()),
-        )
-        .await
-        {
-            Ok(Ok(_)) => msg.push_str(&format!("; TLS listener {addr} accepts connections")),
-            _ => {
-                return check(
-                    "dicom_listener",
-                    Verdict::Failure,
-                    format!("{msg}; the TLS listener {addr} does not accept connections"),
-                )
-            }
-        }
+        msg.push_str(&format!("; the TLS listener is bound on {}", addr.trim()));
     }
     check("dicom_listener", Verdict::Ok, msg)
 }

@@ -291,6 +291,22 @@ impl Daemon {
         }
     }
 
+    /// After the daemon restarted itself (a provisioning bundle applied or rolled back): wait
+    /// until its listener's address is published again and the control socket answers, and
+    /// take the new address.
+    pub fn reread_addr(&mut self) {
+        let addr_file = self.data_dir.join("run").join("dicom.addr");
+        self.wait_for("the listener's address", Duration::from_secs(60), || {
+            std::fs::read_to_string(&addr_file)
+                .ok()
+                .and_then(|s| s.trim().parse::<SocketAddr>().ok())
+                .is_some()
+                && self.cli(&["status", "--json"]).status.code() == Some(0)
+        });
+        let s = std::fs::read_to_string(&addr_file).expect("dicom.addr");
+        self.addr = s.trim().parse().expect("dicom.addr");
+    }
+
     /// Start again on the same data directory and config.
     pub fn restart(&mut self) {
         self.kill9();

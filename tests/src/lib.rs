@@ -1,6 +1,7 @@
 //! Shared helpers for fiona's integration tests: a synthetic DICOM corpus
 //! (synthetic patients only) and a harness that runs the real `fiona` binary.
 
+pub mod bundle;
 pub mod burned;
 pub mod corpus;
 pub mod glyphs;

@@ -1,6 +1,7 @@
 //! Test certificates made with the `openssl` command: a CA, leaf certificates it signs
 //! (for 127.0.0.1 and localhost, usable as server and client), and a second, unrelated CA
-//! for "wrong certificate" cases. RSA 2048, valid for two days.
+//! for "wrong certificate" cases. RSA 2048; a CA is valid for 400 days, a leaf for two days
+//! unless made for another span (`Ca::leaf_for_days`).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -51,7 +52,7 @@ impl Ca {
                 "rsa:2048",
                 "-nodes",
                 "-days",
-                "2",
+                "400",
                 "-subj",
                 &format!("/CN={name}"),
                 "-addext",
@@ -73,6 +74,12 @@ impl Ca {
 
     /// A leaf for 127.0.0.1 and localhost, for TLS servers and clients.
     pub fn leaf(&self, name: &str) -> Identity {
+        self.leaf_for_days(name, 2)
+    }
+
+    /// [`Ca::leaf`] valid for `days` from now: `-1` makes one that expired yesterday (as
+    /// `openssl x509 -days -1` does), `10` one that expires within the selftest's 30 days.
+    pub fn leaf_for_days(&self, name: &str, days: i64) -> Identity {
         let id = Identity {
             cert: self.dir.join(format!("{name}.pem")),
             key: self.dir.join(format!("{name}.key")),
@@ -112,7 +119,7 @@ impl Ca {
                 &self.id.key.to_string_lossy(),
                 "-CAcreateserial",
                 "-days",
-                "2",
+                &days.to_string(),
                 "-extfile",
                 &ext.to_string_lossy(),
                 "-out",

@@ -145,3 +145,41 @@ pub fn cfind_identifier(data: &[u8]) -> Option<fiona::forward::Identifier> {
     }
     Some(id)
 }
+
+/// The public key the committed bundle seeds are signed with (`seeds/bundle/signed`, made by
+/// `fiona bundle manifest|pack` and `minisign -Sm`; the secret key was thrown away).
+pub const BUNDLE_SEED_KEY: &str = "untrusted comment: minisign public key 6B75BAE7D36920FC\n\
+                                   RWT8IGnT57p1a1p7hqD5rlIXcBIcITiCUha3LhzR1zuuMUoTYLppnxK3\n";
+
+/// The time the bundle target checks against (ms since the epoch): inside the seed's validity.
+pub const BUNDLE_SEED_NOW_MS: i64 = 1_796_670_000_000;
+
+/// `bundle`: `fiona::bundle::verify` on a bundle file's bytes as the box receives them
+/// (control socket, inbox), trusting the seeds' key. Properties: no panic; memory bounded by
+/// the input (run with `-malloc_limit_mb=64`: nothing is allocated from a declared size);
+/// the archive reader returns no more bytes than it was given; the manifest parser, run on
+/// whatever `manifest.json` holds, does not panic either (past the signature only the seeds'
+/// own manifest is reachable by the fuzzer).
+pub fn bundle(
+    data: &[u8],
+) -> Result<fiona::bundle::Verified, fiona::bundle::Refusal> {
+    use fiona::bundle::format::{parse_manifest, read_archive, MANIFEST};
+    if let Ok(files) = read_archive(data) {
+        let held: usize = files.values().map(Vec::len).sum();
+        assert!(held <= data.len(), "the archive reader made up bytes");
+        if let Some(m) = files.get(MANIFEST) {
+            let _ = parse_manifest(m);
+        }
+    }
+    let key = fiona::bundle::TrustedKey::parse(BUNDLE_SEED_KEY).expect("the seeds' key");
+    fiona::bundle::verify(
+        data,
+        &[key],
+        &fiona::bundle::Context {
+            box_id: "fiona-000000000000".into(),
+            version: "0.1.0".into(),
+            now_ms: BUNDLE_SEED_NOW_MS,
+            highest_serial: 0,
+        },
+    )
+}

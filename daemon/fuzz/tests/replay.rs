@@ -107,3 +107,28 @@ fn cfind_identifier_seeds_parse() {
         assert!(fiona_fuzz::cfind_identifier(&data).is_none(), "{name}");
     }
 }
+
+/// The signed bundle seed verifies (so the fuzzer starts from a bundle that passes every
+/// check), and the manifest alone is refused as no archive; saved reproducers hold the
+/// target's properties.
+#[test]
+fn bundle_seeds_verify_and_regressions_hold() {
+    let seeds = files("seeds/bundle");
+    let (_, signed) = seeds.iter().find(|(n, _)| n == "signed").unwrap();
+    let v = fiona_fuzz::bundle(signed).unwrap_or_else(|r| panic!("the signed seed: {r}"));
+    assert_eq!(v.manifest.serial, 7);
+    let (_, alone) = seeds.iter().find(|(n, _)| n == "manifest-alone").unwrap();
+    assert!(fiona_fuzz::bundle(alone).is_err());
+    // One byte of the signed manifest changed: the signature no longer holds.
+    let mut tampered = signed.clone();
+    let at = signed.windows(9).position(|w| w == b"fuzz-seed").unwrap();
+    tampered[at] = b'F';
+    assert_eq!(
+        fiona_fuzz::bundle(&tampered).unwrap_err().code(),
+        "bad_signature"
+    );
+    for (name, data) in files("regressions/bundle") {
+        eprintln!("bundle {name}");
+        let _ = fiona_fuzz::bundle(&data);
+    }
+}
