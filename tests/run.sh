@@ -37,6 +37,10 @@ command -v curl >/dev/null 2>&1 || need+=(curl)
 # mmdebstrap makes once.
 command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
 command -v systemd-nspawn >/dev/null 2>&1 || need+=(systemd-container)
+# Provisioning bundles as admins make them (daemon/tests/bundle.rs, selftest.rs): minisign signs,
+# age encrypts secrets to the box's key.
+command -v minisign >/dev/null 2>&1 || need+=(minisign)
+command -v age >/dev/null 2>&1 || need+=(age)
 command -v mmdebstrap >/dev/null 2>&1 || need+=(mmdebstrap)
 if ((${#need[@]})); then
   SUDO=""
