@@ -123,18 +123,19 @@ pub fn apply(node: &Node, bytes: &[u8], actor: &str) -> Result<Accepted, Refusal
         }
         Err(r) => {
             tracing::warn!(code = r.code(), "bundle refused: {r}");
+            let signed = keys::load_trusted(&node.config.bundle_keys)
+                .ok()
+                .and_then(|k| crate::bundle::format::signed_manifest(bytes, &k));
             let mut attempt = Attempt {
-                bundle_id: None,
-                serial: None,
-                signer: None,
+                bundle_id: signed.as_ref().map(|(m, _)| m.bundle_id.clone()),
+                serial: signed.as_ref().map(|(m, _)| m.serial),
+                signer: signed.map(|(_, k)| k),
                 result: "refused".into(),
                 code: Some(r.code().into()),
                 reason: Some(r.to_string()),
                 time_ms: now,
                 audited: true,
             };
-            // A refusal says nothing of a bundle's manifest unless its signature was good:
-            // what an unsigned file claims is not repeated.
             if !matches!(r, Refusal::Busy(_)) {
                 let _ = store::record_attempt(&data_dir, &attempt);
             }

@@ -283,15 +283,40 @@ fn a_signed_bundle_applies_and_every_bad_one_is_refused_with_the_old_configurati
     pack(&fiona_bin!(), &dir, &out);
     r.refused(&out, "file_tampered", 1, &before);
 
+    // A file the manifest does not list, and one it lists that is not there.
+    let (dir, out) = r.paths();
+    next(2).prepare(&fiona_bin!(), &dir, &r.recipient);
+    a.sign(&dir.join("manifest.json"));
+    std::fs::write(dir.join("extra.toml"), "x = 1\n").unwrap();
+    tar_of(
+        &dir,
+        &out,
+        &[
+            "manifest.json",
+            "manifest.json.minisig",
+            "fiona.toml",
+            "extra.toml",
+        ],
+    );
+    r.refused(&out, "unknown_file", 1, &before);
+    tar_of(&dir, &out, &["manifest.json", "manifest.json.minisig"]);
+    r.refused(&out, "missing_file", 1, &before);
+
     // The serial of the bundle applied again (a replay).
     let f = r.make(&next(1), &a);
     r.refused(&f, "serial_not_newer", 1, &before);
 
-    // Expired.
+    // Expired. Its signature holds, so the refusal's record names the bundle and signer.
     let mut s = next(2);
     s.valid_days = -1.0;
     let f = r.make(&s, &a);
     r.refused(&f, "expired", 1, &before);
+    assert!(r.d.audit_has(|x| x["action"] == "bundle_refused"
+        && x["detail"]
+            .as_str()
+            .unwrap_or("")
+            .contains("bundle test-2, serial 2")
+        && x["detail"].as_str().unwrap_or("").contains(&r.a.key_id)));
 
     // For another box.
     let mut s = next(2);

@@ -516,6 +516,16 @@ pub fn verify(bytes: &[u8], keys: &[TrustedKey], ctx: &Context) -> Result<Verifi
     })
 }
 
+/// The manifest and its signer when the signature by a trusted key holds, whatever else is
+/// wrong with the bundle: what a refusal's audit record may name (an unsigned claim is not
+/// repeated).
+pub fn signed_manifest(bytes: &[u8], keys: &[TrustedKey]) -> Option<(Manifest, String)> {
+    let files = read_archive(bytes).ok()?;
+    let (m, s) = (files.get(MANIFEST)?, files.get(SIGNATURE)?);
+    let signer = check_signature(m, s, keys).ok()?;
+    Some((parse_manifest(m).ok()?, signer))
+}
+
 /// The key ID of the trusted key whose signature of `manifest` is good.
 fn check_signature(
     manifest: &[u8],
