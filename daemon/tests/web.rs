@@ -89,6 +89,9 @@ fn the_web_page_from_login_to_verified() {
         b.click("main form button[type=submit]").await;
         let status = b.text().await;
         assert!(status.contains("Receiving") && status.contains("Signed in as admin"), "{status}");
+        // Health names where the configuration came from and the last selftest (none yet).
+        assert!(status.contains("selftest: not run since start"), "{status}");
+        assert!(status.contains("configuration: file"), "{status}");
         assert_eq!(curl(&format!("{base}{link}"), None, None, None).status, 404, "the link works once");
 
         // The admin adds a study nurse (assigner in PROJ1) and an outsider (manager in PROJ2).

@@ -38,6 +38,7 @@ header button { background: transparent; border: 1px solid #fff; margin: 0; }
 .hint { color: var(--muted); font-size: .9rem; }
 .error { color: var(--bad); font-weight: 600; }
 .ok { color: var(--good); font-weight: 600; }
+.warn { color: #8a5a00; font-weight: 600; }
 .box { border: 1px solid var(--line); padding: .5rem 1rem; margin: .5rem 0 1rem; border-radius: 4px; }
 .filters { display: flex; flex-wrap: wrap; gap: 0 1rem; align-items: end; }
 .state-verified { color: var(--good); font-weight: 600; }

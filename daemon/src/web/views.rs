@@ -755,6 +755,22 @@ async fn status(State(web): State<Arc<Web>>, who: Who) -> Result<Response, Rejec
                 li { (c.check) ": " @if c.healthy { span.ok { "ok" } } @else { span.error { "failing" } " " (c.detail) } }
             }
             @if let Some(e) = &v.index_error { li.error { "index: " (e) } }
+            @match &v.selftest {
+                Some(r) => {
+                    li { "selftest at " (pages::time(r.time_ms)) ": "
+                        @match r.verdict {
+                            crate::health::Verdict::Ok => span.ok { "passed" },
+                            crate::health::Verdict::Warning => span.warn { "passed with warnings" },
+                            crate::health::Verdict::Failure => span.error { "failed" },
+                        }
+                        @for c in r.checks.iter().filter(|c| c.verdict != crate::health::Verdict::Ok) {
+                            br; (c.name) ": " (c.message)
+                        }
+                    }
+                }
+                None => li { "selftest: not run since start" },
+            }
+            @if let Some(src) = &v.config_source { li { "configuration: " (src.describe()) } }
         }
         p.hint { "fiona " (v.version) ", up " (v.uptime_secs / 3600) " h " ((v.uptime_secs % 3600) / 60) " min" }
         @if admin {
