@@ -3,9 +3,13 @@
 //! `os/systemd/`, and checks that fiona starts sandboxed as its own user, answers C-ECHO and
 //! C-STORE, keeps the login user in the audit trail, scrubs burned-in text with OCR inside
 //! the same sandbox (an image made here), and that systemd's watchdog kills and restarts a
-//! daemon made to hang (the test fault file), which then stays up. See the script's header
-//! for what it needs (root; the rootfs is made once from the Debian archive and cached in
-//! ~/.cache/fiona-nspawn).
+//! daemon made to hang (the test fault file), which then stays up. Then a signed bundle, made
+//! on the host with minisign, age and `fiona bundle manifest|pack`, applies under the unit:
+//! the daemon restarts in place on it (same MainPID, no restart by systemd, RELOADING=1 and
+//! READY=1, no watchdog timeout), passes its trial selftest and serves it; an unsigned bundle
+//! (inbox) and a tampered one (`fiona bundle apply`) are refused with serial 1 still running.
+//! See the script's header for what it needs (root; the rootfs is made once from the Debian
+//! archive and cached in ~/.cache/fiona-nspawn).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

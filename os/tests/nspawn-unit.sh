@@ -11,13 +11,23 @@
 #   5. with FIONA_NSPAWN_OCR_INPUT=FILE (a DICOM file with burned-in text): `fiona deid` with
 #      OCR (DBNet through tract, then Tesseract) scrubs it inside the daemon's sandbox (a
 #      oneshot unit made from fiona.service by changing only what it runs); the output is
-#      copied to FIONA_NSPAWN_OCR_OUTPUT for the caller to check (daemon/tests/systemd_nspawn.rs).
+#      copied to FIONA_NSPAWN_OCR_OUTPUT for the caller to check (daemon/tests/systemd_nspawn.rs);
+#   6. a signed bundle (provisioning/README.md) made on the host as an admin makes it (a
+#      minisign key without password, whose public half goes into /etc/fiona/bundle-keys/;
+#      a secret encrypted with age to the box's recipient; `fiona bundle manifest|pack`)
+#      applies with `fiona bundle apply` as root: the daemon restarts in place on it (same
+#      MainPID, NRestarts unchanged, systemd saw RELOADING=1 and READY=1, no watchdog
+#      timeout), its trial selftest passes, `fiona bundle status`, `fiona status`, `fiona
+#      projects` and the audit trail show serial 1, and it answers C-ECHO; then the next
+#      bundle unsigned (through the inbox) and tampered after signing (`fiona bundle apply`,
+#      exit status 1, file_tampered) are refused and serial 1 still runs in the same process.
 #
 # A drop-in adds FIONA_TEST_FAULTS=1, a 4-second WatchdogSec and a test configuration (random
 # ports on 127.0.0.1, stall limit 3 s); everything else is the unit as shipped.
 #
-# Needs root, systemd-nspawn (systemd-container), mmdebstrap, nsenter, DCMTK on the host and
-# the release binary (cargo build --release). The container shares the host's network.
+# Needs root, systemd-nspawn (systemd-container), mmdebstrap, nsenter, DCMTK, minisign, age
+# and jq on the host (installed when missing) and the release binary (cargo build --release).
+# The container shares the host's network.
 # The Debian rootfs (systemd and fiona's runtime libraries) is made once from the Debian
 # archive and kept in ~/.cache/fiona-nspawn (FIONA_NSPAWN_CACHE); each run boots a copy of it.
 #
@@ -40,6 +50,10 @@ command -v systemd-nspawn >/dev/null 2>&1 || need+=(systemd-container)
 command -v mmdebstrap >/dev/null 2>&1 || need+=(mmdebstrap)
 command -v echoscu >/dev/null 2>&1 || need+=(dcmtk)
 command -v nsenter >/dev/null 2>&1 || need+=(util-linux)
+# The admin's tools for the bundle (on the host only) and jq to read the CLI's JSON.
+command -v minisign >/dev/null 2>&1 || need+=(minisign)
+command -v age >/dev/null 2>&1 || need+=(age)
+command -v jq >/dev/null 2>&1 || need+=(jq)
 if ((${#need[@]})); then
   say "installing missing tools: ${need[*]}"
   apt-get update -qq
@@ -306,6 +320,153 @@ if [ "$has_selftest" = yes ]; then
 else
   say "fiona-selftest.service not run: this fiona has no selftest subcommand"
 fi
+
+# 6. A signed bundle applied under the unit: the daemon restarts in place on it.
+# The admin's side, on the host (provisioning/README.md): a signing key, the box's recipient,
+# the bundle made with the host's fiona, minisign and age. The box trusts the public key.
+keys="$run/keys"
+mkdir -p "$keys"
+minisign -G -W -f -p "$keys/admin.pub" -s "$keys/admin.key" </dev/null >/dev/null ||
+  fail "minisign -G"
+# The key ID as fiona prints it: 16 hex digits (minisign's comment drops leading zeros).
+key_id=$(sed -n '1s/.* //p' "$keys/admin.pub")
+key_id=$(printf '%16s' "$key_id" | tr ' ' 0)
+install -d -m 0755 "$root/etc/fiona/bundle-keys"
+install -m 0644 "$keys/admin.pub" "$root/etc/fiona/bundle-keys/admin.pub"
+recipient=$(in_ct runuser -u fiona -- fiona bundle box-key --data-dir /var/lib/fiona 2>/dev/null) ||
+  fail "fiona bundle box-key as fiona"
+[[ "$recipient" == age1* ]] && [ "$recipient" = "$(in_ct cat /var/lib/fiona/box/recipient)" ] ||
+  fail "the box's recipient: '$recipient' from fiona bundle box-key"
+# The files of bundle SERIAL in DIR: the test's configuration (the same listeners and
+# watchdog settings the daemon runs now) plus a project, whose de-identification secret
+# travels encrypted to the box; then the manifest, signed.
+prepare_bundle() {
+  local serial=$1 dir=$2
+  mkdir -p "$dir"
+  {
+    echo 'ae_title = "FIONA"'
+    cat "$root/etc/fiona/nspawn-test.toml"
+    cat <<'EOF'
+[projects.NSPAWN]
+participant_pattern = "NSPAWN-[0-9]{4}"
+events = ["baseline"]
+approval_start = "2025-01-01"
+approval_end = "2099-12-31"
+EOF
+  } >"$dir/fiona.toml"
+  printf '[projects.NSPAWN.deid]\nsecret = "%s"\n' "$(od -An -N32 -tx1 /dev/urandom | tr -d ' \n')" |
+    age -r "$recipient" -o "$dir/secrets.toml.age" || fail "age -r"
+  "$bin" bundle manifest "$dir" --id "nspawn-$serial" --serial "$serial" --target any >/dev/null ||
+    fail "fiona bundle manifest"
+  minisign -S -s "$keys/admin.key" -m "$dir/manifest.json" </dev/null >/dev/null || fail "minisign -S"
+}
+prepare_bundle 1 "$run/b1"
+"$bin" bundle pack "$run/b1" -o "$run/nspawn-1.tar" >/dev/null || fail "fiona bundle pack"
+install -m 0600 "$run/nspawn-1.tar" "$root/root/nspawn-1.tar"
+bjson() { in_ct fiona --data-dir /var/lib/fiona --json "$@"; }
+pid=$(prop MainPID)
+restarts=$(prop NRestarts)
+changed=$(prop StateChangeTimestampMonotonic)
+# The journal from here on (journalctl writes the last entry's cursor to the file).
+cursor=/run/nspawn-bundle.cursor
+in_ct journalctl -u fiona.service -n 1 --cursor-file="$cursor" >/dev/null || fail "journalctl --cursor-file"
+journal_since() { in_ct journalctl -u fiona.service --cursor-file="$cursor" --no-pager -o cat; }
+say "applying bundle nspawn-1 (serial 1, signed by key $key_id) to MainPID $pid, NRestarts $restarts"
+started=$SECONDS
+rc=0
+out=$(in_ct fiona bundle apply /root/nspawn-1.tar --data-dir /var/lib/fiona 2>&1) || rc=$?
+sed 's/^/    /' <<<"$out"
+[ "$rc" = 0 ] || fail "fiona bundle apply exited $rc"
+grep -q '^applied: bundle nspawn-1 serial 1 ' <<<"$out" || fail "fiona bundle apply did not say applied"
+say "fiona bundle apply: applied in $((SECONDS - started)) s"
+s=$(bjson bundle status) || fail "fiona bundle status: $s"
+jq -e --arg key "$key_id" '.current.serial == 1 and .current.signer == $key and
+  .last_attempt.serial == 1 and .last_attempt.result == "applied" and .pending == null' \
+  <<<"$s" >/dev/null || fail "fiona bundle status after the apply: $s"
+st=$(bjson status) || fail "fiona status: $st"
+jq -e '.config_source.kind == "bundle" and .config_source.serial == 1 and
+  .selftest.verdict != null and .selftest.verdict != "failure"' <<<"$st" >/dev/null ||
+  fail "the daemon does not run bundle serial 1 with a passed selftest: $(jq -c '{config_source, selftest}' <<<"$st")"
+projects=$(bjson projects | jq -c 'map(.name)') || fail "fiona projects"
+[ "$projects" = '["NSPAWN"]' ] || fail "fiona projects after the apply: $projects"
+audit=$(bjson audit) || fail "fiona audit"
+jq -e --arg key "$key_id" 'any(.[]; .action == "bundle_applied" and
+  (.detail | contains("serial 1")) and (.detail | contains($key)))' <<<"$audit" >/dev/null ||
+  fail "no bundle_applied record in the audit trail: $(jq -c '.[-3:]' <<<"$audit")"
+say "bundle status: serial 1 current, applied (selftest $(jq -r .selftest.verdict <<<"$st")); projects $projects; audited"
+# Restarted in place: the same process, no restart by systemd, and systemd saw the reload
+# (RELOADING=1 moved the unit out of active, READY=1 back: its state-change time moved).
+[ "$(prop MainPID)" = "$pid" ] || fail "MainPID changed from $pid to $(prop MainPID): not a restart in place"
+[ "$(prop NRestarts)" = "$restarts" ] || fail "systemd restarted the daemon (NRestarts $restarts -> $(prop NRestarts))"
+[ "$(in_ct systemctl is-active fiona.service)" = active ] || fail "fiona.service not active after the apply"
+[ "$(prop StateChangeTimestampMonotonic)" -gt "$changed" ] ||
+  fail "fiona.service did not change state during the apply: systemd saw no RELOADING=1/READY=1"
+bundle_journal=$(journal_since) || fail "journalctl after the apply"
+{ grep -E 'restarting on the configuration now current|--config .*ignored' <<<"$bundle_journal" || true; } |
+  sed 's/^/    /'
+grep -q 'restarting on the configuration now current' <<<"$bundle_journal" ||
+  fail "the journal does not show the restart in place"
+port=$(dicom_port)
+echoscu -aec FIONA 127.0.0.1 "$port" || fail "no C-ECHO answer after the apply (127.0.0.1:$port)"
+say "restarted in place on serial 1: MainPID $pid, NRestarts $restarts, active, C-ECHO answered on $port"
+
+# Refused, with serial 1 still served by the same process: the next bundle (serial 2)
+# unsigned through the inbox, then signed but with fiona.toml changed after signing.
+prepare_bundle 2 "$run/b2"
+tar -cf "$root/root/nspawn-unsigned.tar" -C "$run/b2" manifest.json fiona.toml secrets.toml.age ||
+  fail "tar of the unsigned bundle"
+in_ct install -o fiona -g fiona -m 0600 /root/nspawn-unsigned.tar /var/lib/fiona/inbox/ ||
+  fail "cannot drop the unsigned bundle into the inbox"
+result=/var/lib/fiona/inbox/nspawn-unsigned.tar.result
+for _ in $(seq 1 60); do
+  in_ct test -s "$result" && break
+  sleep 0.5
+done
+verdict=$(in_ct cat "$result" 2>/dev/null) || fail "no $result 30 s after dropping an unsigned bundle in the inbox"
+echo "    inbox: $verdict"
+grep -q '^refused: the manifest is not signed' <<<"$verdict" || fail "the unsigned bundle in the inbox: $verdict"
+echo '[projects.TAMPERED]' >>"$run/b2/fiona.toml"
+"$bin" bundle pack "$run/b2" -o "$root/root/nspawn-tampered.tar" >/dev/null || fail "fiona bundle pack"
+rc=0
+out=$(in_ct fiona bundle apply /root/nspawn-tampered.tar --data-dir /var/lib/fiona 2>&1) || rc=$?
+sed 's/^/    /' <<<"$out"
+[ "$rc" = 1 ] || fail "fiona bundle apply of a tampered bundle exited $rc, not 1"
+grep -q 'refused (file_tampered)' <<<"$out" || fail "the tampered bundle was not refused as file_tampered"
+s=$(bjson bundle status) || fail "fiona bundle status: $s"
+jq -e '.current.serial == 1 and .highest_serial == 1 and .last_attempt.result == "refused" and
+  .last_attempt.code == "file_tampered"' <<<"$s" >/dev/null ||
+  fail "fiona bundle status after the refusals: $s"
+projects=$(bjson projects | jq -c 'map(.name)') || fail "fiona projects"
+[ "$projects" = '["NSPAWN"]' ] || fail "fiona projects after the refusals: $projects"
+audit=$(bjson audit) || fail "fiona audit"
+for code in unsigned file_tampered; do
+  jq -e --arg code "code $code" 'any(.[]; .action == "bundle_refused" and (.detail | contains($code)))' \
+    <<<"$audit" >/dev/null || fail "no bundle_refused record with $code in the audit trail"
+done
+# Watchdog periods since the apply: the daemon was never killed.
+sleep 4
+[ "$(prop MainPID)" = "$pid" ] || fail "MainPID changed from $pid to $(prop MainPID) after the refusals"
+[ "$(prop NRestarts)" = "$restarts" ] || fail "systemd restarted the daemon after the apply (NRestarts $(prop NRestarts))"
+[ "$(in_ct systemctl is-active fiona.service)" = active ] || fail "fiona.service not active after the refusals"
+more=$(journal_since) || fail "journalctl after the refusals"
+bundle_journal="$bundle_journal"$'\n'"$more"
+if grep -i 'watchdog timeout' <<<"$bundle_journal"; then
+  fail "the watchdog timed out after the apply (above)"
+fi
+say "unsigned (inbox) and tampered (fiona bundle apply) bundles refused; serial 1 still runs in MainPID $pid"
+# The selftest unit, started again as after an apply, judges the bundle's configuration.
+if [ "$has_selftest" = yes ]; then
+  in_ct systemctl start fiona-selftest.service || true
+  result=$(in_ct systemctl show -p Result --value fiona-selftest.service)
+  invocation=$(in_ct systemctl show -p InvocationID --value fiona-selftest.service)
+  selftest_log=$(in_ct journalctl "_SYSTEMD_INVOCATION_ID=$invocation" --no-pager -o cat)
+  { grep -E '^(configuration|deidentification) ' <<<"$selftest_log" || true; } | sed 's/^/    /'
+  [ "$result" = success ] || fail "fiona-selftest.service on the bundle: result $result"
+  grep -qE '^configuration +ok +valid; from bundle nspawn-1 serial 1 ' <<<"$selftest_log" ||
+    fail "fiona-selftest.service does not see bundle serial 1 as the configuration"
+  say "fiona-selftest.service: success on bundle serial 1"
+fi
+journal="$journal"$'\n'"$bundle_journal"
 
 # Nothing the sandbox refused may show in the daemon's log.
 if grep -iE 'operation not permitted|permission denied|bad system call' <<<"$journal"; then

@@ -15,7 +15,7 @@ pub struct Signer {
     /// The public key file (what a box trusts).
     pub public: PathBuf,
     secret: PathBuf,
-    /// The key ID as minisign prints it.
+    /// The key ID as fiona prints it (16 hex digits).
     pub key_id: String,
 }
 
@@ -43,12 +43,14 @@ impl Signer {
             .arg("-s")
             .arg(&secret));
         let text = std::fs::read_to_string(&public).expect("public key");
-        let key_id = text
+        let printed = text
             .lines()
             .next()
             .and_then(|l| l.rsplit(' ').next())
-            .expect("key id in the comment")
-            .to_string();
+            .expect("key id in the comment");
+        // The comment drops leading zeros (minisign 0.11 writes `%llX`); fiona prints all 16
+        // hex digits, so one key in 16 would not match unpadded.
+        let key_id = format!("{printed:0>16}");
         Signer {
             public,
             secret,
