@@ -6,8 +6,9 @@
 //! (`Node::restart`: `fiona serve` runs again in the same process, see `cli/serve.rs`) and
 //! the new configuration is on trial until the selftest passes ([`run_trial`]). A selftest
 //! failure, or a configuration the daemon cannot start with, switches back and restarts
-//! again. Every bundle offered is audited (`bundle_refused`, `bundle_applied`,
-//! `bundle_rolled_back`: ID, serial, signer key, reason).
+//! again. Every bundle offered is audited: `bundle_refused` or `bundle_accepted` with the
+//! caller as actor, then `bundle_applied` or `bundle_rolled_back` by `provisioning` (ID,
+//! serial, signer key, reason).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -102,7 +103,7 @@ pub fn apply(node: &Node, bytes: &[u8], actor: &str) -> Result<Accepted, Refusal
                 serial: v.manifest.serial,
                 signer: v.signer.clone(),
             };
-            let attempt = Attempt {
+            let mut attempt = Attempt {
                 bundle_id: Some(accepted.bundle_id.clone()),
                 serial: Some(accepted.serial),
                 signer: Some(accepted.signer.clone()),
@@ -112,6 +113,8 @@ pub fn apply(node: &Node, bytes: &[u8], actor: &str) -> Result<Accepted, Refusal
                 time_ms: now,
                 audited: false,
             };
+            // Who offered it: the trial's outcome is audited later as `provisioning`.
+            attempt.audited = audit(node, actor, "bundle_accepted", &attempt).is_ok();
             let _ = store::record_attempt(&data_dir, &attempt);
             tracing::info!(
                 bundle = %accepted.bundle_id,
@@ -192,6 +195,7 @@ pub async fn run_trial(node: Arc<Node>, dicom: SocketAddr) {
             let action = match a.result.as_str() {
                 "rolled_back" => "bundle_rolled_back",
                 "applied" => "bundle_applied",
+                "pending" => "bundle_accepted",
                 _ => "bundle_refused",
             };
             if audit(&node, "provisioning", action, &a).is_ok() {

@@ -218,8 +218,14 @@ fn a_signed_bundle_applies_and_every_bad_one_is_refused_with_the_old_configurati
     assert_eq!(s["current"]["signer"], r.a.key_id.as_str(), "{s}");
     assert_eq!(s["last_attempt"]["result"], "applied", "{s}");
     assert!(r.d.audit_has(|a| a["action"] == "bundle_applied"
+        && a["actor"] == "provisioning"
         && a["detail"].as_str().unwrap_or("").contains("serial 1")
         && a["detail"].as_str().unwrap_or("").contains(&r.a.key_id)));
+    // Accepted by whoever ran `fiona bundle apply`, and nothing says it was refused.
+    assert!(r.d.audit_has(|a| a["action"] == "bundle_accepted"
+        && a["actor"].as_str().unwrap_or("").starts_with("user:")
+        && a["detail"].as_str().unwrap_or("").contains("serial 1")));
+    assert!(!r.d.audit_has(|a| a["action"] == "bundle_refused"));
     // The decrypted key serves the TLS listener: a modality with a certificate from the CA
     // echoes over TLS.
     let tls_addr = std::fs::read_to_string(r.d.data_dir.join("run/dicom-tls.addr")).unwrap();

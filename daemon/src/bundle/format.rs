@@ -223,7 +223,8 @@ impl TrustedKey {
 }
 
 /// Minisign's key ID: bytes 2..10 of the decoded key or signature, a little-endian number
-/// printed as 16 upper-case hex digits (as `minisign` prints it).
+/// printed as 16 upper-case hex digits (minisign 0.11 leaves out leading zeros in the comment
+/// of a `.pub` file: `3AA9B7DBBAAD422` there is `03AA9B7DBBAAD422` here).
 fn key_id_of(b64: &str) -> Option<String> {
     use base64::Engine as _;
     let raw = base64::engine::general_purpose::STANDARD
