@@ -160,9 +160,7 @@ pub const BUNDLE_SEED_NOW_MS: i64 = 1_796_670_000_000;
 /// the archive reader returns no more bytes than it was given; the manifest parser, run on
 /// whatever `manifest.json` holds, does not panic either (past the signature only the seeds'
 /// own manifest is reachable by the fuzzer).
-pub fn bundle(
-    data: &[u8],
-) -> Result<fiona::bundle::Verified, fiona::bundle::Refusal> {
+pub fn bundle(data: &[u8]) -> Result<fiona::bundle::Verified, fiona::bundle::Refusal> {
     use fiona::bundle::format::{parse_manifest, read_archive, MANIFEST};
     if let Ok(files) = read_archive(data) {
         let held: usize = files.values().map(Vec::len).sum();
