@@ -52,7 +52,6 @@ fn check(name: impl Into<String>, verdict: Verdict, message: impl Into<String>) 
 
 /// Run every check. `dicom` is our own plain listener's bound address.
 pub async fn run(node: Arc<Node>, dicom: SocketAddr) -> SelftestReport {
-    let mut checks = Vec::new();
     let n = node.clone();
     let blocking = tokio::task::spawn_blocking(move || {
         let cfg = &n.config;
@@ -68,7 +67,7 @@ pub async fn run(node: Arc<Node>, dicom: SocketAddr) -> SelftestReport {
         c
     })
     .await;
-    let mut blocking = match blocking {
+    let mut checks = match blocking {
         Ok(c) => c,
         Err(e) => vec![check(
             "selftest",
@@ -76,11 +75,8 @@ pub async fn run(node: Arc<Node>, dicom: SocketAddr) -> SelftestReport {
             format!("a check panicked: {e}"),
         )],
     };
-    checks.push(blocking.remove(0));
-    checks.push(blocking.remove(0));
-    checks.push(blocking.remove(0));
-    checks.push(listener(&node, dicom).await);
-    checks.extend(blocking);
+    // The listener's echo after data_dir, index and configuration, as `fiona selftest` lists.
+    checks.insert(checks.len().min(3), listener(&node, dicom).await);
     checks.extend(destinations(&node.config).await);
     SelftestReport::new(node.clock.now_ms(), checks)
 }

@@ -2,8 +2,6 @@
 //! read-only, never from a bundle) and the box's own key pair (age X25519, made at first
 //! start, the private half never leaving the data directory).
 
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use super::format::{sha256_hex, TrustedKey};
@@ -96,13 +94,13 @@ impl BoxKey {
                 let identity = age::x25519::Identity::generate();
                 let key = Self::from_identity(identity);
                 use age::secrecy::ExposeSecret;
-                write_new(
+                super::store::write_atomic(
                     &dir,
                     "identity",
                     key.identity.to_string().expose_secret().as_bytes(),
                     0o600,
                 )?;
-                write_new(
+                super::store::write_atomic(
                     &dir,
                     "recipient",
                     format!("{}\n", key.recipient).as_bytes(),
@@ -141,23 +139,6 @@ pub fn read_recipient(data_dir: &Path) -> Result<String, String> {
                 path.display()
             )
         })
-}
-
-/// Write `name` in `dir` durably: a temp file, fsync, rename, directory fsync.
-fn write_new(dir: &Path, name: &str, data: &[u8], mode: u32) -> Result<(), String> {
-    let tmp = dir.join(format!("{name}.tmp"));
-    let io = |e: std::io::Error| format!("cannot write {}: {e}", dir.join(name).display());
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(mode)
-        .open(&tmp)
-        .map_err(io)?;
-    f.write_all(data).map_err(io)?;
-    f.sync_all().map_err(io)?;
-    std::fs::rename(&tmp, dir.join(name)).map_err(io)?;
-    crate::quarantine::sync_dir(dir).map_err(io)
 }
 
 #[cfg(test)]

@@ -231,7 +231,7 @@ pub fn stage(
 pub fn switch_to(data_dir: &Path, serial: u64) -> Result<(), String> {
     let cdir = config_dir(data_dir);
     let previous = current_name(data_dir);
-    write_atomic(&cdir, "serial", format!("{serial}\n").as_bytes())?;
+    write_atomic(&cdir, "serial", format!("{serial}\n").as_bytes(), 0o600)?;
     write_json(&cdir, "pending.json", &Pending { serial, previous })?;
     point_current(&cdir, Some(&format!("b-{serial}")))
 }
@@ -322,19 +322,20 @@ fn write_file(path: &Path, data: &[u8], mode: u32) -> std::io::Result<()> {
     f.sync_all()
 }
 
-fn write_atomic(dir: &Path, name: &str, data: &[u8]) -> Result<(), String> {
+/// Write `name` in `dir` durably with `mode`: a temp file, fsync, rename, directory fsync.
+pub(super) fn write_atomic(dir: &Path, name: &str, data: &[u8], mode: u32) -> Result<(), String> {
     let io = |e: std::io::Error| format!("cannot write {}: {e}", dir.join(name).display());
     std::fs::create_dir_all(dir).map_err(io)?;
     let tmp = dir.join(format!("{name}.tmp"));
     let _ = std::fs::remove_file(&tmp);
-    write_file(&tmp, data, 0o600).map_err(io)?;
+    write_file(&tmp, data, mode).map_err(io)?;
     std::fs::rename(&tmp, dir.join(name)).map_err(io)?;
     sync_dir(dir).map_err(io)
 }
 
 fn write_json<T: Serialize>(dir: &Path, name: &str, v: &T) -> Result<(), String> {
     let json = serde_json::to_vec_pretty(v).map_err(|e| e.to_string())?;
-    write_atomic(dir, name, &json)
+    write_atomic(dir, name, &json, 0o600)
 }
 
 fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<Option<T>, String> {

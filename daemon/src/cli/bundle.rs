@@ -371,7 +371,7 @@ pub fn selftest(g: &Global, _a: SelftestArgs) -> Result<u8, String> {
     Ok(r.exit_code())
 }
 
-pub fn print_report(r: &SelftestReport) {
+fn print_report(r: &SelftestReport) {
     let mut t = Table::headless(&[Align::Left, Align::Left, Align::Left]).gap(2);
     for c in &r.checks {
         let v = match c.verdict {
