@@ -76,8 +76,11 @@ mkdir -p "$out"
 out=$(readlink -f "$out")
 work=$(mktemp -d "$out/.build.XXXXXX")
 trap 'rm -rf "$work"' EXIT
-cache="${debs:-$work/debs}"
-mkdir -p "$cache"
+# The package cache is only read during the build; what the build installed comes out into
+# $work/debs and is added to the cache afterwards, one file at a time by rename, so that two
+# builds can share a cache (os/check-reproducible.sh runs two at once).
+cache="${debs:-$work/cache}"
+mkdir -p "$cache" "$work/debs"
 cache=$(readlink -f "$cache")
 
 suite=bookworm
@@ -112,7 +115,7 @@ mmdebstrap --mode=root --variant=minbase --include="$packages" \
   --skip=essential/unlink \
   --setup-hook='mkdir -p "$1"/var/cache/apt/archives/' \
   --setup-hook="sync-in $cache /var/cache/apt/archives/" \
-  --customize-hook="sync-out /var/cache/apt/archives $cache" \
+  --customize-hook="sync-out /var/cache/apt/archives $work/debs" \
   --customize-hook="chroot \"\$1\" dpkg-query -W -f='\${Package} \${Version} \${Architecture}\n' > $work/installed.txt" \
   --customize-hook='rm -f "$1"/var/cache/apt/archives/*.deb "$1"/var/cache/apt/archives/partial/*' \
   --customize-hook="bash $here/customize.sh \"\$1\"" \
@@ -127,11 +130,17 @@ mmdebstrap --mode=root --variant=minbase --include="$packages" \
 
 # The package manifest: each installed package with the SHA-256 of the .deb it came from.
 sort "$work/installed.txt" | while read -r name version arch; do
-  deb=$(find "$cache" -maxdepth 1 -name "${name}_$(echo "$version" | sed 's/^[0-9]*://; s/:/%3a/g')_${arch}.deb" | head -1)
-  [ -n "$deb" ] || deb=$(find "$cache" -maxdepth 1 -name "${name}_*_${arch}.deb" | head -1)
+  deb=$(find "$work/debs" -maxdepth 1 -name "${name}_$(echo "$version" | sed 's/^[0-9]*://; s/:/%3a/g')_${arch}.deb" | head -1)
+  [ -n "$deb" ] || deb=$(find "$work/debs" -maxdepth 1 -name "${name}_*_${arch}.deb" | head -1)
   sum=$([ -n "$deb" ] && sha256sum "$deb" | cut -d' ' -f1 || echo "-")
   echo "$name $version $arch $sum"
 done >"$work/packages.txt"
+for deb in "$work"/debs/*.deb; do
+  name=$(basename "$deb")
+  [ -e "$cache/$name" ] && continue
+  cp "$deb" "$cache/.$name.$$"
+  mv "$cache/.$name.$$" "$cache/$name"
+done
 
 commit=$(git -C "$src" rev-parse HEAD 2>/dev/null || echo unknown)
 dirty=$(git -C "$src" status --porcelain 2>/dev/null | head -1)

@@ -42,6 +42,11 @@ command -v systemd-nspawn >/dev/null 2>&1 || need+=(systemd-container)
 command -v minisign >/dev/null 2>&1 || need+=(minisign)
 command -v age >/dev/null 2>&1 || need+=(age)
 command -v mmdebstrap >/dev/null 2>&1 || need+=(mmdebstrap)
+# The appliance (daemon/tests/appliance.rs, through os/tests/appliance-nspawn.sh): os/build.sh
+# strips the binary (objcopy), the boot test gives the container a veth (ip) and reads the web
+# port (curl, above).
+command -v objcopy >/dev/null 2>&1 || need+=(binutils)
+command -v ip >/dev/null 2>&1 || need+=(iproute2)
 if ((${#need[@]})); then
   SUDO=""
   [ "$(id -u)" = 0 ] || SUDO="sudo"

@@ -35,30 +35,15 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
-fail() {
-  echo "nspawn-unit: FAIL: $*" >&2
-  exit 1
-}
-say() { echo "nspawn-unit: $*"; }
+tag=nspawn-unit
+. os/tests/lib.sh
 
 [ "$(id -u)" = 0 ] || fail "needs root (systemd-nspawn)"
 bin=$(readlink -f "${1:-target/release/fiona}")
 [ -x "$bin" ] || fail "no fiona binary at $bin: build it with cargo build --release"
-
-need=()
-command -v systemd-nspawn >/dev/null 2>&1 || need+=(systemd-container)
-command -v mmdebstrap >/dev/null 2>&1 || need+=(mmdebstrap)
-command -v echoscu >/dev/null 2>&1 || need+=(dcmtk)
-command -v nsenter >/dev/null 2>&1 || need+=(util-linux)
 # The admin's tools for the bundle (on the host only) and jq to read the CLI's JSON.
-command -v minisign >/dev/null 2>&1 || need+=(minisign)
-command -v age >/dev/null 2>&1 || need+=(age)
-command -v jq >/dev/null 2>&1 || need+=(jq)
-if ((${#need[@]})); then
-  say "installing missing tools: ${need[*]}"
-  apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
-fi
+install_missing systemd-nspawn:systemd-container mmdebstrap:mmdebstrap echoscu:dcmtk \
+  nsenter:util-linux minisign:minisign age:age jq:jq
 
 # The rootfs: systemd as PID 1 and the libraries `ldd fiona` names (libtesseract5 brings
 # Leptonica and the image libraries). Its name carries a hash of what it is made of.
@@ -83,23 +68,13 @@ flock -u 9
 
 run=$(mktemp -d "$cache/run.XXXXXX")
 root="$run/root"
-nspawn_pid=""
 cleanup() {
   local rc=$?
-  if [ -n "$nspawn_pid" ] && kill -0 "$nspawn_pid" 2>/dev/null; then
-    if [ "$rc" != 0 ] && [ -n "${leader:-}" ]; then
-      echo "--- journal of fiona.service in the container ---" >&2
-      in_ct journalctl -u fiona.service -u fiona-selftest.service --no-pager -o short-monotonic 2>&1 | tail -60 >&2 || true
-    fi
-    # One SIGTERM: nspawn asks the container's systemd to halt.
-    kill "$nspawn_pid" 2>/dev/null || true
-    for _ in $(seq 1 60); do
-      kill -0 "$nspawn_pid" 2>/dev/null || break
-      sleep 0.5
-    done
-    kill -9 "$nspawn_pid" 2>/dev/null || true
-    wait "$nspawn_pid" 2>/dev/null || true
+  if [ "$rc" != 0 ] && [ -n "$leader" ] && kill -0 "$nspawn_pid" 2>/dev/null; then
+    echo "--- journal of fiona.service in the container ---" >&2
+    in_ct journalctl -u fiona.service -u fiona-selftest.service --no-pager -o short-monotonic 2>&1 | tail -60 >&2 || true
   fi
+  stop_container
   if [ "$rc" != 0 ] && [ -f "$run/console.log" ]; then
     echo "--- container console (last lines) ---" >&2
     tail -20 "$run/console.log" >&2
@@ -147,26 +122,8 @@ fi
 # No login prompt on the console: the container runs unattended.
 systemctl --root="$root" --quiet mask console-getty.service
 
-# PID 1 of this machine need not be systemd: no machined, so no registration and no scope.
 say "booting the container"
-systemd-nspawn --quiet --register=no --keep-unit --machine="fiona-test-$$" \
-  --directory="$root" --boot </dev/null >"$run/console.log" 2>&1 &
-nspawn_pid=$!
-
-# The container's PID 1, seen from here: the process whose innermost PID is 1.
-leader=""
-for _ in $(seq 1 100); do
-  for p in $(pgrep -P "$nspawn_pid" 2>/dev/null || true); do
-    if grep -qE '^NSpid:.*[[:space:]]1$' "/proc/$p/status" 2>/dev/null; then
-      leader=$p
-    fi
-  done
-  [ -n "$leader" ] && break
-  kill -0 "$nspawn_pid" 2>/dev/null || fail "systemd-nspawn exited: $(tail -5 "$run/console.log")"
-  sleep 0.2
-done
-[ -n "$leader" ] || fail "no container PID 1 after 20 s"
-in_ct() { nsenter --target "$leader" --mount --uts --ipc --net --pid -- "$@"; }
+start_container "fiona-test-$$" "$root" "$run/console.log"
 prop() { in_ct systemctl show -p "$1" --value fiona.service; }
 # Wait up to $1 seconds for fiona.service to be active (READY=1 came), else fail with $2.
 wait_active() {
@@ -206,25 +163,7 @@ echoscu -aec FIONA 127.0.0.1 "$port" || fail "no C-ECHO answer on 127.0.0.1:$por
 say "C-ECHO answered on 127.0.0.1:$port"
 # One small CT instance: the store path (fsync, rename, directory fsync, index commit) runs
 # under the sandbox and the system-call filter.
-cat >"$run/ct.dump" <<'EOF'
-(0008,0016) UI =CTImageStorage
-(0008,0018) UI [1.2.826.0.1.3680043.8.498.7711.1.1]
-(0008,0060) CS [CT]
-(0010,0010) PN [Nspawn^Test]
-(0010,0020) LO [NSPAWN1]
-(0020,000d) UI [1.2.826.0.1.3680043.8.498.7711.1]
-(0020,000e) UI [1.2.826.0.1.3680043.8.498.7711.1.0]
-(0028,0002) US 1
-(0028,0004) CS [MONOCHROME2]
-(0028,0010) US 2
-(0028,0011) US 2
-(0028,0100) US 16
-(0028,0101) US 16
-(0028,0102) US 15
-(0028,0103) US 0
-(7fe0,0010) OW 0000\0001\0002\0003
-EOF
-dump2dcm --write-xfer-little "$run/ct.dump" "$run/ct.dcm"
+write_ct_instance "$run" 7711 "Nspawn^Test" NSPAWN1
 storescu -aet NSPAWNSCU -aec FIONA 127.0.0.1 "$port" "$run/ct.dcm" || fail "C-STORE refused"
 for who in fiona root; do
   out=$(in_ct runuser -u "$who" -- fiona --data-dir /var/lib/fiona --json studies 2>&1) ||
