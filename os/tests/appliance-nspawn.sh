@@ -39,8 +39,10 @@ mkdir -p "$cache"
 run=$(mktemp -d "$cache/run.XXXXXX")
 ct="fa$$"
 host_if="vh$ct"
+listener=""
 cleanup() {
   local rc=$?
+  [ -z "$listener" ] || kill "$listener" 2>/dev/null || true
   if [ "$rc" != 0 ] && [ -n "$leader" ] && kill -0 "$nspawn_pid" 2>/dev/null; then
     echo "--- journal of the container (fiona, selftest, failed units) ---" >&2
     in_ct systemctl --failed --no-legend --no-pager >&2 || true
@@ -226,13 +228,16 @@ code=$(curl -sk --max-time 10 -o "$run/login.html" -w '%{http_code}' "https://$b
 [ "$code" = 200 ] && grep -qi '<form' "$run/login.html" || fail "https://$box:8443/login answers $code without a form"
 say "the web page answers on $box:8443 (/ sends to the login page, HTTP 200)"
 # A listener the firewall does not open: it answers inside the box, not from the host.
-in_net python3 -c '
-import socket, sys
+# nsenter itself (not the in_net function, whose background subshell would be what $!
+# names) so that it can be killed; it ends by itself after a minute anyway, and holds none of
+# this script's output (a caller waiting for the end of that output would wait for it).
+nsenter --target "$leader" --net -- python3 -c '
+import socket
 s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.bind(("0.0.0.0", 9999)); s.listen(5)
+s.bind(("0.0.0.0", 9999)); s.listen(5); s.settimeout(60)
 while True:
     c, _ = s.accept(); c.sendall(b"open\n"); c.close()
-' &
+' </dev/null >/dev/null 2>&1 &
 listener=$!
 for _ in $(seq 1 50); do
   in_net bash -c 'exec 3<>/dev/tcp/127.0.0.1/9999' 2>/dev/null && break
