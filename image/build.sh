@@ -54,6 +54,9 @@ done
 [ "$(id -u)" = 0 ] || die "needs root (the rootfs is unpacked with its owners and modes)"
 [ -f "$in/rootfs.tar" ] || die "no $in/rootfs.tar: run bash os/build.sh $in first"
 [ -f "$in/build-info.txt" ] || die "no $in/build-info.txt"
+if [ -f "$in/SHA256SUMS" ]; then
+  (cd "$in" && sha256sum --quiet -c SHA256SUMS) || die "$in does not match its SHA256SUMS (a damaged or changed rootfs)"
+fi
 epoch=$(sed -n 's/^source_date_epoch: *\([0-9]\+\)$/\1/p' "$in/build-info.txt")
 [ -n "$epoch" ] || die "$in/build-info.txt names no source_date_epoch"
 
