@@ -447,6 +447,7 @@ objects_after=$(data_listing 2)
 [ "$objects_after" = "$objects_before" ] || fail "the object files differ after the update: before: $objects_before; after: $objects_after"
 say "data partition after the update: the same $(wc -l <<<"$objects_after") object file(s) (names and sizes)"
 
+secs_or_reused() { if [ -n "$1" ]; then echo "$1 s"; else echo "reused (--reuse)"; fi; }
 size_apparent=$(du -h --apparent-size "$image" | cut -f1)
 size_alloc=$(du -h "$image" | cut -f1)
 cat <<EOF
@@ -454,7 +455,7 @@ cat <<EOF
 ==================== fiona QEMU boot: summary ====================
 date:                 $(date -u +%Y-%m-%dT%H:%M:%SZ), QEMU $(qemu-system-x86_64 --version | sed -n '1s/.*version \([^ ]*\).*/\1/p'), TCG, 2 vCPUs, 2 GiB, q35, OVMF
 image:                $(basename "$image"), $size_apparent ($size_alloc allocated), sha256 $(cut -d' ' -f1 "$image.sha256")
-build:                rootfs ${rootfs_secs:+$rootfs_secs s}${rootfs_secs:-reused}, image ${image_secs:+$image_secs s}${image_secs:-reused}
+build:                rootfs $(secs_or_reused "${rootfs_secs:-}"), image $(secs_or_reused "${image_secs:-}")
 first boot:           firmware -> kernel ${t_kernel} s; fiona answers C-ECHO ${t_ready} s; boot selftest ${t_selftest1} s ($verdict1)
 FIONA stick:          bundle plugged in at ${t_plug} s, applied by ${t_applied} s; selftest ${t_green} s: $verdict2
 DICOM:                C-ECHO ok, C-STORE acknowledged in ${store_secs} s; web 8443: HTTP $web
