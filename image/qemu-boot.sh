@@ -13,7 +13,7 @@
 #      it, applies it and runs the selftest again: green on the console;
 #   4. DICOM from the host: C-ECHO and a C-STORE through QEMU's port forward to 11112;
 #   5. power off; image/update.sh writes the image's ESP and root over the disk's; second
-#      boot: the data partition kept the box's key, its bundle (the stick's bundle comes
+#      boot, the stick plugged in from power-on: the data partition kept the box's key, its bundle (the stick's bundle comes
 #      again and is refused as not newer; the selftest says the configuration is bundle
 #      serial 1) and the stored instance (the data partition, read offline with debugfs,
 #      holds the same object files before and after).
@@ -184,7 +184,13 @@ free_port() {
 }
 dicom_port=$(free_port) web_port=$(free_port) monitor_port=$(free_port)
 
-boot() { # boot N: start QEMU on the disk, console to $run/consoleN.log
+boot() { # boot N [stick]: start QEMU on the disk, console to $run/consoleN.log; with
+  # "stick", the stick is plugged in from power-on (as stickdev0)
+  local cold=()
+  if [ "${2:-}" = stick ]; then
+    cold=(-drive "if=none,id=stick0,format=raw,file=$stick" -device usb-storage,bus=xhci.0,drive=stick0,id=stickdev0,removable=on)
+    plug=0
+  fi
   console=$run/console$1.log
   : >"$console"
   boot_t0=$EPOCHREALTIME
@@ -195,7 +201,7 @@ boot() { # boot N: start QEMU on the disk, console to $run/consoleN.log
     -device virtio-blk-pci,drive=disk,bootindex=0 \
     -netdev "user,id=n,hostfwd=tcp:127.0.0.1:$dicom_port-:11112,hostfwd=tcp:127.0.0.1:$web_port-:8443" \
     -device virtio-net-pci,netdev=n \
-    -device qemu-xhci,id=xhci \
+    -device qemu-xhci,id=xhci "${cold[@]}" \
     -smbios "type=11,value=$credential" \
     -serial "file:$console" \
     -monitor "tcp:127.0.0.1:$monitor_port,server=on,wait=off" >"$run/qemu$1.log" 2>&1 &
@@ -241,7 +247,7 @@ monitor() { # one HMP command to QEMU's monitor
   exec 7>&-
 }
 plug=0
-plug_stick() {
+plug_stick() { # hot-plug (QEMU's monitor), as stickdevN
   plug=$((plug + 1))
   monitor "drive_add 0 if=none,id=stick$plug,format=raw,file=$stick"
   monitor "device_add usb-storage,bus=xhci.0,drive=stick$plug,id=stickdev$plug,removable=on"
@@ -410,8 +416,8 @@ update_secs=$((SECONDS - t))
 [ "$(root_head "$run/disk.img")" = "$(root_head "$update_image")" ] || fail "the root partition is not the new image's after the update"
 say "updated in ${update_secs} s: root (changed by the first boot) and the ESP are the new image's again"
 
-say "second boot"
-boot 2
+say "second boot, the stick (still with bundle serial 1) plugged in from power-on"
+boot 2 stick
 wait_for 'Linux version' 600 "the kernel" >/dev/null
 t2_kernel=$(elapsed)
 wait_echo 1500
@@ -423,9 +429,8 @@ say "second boot: kernel ${t2_kernel} s, fiona answers C-ECHO ${t2_ready} s, sel
 selftest_block | sed 's/^/    /'
 selftest_block | grep -q '^configuration .*bundle qemu-1 serial 1' ||
   fail "the second boot's selftest does not run bundle serial 1: the data partition lost it?"
-# The same stick, its bundle still on it: refused now, the serial is burnt on the data
-# partition; the selftest runs again.
-plug_stick
+# The same stick, its bundle still on it, imported after the boot selftest: refused now, the
+# serial is burnt on the data partition; the selftest runs again.
 r=$(wait_for 'fiona-usb: qemu-1.tar: (accepted|refused)' 600 "the bundle's result")
 say "the same bundle again: ${r##*fiona-usb: }"
 [[ "$r" == *refused* ]] || fail "bundle serial 1 offered again was not refused: $r"
