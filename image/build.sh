@@ -5,7 +5,8 @@
 #
 # ROOTFS_OUT_DIR is what `bash os/build.sh OUT ...` wrote (rootfs.tar, build-info.txt).
 # IMAGE receives the raw disk image (sparse), IMAGE.sha256 its SHA-256 (sha256sum format)
-# and IMAGE.layout what is where.
+# and IMAGE.layout what is where. --root-size (MiB, default 3072) changes the layout: an image
+# with another root size cannot update a box made with this one (image/update.sh refuses).
 #
 # The disk:
 #   1  ESP   256 MiB  vfat: systemd-boot as EFI/BOOT/BOOTX64.EFI (the removable-media path,
