@@ -291,6 +291,14 @@ root_head() { # the first 64 KiB of the root partition (ext4's superblock: the b
   start=$(sfdisk -d "$1" | awk '/^[^:]+ : start=/ { i++; if (i == 2) { sub(/.*start= */, ""); sub(/,.*/, ""); print } }')
   dd if="$1" bs=64K iflag=skip_bytes skip=$((start * 512)) count=1 status=none | sha256sum | cut -d' ' -f1
 }
+# A unit that failed during the boot, as systemd's status lines show it. They stop at the
+# serial login prompt, so this sees the boot up to there (the firewall, the network, the data
+# partition, fiona itself), not later units.
+no_failed_units() {
+  local failed
+  failed=$(clean "$console" | grep -a -E '^\[FAILED\]' || true)
+  [ -z "$failed" ] || fail "a unit failed during the boot: $failed"
+}
 # The selftest's report reaches the console through the journal: "[ 272.8] fiona[540]: ...".
 selftest_lines() { clean "$console" | sed -n 's/^.*\[ *[0-9.]*\] fiona\[[0-9]*\]: //p'; }
 selftest_block() { # the last report on the console, from data_dir to the verdict
@@ -312,6 +320,7 @@ t_selftest1=$(elapsed)
 verdict1=${v##*selftest: }
 say "boot selftest at ${t_selftest1} s: $verdict1"
 selftest_block | sed 's/^/    /'
+no_failed_units
 
 # 3. The stick: first empty (the box's key comes back on it), then with the bundle.
 say "plugging in the empty FIONA stick"
@@ -427,6 +436,7 @@ t2_selftest=$(elapsed)
 verdict3=${v##*selftest: }
 say "second boot: kernel ${t2_kernel} s, fiona answers C-ECHO ${t2_ready} s, selftest ${t2_selftest} s: $verdict3"
 selftest_block | sed 's/^/    /'
+no_failed_units
 selftest_block | grep -q '^configuration .*bundle qemu-1 serial 1' ||
   fail "the second boot's selftest does not run bundle serial 1: the data partition lost it?"
 # The same stick, its bundle still on it, imported after the boot selftest: refused now, the
