@@ -47,6 +47,11 @@ command -v mmdebstrap >/dev/null 2>&1 || need+=(mmdebstrap)
 # port (curl, above).
 command -v objcopy >/dev/null 2>&1 || need+=(binutils)
 command -v ip >/dev/null 2>&1 || need+=(iproute2)
+# ... and makes the disk image from it (image/build.sh): no mounts, so the file system tools.
+command -v sfdisk >/dev/null 2>&1 || need+=(fdisk)
+command -v mkfs.fat >/dev/null 2>&1 || need+=(dosfstools)
+command -v mcopy >/dev/null 2>&1 || need+=(mtools)
+command -v mkfs.ext4 >/dev/null 2>&1 || need+=(e2fsprogs)
 if ((${#need[@]})); then
   SUDO=""
   [ "$(id -u)" = 0 ] || SUDO="sudo"

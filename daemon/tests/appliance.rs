@@ -1,5 +1,6 @@
 //! Scenario: the appliance's root file system (issue 19). `os/tests/appliance-nspawn.sh`
-//! builds it twice with its recipe (`os/build.sh`, mmdebstrap) and finds one SHA-256, checks
+//! builds it twice with its recipe (`os/build.sh`, mmdebstrap) and finds one SHA-256, makes
+//! the UEFI disk image from it twice (`image/build.sh`: one SHA-256, ESP + root), checks
 //! what is in it (fiona and its hardened units, the trusted bundle key, Tesseract's English
 //! and Norwegian models, the journal's cap, the firewall) and what is not (SSH server,
 //! compilers, a machine ID, a root password), boots it under `systemd-nspawn --boot` with its
@@ -33,6 +34,7 @@ fn the_appliance_rootfs_builds_reproducibly_and_boots_to_a_green_selftest() {
     // The steps the script reports, so that a script that skips one cannot pass.
     for step in [
         "two builds, one SHA-256",
+        "disk image: two builds, one SHA-256",
         "contents: fiona, its units",
         "the boot's selftest: warnings (exit 2)",
         "applied from the inbox",

@@ -2,6 +2,7 @@
 # The appliance's root file system, built by its recipe and booted: what a box runs.
 #   1. os/check-reproducible.sh builds the root file system twice (os/build.sh, with this
 #      test's bundle key as the site's trusted key) and the two rootfs.tar have one SHA-256;
+#      image/build.sh makes the disk image from it twice: one SHA-256, the expected layout;
 #   2. what must (not) be in it: fiona and its units enabled, the trusted key, Tesseract's
 #      English and Norwegian models, timesyncd, the journal's cap, the firewall; no SSH server,
 #      no compiler, root locked, an empty machine ID, no first-boot prompt;
@@ -32,7 +33,8 @@ tag=appliance-nspawn
 bin=$(readlink -f "${1:-target/release/fiona}")
 [ -x "$bin" ] || fail "no fiona binary at $bin: build it with cargo build --release"
 install_missing systemd-nspawn:systemd-container mmdebstrap:mmdebstrap storescu:dcmtk \
-  nsenter:util-linux minisign:minisign age:age jq:jq ip:iproute2 objcopy:binutils curl:curl
+  nsenter:util-linux minisign:minisign age:age jq:jq ip:iproute2 objcopy:binutils curl:curl \
+  sfdisk:fdisk mkfs.fat:dosfstools mcopy:mtools mkfs.ext4:e2fsprogs
 
 cache="${FIONA_APPLIANCE_CACHE:-${HOME:-/root}/.cache/fiona-appliance}"
 mkdir -p "$cache"
@@ -88,6 +90,33 @@ build="$run/build1"
 for p in systemd systemd-timesyncd nftables libtesseract5 tesseract-ocr-eng tesseract-ocr-nor linux-image-amd64; do
   grep -q "^$p " "$build/packages.txt" || fail "packages.txt does not list $p"
 done
+
+# 1b. The disk image from it (image/build.sh), twice: one SHA-256; GPT with the ESP (systemd-boot
+# at the removable-media path, the loader entry naming root by PARTUUID, kernel and initrd)
+# and the root partition, nothing behind them (the data partition is made at first boot).
+# Booting it needs QEMU and takes minutes: image/qemu-boot.sh, recorded in docs/APPLIANCE.md.
+started=$SECONDS
+bash image/build.sh "$build" "$run/a.img" >"$run/image-a.log" 2>&1 || { tail -20 "$run/image-a.log" >&2; fail "image/build.sh failed"; }
+bash image/build.sh "$build" "$run/b.img" >"$run/image-b.log" 2>&1 || { tail -20 "$run/image-b.log" >&2; fail "image/build.sh failed (second build)"; }
+ia=$(cut -d' ' -f1 "$run/a.img.sha256")
+ib=$(cut -d' ' -f1 "$run/b.img.sha256")
+[ "$ia" = "$ib" ] || fail "two disk images from one rootfs differ: $ia vs $ib"
+table=$(sfdisk -d "$run/a.img")
+parts=$(grep -c '^[^:]* : start=' <<<"$table")
+esp_start=$(grep -i 'type=C12A7328-F81F-11D2-BA4B-00A0C93EC93B' <<<"$table" | sed 's/.*start= *\([0-9]*\),.*/\1/')
+root_line=$(grep -i 'type=4F68BCE3-E8CD-4DB1-96E7-FBCAF984B709' <<<"$table" || true)
+[ "$parts" = 2 ] && [ -n "$esp_start" ] && [ -n "$root_line" ] ||
+  fail "the image's partition table is not ESP + x86-64 root only: $table"
+root_uuid=$(sed 's/.*uuid= *\([0-9A-Fa-f-]*\).*/\1/' <<<"$root_line")
+esp="$run/a.img@@$((esp_start * 512))"
+mdir -i "$esp" ::/EFI/BOOT/BOOTX64.EFI >/dev/null 2>&1 || fail "no EFI/BOOT/BOOTX64.EFI on the ESP"
+entry=$(mtype -i "$esp" ::/loader/entries/fiona.conf 2>/dev/null) || fail "no loader/entries/fiona.conf on the ESP"
+grep -qi "root=PARTUUID=$root_uuid" <<<"$entry" || fail "the loader entry does not name the root partition ($root_uuid): $entry"
+for f in $(sed -n 's/^\(linux\|initrd\) *//p' <<<"$entry"); do
+  mdir -i "$esp" "::$f" >/dev/null 2>&1 || fail "the loader entry names $f, which is not on the ESP"
+done
+say "disk image: two builds, one SHA-256 $ia ($(du -h --apparent-size "$run/a.img" | cut -f1), $((SECONDS - started)) s); ESP with systemd-boot and the entry, root by PARTUUID"
+rm -f "$run"/a.img* "$run"/b.img*
 
 # 2. What is in the root file system, and what is not.
 root="$run/root"
