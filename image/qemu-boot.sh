@@ -43,11 +43,9 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 src=$(cd "$here/.." && pwd)
 
-fail() {
-  echo "qemu-boot: FAIL: $*" >&2
-  exit 1
-}
-say() { echo "qemu-boot: $*"; }
+# fail, say, install_missing and write_ct_instance, shared with the container boot tests.
+tag=qemu-boot
+. "$src/os/tests/lib.sh"
 
 work=/var/tmp/fiona-qemu bin="$src/target/release/fiona" debs="" reuse=no update_image=""
 while [ $# -gt 0 ]; do
@@ -64,20 +62,9 @@ done
 bin=$(readlink -f "$bin")
 [ -x "$bin" ] || fail "no fiona binary at $bin (cargo build --release, or --fiona BIN)"
 
-need=()
-command -v qemu-system-x86_64 >/dev/null 2>&1 || need+=(qemu-system-x86)
-[ -f /usr/share/OVMF/OVMF_CODE_4M.fd ] || need+=(ovmf)
-command -v mcopy >/dev/null 2>&1 || need+=(mtools)
-command -v mkfs.fat >/dev/null 2>&1 || need+=(dosfstools)
-command -v storescu >/dev/null 2>&1 || need+=(dcmtk)
-command -v minisign >/dev/null 2>&1 || need+=(minisign)
-command -v age >/dev/null 2>&1 || need+=(age)
-[ -x /usr/bin/python3 ] || need+=(python3)
-if ((${#need[@]})); then
-  say "installing ${need[*]}"
-  apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
-fi
+install_missing qemu-system-x86_64:qemu-system-x86 /usr/share/OVMF/OVMF_CODE_4M.fd:ovmf \
+  mcopy:mtools mkfs.fat:dosfstools \
+  storescu:dcmtk minisign:minisign age:age python3:python3
 
 mkdir -p "$work"
 work=$(readlink -f "$work")
@@ -381,25 +368,7 @@ mtype -i "$stick_fs" ::fiona-box.txt >"$run/fiona-box-2.txt" || fail "no fiona-b
 sed 's/^/    stick: /' "$run/fiona-box-2.txt"
 
 # 4. DICOM from the host.
-cat >"$run/ct.dump" <<'EOF'
-(0008,0016) UI =CTImageStorage
-(0008,0018) UI [1.2.826.0.1.3680043.8.498.7712.1.1]
-(0008,0060) CS [CT]
-(0010,0010) PN [Qemu^Test]
-(0010,0020) LO [QEMU-0001]
-(0020,000d) UI [1.2.826.0.1.3680043.8.498.7712.1]
-(0020,000e) UI [1.2.826.0.1.3680043.8.498.7712.1.0]
-(0028,0002) US 1
-(0028,0004) CS [MONOCHROME2]
-(0028,0010) US 2
-(0028,0011) US 2
-(0028,0100) US 16
-(0028,0101) US 16
-(0028,0102) US 15
-(0028,0103) US 0
-(7fe0,0010) OW 0000\0001\0002\0003
-EOF
-dump2dcm --write-xfer-little "$run/ct.dump" "$run/ct.dcm" || fail "dump2dcm"
+write_ct_instance "$run" 7712 "Qemu^Test" QEMU-0001
 echoscu -aec FIONA 127.0.0.1 "$dicom_port" || fail "no C-ECHO answer through 127.0.0.1:$dicom_port"
 t=$EPOCHREALTIME
 storescu -aet QEMUSCU -aec FIONA 127.0.0.1 "$dicom_port" "$run/ct.dcm" || fail "C-STORE refused"

@@ -11,15 +11,16 @@
 //! See the script's header for what it needs (root; the rootfs is made once from the Debian
 //! archive and cached in ~/.cache/fiona-nspawn).
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+mod common;
 
+use std::path::Path;
+
+use common::boot_script::run_boot_script;
 use dicom_object::open_file;
 use fiona::pixel::decode::decode;
 use fiona::pixel::mask::Photometric;
 use fiona_tests::burned::{burn_text, sample_burns, Burn};
 use fiona_tests::corpus::{self, Modality, StudySpec};
-use fiona_tests::fiona_bin;
 
 #[test]
 fn units_boot_and_the_watchdog_restarts_a_hung_daemon() {
@@ -33,22 +34,12 @@ fn units_boot_and_the_watchdog_restarts_a_hung_daemon() {
     burn_text(&burned, &sample_burns()).unwrap();
     let scrubbed = tmp.path().join("scrubbed.dcm");
 
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../os/tests/nspawn-unit.sh");
-    let out = Command::new("bash")
-        .arg(&script)
-        .arg(fiona_bin!())
-        .env("FIONA_NSPAWN_OCR_INPUT", &burned)
-        .env("FIONA_NSPAWN_OCR_OUTPUT", &scrubbed)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {}: {e}", script.display()));
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    println!("{stdout}");
-    assert!(
-        out.status.success() && stdout.lines().any(|l| l == "nspawn-unit: PASS"),
-        "{} ({}):\n{stdout}\n{stderr}",
-        script.display(),
-        out.status
+    run_boot_script(
+        "nspawn-unit",
+        &[
+            ("FIONA_NSPAWN_OCR_INPUT", burned.as_path()),
+            ("FIONA_NSPAWN_OCR_OUTPUT", scrubbed.as_path()),
+        ],
     );
     // OCR really ran in the sandbox: every burned-in box is black in the output.
     let (ink, left) = text_pixels(&burned, &scrubbed);

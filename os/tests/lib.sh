@@ -9,11 +9,17 @@ fail() {
 }
 say() { echo "$tag: $*"; }
 
-# install_missing COMMAND:PACKAGE ...: apt-get installs the packages whose command is missing.
+# install_missing PROBE:PACKAGE ...: apt-get installs the packages whose probe is missing, a
+# command (storescu) or, when it starts with /, a file (OVMF's firmware).
 install_missing() {
-  local need=() pair
+  local need=() pair probe
   for pair in "$@"; do
-    command -v "${pair%%:*}" >/dev/null 2>&1 || need+=("${pair#*:}")
+    probe=${pair%%:*}
+    if [[ "$probe" == /* ]]; then
+      [ -e "$probe" ] || need+=("${pair#*:}")
+    else
+      command -v "$probe" >/dev/null 2>&1 || need+=("${pair#*:}")
+    fi
   done
   if ((${#need[@]})); then
     say "installing missing tools: ${need[*]}"
